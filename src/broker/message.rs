@@ -1,0 +1,104 @@
+//! The application message as it travels through the broker.
+//!
+//! Owns: [`Message`] (shared by `Arc` between every subscriber it reaches, so
+//! the payload is never copied per subscriber), [`Delivery`] (one subscriber's
+//! view of it: granted QoS, retain flag, subscription ids) and conversions to
+//! and from the stored form. Must never: know about transports or packets.
+
+use crate::mqtt::packet::{QoS, UserProperties};
+use crate::store::StoredMessage;
+use crate::topic::TopicName;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Wall-clock milliseconds since the Unix epoch. Expiry and session timestamps
+/// use wall-clock time because they must stay meaningful across restarts.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// MQTT 5 properties that travel with a message from publisher to subscribers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageProperties {
+    pub payload_format_indicator: Option<u8>,
+    pub content_type: Option<String>,
+    pub response_topic: Option<String>,
+    pub correlation_data: Option<Bytes>,
+    pub user_properties: UserProperties,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub topic: TopicName,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+    /// Absolute expiry in Unix milliseconds (MQTT 5 Message Expiry Interval).
+    pub expires_at_ms: Option<u64>,
+    pub properties: MessageProperties,
+    /// Client id of the publisher, for the MQTT 5 No Local option. `None` for
+    /// messages the broker itself originates.
+    pub publisher: Option<Arc<str>>,
+}
+
+impl Message {
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_some_and(|at| at <= now_ms)
+    }
+
+    /// Seconds left before expiry, rounded up, for the outgoing Message Expiry
+    /// Interval ([MQTT-3.3.2-6]: the receiver sees the remaining lifetime).
+    pub fn remaining_expiry_secs(&self, now_ms: u64) -> Option<u32> {
+        self.expires_at_ms.map(|at| (at.saturating_sub(now_ms).div_ceil(1000)).min(u32::MAX as u64) as u32)
+    }
+
+    pub fn to_stored(&self) -> StoredMessage {
+        StoredMessage {
+            topic: self.topic.as_str().to_string(),
+            payload: self.payload.to_vec(),
+            qos: self.qos,
+            retain: self.retain,
+            expires_at_ms: self.expires_at_ms,
+            payload_format_indicator: self.properties.payload_format_indicator,
+            content_type: self.properties.content_type.clone(),
+            response_topic: self.properties.response_topic.clone(),
+            correlation_data: self.properties.correlation_data.as_ref().map(|b| b.to_vec()),
+            user_properties: self.properties.user_properties.clone(),
+        }
+    }
+
+    /// Rebuilds a message read from the store. A topic that no longer
+    /// validates means the record is corrupt: the caller skips it and logs.
+    pub fn from_stored(stored: StoredMessage) -> Result<Message, crate::topic::TopicError> {
+        Ok(Message {
+            topic: TopicName::new(&stored.topic)?,
+            payload: Bytes::from(stored.payload),
+            qos: stored.qos,
+            retain: stored.retain,
+            expires_at_ms: stored.expires_at_ms,
+            properties: MessageProperties {
+                payload_format_indicator: stored.payload_format_indicator,
+                content_type: stored.content_type,
+                response_topic: stored.response_topic,
+                correlation_data: stored.correlation_data.map(Bytes::from),
+                user_properties: stored.user_properties,
+            },
+            publisher: None,
+        })
+    }
+}
+
+/// One subscriber's copy of a message.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message: Arc<Message>,
+    /// min(publish QoS, subscription QoS).
+    pub qos: QoS,
+    /// Retain flag as sent (retain-as-published applied; always set for
+    /// retained messages sent because of a new subscription).
+    pub retain: bool,
+    pub subscription_ids: Vec<u32>,
+    /// Key of the stored copy when the session is persistent and QoS > 0.
+    pub seq: Option<u64>,
+}

@@ -1,0 +1,624 @@
+//! The broker core: sessions, subscriptions, routing, retained messages, wills.
+//!
+//! Owns: every piece of state shared between connections. Transports (MQTT
+//! over TCP, later WebSocket and the Protobuf protocol) call in through
+//! [`Broker::connect`], [`Broker::subscribe`], [`Broker::publish`] and
+//! friends, and take deliveries out of their [`Session`]'s outbox.
+//! Must never: know which transport a client uses, encode packets, or hold a
+//! lock across an `.await`.
+//!
+//! Lock order (never the reverse): `sessions` → `subscriptions` → a session's
+//! own lock; `retained` is never held together with another lock.
+//!
+//! Routing runs on the publisher's task (like NATS): [`Broker::publish`]
+//! matches the topic in the tree under a read lock, then pushes an `Arc` of
+//! the message into each subscriber's outbox. There is no central router task
+//! that every message would queue behind. [`Broker::publish`] is also the one
+//! seam where a cluster backplane will forward messages to other nodes.
+
+pub mod message;
+pub mod outbox;
+pub mod session;
+
+pub use message::{now_ms, Delivery, Message, MessageProperties};
+pub use session::{Enqueued, Outgoing, Session, SubscriptionRecord, NEVER_EXPIRES};
+
+use crate::config::Config;
+use crate::mqtt::packet::{LastWill, QoS, SubscriptionOptions};
+use crate::mqtt::reason;
+use crate::store::{GroupCommit, Store, StoreError};
+use crate::topic::{parse_subscription, SubscriptionTree, TopicError, TopicFilter, TopicName};
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+
+/// Key of an entry in the subscription tree: one per client and filter, or
+/// one per shared-subscription group and filter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SubscriberKey {
+    Client(Arc<str>),
+    SharedGroup(Arc<str>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    pub session: Arc<Session>,
+    pub options: SubscriptionOptions,
+    pub identifier: Option<u32>,
+}
+
+#[derive(Debug)]
+pub enum SubscriptionEntry {
+    Client(Subscriber),
+    /// `$share/{group}/{filter}`: each message goes to one member, round-robin.
+    Shared {
+        members: Vec<Subscriber>,
+        next: AtomicUsize,
+    },
+}
+
+/// What a transport asks for when a client connects.
+#[derive(Debug, Clone)]
+pub struct ConnectRequest {
+    /// Empty means "assign one".
+    pub client_id: String,
+    pub clean_start: bool,
+    /// Seconds; `NEVER_EXPIRES` for an MQTT 3.1.1 persistent session.
+    pub session_expiry_secs: u32,
+    /// How many QoS 1/2 messages the client accepts in flight.
+    pub receive_maximum: u16,
+}
+
+pub struct Connected {
+    pub session: Arc<Session>,
+    pub session_present: bool,
+    /// Set when the broker chose the client id.
+    pub assigned_client_id: Option<String>,
+    /// Identifies this attachment; pass it back to [`Broker::disconnected`].
+    pub connection_id: u64,
+    /// Fires with a reason code when another connection takes the session over.
+    pub kicked: oneshot::Receiver<u8>,
+    /// Unacknowledged deliveries from before, to resend first (DUP set).
+    pub resend: Vec<Outgoing>,
+    /// Session expiry after applying the configured cap.
+    pub session_expiry_secs: u32,
+}
+
+/// How a publish went, for the publisher's acknowledgement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublishOutcome {
+    /// Subscriptions that received a copy.
+    pub deliveries: usize,
+    /// A copy was written to the store: flush before acknowledging.
+    pub must_sync: bool,
+}
+
+/// How a connection ended, as far as the will message is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WillAction {
+    /// Normal DISCONNECT: discard the will ([MQTT-3.1.2-10]).
+    Discard,
+    /// Abnormal end, or DISCONNECT with reason 0x04: publish it (after the will delay).
+    Publish,
+}
+
+pub struct Broker {
+    config: Config,
+    sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    subscriptions: RwLock<SubscriptionTree<SubscriberKey, SubscriptionEntry>>,
+    retained: RwLock<HashMap<TopicName, Arc<Message>>>,
+    store: Arc<dyn Store>,
+    commit: GroupCommit,
+    next_connection_id: AtomicU64,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Broker {
+    /// Builds the broker and restores retained messages and persistent
+    /// sessions from `store`. Must run inside a Tokio runtime (timers).
+    pub fn new(config: Config, store: Arc<dyn Store>) -> Result<Arc<Broker>, StoreError> {
+        let commit = GroupCommit::new(store.clone());
+        let (shutdown, _) = watch::channel(false);
+        let broker = Arc::new(Broker {
+            config,
+            sessions: Mutex::new(HashMap::new()),
+            subscriptions: RwLock::new(SubscriptionTree::new()),
+            retained: RwLock::new(HashMap::new()),
+            store,
+            commit,
+            next_connection_id: AtomicU64::new(1),
+            shutdown,
+        });
+        broker.restore()?;
+        Ok(broker)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Resolves when every store write made before the call is durable; many
+    /// concurrent callers share one flush (group commit).
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        self.commit.sync().await
+    }
+
+    /// A receiver that turns `true` when the broker shuts down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Tells every connection to close (MQTT 5: DISCONNECT 0x8B).
+    pub fn begin_shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Saves every persistent session and flushes the store. Called after
+    /// connections have closed.
+    pub fn flush_all(&self) -> Result<(), StoreError> {
+        let sessions: Vec<_> = self.sessions.lock().values().cloned().collect();
+        for session in sessions {
+            session.save();
+        }
+        self.store.flush()
+    }
+
+    fn restore(self: &Arc<Self>) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut retained = self.retained.write();
+        for stored in self.store.load_retained()? {
+            match Message::from_stored(stored) {
+                Ok(m) if !m.is_expired(now) => {
+                    retained.insert(m.topic.clone(), Arc::new(m));
+                }
+                Ok(m) => self.store.set_retained(m.topic.as_str(), None)?,
+                Err(e) => tracing::warn!(error = %e, "skipping stored retained message with an invalid topic"),
+            }
+        }
+        drop(retained);
+        let max_queued = self.config.session.max_queued_messages;
+        for stored in self.store.load_sessions()? {
+            let disconnected_at = stored.disconnected_at_ms.unwrap_or(now);
+            if session_has_expired(stored.expiry_secs, disconnected_at, now) {
+                self.store.remove_session(&stored.client_id)?;
+                continue;
+            }
+            let mut deliveries = Vec::new();
+            for d in self.store.load_deliveries(&stored.client_id)? {
+                match Message::from_stored(d.message.clone()) {
+                    Ok(m) => deliveries.push((d, Arc::new(m))),
+                    Err(e) => {
+                        tracing::warn!(client_id = %stored.client_id, error = %e, "skipping corrupt queued message")
+                    }
+                }
+            }
+            let session = Arc::new(Session::restore(&stored, deliveries, max_queued, self.store.clone()));
+            {
+                let mut tree = self.subscriptions.write();
+                for (filter, record) in session.subscriptions() {
+                    if let Ok(parsed) = parse_subscription(&filter) {
+                        insert_subscription(
+                            &mut tree,
+                            &session,
+                            parsed.share_group.as_deref(),
+                            &parsed.filter,
+                            &record,
+                        );
+                    }
+                }
+            }
+            self.schedule_expiry(&session, session.generation());
+            self.sessions.lock().insert(session.client_id.clone(), session);
+        }
+        tracing::info!(
+            retained = self.retained.read().len(),
+            sessions = self.sessions.lock().len(),
+            "restored state from the store"
+        );
+        Ok(())
+    }
+
+    // ---- connect / disconnect --------------------------------------------
+
+    pub fn connect(self: &Arc<Self>, request: ConnectRequest) -> Connected {
+        let connection_id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
+        let (client_id, assigned) = if request.client_id.is_empty() {
+            let id = format!("auto-{:016x}", rand::random::<u64>());
+            (id.clone(), Some(id))
+        } else {
+            (request.client_id.clone(), None)
+        };
+        let cap = self.config.session.max_session_expiry_secs;
+        let expiry = if cap > 0 { request.session_expiry_secs.min(cap) } else { request.session_expiry_secs };
+        let send_window = request.receive_maximum.min(self.config.session.max_inflight);
+
+        let mut sessions = self.sessions.lock();
+        let existing = sessions.get(client_id.as_str()).cloned();
+        let (session, session_present) = match existing {
+            Some(old) if !request.clean_start => {
+                old.set_expiry_secs(expiry);
+                (old, true)
+            }
+            other => {
+                if let Some(old) = other {
+                    // Clean start ends the old session; its connection (if any)
+                    // is told it was taken over.
+                    old.kick(reason::SESSION_TAKEN_OVER);
+                    self.discard_session_locked(&mut sessions, &old);
+                }
+                let session = Arc::new(Session::new(
+                    Arc::from(client_id.as_str()),
+                    expiry,
+                    self.config.session.max_queued_messages,
+                    self.store.clone(),
+                ));
+                sessions.insert(session.client_id.clone(), session.clone());
+                (session, false)
+            }
+        };
+        drop(sessions);
+        let (kicked, resend) = session.attach(connection_id, send_window, reason::SESSION_TAKEN_OVER);
+        if session.is_persistent() {
+            session.save();
+        } else if session_present {
+            // It was persistent and now expires at disconnect: forget the stored copy.
+            let _ = self.store.remove_session(&session.client_id);
+        }
+        Connected {
+            session,
+            session_present,
+            assigned_client_id: assigned,
+            connection_id,
+            kicked,
+            resend,
+            session_expiry_secs: expiry,
+        }
+    }
+
+    /// A connection ended. Publishes or schedules the will, and ends the
+    /// session now (expiry 0) or schedules its expiry.
+    pub fn disconnected(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        connection_id: u64,
+        will: Option<LastWill>,
+        will_action: WillAction,
+    ) {
+        let was_owner = session.detach(connection_id);
+        let generation = session.generation();
+        if let (Some(will), WillAction::Publish) = (will, will_action) {
+            let delay = will.properties.will_delay_interval.unwrap_or(0);
+            let expiry = session.expiry_secs();
+            if delay == 0 || (was_owner && expiry == 0) {
+                // The will fires when the delay passes or the session ends,
+                // whichever is first ([MQTT-3.1.3-9]).
+                self.publish_will(session, will);
+            } else {
+                let broker = Arc::downgrade(self);
+                let session = session.clone();
+                let wait = Duration::from_secs(u64::from(delay.min(expiry)));
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    if let Some(broker) = broker.upgrade() {
+                        // A reconnect before the delay bumps the generation and cancels the will.
+                        if session.generation() == generation && !session.is_connected() {
+                            broker.publish_will(&session, will);
+                        }
+                    }
+                });
+            }
+        }
+        if !was_owner {
+            return; // Taken over: the session lives on with its new connection.
+        }
+        let expiry = session.expiry_secs();
+        if expiry == 0 {
+            let mut sessions = self.sessions.lock();
+            if sessions.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, session)) {
+                self.discard_session_locked(&mut sessions, session);
+            }
+        } else {
+            session.save();
+            self.schedule_expiry(session, generation);
+        }
+    }
+
+    fn publish_will(&self, session: &Session, will: LastWill) {
+        let Ok(topic) = TopicName::new(&will.topic) else { return };
+        let props = will.properties;
+        let message = Message {
+            topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            expires_at_ms: props.message_expiry_interval.map(|s| now_ms() + u64::from(s) * 1000),
+            properties: MessageProperties {
+                payload_format_indicator: props.payload_format_indicator,
+                content_type: props.content_type,
+                response_topic: props.response_topic,
+                correlation_data: props.correlation_data,
+                user_properties: props.user_properties,
+            },
+            publisher: Some(session.client_id.clone()),
+        };
+        tracing::debug!(client_id = %session.client_id, topic = %message.topic, "publishing will");
+        self.publish(Arc::new(message));
+    }
+
+    fn schedule_expiry(self: &Arc<Self>, session: &Arc<Session>, generation: u64) {
+        let expiry = session.expiry_secs();
+        if expiry == NEVER_EXPIRES || expiry == 0 {
+            return;
+        }
+        let elapsed = now_ms().saturating_sub(session.disconnected_at_ms().unwrap_or_else(now_ms));
+        let wait = Duration::from_millis((u64::from(expiry) * 1000).saturating_sub(elapsed));
+        let broker = Arc::downgrade(self);
+        let session = session.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let Some(broker) = broker.upgrade() else { return };
+            let mut sessions = broker.sessions.lock();
+            let still_ours = sessions.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, &session));
+            if still_ours && session.generation() == generation && !session.is_connected() {
+                tracing::debug!(client_id = %session.client_id, "session expired");
+                broker.discard_session_locked(&mut sessions, &session);
+            }
+        });
+    }
+
+    /// Removes a session, its subscriptions and its stored state.
+    fn discard_session_locked(&self, sessions: &mut HashMap<Arc<str>, Arc<Session>>, session: &Arc<Session>) {
+        if sessions.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, session)) {
+            sessions.remove(&session.client_id);
+        }
+        let mut tree = self.subscriptions.write();
+        for (filter, _) in session.subscriptions() {
+            if let Ok(parsed) = parse_subscription(&filter) {
+                remove_subscription(&mut tree, session, parsed.share_group.as_deref(), &parsed.filter);
+            }
+        }
+        drop(tree);
+        if let Err(e) = self.store.remove_session(&session.client_id) {
+            tracing::error!(client_id = %session.client_id, error = %e, "cannot remove stored session");
+        }
+    }
+
+    /// Number of known sessions (connected or not).
+    pub fn session_count(&self) -> usize {
+        self.sessions.lock().len()
+    }
+
+    // ---- subscribe / unsubscribe -----------------------------------------
+
+    /// Adds or replaces one subscription and queues the retained messages it
+    /// asks for. Returns the granted QoS as a reason code, or a failure code.
+    pub fn subscribe(
+        &self,
+        session: &Arc<Session>,
+        filter: &str,
+        options: SubscriptionOptions,
+        identifier: Option<u32>,
+    ) -> Result<u8, TopicError> {
+        let parsed = parse_subscription(filter)?;
+        let record = SubscriptionRecord { options, identifier };
+        let existed = session.add_subscription(filter, record.clone()).is_some();
+        {
+            let mut tree = self.subscriptions.write();
+            insert_subscription(&mut tree, session, parsed.share_group.as_deref(), &parsed.filter, &record);
+        }
+        session.save();
+        // Retained messages are not sent to shared subscriptions ([MQTT-3.8.4-?], as
+        // Mosquitto and EMQX do); retain handling 1 sends them only for a new subscription.
+        let send_retained = parsed.share_group.is_none()
+            && match options.retain_handling {
+                0 => true,
+                1 => !existed,
+                _ => false,
+            };
+        if send_retained {
+            let now = now_ms();
+            let matching: Vec<Arc<Message>> = self
+                .retained
+                .read()
+                .values()
+                .filter(|m| parsed.filter.matches(&m.topic) && !m.is_expired(now))
+                .cloned()
+                .collect();
+            for message in matching {
+                let qos = message.qos.min(options.qos);
+                session.enqueue(Delivery {
+                    message,
+                    qos,
+                    retain: true,
+                    subscription_ids: identifier.into_iter().collect(),
+                    seq: None,
+                });
+            }
+        }
+        Ok(options.qos as u8)
+    }
+
+    /// Removes one subscription. Returns whether it existed.
+    pub fn unsubscribe(&self, session: &Arc<Session>, filter: &str) -> bool {
+        if session.remove_subscription(filter).is_none() {
+            return false;
+        }
+        if let Ok(parsed) = parse_subscription(filter) {
+            let mut tree = self.subscriptions.write();
+            remove_subscription(&mut tree, session, parsed.share_group.as_deref(), &parsed.filter);
+        }
+        session.save();
+        true
+    }
+
+    // ---- publish ---------------------------------------------------------
+
+    /// Stores the message if retained, then routes it to every matching
+    /// subscription. The one routing seam: a cluster backplane hooks in here.
+    pub fn publish(&self, message: Arc<Message>) -> PublishOutcome {
+        let mut outcome = PublishOutcome::default();
+        if message.retain {
+            outcome.must_sync |= self.retain(&message);
+        }
+        self.route(&message, &mut outcome);
+        outcome
+    }
+
+    /// Sets, replaces or clears (empty payload) the retained message of a topic.
+    /// Returns whether a store write must be flushed before acknowledging.
+    fn retain(&self, message: &Arc<Message>) -> bool {
+        let result = if message.payload.is_empty() {
+            self.retained.write().remove(&message.topic);
+            self.store.set_retained(message.topic.as_str(), None)
+        } else {
+            self.retained.write().insert(message.topic.clone(), message.clone());
+            self.store.set_retained(message.topic.as_str(), Some(&message.to_stored()))
+        };
+        if let Err(e) = result {
+            tracing::error!(topic = %message.topic, error = %e, "cannot store retained message");
+            return false;
+        }
+        message.qos > QoS::AtMostOnce
+    }
+
+    fn route(&self, message: &Arc<Message>, outcome: &mut PublishOutcome) {
+        // Collect under the read lock, deliver after releasing it: session
+        // locks are never taken inside the tree lock.
+        let mut targets: Vec<(Arc<Session>, QoS, bool, Option<u32>)> = Vec::new();
+        {
+            let tree = self.subscriptions.read();
+            tree.for_each_match(&message.topic, |_key, entry| match entry {
+                SubscriptionEntry::Client(sub) => {
+                    if sub.options.no_local && message.publisher.as_deref() == Some(&*sub.session.client_id) {
+                        return;
+                    }
+                    targets.push(target_of(sub, message));
+                }
+                SubscriptionEntry::Shared { members, next } => {
+                    if let Some(sub) = pick_shared_member(members, next) {
+                        targets.push(target_of(sub, message));
+                    }
+                }
+            });
+        }
+        // A client with several matching subscriptions gets one copy at the
+        // highest granted QoS carrying every subscription identifier ([MQTT-3.3.4-3..5]).
+        if targets.len() > 1 {
+            targets.sort_unstable_by_key(|t| Arc::as_ptr(&t.0) as usize);
+        }
+        let mut i = 0;
+        while i < targets.len() {
+            let (session, mut qos, mut retain, id) = targets[i].clone();
+            let mut ids: Vec<u32> = id.into_iter().collect();
+            let mut j = i + 1;
+            while j < targets.len() && Arc::ptr_eq(&targets[j].0, &session) {
+                qos = qos.max(targets[j].1);
+                retain |= targets[j].2;
+                ids.extend(targets[j].3);
+                j += 1;
+            }
+            i = j;
+            let delivery = Delivery { message: message.clone(), qos, retain, subscription_ids: ids, seq: None };
+            if let Enqueued::Queued { stored } = session.enqueue(delivery) {
+                outcome.deliveries += 1;
+                outcome.must_sync |= stored;
+            }
+        }
+    }
+
+    /// Number of retained messages held.
+    pub fn retained_count(&self) -> usize {
+        self.retained.read().len()
+    }
+}
+
+fn target_of(sub: &Subscriber, message: &Message) -> (Arc<Session>, QoS, bool, Option<u32>) {
+    let qos = message.qos.min(sub.options.qos);
+    let retain = sub.options.retain_as_published && message.retain;
+    (sub.session.clone(), qos, retain, sub.identifier)
+}
+
+/// Round-robin over the group, preferring connected members; a group whose
+/// members are all offline still queues for one of them (persistent sessions).
+fn pick_shared_member<'a>(members: &'a [Subscriber], next: &AtomicUsize) -> Option<&'a Subscriber> {
+    if members.is_empty() {
+        return None;
+    }
+    let start = next.fetch_add(1, Ordering::Relaxed);
+    (0..members.len())
+        .map(|k| &members[(start + k) % members.len()])
+        .find(|m| m.session.is_connected())
+        .or_else(|| members.get(start % members.len()))
+}
+
+fn insert_subscription(
+    tree: &mut SubscriptionTree<SubscriberKey, SubscriptionEntry>,
+    session: &Arc<Session>,
+    share_group: Option<&str>,
+    filter: &TopicFilter,
+    record: &SubscriptionRecord,
+) {
+    let subscriber = Subscriber { session: session.clone(), options: record.options, identifier: record.identifier };
+    match share_group {
+        None => {
+            tree.insert(
+                filter,
+                SubscriberKey::Client(session.client_id.clone()),
+                SubscriptionEntry::Client(subscriber),
+            );
+        }
+        Some(group) => {
+            let key = SubscriberKey::SharedGroup(Arc::from(group));
+            if let Some(SubscriptionEntry::Shared { members, .. }) = tree.get_mut(filter, &key) {
+                members.retain(|m| m.session.client_id != session.client_id);
+                members.push(subscriber);
+            } else {
+                tree.insert(
+                    filter,
+                    key,
+                    SubscriptionEntry::Shared { members: vec![subscriber], next: AtomicUsize::new(0) },
+                );
+            }
+        }
+    }
+}
+
+fn remove_subscription(
+    tree: &mut SubscriptionTree<SubscriberKey, SubscriptionEntry>,
+    session: &Arc<Session>,
+    share_group: Option<&str>,
+    filter: &TopicFilter,
+) {
+    match share_group {
+        None => {
+            let key = SubscriberKey::Client(session.client_id.clone());
+            // Only remove the entry if it belongs to this session object (a
+            // newer session with the same client id may have replaced it).
+            if let Some(SubscriptionEntry::Client(sub)) = tree.get(filter, &key) {
+                if Arc::ptr_eq(&sub.session, session) {
+                    tree.remove(filter, &key);
+                }
+            }
+        }
+        Some(group) => {
+            let key = SubscriberKey::SharedGroup(Arc::from(group));
+            let now_empty = match tree.get_mut(filter, &key) {
+                Some(SubscriptionEntry::Shared { members, .. }) => {
+                    members.retain(|m| !Arc::ptr_eq(&m.session, session));
+                    members.is_empty()
+                }
+                _ => false,
+            };
+            if now_empty {
+                tree.remove(filter, &key);
+            }
+        }
+    }
+}
+
+fn session_has_expired(expiry_secs: u32, disconnected_at_ms: u64, now_ms: u64) -> bool {
+    expiry_secs != NEVER_EXPIRES && disconnected_at_ms + u64::from(expiry_secs) * 1000 <= now_ms
+}

@@ -1,0 +1,468 @@
+//! A client's session: what outlives one network connection.
+//!
+//! Owns: the session's subscriptions (as the client sent them), its outbox of
+//! pending deliveries, outbound QoS 1/2 messages in flight (packet ids,
+//! retransmission on resume), inbound QoS 2 packet ids awaiting PUBREL, and
+//! the stored copies of QoS 1/2 deliveries of a persistent session.
+//! Must never: hold its lock across an `.await` (it is a `parking_lot`
+//! mutex because every critical section is short and synchronous), or take
+//! the subscription-tree lock while holding its own (lock order: sessions map
+//! → subscription tree → session).
+
+use super::message::{now_ms, Delivery, Message};
+use super::outbox::{Outbox, OverflowPolicy, Pushed};
+use crate::mqtt::packet::{QoS, SubscriptionOptions};
+use crate::store::{Store, StoredDelivery, StoredSession, StoredSubscription};
+use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use tokio::sync::{oneshot, Notify};
+
+/// Session expiry meaning "never expires" (MQTT 3.1.1 clean session = 0).
+pub const NEVER_EXPIRES: u32 = u32::MAX;
+
+/// A subscription as the session remembers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionRecord {
+    pub options: SubscriptionOptions,
+    pub identifier: Option<u32>,
+}
+
+/// What the connection must send next.
+#[derive(Debug)]
+pub enum Outgoing {
+    Publish { packet_id: u16, dup: bool, delivery: Delivery },
+    PubRel { packet_id: u16 },
+}
+
+#[derive(Debug)]
+enum Inflight {
+    /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    Sent(Delivery),
+    /// PUBREL sent, waiting for PUBCOMP. The stored copy (if any) is removed
+    /// only at PUBCOMP, so a crash in between redelivers rather than loses.
+    Released { seq: Option<u64> },
+}
+
+/// The connection currently attached to the session.
+struct Owner {
+    connection_id: u64,
+    /// Fired with a reason code to make that connection close (takeover).
+    kick: oneshot::Sender<u8>,
+}
+
+pub struct Session {
+    pub client_id: Arc<str>,
+    state: Mutex<SessionState>,
+    /// Wakes the attached connection's writer when the outbox becomes non-empty.
+    wake: Notify,
+    store: Arc<dyn Store>,
+}
+
+struct SessionState {
+    expiry_secs: u32,
+    subscriptions: HashMap<String, SubscriptionRecord>,
+    outbox: Outbox<Delivery>,
+    inflight: VecDeque<(u16, Inflight)>,
+    next_packet_id: u16,
+    /// How many QoS 1/2 deliveries may be in flight: min(client's Receive
+    /// Maximum, configured `max_inflight`).
+    send_window: u16,
+    incoming_qos2: HashSet<u16>,
+    owner: Option<Owner>,
+    /// Incremented on every attach, so timers (session expiry, will delay)
+    /// started for one disconnect can tell the session has moved on.
+    generation: u64,
+    next_seq: u64,
+    disconnected_at_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("client_id", &self.client_id).finish()
+    }
+}
+
+impl Session {
+    pub fn new(client_id: Arc<str>, expiry_secs: u32, max_queued: usize, store: Arc<dyn Store>) -> Session {
+        Session {
+            client_id,
+            state: Mutex::new(SessionState {
+                expiry_secs,
+                subscriptions: HashMap::new(),
+                outbox: Outbox::new(max_queued, OverflowPolicy::DropNew),
+                inflight: VecDeque::new(),
+                next_packet_id: 1,
+                send_window: 1,
+                incoming_qos2: HashSet::new(),
+                owner: None,
+                generation: 0,
+                next_seq: 1,
+                disconnected_at_ms: None,
+            }),
+            wake: Notify::new(),
+            store,
+        }
+    }
+
+    /// Rebuilds a persistent session from the store after a restart. Its
+    /// queued deliveries go back into the outbox, oldest first.
+    pub fn restore(
+        stored: &StoredSession,
+        deliveries: Vec<(StoredDelivery, Arc<Message>)>,
+        max_queued: usize,
+        store: Arc<dyn Store>,
+    ) -> Session {
+        let session = Session::new(Arc::from(stored.client_id.as_str()), stored.expiry_secs, max_queued, store);
+        {
+            let mut st = session.state.lock();
+            st.disconnected_at_ms = Some(stored.disconnected_at_ms.unwrap_or_else(now_ms));
+            for sub in &stored.subscriptions {
+                st.subscriptions.insert(
+                    sub.filter.clone(),
+                    SubscriptionRecord { options: sub.options, identifier: sub.identifier },
+                );
+            }
+            // Restored deliveries may exceed the configured capacity if it was
+            // lowered; keep them all rather than lose acknowledged messages.
+            for (d, message) in deliveries {
+                st.next_seq = st.next_seq.max(d.seq + 1);
+                st.outbox.push_unbounded(Delivery {
+                    message,
+                    qos: d.qos,
+                    retain: d.retain,
+                    subscription_ids: d.subscription_ids,
+                    seq: Some(d.seq),
+                });
+            }
+        }
+        session
+    }
+
+    pub fn is_persistent(&self) -> bool {
+        self.state.lock().expiry_secs > 0
+    }
+
+    pub fn expiry_secs(&self) -> u32 {
+        self.state.lock().expiry_secs
+    }
+
+    pub fn set_expiry_secs(&self, secs: u32) {
+        self.state.lock().expiry_secs = secs;
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.state.lock().generation
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.state.lock().owner.is_some()
+    }
+
+    /// When the session was last disconnected (Unix ms), `None` while connected.
+    pub fn disconnected_at_ms(&self) -> Option<u64> {
+        self.state.lock().disconnected_at_ms
+    }
+
+    /// Waits until deliveries may be ready. Never loses a wake-up: a wake that
+    /// happens while nobody waits is kept for the next call.
+    pub async fn notified(&self) {
+        self.wake.notified().await
+    }
+
+    /// Attaches a new connection. Returns the kick receiver for that
+    /// connection and, if another connection was attached, kicks it with
+    /// `takeover_reason`. Unacknowledged deliveries are returned to be resent
+    /// with DUP set, in their original order ([MQTT-4.4.0-1]).
+    pub fn attach(
+        &self,
+        connection_id: u64,
+        send_window: u16,
+        takeover_reason: u8,
+    ) -> (oneshot::Receiver<u8>, Vec<Outgoing>) {
+        let (tx, rx) = oneshot::channel();
+        let mut st = self.state.lock();
+        if let Some(old) = st.owner.take() {
+            let _ = old.kick.send(takeover_reason);
+        }
+        st.owner = Some(Owner { connection_id, kick: tx });
+        st.generation += 1;
+        st.disconnected_at_ms = None;
+        st.send_window = send_window.max(1);
+        let resend = st
+            .inflight
+            .iter()
+            .map(|(packet_id, entry)| match entry {
+                Inflight::Sent(d) => Outgoing::Publish { packet_id: *packet_id, dup: true, delivery: d.clone() },
+                Inflight::Released { .. } => Outgoing::PubRel { packet_id: *packet_id },
+            })
+            .collect();
+        drop(st);
+        // Queued messages may be waiting from the offline period.
+        self.wake.notify_one();
+        (rx, resend)
+    }
+
+    /// Detaches `connection_id` if it is still the owner. Returns whether it
+    /// was (false after a takeover: the new connection owns the session).
+    pub fn detach(&self, connection_id: u64) -> bool {
+        let mut st = self.state.lock();
+        if st.owner.as_ref().map(|o| o.connection_id) == Some(connection_id) {
+            st.owner = None;
+            st.disconnected_at_ms = Some(now_ms());
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Kicks the attached connection, if any, with `reason`.
+    pub fn kick(&self, reason: u8) {
+        if let Some(old) = self.state.lock().owner.take() {
+            let _ = old.kick.send(reason);
+        }
+    }
+
+    // ---- subscriptions -------------------------------------------------
+
+    /// Records a subscription; returns the previous record if it replaced one.
+    pub fn add_subscription(&self, filter: &str, record: SubscriptionRecord) -> Option<SubscriptionRecord> {
+        self.state.lock().subscriptions.insert(filter.to_string(), record)
+    }
+
+    pub fn remove_subscription(&self, filter: &str) -> Option<SubscriptionRecord> {
+        self.state.lock().subscriptions.remove(filter)
+    }
+
+    pub fn subscriptions(&self) -> Vec<(String, SubscriptionRecord)> {
+        self.state.lock().subscriptions.iter().map(|(f, r)| (f.clone(), r.clone())).collect()
+    }
+
+    // ---- outbound ------------------------------------------------------
+
+    /// Queues a delivery. For a persistent session a QoS 1/2 delivery is
+    /// written to the store first (inside the lock, so an acknowledgement can
+    /// never overtake the write); the return value says whether the caller
+    /// must wait for a flush before acknowledging the publisher. QoS 0
+    /// messages for a disconnected session are dropped, like Mosquitto.
+    pub fn enqueue(&self, mut delivery: Delivery) -> Enqueued {
+        let mut st = self.state.lock();
+        if delivery.qos == QoS::AtMostOnce && st.owner.is_none() {
+            return Enqueued::Dropped;
+        }
+        let persist = st.expiry_secs > 0 && delivery.qos > QoS::AtMostOnce;
+        // A sequence number (and a stored copy) only for deliveries that will be queued.
+        if persist && st.outbox.accepts_without_dropping() {
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            delivery.seq = Some(seq);
+        }
+        let seq = delivery.seq;
+        let stored = seq.map(|seq| StoredDelivery {
+            seq,
+            message: delivery.message.to_stored(),
+            qos: delivery.qos,
+            retain: delivery.retain,
+            subscription_ids: delivery.subscription_ids.clone(),
+        });
+        match st.outbox.push(delivery) {
+            Pushed::Queued { was_empty } => {
+                let mut stored_ok = false;
+                if let Some(stored) = stored {
+                    match self.store.push_delivery(&self.client_id, &stored) {
+                        Ok(()) => stored_ok = true,
+                        Err(e) => tracing::error!(client_id = %self.client_id, error = %e, "cannot store delivery"),
+                    }
+                }
+                let connected = st.owner.is_some();
+                drop(st);
+                if was_empty && connected {
+                    self.wake.notify_one();
+                }
+                Enqueued::Queued { stored: stored_ok }
+            }
+            Pushed::QueuedDropping(old) => {
+                if let Some(seq) = old.seq {
+                    let _ = self.store.remove_delivery(&self.client_id, seq);
+                }
+                Enqueued::Queued { stored: false }
+            }
+            Pushed::Refused(_) => Enqueued::Dropped,
+        }
+    }
+
+    /// Moves deliveries from the outbox into `out`, assigning packet ids to
+    /// QoS 1/2 ones while the send window allows. Expired messages are
+    /// discarded here ([MQTT-3.3.2-5]).
+    pub fn drain(&self, out: &mut Vec<Outgoing>, max: usize) {
+        let now = now_ms();
+        let mut st = self.state.lock();
+        while out.len() < max {
+            let Some(front) = st.outbox.front() else { break };
+            if front.message.is_expired(now) {
+                let d = st.outbox.pop().expect("front exists");
+                if let Some(seq) = d.seq {
+                    let _ = self.store.remove_delivery(&self.client_id, seq);
+                }
+                continue;
+            }
+            if front.qos == QoS::AtMostOnce {
+                let delivery = st.outbox.pop().expect("front exists");
+                out.push(Outgoing::Publish { packet_id: 0, dup: false, delivery });
+                continue;
+            }
+            if st.inflight.len() >= st.send_window as usize {
+                break;
+            }
+            let delivery = st.outbox.pop().expect("front exists");
+            let packet_id = next_free_packet_id(&mut st);
+            st.inflight.push_back((packet_id, Inflight::Sent(delivery.clone())));
+            out.push(Outgoing::Publish { packet_id, dup: false, delivery });
+        }
+    }
+
+    /// Whether anything is queued (ignoring the send window).
+    pub fn has_queued(&self) -> bool {
+        !self.state.lock().outbox.is_empty()
+    }
+
+    pub fn queued_len(&self) -> usize {
+        self.state.lock().outbox.len()
+    }
+
+    /// PUBACK from the client. Returns false for an unknown packet id.
+    pub fn puback(&self, packet_id: u16) -> bool {
+        let mut st = self.state.lock();
+        let Some(pos) = st
+            .inflight
+            .iter()
+            .position(|(id, e)| *id == packet_id && matches!(e, Inflight::Sent(d) if d.qos == QoS::AtLeastOnce))
+        else {
+            return false;
+        };
+        let (_, entry) = st.inflight.remove(pos).expect("position is valid");
+        if let Inflight::Sent(Delivery { seq: Some(seq), .. }) = entry {
+            let _ = self.store.remove_delivery(&self.client_id, seq);
+        }
+        true
+    }
+
+    /// PUBREC from the client. A failure reason ends the exchange; success
+    /// moves it to "released". Returns false for an unknown packet id.
+    pub fn pubrec(&self, packet_id: u16, reason_code: u8) -> bool {
+        let mut st = self.state.lock();
+        let Some(pos) = st
+            .inflight
+            .iter()
+            .position(|(id, e)| *id == packet_id && matches!(e, Inflight::Sent(d) if d.qos == QoS::ExactlyOnce))
+        else {
+            return false;
+        };
+        let seq = match &st.inflight[pos].1 {
+            Inflight::Sent(d) => d.seq,
+            Inflight::Released { seq } => *seq,
+        };
+        if reason_code >= 0x80 {
+            st.inflight.remove(pos);
+            if let Some(seq) = seq {
+                let _ = self.store.remove_delivery(&self.client_id, seq);
+            }
+        } else {
+            st.inflight[pos].1 = Inflight::Released { seq };
+        }
+        true
+    }
+
+    /// PUBCOMP from the client. Returns false for an unknown packet id.
+    pub fn pubcomp(&self, packet_id: u16) -> bool {
+        let mut st = self.state.lock();
+        let Some(pos) =
+            st.inflight.iter().position(|(id, e)| *id == packet_id && matches!(e, Inflight::Released { .. }))
+        else {
+            return false;
+        };
+        if let Some((_, Inflight::Released { seq: Some(seq) })) = st.inflight.remove(pos) {
+            let _ = self.store.remove_delivery(&self.client_id, seq);
+        }
+        true
+    }
+
+    /// Ends a delivery the client can never receive (larger than its Maximum
+    /// Packet Size): [MQTT-3.1.2-25] says to discard it as if it had been sent.
+    pub fn discard_inflight(&self, packet_id: u16) {
+        let mut st = self.state.lock();
+        if let Some(pos) = st.inflight.iter().position(|(id, _)| *id == packet_id) {
+            if let Some((_, Inflight::Sent(Delivery { seq: Some(seq), .. }))) = st.inflight.remove(pos) {
+                let _ = self.store.remove_delivery(&self.client_id, seq);
+            }
+        }
+    }
+
+    // ---- inbound QoS 2 ---------------------------------------------------
+
+    /// Records an inbound QoS 2 packet id. False if it was already recorded
+    /// (a retransmission: do not publish again).
+    pub fn begin_incoming_qos2(&self, packet_id: u16) -> bool {
+        self.state.lock().incoming_qos2.insert(packet_id)
+    }
+
+    /// PUBREL from the client. False if the id was unknown.
+    pub fn release_incoming_qos2(&self, packet_id: u16) -> bool {
+        self.state.lock().incoming_qos2.remove(&packet_id)
+    }
+
+    pub fn incoming_qos2_len(&self) -> usize {
+        self.state.lock().incoming_qos2.len()
+    }
+
+    // ---- persistence -----------------------------------------------------
+
+    pub fn to_stored(&self) -> StoredSession {
+        let st = self.state.lock();
+        StoredSession {
+            client_id: self.client_id.to_string(),
+            expiry_secs: st.expiry_secs,
+            disconnected_at_ms: st.disconnected_at_ms,
+            subscriptions: st
+                .subscriptions
+                .iter()
+                .map(|(filter, r)| StoredSubscription {
+                    filter: filter.clone(),
+                    options: r.options,
+                    identifier: r.identifier,
+                })
+                .collect(),
+        }
+    }
+
+    /// Writes the session record (not its deliveries, which are written as
+    /// they are queued) if the session is persistent.
+    pub fn save(&self) {
+        if !self.is_persistent() {
+            return;
+        }
+        if let Err(e) = self.store.save_session(&self.to_stored()) {
+            tracing::error!(client_id = %self.client_id, error = %e, "cannot store session");
+        }
+    }
+}
+
+/// Result of [`Session::enqueue`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Queued; `stored` says a copy was written to the store and the
+    /// publisher's acknowledgement must wait for a flush.
+    Queued { stored: bool },
+    /// Not queued (outbox full, or QoS 0 for an offline session).
+    Dropped,
+}
+
+fn next_free_packet_id(st: &mut SessionState) -> u16 {
+    loop {
+        let id = st.next_packet_id;
+        st.next_packet_id = if id == u16::MAX { 1 } else { id + 1 };
+        if !st.inflight.iter().any(|(used, _)| *used == id) {
+            return id;
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! starling: a realtime pub/sub broker.
+//!
+//! # Layout
+//! - [`config`]: the configuration file, its defaults and validation.
+//! - [`topic`]: topic names, filters and the subscription tree (pure logic).
+//! - [`mqtt`]: the MQTT 3.1.1/5.0 codec and the MQTT connection state machine.
+//! - [`broker`]: the transport-independent core: sessions, subscriptions,
+//!   routing, retained messages, QoS state, wills.
+//! - [`store`]: durable state (sled) behind the `Store` trait, with group commit.
+//! - [`net`]: listeners that accept connections and hand them to a protocol.
+//! - [`server`]: wires the pieces together; what `starling serve` and the
+//!   tests start.
+//!
+//! The data path: accept → connection task → decode → [`broker::Broker::publish`]
+//! → subscription tree → subscriber outboxes → the subscriber's connection
+//! task drains its outbox, encodes, and writes once.
+
+pub mod broker;
+pub mod config;
+pub mod mqtt;
+pub mod net;
+pub mod server;
+pub mod store;
+pub mod topic;

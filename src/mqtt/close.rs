@@ -1,0 +1,90 @@
+//! Why an MQTT connection ended: one enum used by logs, the DISCONNECT reason
+//! code and the will decision, so the three can never disagree.
+
+use crate::broker::WillAction;
+use crate::mqtt::decode::DecodeError;
+use crate::mqtt::reason;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// DISCONNECT with reason 0x00: the will is discarded.
+    ClientDisconnected,
+    /// DISCONNECT with reason 0x04 (MQTT 5): the will is published.
+    ClientDisconnectedWithWill,
+    /// The peer closed the socket without DISCONNECT.
+    PeerClosed,
+    /// A read or write failed.
+    Io(String),
+    /// Nothing received for 1.5 × keep-alive ([MQTT-3.1.2-22]).
+    KeepAliveTimeout,
+    /// No CONNECT within `mqtt.connect_timeout_secs`.
+    ConnectTimeout,
+    /// Another connection with the same client id took the session.
+    TakenOver,
+    /// The broker is shutting down.
+    ServerShutdown,
+    /// Bytes that are not a valid packet.
+    Malformed(DecodeError),
+    /// A valid packet that breaks a protocol rule; `what` names the rule.
+    Violation { code: u8, what: String },
+}
+
+impl CloseReason {
+    pub fn violation(code: u8, what: impl Into<String>) -> CloseReason {
+        CloseReason::Violation { code, what: what.into() }
+    }
+
+    /// Reason code for the DISCONNECT the server sends (MQTT 5 only), or
+    /// `None` when the server sends none (the client ended it, or the socket is gone).
+    pub fn disconnect_code(&self) -> Option<u8> {
+        match self {
+            CloseReason::ClientDisconnected
+            | CloseReason::ClientDisconnectedWithWill
+            | CloseReason::PeerClosed
+            | CloseReason::Io(_)
+            | CloseReason::ConnectTimeout => None,
+            CloseReason::KeepAliveTimeout => Some(reason::KEEP_ALIVE_TIMEOUT),
+            CloseReason::TakenOver => Some(reason::SESSION_TAKEN_OVER),
+            CloseReason::ServerShutdown => Some(reason::SERVER_SHUTTING_DOWN),
+            CloseReason::Malformed(e) => Some(e.reason_code()),
+            CloseReason::Violation { code, .. } => Some(*code),
+        }
+    }
+
+    /// Every end but a normal DISCONNECT publishes the will ([MQTT-3.1.2-8]).
+    /// A server shutdown does not: the broker is going away and the client did
+    /// nothing wrong (documented in docs/architecture.md).
+    pub fn will_action(&self) -> WillAction {
+        match self {
+            CloseReason::ClientDisconnected | CloseReason::ServerShutdown => WillAction::Discard,
+            _ => WillAction::Publish,
+        }
+    }
+
+    /// Short stable label for logs and (later) metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CloseReason::ClientDisconnected => "client_disconnect",
+            CloseReason::ClientDisconnectedWithWill => "client_disconnect_with_will",
+            CloseReason::PeerClosed => "peer_closed",
+            CloseReason::Io(_) => "io_error",
+            CloseReason::KeepAliveTimeout => "keep_alive_timeout",
+            CloseReason::ConnectTimeout => "connect_timeout",
+            CloseReason::TakenOver => "session_taken_over",
+            CloseReason::ServerShutdown => "server_shutdown",
+            CloseReason::Malformed(_) => "malformed_packet",
+            CloseReason::Violation { .. } => "protocol_violation",
+        }
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::Io(e) => write!(f, "{}: {e}", self.label()),
+            CloseReason::Malformed(e) => write!(f, "{}: {e}", self.label()),
+            CloseReason::Violation { code, what } => write!(f, "{} (0x{code:02X}): {what}", self.label()),
+            _ => f.write_str(self.label()),
+        }
+    }
+}

@@ -1,0 +1,582 @@
+//! One MQTT connection, from CONNECT to close, over any byte stream.
+//!
+//! Owns: the connection's protocol state (version, keep-alive, topic aliases
+//! in both directions, the client's Maximum Packet Size) and the translation
+//! between packets and broker calls. Generic over the stream so MQTT over TCP,
+//! TLS and WebSocket share this code.
+//! Must never: route messages or keep session state itself; that is the
+//! broker's. Reads and writes go through `read_buf` / `write_buf`, so a
+//! partially received packet survives a `select!` wake-up (cancel safety).
+//!
+//! The loop: wait for bytes, an outbox wake-up, a takeover, shutdown or the
+//! keep-alive deadline; handle every complete packet in the read buffer;
+//! drain the outbox into `write_buf`; write it with one call.
+
+use crate::broker::{
+    now_ms, Broker, ConnectRequest, Connected, Delivery, Message, MessageProperties, Outgoing, Session, NEVER_EXPIRES,
+};
+use crate::mqtt::close::CloseReason;
+use crate::mqtt::decode::{decode, DecodeError};
+use crate::mqtt::encode::{encode, encoded_len};
+use crate::mqtt::packet::*;
+use crate::mqtt::reason;
+use crate::topic::TopicName;
+use bytes::BytesMut;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+/// Smallest read we ask the kernel for; buffers start empty and grow only
+/// while packets are larger than this.
+const READ_CHUNK: usize = 512;
+/// Buffers larger than this are given back when they empty, so one burst does
+/// not pin memory on an idle connection.
+const KEEP_BUFFER_CAPACITY: usize = 16 * 1024;
+/// Deliveries taken from the outbox per drain, bounding one write.
+const DRAIN_BATCH: usize = 1024;
+
+/// Serves one client until the connection ends.
+pub async fn serve<S>(stream: S, peer: SocketAddr, broker: Arc<Broker>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut conn = Connection {
+        stream,
+        peer,
+        broker,
+        read_buf: BytesMut::new(),
+        write_buf: BytesMut::new(),
+        version: ProtocolVersion::V311,
+    };
+    conn.run().await;
+}
+
+struct Connection<S> {
+    stream: S,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+    version: ProtocolVersion,
+}
+
+/// State that exists once CONNECT has been accepted.
+struct Attached {
+    session: Arc<Session>,
+    /// Fires with a reason code when another connection takes the session.
+    kicked: tokio::sync::oneshot::Receiver<u8>,
+    connection_id: u64,
+    will: Option<LastWill>,
+    keep_alive: Option<Duration>,
+    /// Session expiry asked for at CONNECT; MQTT 5 forbids raising it from 0 at DISCONNECT.
+    connect_expiry: u32,
+    inbound_aliases: HashMap<u16, String>,
+    /// Aliases we assigned for topics sent to the client.
+    outbound_aliases: HashMap<TopicName, u16>,
+    outbound_alias_max: u16,
+    /// Client's Maximum Packet Size; larger deliveries are dropped ([MQTT-3.1.2-24]).
+    client_max_packet: usize,
+}
+
+enum Read {
+    Data,
+    Closed,
+}
+
+impl<S> Connection<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    async fn run(&mut self) {
+        let timeout = Duration::from_secs(self.broker.config().mqtt.connect_timeout_secs);
+        let connect = match tokio::time::timeout(timeout, self.read_connect()).await {
+            Ok(Ok(connect)) => connect,
+            Ok(Err(reason)) => {
+                tracing::debug!(peer = %self.peer, %reason, "connection closed before CONNECT completed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(peer = %self.peer, reason = %CloseReason::ConnectTimeout, "closing");
+                return;
+            }
+        };
+        let Some(mut attached) = self.accept_connect(*connect).await else { return };
+        let reason = self.serve_session(&mut attached).await;
+        tracing::debug!(peer = %self.peer, client_id = %attached.session.client_id, %reason, "connection closed");
+        if let (Some(code), true) = (reason.disconnect_code(), self.version.is_v5()) {
+            self.send_now(Packet::Disconnect(Disconnect { reason_code: code, properties: Default::default() })).await;
+        }
+        let _ = self.stream.shutdown().await;
+        let will_action = reason.will_action();
+        self.broker.disconnected(&attached.session, attached.connection_id, attached.will.take(), will_action);
+    }
+
+    // ---- CONNECT -----------------------------------------------------------
+
+    async fn read_connect(&mut self) -> Result<Box<Connect>, CloseReason> {
+        let max = self.broker.config().mqtt.max_packet_size as usize;
+        loop {
+            match decode(&mut self.read_buf, None, max) {
+                Ok(Some(Packet::Connect(connect))) => return Ok(connect),
+                Ok(Some(_)) => {
+                    return Err(CloseReason::violation(
+                        reason::PROTOCOL_ERROR,
+                        "[MQTT-3.1.0-1] first packet must be CONNECT",
+                    ))
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    if matches!(e, DecodeError::UnsupportedProtocolVersion { .. }) {
+                        // [MQTT-3.1.2-2]: answer with return code 0x01 in 3.1.1 format.
+                        let ack = ConnAck { reason_code: reason::UNSUPPORTED_PROTOCOL_VERSION, ..Default::default() };
+                        self.version = ProtocolVersion::V311;
+                        self.send_now(Packet::ConnAck(ack)).await;
+                    }
+                    return Err(CloseReason::Malformed(e));
+                }
+            }
+            if let Read::Closed = self.read_more().await? {
+                return Err(CloseReason::PeerClosed);
+            }
+        }
+    }
+
+    async fn refuse(&mut self, code: u8, why: &str) {
+        tracing::debug!(peer = %self.peer, code, why, "refusing CONNECT");
+        let mut ack = ConnAck { reason_code: code, ..Default::default() };
+        if self.version.is_v5() {
+            ack.properties.reason_string = Some(why.to_string());
+        }
+        self.send_now(Packet::ConnAck(ack)).await;
+        let _ = self.stream.shutdown().await;
+    }
+
+    async fn accept_connect(&mut self, connect: Connect) -> Option<Attached> {
+        self.version = connect.protocol;
+        let v5 = connect.protocol.is_v5();
+        let cfg = self.broker.config().mqtt.clone();
+
+        if connect.client_id.is_empty() && !connect.clean_start && !v5 {
+            self.refuse(reason::CLIENT_IDENTIFIER_NOT_VALID, "[MQTT-3.1.3-8] empty client id needs clean session")
+                .await;
+            return None;
+        }
+        if connect.properties.authentication_method.is_some() {
+            self.refuse(reason::BAD_AUTHENTICATION_METHOD, "enhanced authentication is not supported").await;
+            return None;
+        }
+        if let Some(will) = &connect.will {
+            if let Err(e) = TopicName::new(&will.topic) {
+                self.refuse(reason::TOPIC_NAME_INVALID, &format!("will topic: {e}")).await;
+                return None;
+            }
+        }
+        let requested_expiry = if v5 {
+            connect.properties.session_expiry_interval.unwrap_or(0)
+        } else if connect.clean_start {
+            0
+        } else {
+            NEVER_EXPIRES
+        };
+        let connected: Connected = self.broker.connect(ConnectRequest {
+            client_id: connect.client_id.clone(),
+            clean_start: connect.clean_start,
+            session_expiry_secs: requested_expiry,
+            receive_maximum: connect.properties.receive_maximum.unwrap_or(u16::MAX),
+        });
+
+        let mut keep_alive = connect.keep_alive;
+        let mut ack =
+            ConnAck { session_present: connected.session_present, reason_code: reason::SUCCESS, ..Default::default() };
+        if v5 {
+            let p = &mut ack.properties;
+            p.assigned_client_identifier = connected.assigned_client_id.clone();
+            p.receive_maximum = Some(cfg.receive_maximum);
+            p.maximum_packet_size = Some(cfg.max_packet_size);
+            p.topic_alias_maximum = Some(cfg.topic_alias_maximum);
+            if connected.session_expiry_secs != requested_expiry {
+                p.session_expiry_interval = Some(connected.session_expiry_secs);
+            }
+            // MQTT 5 lets the server lower the keep-alive; 3.1.1 cannot be told.
+            if keep_alive > cfg.max_keep_alive_secs {
+                keep_alive = cfg.max_keep_alive_secs;
+                p.server_keep_alive = Some(keep_alive);
+            }
+        }
+        self.write(&Packet::ConnAck(ack));
+        let mut attached = Attached {
+            session: connected.session.clone(),
+            kicked: connected.kicked,
+            connection_id: connected.connection_id,
+            will: connect.will,
+            keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+            connect_expiry: requested_expiry,
+            inbound_aliases: HashMap::new(),
+            outbound_aliases: HashMap::new(),
+            outbound_alias_max: if v5 { connect.properties.topic_alias_maximum.unwrap_or(0) } else { 0 },
+            client_max_packet: connect.properties.maximum_packet_size.map_or(usize::MAX, |m| m as usize),
+        };
+        tracing::debug!(peer = %self.peer, client_id = %connected.session.client_id, version = ?self.version,
+            session_present = connected.session_present, "client connected");
+        for item in connected.resend {
+            self.write_outgoing(&mut attached, item);
+        }
+        Some(attached)
+    }
+
+    // ---- the connected loop --------------------------------------------------
+
+    async fn serve_session(&mut self, at: &mut Attached) -> CloseReason {
+        let mut shutdown = self.broker.shutdown_signal();
+        let mut outgoing = Vec::new();
+        let mut deadline = at.keep_alive.map(|k| Instant::now() + k);
+        loop {
+            // Drain everything the outbox holds, then write once.
+            self.drain(at, &mut outgoing);
+            if let Err(reason) = self.flush().await {
+                return reason;
+            }
+            if *shutdown.borrow() {
+                return CloseReason::ServerShutdown;
+            }
+            let keep_alive_expired = async move {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let session = at.session.clone();
+            tokio::select! {
+                biased;
+                _ = &mut at.kicked => return CloseReason::TakenOver,
+                _ = shutdown.changed() => return CloseReason::ServerShutdown,
+                read = self.read_more() => {
+                    match read {
+                        Ok(Read::Data) => {}
+                        Ok(Read::Closed) => return CloseReason::PeerClosed,
+                        Err(reason) => return reason,
+                    }
+                    deadline = at.keep_alive.map(|k| Instant::now() + k);
+                    if let Err(reason) = self.handle_buffered_packets(at).await {
+                        return reason;
+                    }
+                }
+                _ = session.notified() => {}
+                _ = keep_alive_expired => return CloseReason::KeepAliveTimeout,
+            }
+        }
+    }
+
+    async fn handle_buffered_packets(&mut self, at: &mut Attached) -> Result<(), CloseReason> {
+        let max = self.broker.config().mqtt.max_packet_size as usize;
+        loop {
+            let packet = match decode(&mut self.read_buf, Some(self.version), max) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => break,
+                Err(e) => return Err(CloseReason::Malformed(e)),
+            };
+            self.handle_packet(at, packet).await?;
+        }
+        if self.read_buf.is_empty() && self.read_buf.capacity() > KEEP_BUFFER_CAPACITY {
+            self.read_buf = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    async fn handle_packet(&mut self, at: &mut Attached, packet: Packet) -> Result<(), CloseReason> {
+        match packet {
+            Packet::Publish(publish) => self.handle_publish(at, publish).await?,
+            Packet::PubAck(ack) => {
+                if !at.session.puback(ack.packet_id) {
+                    tracing::debug!(client_id = %at.session.client_id, packet_id = ack.packet_id, "PUBACK for unknown packet id");
+                }
+            }
+            Packet::PubRec(rec) => {
+                let known = at.session.pubrec(rec.packet_id, rec.reason_code);
+                if rec.reason_code < 0x80 {
+                    let code = if known { reason::SUCCESS } else { reason::PACKET_IDENTIFIER_NOT_FOUND };
+                    self.write(&Packet::PubRel(ack(rec.packet_id, code)));
+                }
+            }
+            Packet::PubComp(comp) => {
+                at.session.pubcomp(comp.packet_id);
+            }
+            Packet::PubRel(rel) => {
+                let code = if at.session.release_incoming_qos2(rel.packet_id) {
+                    reason::SUCCESS
+                } else {
+                    reason::PACKET_IDENTIFIER_NOT_FOUND
+                };
+                self.write(&Packet::PubComp(ack(rel.packet_id, code)));
+            }
+            Packet::Subscribe(subscribe) => self.handle_subscribe(at, subscribe)?,
+            Packet::Unsubscribe(unsubscribe) => {
+                let reason_codes = unsubscribe
+                    .filters
+                    .iter()
+                    .map(|f| {
+                        if crate::topic::parse_subscription(f).is_err() {
+                            reason::TOPIC_FILTER_INVALID
+                        } else if self.broker.unsubscribe(&at.session, f) {
+                            reason::SUCCESS
+                        } else {
+                            reason::NO_SUBSCRIPTION_EXISTED
+                        }
+                    })
+                    .collect();
+                self.write(&Packet::UnsubAck(UnsubAck {
+                    packet_id: unsubscribe.packet_id,
+                    reason_codes,
+                    properties: Default::default(),
+                }));
+            }
+            Packet::PingReq => self.write(&Packet::PingResp),
+            Packet::Disconnect(disconnect) => {
+                if let Some(expiry) = disconnect.properties.session_expiry_interval {
+                    if at.connect_expiry == 0 && expiry != 0 {
+                        return Err(CloseReason::violation(
+                            reason::PROTOCOL_ERROR,
+                            "[MQTT-3.14.2-2] session expiry set at DISCONNECT after 0 at CONNECT",
+                        ));
+                    }
+                    at.session.set_expiry_secs(expiry);
+                }
+                return Err(if disconnect.reason_code == reason::DISCONNECT_WITH_WILL {
+                    CloseReason::ClientDisconnectedWithWill
+                } else {
+                    CloseReason::ClientDisconnected
+                });
+            }
+            Packet::Connect(_) => {
+                return Err(CloseReason::violation(reason::PROTOCOL_ERROR, "[MQTT-3.1.0-2] second CONNECT"));
+            }
+            Packet::Auth(_) => {
+                return Err(CloseReason::violation(reason::PROTOCOL_ERROR, "AUTH without enhanced authentication"));
+            }
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                return Err(CloseReason::violation(reason::PROTOCOL_ERROR, "server-to-client packet sent by a client"));
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_publish(&mut self, at: &mut Attached, publish: Publish) -> Result<(), CloseReason> {
+        let topic = self.resolve_topic(at, &publish)?;
+        let packet_id = publish.packet_id;
+        if publish.qos == QoS::ExactlyOnce {
+            if !at.session.begin_incoming_qos2(packet_id) {
+                // A retransmission of a message we already took: acknowledge again, publish once.
+                self.write(&Packet::PubRec(ack(packet_id, reason::SUCCESS)));
+                return Ok(());
+            }
+            if at.session.incoming_qos2_len() > self.broker.config().mqtt.receive_maximum as usize {
+                return Err(CloseReason::violation(
+                    reason::RECEIVE_MAXIMUM_EXCEEDED,
+                    "[MQTT-3.3.4-7] receive maximum exceeded",
+                ));
+            }
+        }
+        let props = publish.properties;
+        let message = Message {
+            topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            expires_at_ms: props.message_expiry_interval.map(|s| now_ms() + u64::from(s) * 1000),
+            properties: MessageProperties {
+                payload_format_indicator: props.payload_format_indicator,
+                content_type: props.content_type,
+                response_topic: props.response_topic,
+                correlation_data: props.correlation_data,
+                user_properties: props.user_properties,
+            },
+            publisher: Some(at.session.client_id.clone()),
+        };
+        let outcome = self.broker.publish(Arc::new(message));
+        if publish.qos == QoS::AtMostOnce {
+            return Ok(());
+        }
+        let mut code = if outcome.deliveries == 0 { reason::NO_MATCHING_SUBSCRIBERS } else { reason::SUCCESS };
+        if outcome.must_sync {
+            // Acknowledged means durable: every persistent subscriber's copy is on disk.
+            if let Err(e) = self.broker.sync().await {
+                tracing::error!(error = %e, "store flush failed; refusing to acknowledge as success");
+                code = reason::UNSPECIFIED_ERROR;
+            }
+        }
+        let reply = ack(packet_id, code);
+        self.write(&if publish.qos == QoS::AtLeastOnce { Packet::PubAck(reply) } else { Packet::PubRec(reply) });
+        Ok(())
+    }
+
+    /// Applies MQTT 5 topic aliases and validates the topic name.
+    fn resolve_topic(&self, at: &mut Attached, publish: &Publish) -> Result<TopicName, CloseReason> {
+        let mut topic = publish.topic.as_str();
+        if let Some(alias) = publish.properties.topic_alias {
+            let max = self.broker.config().mqtt.topic_alias_maximum;
+            if alias == 0 || alias > max {
+                return Err(CloseReason::violation(
+                    reason::TOPIC_ALIAS_INVALID,
+                    format!("[MQTT-3.3.2-9] topic alias {alias} outside 1..={max}"),
+                ));
+            }
+            if topic.is_empty() {
+                match at.inbound_aliases.get(&alias) {
+                    Some(t) => topic = t.as_str(),
+                    None => {
+                        return Err(CloseReason::violation(
+                            reason::PROTOCOL_ERROR,
+                            format!("topic alias {alias} used before it was set"),
+                        ));
+                    }
+                }
+            } else {
+                at.inbound_aliases.insert(alias, topic.to_string());
+            }
+        }
+        TopicName::new(topic).map_err(|e| CloseReason::violation(reason::TOPIC_NAME_INVALID, e.to_string()))
+    }
+
+    fn handle_subscribe(&mut self, at: &mut Attached, subscribe: Subscribe) -> Result<(), CloseReason> {
+        let identifier = subscribe.properties.subscription_identifier;
+        let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
+        for f in &subscribe.filters {
+            if f.options.no_local && f.filter.starts_with("$share/") {
+                return Err(CloseReason::violation(
+                    reason::PROTOCOL_ERROR,
+                    "[MQTT-3.8.3-4] no local on a shared subscription",
+                ));
+            }
+            let code = match self.broker.subscribe(&at.session, &f.filter, f.options, identifier) {
+                Ok(code) => code,
+                Err(e) => {
+                    tracing::debug!(client_id = %at.session.client_id, filter = %f.filter, error = %e, "subscription refused");
+                    reason::TOPIC_FILTER_INVALID
+                }
+            };
+            reason_codes.push(code);
+        }
+        // SUBACK goes into the write buffer before the retained messages that
+        // the subscription queued, so the client sees them in that order.
+        self.write(&Packet::SubAck(SubAck {
+            packet_id: subscribe.packet_id,
+            reason_codes,
+            properties: Default::default(),
+        }));
+        Ok(())
+    }
+
+    // ---- outbound --------------------------------------------------------------
+
+    fn drain(&mut self, at: &mut Attached, outgoing: &mut Vec<Outgoing>) {
+        loop {
+            at.session.drain(outgoing, DRAIN_BATCH);
+            if outgoing.is_empty() {
+                return;
+            }
+            let full = outgoing.len() == DRAIN_BATCH;
+            for item in outgoing.drain(..) {
+                self.write_outgoing(at, item);
+            }
+            if !full {
+                return;
+            }
+        }
+    }
+
+    fn write_outgoing(&mut self, at: &mut Attached, item: Outgoing) {
+        match item {
+            Outgoing::PubRel { packet_id } => self.write(&Packet::PubRel(ack(packet_id, reason::SUCCESS))),
+            Outgoing::Publish { packet_id, dup, delivery } => {
+                let packet = self.publish_packet(at, packet_id, dup, &delivery);
+                if encoded_len(&packet, self.version) > at.client_max_packet {
+                    // [MQTT-3.1.2-25]: discard as if delivered.
+                    if packet_id != 0 {
+                        at.session.discard_inflight(packet_id);
+                    }
+                    return;
+                }
+                self.write(&packet);
+            }
+        }
+    }
+
+    fn publish_packet(&self, at: &mut Attached, packet_id: u16, dup: bool, delivery: &Delivery) -> Packet {
+        let m = &delivery.message;
+        let mut properties = PublishProperties::default();
+        let mut topic = m.topic.as_str().to_string();
+        if self.version.is_v5() {
+            properties.payload_format_indicator = m.properties.payload_format_indicator;
+            properties.message_expiry_interval = m.remaining_expiry_secs(now_ms());
+            properties.response_topic = m.properties.response_topic.clone();
+            properties.correlation_data = m.properties.correlation_data.clone();
+            properties.user_properties = m.properties.user_properties.clone();
+            properties.content_type = m.properties.content_type.clone();
+            properties.subscription_identifiers = delivery.subscription_ids.clone();
+            if at.outbound_alias_max > 0 {
+                if let Some(alias) = at.outbound_aliases.get(&m.topic) {
+                    properties.topic_alias = Some(*alias);
+                    topic.clear();
+                } else if at.outbound_aliases.len() < at.outbound_alias_max as usize {
+                    let alias = at.outbound_aliases.len() as u16 + 1;
+                    at.outbound_aliases.insert(m.topic.clone(), alias);
+                    properties.topic_alias = Some(alias);
+                }
+            }
+        }
+        Packet::Publish(Publish {
+            dup,
+            qos: delivery.qos,
+            retain: delivery.retain,
+            topic,
+            packet_id,
+            payload: m.payload.clone(),
+            properties,
+        })
+    }
+
+    // ---- I/O ---------------------------------------------------------------------
+
+    fn write(&mut self, packet: &Packet) {
+        encode(packet, self.version, &mut self.write_buf);
+    }
+
+    async fn flush(&mut self) -> Result<(), CloseReason> {
+        if self.write_buf.is_empty() {
+            return Ok(());
+        }
+        self.stream.write_all(&self.write_buf).await.map_err(|e| CloseReason::Io(e.to_string()))?;
+        self.stream.flush().await.map_err(|e| CloseReason::Io(e.to_string()))?;
+        self.write_buf.clear();
+        if self.write_buf.capacity() > KEEP_BUFFER_CAPACITY {
+            self.write_buf = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    /// Writes one packet immediately (used around connect and close).
+    async fn send_now(&mut self, packet: Packet) {
+        self.write(&packet);
+        let _ = self.flush().await;
+    }
+
+    /// Reads what the socket has into `read_buf`. Cancel safe: bytes are
+    /// appended to the buffer only when a read completes.
+    async fn read_more(&mut self) -> Result<Read, CloseReason> {
+        if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK {
+            self.read_buf.reserve(READ_CHUNK);
+        }
+        match self.stream.read_buf(&mut self.read_buf).await {
+            Ok(0) => Ok(Read::Closed),
+            Ok(_) => Ok(Read::Data),
+            Err(e) => Err(CloseReason::Io(e.to_string())),
+        }
+    }
+}
+
+fn ack(packet_id: u16, reason_code: u8) -> PubResp {
+    PubResp { packet_id, reason_code, properties: Default::default() }
+}

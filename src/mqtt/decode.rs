@@ -1,0 +1,958 @@
+//! MQTT 3.1.1 / 5.0 packet decoder (server side).
+//!
+//! Owns: turning bytes read from the wire into [`Packet`]s, and every check the
+//! specification classifies as a *Malformed Packet* or as a *Protocol Error*
+//! that can be decided from the packet alone: fixed-header flags, reserved
+//! bits, Variable Byte Integers, packet identifier 0, UTF-8 string rules, which
+//! v5 properties may appear in which packet and how often, property values,
+//! and v5 reason codes of the packets a client sends. Every failure is a
+//! [`DecodeError`]; [`DecodeError::reason_code`] is the v5 reason code the
+//! broker puts in the CONNACK or DISCONNECT it sends before closing.
+//!
+//! Must never: panic on any input; buffer (or wait for) more than
+//! `max_packet_size` bytes on the word of an announced remaining length; do
+//! I/O; know about sessions, topic aliases in force, subscriptions or
+//! authorisation. Topic name and filter syntax (wildcards, empty topics, shared
+//! subscriptions, `$` topics) is checked by the broker (`crate::topic`), and so
+//! is every rule that depends on connection state or direction (a client
+//! sending CONNACK, SUBACK or PINGRESP; a Subscription Identifier in a PUBLISH
+//! from a client; an empty v5 topic without a Topic Alias; a DISCONNECT session
+//! expiry after a CONNECT with expiry 0; client identifier rules).
+//!
+//! Server-to-client packets (CONNACK, SUBACK, UNSUBACK, PINGRESP) decode too,
+//! so the codec round-trips and a client can reuse it; for 3.1.1 their return
+//! codes are mapped to v5 reason codes.
+//!
+//! Clause numbers in messages are from MQTT 5.0 unless marked `3.1.1`; the
+//! same rules apply to 3.1.1 unless noted.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::mqtt::packet::{AckProperties, UserProperties};
+use crate::mqtt::packet::{
+    Auth, AuthProperties, ConnAck, ConnAckProperties, Connect, ConnectProperties, Disconnect, LastWill, Packet,
+    ProtocolVersion, PubResp, Publish, PublishProperties, QoS, SubAck, Subscribe, SubscribeFilter, SubscribeProperties,
+    SubscriptionOptions, UnsubAck, Unsubscribe, WillProperties,
+};
+use crate::mqtt::reason;
+
+/// Largest value a Variable Byte Integer can hold (§1.5.5), hence the largest
+/// remaining length.
+pub(crate) const MAX_VARINT: u32 = 268_435_455;
+
+/// v5 property identifiers (§2.2.2.2).
+pub(crate) mod prop {
+    pub const PAYLOAD_FORMAT_INDICATOR: u8 = 0x01;
+    pub const MESSAGE_EXPIRY_INTERVAL: u8 = 0x02;
+    pub const CONTENT_TYPE: u8 = 0x03;
+    pub const RESPONSE_TOPIC: u8 = 0x08;
+    pub const CORRELATION_DATA: u8 = 0x09;
+    pub const SUBSCRIPTION_IDENTIFIER: u8 = 0x0B;
+    pub const SESSION_EXPIRY_INTERVAL: u8 = 0x11;
+    pub const ASSIGNED_CLIENT_IDENTIFIER: u8 = 0x12;
+    pub const SERVER_KEEP_ALIVE: u8 = 0x13;
+    pub const AUTHENTICATION_METHOD: u8 = 0x15;
+    pub const AUTHENTICATION_DATA: u8 = 0x16;
+    pub const REQUEST_PROBLEM_INFORMATION: u8 = 0x17;
+    pub const WILL_DELAY_INTERVAL: u8 = 0x18;
+    pub const REQUEST_RESPONSE_INFORMATION: u8 = 0x19;
+    pub const RESPONSE_INFORMATION: u8 = 0x1A;
+    pub const SERVER_REFERENCE: u8 = 0x1C;
+    pub const REASON_STRING: u8 = 0x1F;
+    pub const RECEIVE_MAXIMUM: u8 = 0x21;
+    pub const TOPIC_ALIAS_MAXIMUM: u8 = 0x22;
+    pub const TOPIC_ALIAS: u8 = 0x23;
+    pub const MAXIMUM_QOS: u8 = 0x24;
+    pub const RETAIN_AVAILABLE: u8 = 0x25;
+    pub const USER_PROPERTY: u8 = 0x26;
+    pub const MAXIMUM_PACKET_SIZE: u8 = 0x27;
+    pub const WILDCARD_SUBSCRIPTION_AVAILABLE: u8 = 0x28;
+    pub const SUBSCRIPTION_IDENTIFIER_AVAILABLE: u8 = 0x29;
+    pub const SHARED_SUBSCRIPTION_AVAILABLE: u8 = 0x2A;
+
+    /// Whether `id` is a property identifier defined by MQTT 5.0 at all.
+    pub fn is_known(id: u8) -> bool {
+        matches!(id, 0x01..=0x03 | 0x08 | 0x09 | 0x0B | 0x11..=0x13 | 0x15..=0x1A | 0x1C | 0x1F)
+            || matches!(id, 0x21..=0x2A)
+    }
+}
+
+/// v5 reason codes a PUBACK or PUBREC may carry (§3.4.2.1, §3.5.2.1).
+pub(crate) const PUBACK_REASONS: &[u8] = &[0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99];
+/// v5 reason codes a PUBREL or PUBCOMP may carry (§3.6.2.1, §3.7.2.1).
+pub(crate) const PUBREL_REASONS: &[u8] = &[0x00, 0x92];
+/// v5 reason codes a DISCONNECT may carry, either direction (§3.14.2.1).
+pub(crate) const DISCONNECT_REASONS: &[u8] = &[
+    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98,
+    0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
+];
+/// v5 reason codes an AUTH may carry (§3.15.2.1): success, continue
+/// authentication, re-authenticate (0x19, not in `reason`).
+pub(crate) const AUTH_REASONS: &[u8] = &[0x00, 0x18, 0x19];
+
+/// Why a packet could not be decoded. The Display text names the problem and,
+/// where there is one, the normative clause.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("[MQTT-1.5.5] Variable Byte Integer longer than 4 bytes")]
+    VarIntTooLong,
+    #[error("[MQTT-1.5.5-1] Variable Byte Integer not encoded in the minimum number of bytes")]
+    VarIntNotMinimal,
+    #[error("packet of {size} bytes exceeds the maximum packet size of {max} bytes")]
+    PacketTooLarge { size: usize, max: usize },
+    #[error("[MQTT-2.1.2] reserved control packet type {0}")]
+    InvalidPacketType(u8),
+    #[error("[MQTT-2.1.3-1] {packet} with reserved fixed header flags {flags:#06b}")]
+    InvalidFixedHeaderFlags { packet: &'static str, flags: u8 },
+    #[error("[MQTT-3.1.0-1] first packet must be CONNECT, got {0}")]
+    ExpectedConnect(&'static str),
+    #[error("[MQTT-3.1.0-2] second CONNECT on the same connection")]
+    SecondConnect,
+    #[error("[MQTT-3.1.2-1] unknown protocol name {0:?}")]
+    InvalidProtocolName(String),
+    #[error("[MQTT-3.1.2-2] unsupported protocol level {level}")]
+    UnsupportedProtocolVersion { level: u8 },
+    #[error("[MQTT-3.1.2-3] CONNECT reserved flag is set")]
+    ConnectReservedFlag,
+    #[error("[MQTT-3.1.2-12] CONNECT with will QoS 3")]
+    InvalidWillQoS,
+    #[error("[MQTT-3.1.2-11] [MQTT-3.1.2-13] will QoS or will retain set without the will flag")]
+    WillFieldsWithoutWill,
+    #[error("[MQTT-3.1.2-22] (3.1.1) password flag set without the user name flag")]
+    PasswordWithoutUsername,
+    #[error("[MQTT-3.3.1-4] PUBLISH with QoS 3")]
+    PublishQoS3,
+    #[error("[MQTT-3.3.1-2] PUBLISH with QoS 0 and DUP set")]
+    DupWithQoS0,
+    #[error("[MQTT-2.2.1-3] {0} with packet identifier 0")]
+    ZeroPacketId(&'static str),
+    #[error("[MQTT-3.8.3-2] [MQTT-3.10.3-2] {0} without any topic filter")]
+    NoTopicFilters(&'static str),
+    #[error("[MQTT-3.8.3-5] subscription options {0:#010b} have reserved bits set")]
+    SubscriptionOptionsReserved(u8),
+    /// Malformed in 3.1.1 ([MQTT-3.8.3-4]), a Protocol Error in 5.0 (§3.8.3.1).
+    #[error("[MQTT-3.8.3-4] SUBSCRIBE requesting QoS 3")]
+    SubscriptionQoS3 { v5: bool },
+    #[error("[MQTT-3.8.3.1] SUBSCRIBE with retain handling 3")]
+    RetainHandling3,
+    #[error("[MQTT-1.5.4-1] string is not valid UTF-8")]
+    InvalidUtf8,
+    #[error("[MQTT-1.5.4-2] string contains U+0000")]
+    NullCharacter,
+    #[error("{0} ends before its last field")]
+    UnexpectedEof(&'static str),
+    #[error("{packet} has {extra} unexpected bytes after its last field")]
+    TrailingBytes { packet: &'static str, extra: usize },
+    #[error("[MQTT-2.2.2.2] unknown property identifier {0:#04x}")]
+    UnknownProperty(u8),
+    #[error("[MQTT-2.2.2.2] property {id:#04x} is not allowed in {packet}")]
+    PropertyNotAllowed { packet: &'static str, id: u8 },
+    #[error("[MQTT-2.2.2.2] property {id:#04x} appears more than once in {packet}")]
+    DuplicateProperty { packet: &'static str, id: u8 },
+    #[error("property {id:#04x} has invalid value {value}")]
+    InvalidPropertyValue { id: u8, value: u32 },
+    #[error("[MQTT-3.3.2-8] PUBLISH with topic alias 0")]
+    TopicAliasZero,
+    #[error("{packet} with invalid reason code {code:#04x}")]
+    InvalidReasonCode { packet: &'static str, code: u8 },
+    #[error("[MQTT-3.2.2-1] CONNACK acknowledge flags {0:#010b} have reserved bits set")]
+    ConnAckReservedFlags(u8),
+}
+
+impl DecodeError {
+    /// The v5 reason code to report this error with (CONNACK before the
+    /// session exists, DISCONNECT after). 3.1.1 has no such codes: there the
+    /// broker only closes the connection, except for
+    /// `UnsupportedProtocolVersion` (CONNACK return code 1).
+    ///
+    /// `InvalidProtocolName` maps to 0x84 as well, the most useful answer to a
+    /// client speaking something else; the spec also lets the server just close.
+    pub fn reason_code(&self) -> u8 {
+        use DecodeError::*;
+        match self {
+            PacketTooLarge { .. } => reason::PACKET_TOO_LARGE,
+            UnsupportedProtocolVersion { .. } | InvalidProtocolName(_) => reason::UNSUPPORTED_PROTOCOL_VERSION,
+            TopicAliasZero => reason::TOPIC_ALIAS_INVALID,
+            SubscriptionQoS3 { v5: false } => reason::MALFORMED_PACKET,
+            ExpectedConnect(_)
+            | SecondConnect
+            | ZeroPacketId(_)
+            | NoTopicFilters(_)
+            | SubscriptionQoS3 { v5: true }
+            | RetainHandling3
+            | PropertyNotAllowed { .. }
+            | DuplicateProperty { .. }
+            | InvalidPropertyValue { .. }
+            | InvalidReasonCode { .. } => reason::PROTOCOL_ERROR,
+            VarIntTooLong
+            | VarIntNotMinimal
+            | InvalidPacketType(_)
+            | InvalidFixedHeaderFlags { .. }
+            | ConnectReservedFlag
+            | InvalidWillQoS
+            | WillFieldsWithoutWill
+            | PasswordWithoutUsername
+            | PublishQoS3
+            | DupWithQoS0
+            | SubscriptionOptionsReserved(_)
+            | InvalidUtf8
+            | NullCharacter
+            | UnexpectedEof(_)
+            | TrailingBytes { .. }
+            | UnknownProperty(_)
+            | ConnAckReservedFlags(_) => reason::MALFORMED_PACKET,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, DecodeError>;
+
+/// Decodes one packet from the front of `buf` and advances it.
+///
+/// `Ok(None)`: not enough bytes yet; `buf` is untouched. `version` is `None`
+/// before CONNECT has been decoded: then the only acceptable packet is CONNECT
+/// (anything else is `ExpectedConnect`) and the CONNECT itself carries the
+/// version; once it is `Some`, a CONNECT is `SecondConnect`.
+///
+/// `max_packet_size` bounds the whole packet, fixed header included. As soon
+/// as the fixed header is complete an announced size above it is
+/// `PacketTooLarge`, without waiting for the body. Invalid first bytes are
+/// reported as soon as they arrive.
+///
+/// On `Err` the connection must be closed; `buf` may or may not have been
+/// advanced past the offending packet. Payloads and binary fields share
+/// `buf`'s allocation (zero copy), so a retained payload keeps its read chunk
+/// alive.
+pub fn decode(buf: &mut BytesMut, version: Option<ProtocolVersion>, max_packet_size: usize) -> Result<Option<Packet>> {
+    let Some(&first) = buf.first() else {
+        return Ok(None);
+    };
+    check_first_byte(first, version)?;
+    let Some((remaining, len_bytes)) = parse_varint(&buf[1..])? else {
+        return Ok(None);
+    };
+    let size = 1 + len_bytes + remaining as usize;
+    if size > max_packet_size {
+        return Err(DecodeError::PacketTooLarge { size, max: max_packet_size });
+    }
+    if buf.len() < size {
+        return Ok(None);
+    }
+    let mut frame = buf.split_to(size).freeze();
+    frame.advance(1 + len_bytes);
+    decode_body(first, frame, version).map(Some)
+}
+
+/// Name of a control packet type, for error messages.
+fn packet_name(ptype: u8) -> &'static str {
+    match ptype {
+        1 => "CONNECT",
+        2 => "CONNACK",
+        3 => "PUBLISH",
+        4 => "PUBACK",
+        5 => "PUBREC",
+        6 => "PUBREL",
+        7 => "PUBCOMP",
+        8 => "SUBSCRIBE",
+        9 => "SUBACK",
+        10 => "UNSUBSCRIBE",
+        11 => "UNSUBACK",
+        12 => "PINGREQ",
+        13 => "PINGRESP",
+        14 => "DISCONNECT",
+        15 => "AUTH",
+        _ => "reserved packet type",
+    }
+}
+
+/// Checks packet type and fixed-header flags (§2.1.2, §2.1.3, §3.3.1) and
+/// that CONNECT comes first and only once.
+fn check_first_byte(first: u8, version: Option<ProtocolVersion>) -> Result<()> {
+    let ptype = first >> 4;
+    let flags = first & 0x0F;
+    let v5 = version.is_some_and(ProtocolVersion::is_v5);
+    // AUTH (15) is reserved in 3.1.1; before CONNECT we don't know yet, and
+    // only CONNECT is acceptable anyway.
+    if ptype == 0 || (ptype == 15 && version.is_some() && !v5) {
+        return Err(DecodeError::InvalidPacketType(ptype));
+    }
+    match (version, ptype) {
+        (None, 1) => {}
+        (None, _) => return Err(DecodeError::ExpectedConnect(packet_name(ptype))),
+        (Some(_), 1) => return Err(DecodeError::SecondConnect),
+        (Some(_), _) => {}
+    }
+    if ptype == 3 {
+        let qos = (flags >> 1) & 0x03;
+        if qos == 3 {
+            return Err(DecodeError::PublishQoS3);
+        }
+        if qos == 0 && flags & 0x08 != 0 {
+            return Err(DecodeError::DupWithQoS0);
+        }
+        return Ok(());
+    }
+    let expected = if matches!(ptype, 6 | 8 | 10) { 0b0010 } else { 0 };
+    if flags != expected {
+        return Err(DecodeError::InvalidFixedHeaderFlags { packet: packet_name(ptype), flags });
+    }
+    Ok(())
+}
+
+/// Parses a Variable Byte Integer from the front of `bytes` (§1.5.5).
+/// `Ok(None)` if `bytes` ends before the last byte of the integer.
+fn parse_varint(bytes: &[u8]) -> Result<Option<(u32, usize)>> {
+    let mut value = 0u32;
+    for (i, &b) in bytes.iter().take(4).enumerate() {
+        value |= u32::from(b & 0x7F) << (7 * i);
+        if b & 0x80 == 0 {
+            // A last byte of 0 after a continuation byte adds nothing.
+            if i > 0 && b == 0 {
+                return Err(DecodeError::VarIntNotMinimal);
+            }
+            return Ok(Some((value, i + 1)));
+        }
+    }
+    if bytes.len() >= 4 {
+        Err(DecodeError::VarIntTooLong)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Bounds-checked reader over one packet's variable header and payload.
+struct Reader {
+    buf: Bytes,
+    packet: &'static str,
+}
+
+impl Reader {
+    fn eof(&self) -> DecodeError {
+        DecodeError::UnexpectedEof(self.packet)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    fn u8(&mut self) -> Result<u8> {
+        if self.buf.is_empty() {
+            return Err(self.eof());
+        }
+        Ok(self.buf.get_u8())
+    }
+
+    fn u16(&mut self) -> Result<u16> {
+        if self.buf.len() < 2 {
+            return Err(self.eof());
+        }
+        Ok(self.buf.get_u16())
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        if self.buf.len() < 4 {
+            return Err(self.eof());
+        }
+        Ok(self.buf.get_u32())
+    }
+
+    fn varint(&mut self) -> Result<u32> {
+        match parse_varint(&self.buf)? {
+            Some((v, n)) => {
+                self.buf.advance(n);
+                Ok(v)
+            }
+            None => Err(self.eof()),
+        }
+    }
+
+    fn bytes(&mut self, n: usize) -> Result<Bytes> {
+        if self.buf.len() < n {
+            return Err(self.eof());
+        }
+        Ok(self.buf.split_to(n))
+    }
+
+    /// Binary Data (§1.5.6): two-byte length then bytes.
+    fn binary(&mut self) -> Result<Bytes> {
+        let n = self.u16()?;
+        self.bytes(usize::from(n))
+    }
+
+    /// UTF-8 Encoded String (§1.5.4): valid UTF-8 (which excludes the
+    /// surrogates U+D800..U+DFFF) without U+0000. Other control characters
+    /// and non-characters are allowed ("SHOULD NOT", left to the broker).
+    fn string(&mut self) -> Result<String> {
+        let raw = self.binary()?;
+        let s = std::str::from_utf8(&raw).map_err(|_| DecodeError::InvalidUtf8)?;
+        if s.contains('\0') {
+            return Err(DecodeError::NullCharacter);
+        }
+        Ok(s.to_owned())
+    }
+
+    /// UTF-8 String Pair (§1.5.7).
+    fn pair(&mut self) -> Result<(String, String)> {
+        Ok((self.string()?, self.string()?))
+    }
+
+    fn packet_id(&mut self) -> Result<u16> {
+        match self.u16()? {
+            0 => Err(DecodeError::ZeroPacketId(self.packet)),
+            id => Ok(id),
+        }
+    }
+
+    /// Everything left.
+    fn rest(&mut self) -> Bytes {
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Splits off the next `n` bytes as their own reader.
+    fn take(&mut self, n: usize) -> Result<Reader> {
+        Ok(Reader { buf: self.bytes(n)?, packet: self.packet })
+    }
+
+    fn finish(&self) -> Result<()> {
+        match self.buf.len() {
+            0 => Ok(()),
+            extra => Err(DecodeError::TrailingBytes { packet: self.packet, extra }),
+        }
+    }
+
+    // ---- property helpers ----
+
+    /// Stores a single-valued property, rejecting a duplicate.
+    fn set<T>(&self, slot: &mut Option<T>, id: u8, value: T) -> Result<()> {
+        if slot.is_some() {
+            return Err(DecodeError::DuplicateProperty { packet: self.packet, id });
+        }
+        *slot = Some(value);
+        Ok(())
+    }
+
+    /// A Byte property whose only legal values are 0 and 1.
+    fn bool_byte(&mut self, id: u8) -> Result<u8> {
+        match self.u8()? {
+            v @ (0 | 1) => Ok(v),
+            v => Err(DecodeError::InvalidPropertyValue { id, value: u32::from(v) }),
+        }
+    }
+
+    fn nonzero_u16(&mut self, id: u8) -> Result<u16> {
+        match self.u16()? {
+            0 => Err(DecodeError::InvalidPropertyValue { id, value: 0 }),
+            v => Ok(v),
+        }
+    }
+
+    fn nonzero_u32(&mut self, id: u8) -> Result<u32> {
+        match self.u32()? {
+            0 => Err(DecodeError::InvalidPropertyValue { id, value: 0 }),
+            v => Ok(v),
+        }
+    }
+
+    fn subscription_identifier(&mut self) -> Result<u32> {
+        match self.varint()? {
+            0 => Err(DecodeError::InvalidPropertyValue { id: prop::SUBSCRIPTION_IDENTIFIER, value: 0 }),
+            v => Ok(v),
+        }
+    }
+
+    fn not_allowed(&self, id: u8) -> DecodeError {
+        if prop::is_known(id) {
+            DecodeError::PropertyNotAllowed { packet: self.packet, id }
+        } else {
+            DecodeError::UnknownProperty(id)
+        }
+    }
+
+    /// Reads a property block (§2.2.2): length, then `(id, value)` entries,
+    /// each handed to `f`, which reads the value and rejects ids not allowed
+    /// in this packet.
+    fn properties(&mut self, mut f: impl FnMut(u8, &mut Reader) -> Result<()>) -> Result<()> {
+        let len = self.varint()? as usize;
+        let mut block = self.take(len)?;
+        while !block.is_empty() {
+            // The identifier is a Variable Byte Integer, but every defined
+            // one is below 0x80: a first byte >= 0x80 is unknown either way.
+            let id = block.u8()?;
+            f(id, &mut block)?;
+        }
+        Ok(())
+    }
+}
+
+/// Shared by the user-property-only property handlers.
+fn user_property(r: &mut Reader, id: u8, out: &mut UserProperties) -> Result<()> {
+    if id != prop::USER_PROPERTY {
+        return Err(r.not_allowed(id));
+    }
+    out.push(r.pair()?);
+    Ok(())
+}
+
+fn decode_body(first: u8, body: Bytes, version: Option<ProtocolVersion>) -> Result<Packet> {
+    let ptype = first >> 4;
+    let flags = first & 0x0F;
+    let v5 = version.is_some_and(ProtocolVersion::is_v5);
+    let mut r = Reader { buf: body, packet: packet_name(ptype) };
+    let packet = match ptype {
+        1 => Packet::Connect(Box::new(connect(&mut r)?)),
+        2 => Packet::ConnAck(connack(&mut r, v5)?),
+        3 => Packet::Publish(publish(&mut r, flags, v5)?),
+        4 => Packet::PubAck(pub_resp(&mut r, v5, PUBACK_REASONS)?),
+        5 => Packet::PubRec(pub_resp(&mut r, v5, PUBACK_REASONS)?),
+        6 => Packet::PubRel(pub_resp(&mut r, v5, PUBREL_REASONS)?),
+        7 => Packet::PubComp(pub_resp(&mut r, v5, PUBREL_REASONS)?),
+        8 => Packet::Subscribe(subscribe(&mut r, v5)?),
+        9 => Packet::SubAck(suback(&mut r, v5)?),
+        10 => Packet::Unsubscribe(unsubscribe(&mut r, v5)?),
+        11 => Packet::UnsubAck(unsuback(&mut r, v5)?),
+        12 => Packet::PingReq,
+        13 => Packet::PingResp,
+        14 => Packet::Disconnect(disconnect(&mut r, v5)?),
+        15 => Packet::Auth(auth(&mut r)?),
+        _ => return Err(DecodeError::InvalidPacketType(ptype)),
+    };
+    r.finish()?;
+    Ok(packet)
+}
+
+/// CONNECT (§3.1). The version comes from the packet itself.
+fn connect(r: &mut Reader) -> Result<Connect> {
+    let name = r.binary()?;
+    let level = r.u8()?;
+    let protocol = match (&name[..], level) {
+        (b"MQTT", 4) => ProtocolVersion::V311,
+        (b"MQTT", 5) => ProtocolVersion::V5,
+        (b"MQIsdp", 3) => ProtocolVersion::V31,
+        (b"MQTT" | b"MQIsdp", _) => return Err(DecodeError::UnsupportedProtocolVersion { level }),
+        _ => return Err(DecodeError::InvalidProtocolName(String::from_utf8_lossy(&name).into_owned())),
+    };
+    let v5 = protocol.is_v5();
+
+    let flags = r.u8()?;
+    if flags & 0x01 != 0 {
+        return Err(DecodeError::ConnectReservedFlag);
+    }
+    let clean_start = flags & 0x02 != 0;
+    let will_flag = flags & 0x04 != 0;
+    let will_qos = (flags >> 3) & 0x03;
+    let will_retain = flags & 0x20 != 0;
+    let password_flag = flags & 0x40 != 0;
+    let username_flag = flags & 0x80 != 0;
+    if !will_flag && (will_qos != 0 || will_retain) {
+        return Err(DecodeError::WillFieldsWithoutWill);
+    }
+    let Some(will_qos) = QoS::from_u8(will_qos) else {
+        return Err(DecodeError::InvalidWillQoS);
+    };
+    if !v5 && password_flag && !username_flag {
+        return Err(DecodeError::PasswordWithoutUsername);
+    }
+    let keep_alive = r.u16()?;
+    let properties = if v5 { connect_properties(r)? } else { ConnectProperties::default() };
+
+    let client_id = r.string()?;
+    let will = if will_flag {
+        let properties = if v5 { will_properties(r)? } else { WillProperties::default() };
+        let topic = r.string()?;
+        let payload = r.binary()?;
+        Some(LastWill { topic, payload, qos: will_qos, retain: will_retain, properties })
+    } else {
+        None
+    };
+    let username = if username_flag { Some(r.string()?) } else { None };
+    let password = if password_flag { Some(r.binary()?) } else { None };
+    Ok(Connect { protocol, clean_start, keep_alive, client_id, will, username, password, properties })
+}
+
+fn connect_properties(r: &mut Reader) -> Result<ConnectProperties> {
+    let mut p = ConnectProperties::default();
+    r.properties(|id, r| match id {
+        prop::SESSION_EXPIRY_INTERVAL => {
+            let v = r.u32()?;
+            r.set(&mut p.session_expiry_interval, id, v)
+        }
+        prop::RECEIVE_MAXIMUM => {
+            let v = r.nonzero_u16(id)?;
+            r.set(&mut p.receive_maximum, id, v)
+        }
+        prop::MAXIMUM_PACKET_SIZE => {
+            let v = r.nonzero_u32(id)?;
+            r.set(&mut p.maximum_packet_size, id, v)
+        }
+        prop::TOPIC_ALIAS_MAXIMUM => {
+            let v = r.u16()?;
+            r.set(&mut p.topic_alias_maximum, id, v)
+        }
+        prop::REQUEST_RESPONSE_INFORMATION => {
+            let v = r.bool_byte(id)?;
+            r.set(&mut p.request_response_information, id, v)
+        }
+        prop::REQUEST_PROBLEM_INFORMATION => {
+            let v = r.bool_byte(id)?;
+            r.set(&mut p.request_problem_information, id, v)
+        }
+        prop::AUTHENTICATION_METHOD => {
+            let v = r.string()?;
+            r.set(&mut p.authentication_method, id, v)
+        }
+        prop::AUTHENTICATION_DATA => {
+            let v = r.binary()?;
+            r.set(&mut p.authentication_data, id, v)
+        }
+        _ => user_property(r, id, &mut p.user_properties),
+    })?;
+    Ok(p)
+}
+
+fn will_properties(r: &mut Reader) -> Result<WillProperties> {
+    let mut p = WillProperties::default();
+    r.properties(|id, r| match id {
+        prop::WILL_DELAY_INTERVAL => {
+            let v = r.u32()?;
+            r.set(&mut p.will_delay_interval, id, v)
+        }
+        prop::PAYLOAD_FORMAT_INDICATOR => {
+            let v = r.bool_byte(id)?;
+            r.set(&mut p.payload_format_indicator, id, v)
+        }
+        prop::MESSAGE_EXPIRY_INTERVAL => {
+            let v = r.u32()?;
+            r.set(&mut p.message_expiry_interval, id, v)
+        }
+        prop::CONTENT_TYPE => {
+            let v = r.string()?;
+            r.set(&mut p.content_type, id, v)
+        }
+        prop::RESPONSE_TOPIC => {
+            let v = r.string()?;
+            r.set(&mut p.response_topic, id, v)
+        }
+        prop::CORRELATION_DATA => {
+            let v = r.binary()?;
+            r.set(&mut p.correlation_data, id, v)
+        }
+        _ => user_property(r, id, &mut p.user_properties),
+    })?;
+    Ok(p)
+}
+
+/// CONNACK (§3.2). 3.1.1 return codes 1..=5 become the matching v5 codes.
+fn connack(r: &mut Reader, v5: bool) -> Result<ConnAck> {
+    let flags = r.u8()?;
+    if flags & 0xFE != 0 {
+        return Err(DecodeError::ConnAckReservedFlags(flags));
+    }
+    let code = r.u8()?;
+    let reason_code = if v5 {
+        code
+    } else {
+        match code {
+            0 => reason::SUCCESS,
+            1 => reason::UNSUPPORTED_PROTOCOL_VERSION,
+            2 => reason::CLIENT_IDENTIFIER_NOT_VALID,
+            3 => reason::SERVER_UNAVAILABLE,
+            4 => reason::BAD_USER_NAME_OR_PASSWORD,
+            5 => reason::NOT_AUTHORIZED,
+            _ => return Err(DecodeError::InvalidReasonCode { packet: r.packet, code }),
+        }
+    };
+    let mut p = ConnAckProperties::default();
+    if v5 {
+        r.properties(|id, r| match id {
+            prop::SESSION_EXPIRY_INTERVAL => {
+                let v = r.u32()?;
+                r.set(&mut p.session_expiry_interval, id, v)
+            }
+            prop::RECEIVE_MAXIMUM => {
+                let v = r.nonzero_u16(id)?;
+                r.set(&mut p.receive_maximum, id, v)
+            }
+            prop::MAXIMUM_QOS => {
+                let v = r.bool_byte(id)?;
+                r.set(&mut p.maximum_qos, id, v)
+            }
+            prop::RETAIN_AVAILABLE => {
+                let v = r.bool_byte(id)?;
+                r.set(&mut p.retain_available, id, v)
+            }
+            prop::MAXIMUM_PACKET_SIZE => {
+                let v = r.nonzero_u32(id)?;
+                r.set(&mut p.maximum_packet_size, id, v)
+            }
+            prop::ASSIGNED_CLIENT_IDENTIFIER => {
+                let v = r.string()?;
+                r.set(&mut p.assigned_client_identifier, id, v)
+            }
+            prop::TOPIC_ALIAS_MAXIMUM => {
+                let v = r.u16()?;
+                r.set(&mut p.topic_alias_maximum, id, v)
+            }
+            prop::REASON_STRING => {
+                let v = r.string()?;
+                r.set(&mut p.reason_string, id, v)
+            }
+            prop::WILDCARD_SUBSCRIPTION_AVAILABLE => {
+                let v = r.bool_byte(id)?;
+                r.set(&mut p.wildcard_subscription_available, id, v)
+            }
+            prop::SUBSCRIPTION_IDENTIFIER_AVAILABLE => {
+                let v = r.bool_byte(id)?;
+                r.set(&mut p.subscription_identifiers_available, id, v)
+            }
+            prop::SHARED_SUBSCRIPTION_AVAILABLE => {
+                let v = r.bool_byte(id)?;
+                r.set(&mut p.shared_subscription_available, id, v)
+            }
+            prop::SERVER_KEEP_ALIVE => {
+                let v = r.u16()?;
+                r.set(&mut p.server_keep_alive, id, v)
+            }
+            prop::RESPONSE_INFORMATION => {
+                let v = r.string()?;
+                r.set(&mut p.response_information, id, v)
+            }
+            prop::SERVER_REFERENCE => {
+                let v = r.string()?;
+                r.set(&mut p.server_reference, id, v)
+            }
+            prop::AUTHENTICATION_METHOD => {
+                let v = r.string()?;
+                r.set(&mut p.authentication_method, id, v)
+            }
+            prop::AUTHENTICATION_DATA => {
+                let v = r.binary()?;
+                r.set(&mut p.authentication_data, id, v)
+            }
+            _ => user_property(r, id, &mut p.user_properties),
+        })?;
+    }
+    Ok(ConnAck { session_present: flags & 0x01 != 0, reason_code, properties: p })
+}
+
+/// PUBLISH (§3.3). Flags were checked by `check_first_byte`. The topic is
+/// not validated here (it may be empty in v5 when a topic alias is used).
+fn publish(r: &mut Reader, flags: u8, v5: bool) -> Result<Publish> {
+    let dup = flags & 0x08 != 0;
+    let retain = flags & 0x01 != 0;
+    let qos = QoS::from_u8((flags >> 1) & 0x03).ok_or(DecodeError::PublishQoS3)?;
+    let topic = r.string()?;
+    let packet_id = if qos == QoS::AtMostOnce { 0 } else { r.packet_id()? };
+    let mut p = PublishProperties::default();
+    if v5 {
+        r.properties(|id, r| match id {
+            prop::PAYLOAD_FORMAT_INDICATOR => {
+                let v = r.bool_byte(id)?;
+                r.set(&mut p.payload_format_indicator, id, v)
+            }
+            prop::MESSAGE_EXPIRY_INTERVAL => {
+                let v = r.u32()?;
+                r.set(&mut p.message_expiry_interval, id, v)
+            }
+            prop::TOPIC_ALIAS => {
+                let v = r.u16()?;
+                if v == 0 {
+                    return Err(DecodeError::TopicAliasZero);
+                }
+                r.set(&mut p.topic_alias, id, v)
+            }
+            prop::RESPONSE_TOPIC => {
+                let v = r.string()?;
+                r.set(&mut p.response_topic, id, v)
+            }
+            prop::CORRELATION_DATA => {
+                let v = r.binary()?;
+                r.set(&mut p.correlation_data, id, v)
+            }
+            prop::SUBSCRIPTION_IDENTIFIER => {
+                let v = r.subscription_identifier()?;
+                p.subscription_identifiers.push(v);
+                Ok(())
+            }
+            prop::CONTENT_TYPE => {
+                let v = r.string()?;
+                r.set(&mut p.content_type, id, v)
+            }
+            _ => user_property(r, id, &mut p.user_properties),
+        })?;
+    }
+    let payload = r.rest();
+    Ok(Publish { dup, qos, retain, topic, packet_id, payload, properties: p })
+}
+
+/// Reason string + user properties, as in every acknowledgement.
+fn ack_properties(r: &mut Reader) -> Result<AckProperties> {
+    let mut p = AckProperties::default();
+    r.properties(|id, r| match id {
+        prop::REASON_STRING => {
+            let v = r.string()?;
+            r.set(&mut p.reason_string, id, v)
+        }
+        _ => user_property(r, id, &mut p.user_properties),
+    })?;
+    Ok(p)
+}
+
+/// PUBACK, PUBREC, PUBREL, PUBCOMP (§3.4-§3.7). In v5 the reason code and the
+/// property length may each be omitted (remaining length 2 or 3).
+fn pub_resp(r: &mut Reader, v5: bool, allowed: &[u8]) -> Result<PubResp> {
+    let packet_id = r.packet_id()?;
+    let mut resp = PubResp { packet_id, ..PubResp::default() };
+    if v5 && !r.is_empty() {
+        resp.reason_code = reason_code(r, allowed)?;
+        if !r.is_empty() {
+            resp.properties = ack_properties(r)?;
+        }
+    }
+    Ok(resp)
+}
+
+fn reason_code(r: &mut Reader, allowed: &[u8]) -> Result<u8> {
+    let code = r.u8()?;
+    if !allowed.contains(&code) {
+        return Err(DecodeError::InvalidReasonCode { packet: r.packet, code });
+    }
+    Ok(code)
+}
+
+/// SUBSCRIBE (§3.8).
+fn subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe> {
+    let packet_id = r.packet_id()?;
+    let mut properties = SubscribeProperties::default();
+    if v5 {
+        r.properties(|id, r| match id {
+            prop::SUBSCRIPTION_IDENTIFIER => {
+                let v = r.subscription_identifier()?;
+                r.set(&mut properties.subscription_identifier, id, v)
+            }
+            _ => user_property(r, id, &mut properties.user_properties),
+        })?;
+    }
+    let mut filters = Vec::new();
+    while !r.is_empty() {
+        let filter = r.string()?;
+        let options = subscription_options(r.u8()?, v5)?;
+        filters.push(SubscribeFilter { filter, options });
+    }
+    if filters.is_empty() {
+        return Err(DecodeError::NoTopicFilters(r.packet));
+    }
+    Ok(Subscribe { packet_id, filters, properties })
+}
+
+/// Subscription options byte (§3.8.3.1); in 3.1.1 only the QoS bits exist.
+fn subscription_options(byte: u8, v5: bool) -> Result<SubscriptionOptions> {
+    let reserved = if v5 { 0b1100_0000 } else { 0b1111_1100 };
+    if byte & reserved != 0 {
+        return Err(DecodeError::SubscriptionOptionsReserved(byte));
+    }
+    let qos = QoS::from_u8(byte & 0x03).ok_or(DecodeError::SubscriptionQoS3 { v5 })?;
+    let retain_handling = (byte >> 4) & 0x03;
+    if retain_handling == 3 {
+        return Err(DecodeError::RetainHandling3);
+    }
+    Ok(SubscriptionOptions { qos, no_local: byte & 0x04 != 0, retain_as_published: byte & 0x08 != 0, retain_handling })
+}
+
+/// SUBACK (§3.9). 3.1.1 return codes are 0, 1, 2 or 0x80, the same numbers
+/// as the v5 codes they correspond to.
+fn suback(r: &mut Reader, v5: bool) -> Result<SubAck> {
+    let packet_id = r.packet_id()?;
+    let properties = if v5 { ack_properties(r)? } else { AckProperties::default() };
+    let reason_codes = r.rest().to_vec();
+    if !v5 {
+        if let Some(&code) = reason_codes.iter().find(|&&c| !matches!(c, 0 | 1 | 2 | 0x80)) {
+            return Err(DecodeError::InvalidReasonCode { packet: r.packet, code });
+        }
+    }
+    Ok(SubAck { packet_id, reason_codes, properties })
+}
+
+/// UNSUBSCRIBE (§3.10).
+fn unsubscribe(r: &mut Reader, v5: bool) -> Result<Unsubscribe> {
+    let packet_id = r.packet_id()?;
+    let mut user_properties = UserProperties::new();
+    if v5 {
+        r.properties(|id, r| user_property(r, id, &mut user_properties))?;
+    }
+    let mut filters = Vec::new();
+    while !r.is_empty() {
+        filters.push(r.string()?);
+    }
+    if filters.is_empty() {
+        return Err(DecodeError::NoTopicFilters(r.packet));
+    }
+    Ok(Unsubscribe { packet_id, filters, user_properties })
+}
+
+/// UNSUBACK (§3.11). 3.1.1 has no payload.
+fn unsuback(r: &mut Reader, v5: bool) -> Result<UnsubAck> {
+    let packet_id = r.packet_id()?;
+    let (properties, reason_codes) =
+        if v5 { (ack_properties(r)?, r.rest().to_vec()) } else { (AckProperties::default(), Vec::new()) };
+    Ok(UnsubAck { packet_id, reason_codes, properties })
+}
+
+/// DISCONNECT (§3.14). 3.1.1 has no body; in v5 remaining length 0 means
+/// normal disconnection and 1 means no properties.
+fn disconnect(r: &mut Reader, v5: bool) -> Result<Disconnect> {
+    let mut d = Disconnect::default();
+    if v5 && !r.is_empty() {
+        d.reason_code = reason_code(r, DISCONNECT_REASONS)?;
+        if !r.is_empty() {
+            let p = &mut d.properties;
+            r.properties(|id, r| match id {
+                prop::SESSION_EXPIRY_INTERVAL => {
+                    let v = r.u32()?;
+                    r.set(&mut p.session_expiry_interval, id, v)
+                }
+                prop::REASON_STRING => {
+                    let v = r.string()?;
+                    r.set(&mut p.reason_string, id, v)
+                }
+                prop::SERVER_REFERENCE => {
+                    let v = r.string()?;
+                    r.set(&mut p.server_reference, id, v)
+                }
+                _ => user_property(r, id, &mut p.user_properties),
+            })?;
+        }
+    }
+    Ok(d)
+}
+
+/// AUTH (§3.15, v5 only). Remaining length 0 means success without
+/// properties; a lone reason code is accepted like DISCONNECT's.
+fn auth(r: &mut Reader) -> Result<Auth> {
+    let mut a = Auth::default();
+    if !r.is_empty() {
+        a.reason_code = reason_code(r, AUTH_REASONS)?;
+        if !r.is_empty() {
+            let p: &mut AuthProperties = &mut a.properties;
+            r.properties(|id, r| match id {
+                prop::AUTHENTICATION_METHOD => {
+                    let v = r.string()?;
+                    r.set(&mut p.authentication_method, id, v)
+                }
+                prop::AUTHENTICATION_DATA => {
+                    let v = r.binary()?;
+                    r.set(&mut p.authentication_data, id, v)
+                }
+                prop::REASON_STRING => {
+                    let v = r.string()?;
+                    r.set(&mut p.reason_string, id, v)
+                }
+                _ => user_property(r, id, &mut p.user_properties),
+            })?;
+        }
+    }
+    Ok(a)
+}
+
+#[cfg(test)]
+#[path = "codec_tests.rs"]
+mod codec_tests;

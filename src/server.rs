@@ -1,0 +1,80 @@
+//! A running broker: store, core and listeners, started and stopped together.
+//!
+//! Owns: start-up order (open the store, restore the core, bind listeners)
+//! and graceful shutdown (stop accepting, tell clients, wait for them, flush
+//! the store). `starling serve` and the end-to-end tests both use [`Server`].
+//! Must never: contain protocol or routing logic.
+
+use crate::broker::Broker;
+use crate::config::{Config, StorageBackend};
+use crate::store::{MemoryStore, SledStore, Store};
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+/// How long shutdown waits for connections to say goodbye.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+pub struct Server {
+    broker: Arc<Broker>,
+    mqtt_addr: SocketAddr,
+    stop_accepting: watch::Sender<bool>,
+    accept_tasks: TaskTracker,
+    connections: TaskTracker,
+}
+
+impl Server {
+    /// Opens the store, restores state and binds the listeners.
+    pub async fn start(config: Config) -> anyhow::Result<Server> {
+        let store: Arc<dyn Store> = match config.storage.backend {
+            StorageBackend::Memory => Arc::new(MemoryStore::new()),
+            StorageBackend::Sled => {
+                let dir = config.storage.data_dir.clone();
+                let store = tokio::task::spawn_blocking(move || SledStore::open(&dir))
+                    .await?
+                    .with_context(|| format!("cannot open storage.data_dir {}", config.storage.data_dir.display()))?;
+                Arc::new(store)
+            }
+        };
+        let broker = Broker::new(config.clone(), store).context("cannot restore state from the store")?;
+        let listener = TcpListener::bind(config.mqtt.bind)
+            .await
+            .with_context(|| format!("cannot listen on mqtt.bind {}", config.mqtt.bind))?;
+        let mqtt_addr = listener.local_addr()?;
+        let (stop_accepting, stop_rx) = watch::channel(false);
+        let accept_tasks = TaskTracker::new();
+        let connections = TaskTracker::new();
+        accept_tasks.spawn(crate::net::serve_mqtt_tcp(listener, broker.clone(), connections.clone(), stop_rx));
+        tracing::info!(mqtt = %mqtt_addr, "starling listening");
+        Ok(Server { broker, mqtt_addr, stop_accepting, accept_tasks, connections })
+    }
+
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.mqtt_addr
+    }
+
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// Stops accepting, disconnects every client (MQTT 5: reason 0x8B), waits
+    /// up to five seconds for them, then saves sessions and flushes the store.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop_accepting.send(true);
+        self.accept_tasks.close();
+        self.accept_tasks.wait().await;
+        self.broker.begin_shutdown();
+        self.connections.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.connections.wait()).await.is_err() {
+            tracing::warn!("some connections did not close within the grace period");
+        }
+        let broker = self.broker.clone();
+        tokio::task::spawn_blocking(move || broker.flush_all()).await?.context("cannot flush the store")?;
+        tracing::info!("starling stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,92 @@
+//! [`MemoryStore`]: the `Store` kept in process memory, for tests and for
+//! `storage = "memory"`. Nothing survives a restart; `flush` is a no-op.
+//!
+//! It must behave exactly like `SledStore` apart from durability (same
+//! orderings, same removal rules), because the shared test suite and the
+//! model test hold both to the same expectations.
+
+use super::{Store, StoreError, StoredDelivery, StoredMessage, StoredSession};
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+#[derive(Default)]
+struct Inner {
+    /// BTreeMaps keyed like sled's trees, so loads come back in the same
+    /// (byte-wise) order as from disk.
+    retained: BTreeMap<String, StoredMessage>,
+    sessions: BTreeMap<String, StoredSession>,
+    deliveries: BTreeMap<String, BTreeMap<u64, StoredDelivery>>,
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every operation is a single map update that cannot panic halfway,
+        // so the data behind a poisoned lock is still consistent.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Store for MemoryStore {
+    fn load_retained(&self) -> Result<Vec<StoredMessage>, StoreError> {
+        Ok(self.lock().retained.values().cloned().collect())
+    }
+
+    fn set_retained(&self, topic: &str, message: Option<&StoredMessage>) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        match message {
+            Some(message) => inner.retained.insert(topic.to_owned(), message.clone()),
+            None => inner.retained.remove(topic),
+        };
+        Ok(())
+    }
+
+    fn load_sessions(&self) -> Result<Vec<StoredSession>, StoreError> {
+        Ok(self.lock().sessions.values().cloned().collect())
+    }
+
+    fn save_session(&self, session: &StoredSession) -> Result<(), StoreError> {
+        self.lock().sessions.insert(session.client_id.clone(), session.clone());
+        Ok(())
+    }
+
+    fn remove_session(&self, client_id: &str) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        inner.deliveries.remove(client_id);
+        inner.sessions.remove(client_id);
+        Ok(())
+    }
+
+    fn push_delivery(&self, client_id: &str, delivery: &StoredDelivery) -> Result<(), StoreError> {
+        self.lock().deliveries.entry(client_id.to_owned()).or_default().insert(delivery.seq, delivery.clone());
+        Ok(())
+    }
+
+    fn remove_delivery(&self, client_id: &str, seq: u64) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if let Some(queue) = inner.deliveries.get_mut(client_id) {
+            queue.remove(&seq);
+            // Drop emptied queues so memory follows what is actually owed.
+            if queue.is_empty() {
+                inner.deliveries.remove(client_id);
+            }
+        }
+        Ok(())
+    }
+
+    fn load_deliveries(&self, client_id: &str) -> Result<Vec<StoredDelivery>, StoreError> {
+        Ok(self.lock().deliveries.get(client_id).map(|queue| queue.values().cloned().collect()).unwrap_or_default())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

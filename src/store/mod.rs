@@ -1,0 +1,103 @@
+//! Durable state behind one trait: retained messages, persistent sessions and
+//! their queued QoS 1/2 deliveries.
+//!
+//! Owns: the `Store` trait, the records it stores, and the implementations
+//! (`sled` on disk, `memory` for tests and for `storage = "memory"`), which
+//! share one test suite. `GroupCommit` batches flushes so that many publishers
+//! waiting for durability cost one fsync.
+//! Must never: make routing decisions or hold broker locks; it stores what it
+//! is given. Writes are not durable until `flush` (or `GroupCommit::sync`)
+//! returns.
+
+mod commit;
+mod memory;
+mod sled_store;
+#[cfg(test)]
+mod tests;
+
+pub use commit::GroupCommit;
+pub use memory::MemoryStore;
+pub use sled_store::SledStore;
+
+use crate::mqtt::packet::{QoS, SubscriptionOptions};
+use serde::{Deserialize, Serialize};
+
+/// Bumped whenever a stored record's encoding changes; a store written by a
+/// different version is refused at open with a clear error.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage I/O error: {0}")]
+    Io(String),
+    #[error("stored record is corrupt ({what}): {detail}")]
+    Corrupt { what: String, detail: String },
+    #[error("data directory was written by format version {found}, this build reads version {expected}")]
+    FormatVersion { found: u32, expected: u32 },
+}
+
+/// An application message as kept on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: QoS,
+    pub retain: bool,
+    /// Absolute expiry, Unix milliseconds (from the MQTT 5 message expiry interval).
+    pub expires_at_ms: Option<u64>,
+    pub payload_format_indicator: Option<u8>,
+    pub content_type: Option<String>,
+    pub response_topic: Option<String>,
+    pub correlation_data: Option<Vec<u8>>,
+    pub user_properties: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSubscription {
+    /// The filter as the client sent it, including any `$share/group/` prefix.
+    pub filter: String,
+    pub options: SubscriptionOptions,
+    pub identifier: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSession {
+    pub client_id: String,
+    /// Seconds the session lives after disconnect; `u32::MAX` means never expires.
+    pub expiry_secs: u32,
+    /// Unix milliseconds of the last disconnect; `None` while connected.
+    pub disconnected_at_ms: Option<u64>,
+    pub subscriptions: Vec<StoredSubscription>,
+}
+
+/// One QoS 1/2 delivery owed to a persistent session, kept until the client acknowledges it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredDelivery {
+    /// Per-session sequence number, increasing; the key order.
+    pub seq: u64,
+    pub message: StoredMessage,
+    /// QoS granted for this delivery (min of publish and subscription).
+    pub qos: QoS,
+    /// Retain flag as it must be sent (retain-as-published already applied).
+    pub retain: bool,
+    pub subscription_ids: Vec<u32>,
+}
+
+/// Durable storage. Implementations are cheap to call from async code for
+/// writes (they buffer); `flush` blocks until everything written is durable and
+/// should be called through `GroupCommit` or `spawn_blocking`.
+pub trait Store: Send + Sync + 'static {
+    fn load_retained(&self) -> Result<Vec<StoredMessage>, StoreError>;
+    /// `None` clears the retained message for `topic`.
+    fn set_retained(&self, topic: &str, message: Option<&StoredMessage>) -> Result<(), StoreError>;
+    fn load_sessions(&self) -> Result<Vec<StoredSession>, StoreError>;
+    fn save_session(&self, session: &StoredSession) -> Result<(), StoreError>;
+    /// Removes the session and all its queued deliveries.
+    fn remove_session(&self, client_id: &str) -> Result<(), StoreError>;
+    fn push_delivery(&self, client_id: &str, delivery: &StoredDelivery) -> Result<(), StoreError>;
+    fn remove_delivery(&self, client_id: &str, seq: u64) -> Result<(), StoreError>;
+    /// The session's queued deliveries in `seq` order.
+    fn load_deliveries(&self, client_id: &str) -> Result<Vec<StoredDelivery>, StoreError>;
+    /// Blocks until every write made before the call is durable.
+    fn flush(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,193 @@
+//! [`SledStore`]: the durable `Store`, one sled database per data directory.
+//!
+//! Layout, one sled tree per record kind so each can be scanned alone:
+//! - `retained`: topic -> postcard(`StoredMessage`)
+//! - `sessions`: client id -> postcard(`StoredSession`)
+//! - `deliveries`: client id, 0x00, seq as u64 big-endian ->
+//!   postcard(`StoredDelivery`). Sled orders keys byte-wise, so a prefix scan
+//!   on "client id, 0x00" yields one session's queue in `seq` order. The 0x00
+//!   separator cannot occur inside a client id (MQTT strings exclude U+0000,
+//!   [MQTT-1.5.4-2]), so client "a" never sees the queue of client "ab".
+//! - `meta`: "format_version" -> u32 big-endian.
+
+use super::{Store, StoreError, StoredDelivery, StoredMessage, StoredSession, FORMAT_VERSION};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::path::Path;
+
+const FORMAT_VERSION_KEY: &[u8] = b"format_version";
+
+pub struct SledStore {
+    db: sled::Db,
+    retained: sled::Tree,
+    sessions: sled::Tree,
+    deliveries: sled::Tree,
+}
+
+fn io(context: &str, err: sled::Error) -> StoreError {
+    StoreError::Io(format!("{context}: {err}"))
+}
+
+fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, StoreError> {
+    // Our records only use types postcard supports, so this failing is a
+    // bug rather than bad data; it is still reported, not unwrapped.
+    postcard::to_allocvec(value).map_err(|e| StoreError::Io(format!("encoding {what}: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(what: impl Into<String>, bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt { what: what.into(), detail: e.to_string() })
+}
+
+/// "client id, 0x00": the prefix shared by every delivery key of one session.
+fn delivery_prefix(client_id: &str) -> Result<Vec<u8>, StoreError> {
+    if client_id.contains('\0') {
+        // The protocol layer rejects these; refusing here keeps one
+        // session's queue from ever bleeding into another's key range.
+        return Err(StoreError::Io(format!("client id {client_id:?} contains U+0000 and cannot key deliveries")));
+    }
+    let mut key = Vec::with_capacity(client_id.len() + 9);
+    key.extend_from_slice(client_id.as_bytes());
+    key.push(0);
+    Ok(key)
+}
+
+fn delivery_key(client_id: &str, seq: u64) -> Result<Vec<u8>, StoreError> {
+    let mut key = delivery_prefix(client_id)?;
+    // Big-endian so byte order equals numeric order (255 < 256 < 65536).
+    key.extend_from_slice(&seq.to_be_bytes());
+    Ok(key)
+}
+
+impl SledStore {
+    /// Opens (or creates) the database in `path`. A new database is stamped
+    /// with [`FORMAT_VERSION`]; an existing one written by another version is
+    /// refused with [`StoreError::FormatVersion`] rather than misread.
+    pub fn open(path: &Path) -> Result<SledStore, StoreError> {
+        let context = |what: &str| format!("{what} in {}", path.display());
+        let db = sled::open(path).map_err(|e| io(&context("opening sled database"), e))?;
+        let tree = |name: &str| db.open_tree(name).map_err(|e| io(&context(&format!("opening tree {name:?}")), e));
+        let meta = tree("meta")?;
+        // The version is raw big-endian bytes, not postcard, so that it stays
+        // readable whatever a future format does to record encoding.
+        match meta.get(FORMAT_VERSION_KEY).map_err(|e| io(&context("reading format version"), e))? {
+            Some(found) => {
+                let found =
+                    <[u8; 4]>::try_from(found.as_ref()).map(u32::from_be_bytes).map_err(|_| StoreError::Corrupt {
+                        what: "meta/format_version".into(),
+                        detail: format!("expected 4 bytes, found {}", found.len()),
+                    })?;
+                if found != FORMAT_VERSION {
+                    return Err(StoreError::FormatVersion { found, expected: FORMAT_VERSION });
+                }
+            }
+            None => {
+                meta.insert(FORMAT_VERSION_KEY, &FORMAT_VERSION.to_be_bytes())
+                    .map_err(|e| io(&context("writing format version"), e))?;
+                // Make the stamp durable before any record is written, so a
+                // crash can never leave records in an unstamped database.
+                db.flush().map_err(|e| io(&context("flushing format version"), e))?;
+            }
+        }
+        Ok(SledStore { retained: tree("retained")?, sessions: tree("sessions")?, deliveries: tree("deliveries")?, db })
+    }
+}
+
+impl Store for SledStore {
+    fn load_retained(&self) -> Result<Vec<StoredMessage>, StoreError> {
+        self.retained
+            .iter()
+            .map(|kv| {
+                let (key, value) = kv.map_err(|e| io("scanning retained messages", e))?;
+                decode(format!("retained message {:?}", String::from_utf8_lossy(&key)), &value)
+            })
+            .collect()
+    }
+
+    fn set_retained(&self, topic: &str, message: Option<&StoredMessage>) -> Result<(), StoreError> {
+        let context = || format!("storing retained message for {topic:?}");
+        match message {
+            Some(message) => {
+                let value = encode("retained message", message)?;
+                self.retained.insert(topic, value).map_err(|e| io(&context(), e))?;
+            }
+            None => {
+                self.retained.remove(topic).map_err(|e| io(&context(), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn load_sessions(&self) -> Result<Vec<StoredSession>, StoreError> {
+        self.sessions
+            .iter()
+            .map(|kv| {
+                let (key, value) = kv.map_err(|e| io("scanning sessions", e))?;
+                decode(format!("session {:?}", String::from_utf8_lossy(&key)), &value)
+            })
+            .collect()
+    }
+
+    fn save_session(&self, session: &StoredSession) -> Result<(), StoreError> {
+        let value = encode("session", session)?;
+        self.sessions
+            .insert(session.client_id.as_str(), value)
+            .map_err(|e| io(&format!("saving session {:?}", session.client_id), e))?;
+        Ok(())
+    }
+
+    fn remove_session(&self, client_id: &str) -> Result<(), StoreError> {
+        let context = || format!("removing session {client_id:?}");
+        // Deliveries go first: sled persists writes in order, so a crash in
+        // between leaves at worst a session whose queue was already being
+        // discarded, never orphaned deliveries that a later session with the
+        // same client id would wrongly inherit.
+        let mut batch = sled::Batch::default();
+        for key in self.deliveries.scan_prefix(delivery_prefix(client_id)?).keys() {
+            batch.remove(key.map_err(|e| io(&context(), e))?);
+        }
+        self.deliveries.apply_batch(batch).map_err(|e| io(&context(), e))?;
+        self.sessions.remove(client_id).map_err(|e| io(&context(), e))?;
+        Ok(())
+    }
+
+    fn push_delivery(&self, client_id: &str, delivery: &StoredDelivery) -> Result<(), StoreError> {
+        let value = encode("delivery", delivery)?;
+        self.deliveries
+            .insert(delivery_key(client_id, delivery.seq)?, value)
+            .map_err(|e| io(&format!("queueing delivery {} for {client_id:?}", delivery.seq), e))?;
+        Ok(())
+    }
+
+    fn remove_delivery(&self, client_id: &str, seq: u64) -> Result<(), StoreError> {
+        self.deliveries
+            .remove(delivery_key(client_id, seq)?)
+            .map_err(|e| io(&format!("removing delivery {seq} for {client_id:?}"), e))?;
+        Ok(())
+    }
+
+    fn load_deliveries(&self, client_id: &str) -> Result<Vec<StoredDelivery>, StoreError> {
+        let prefix = delivery_prefix(client_id)?;
+        self.deliveries
+            .scan_prefix(&prefix)
+            .map(|kv| {
+                let (key, value) = kv.map_err(|e| io(&format!("scanning deliveries of {client_id:?}"), e))?;
+                let what = || format!("delivery of {client_id:?}, key {key:?}");
+                let delivery: StoredDelivery = decode(what(), &value)?;
+                // The key decides the order, so a record whose own seq
+                // disagrees with it would be replayed out of order.
+                if key[prefix.len()..] != delivery.seq.to_be_bytes() {
+                    return Err(StoreError::Corrupt {
+                        what: what(),
+                        detail: format!("record says seq {}", delivery.seq),
+                    });
+                }
+                Ok(delivery)
+            })
+            .collect()
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(|e| io("flushing sled database", e))?;
+        Ok(())
+    }
+}
