@@ -386,6 +386,11 @@ impl Broker {
         }
     }
 
+    /// The session of `client_id`, connected or not.
+    pub fn session(&self, client_id: &str) -> Option<Arc<Session>> {
+        self.sessions.lock().get(client_id).cloned()
+    }
+
     /// Number of known sessions (connected or not).
     pub fn session_count(&self) -> usize {
         self.sessions.lock().len()

@@ -23,16 +23,16 @@
 //! so the codec round-trips and a client can reuse it; for 3.1.1 their return
 //! codes are mapped to v5 reason codes.
 //!
-//! Clause numbers in messages are from MQTT 5.0 unless marked `3.1.1`; the
-//! same rules apply to 3.1.1 unless noted.
+//! Messages cite normative statements (`[MQTT-x.y.z-n]`) or sections (`§x.y`)
+//! of MQTT 5.0 unless marked 3.1.1; the same rules apply to 3.1.1 unless
+//! noted.
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::mqtt::packet::{AckProperties, UserProperties};
 use crate::mqtt::packet::{
-    Auth, AuthProperties, ConnAck, ConnAckProperties, Connect, ConnectProperties, Disconnect, LastWill, Packet,
-    ProtocolVersion, PubResp, Publish, PublishProperties, QoS, SubAck, Subscribe, SubscribeFilter, SubscribeProperties,
-    SubscriptionOptions, UnsubAck, Unsubscribe, WillProperties,
+    AckProperties, Auth, AuthProperties, ConnAck, ConnAckProperties, Connect, ConnectProperties, Disconnect, LastWill,
+    Packet, ProtocolVersion, PubResp, Publish, PublishProperties, QoS, SubAck, Subscribe, SubscribeFilter,
+    SubscribeProperties, SubscriptionOptions, UnsubAck, Unsubscribe, UserProperties, WillProperties,
 };
 use crate::mqtt::reason;
 
@@ -94,13 +94,13 @@ pub(crate) const AUTH_REASONS: &[u8] = &[0x00, 0x18, 0x19];
 /// where there is one, the normative clause.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    #[error("[MQTT-1.5.5] Variable Byte Integer longer than 4 bytes")]
+    #[error("§1.5.5 Variable Byte Integer longer than 4 bytes")]
     VarIntTooLong,
     #[error("[MQTT-1.5.5-1] Variable Byte Integer not encoded in the minimum number of bytes")]
     VarIntNotMinimal,
     #[error("packet of {size} bytes exceeds the maximum packet size of {max} bytes")]
     PacketTooLarge { size: usize, max: usize },
-    #[error("[MQTT-2.1.2] reserved control packet type {0}")]
+    #[error("§2.1.2 reserved control packet type {0}")]
     InvalidPacketType(u8),
     #[error("[MQTT-2.1.3-1] {packet} with reserved fixed header flags {flags:#06b}")]
     InvalidFixedHeaderFlags { packet: &'static str, flags: u8 },
@@ -131,9 +131,9 @@ pub enum DecodeError {
     #[error("[MQTT-3.8.3-5] subscription options {0:#010b} have reserved bits set")]
     SubscriptionOptionsReserved(u8),
     /// Malformed in 3.1.1 ([MQTT-3.8.3-4]), a Protocol Error in 5.0 (§3.8.3.1).
-    #[error("[MQTT-3.8.3-4] SUBSCRIBE requesting QoS 3")]
+    #[error("SUBSCRIBE requesting QoS 3 (v5 §3.8.3.1; 3.1.1 [MQTT-3.8.3-4])")]
     SubscriptionQoS3 { v5: bool },
-    #[error("[MQTT-3.8.3.1] SUBSCRIBE with retain handling 3")]
+    #[error("§3.8.3.1 SUBSCRIBE with retain handling 3")]
     RetainHandling3,
     #[error("[MQTT-1.5.4-1] string is not valid UTF-8")]
     InvalidUtf8,
@@ -143,11 +143,11 @@ pub enum DecodeError {
     UnexpectedEof(&'static str),
     #[error("{packet} has {extra} unexpected bytes after its last field")]
     TrailingBytes { packet: &'static str, extra: usize },
-    #[error("[MQTT-2.2.2.2] unknown property identifier {0:#04x}")]
+    #[error("§2.2.2.2 unknown property identifier {0:#04x}")]
     UnknownProperty(u8),
-    #[error("[MQTT-2.2.2.2] property {id:#04x} is not allowed in {packet}")]
+    #[error("§2.2.2.2 property {id:#04x} is not allowed in {packet}")]
     PropertyNotAllowed { packet: &'static str, id: u8 },
-    #[error("[MQTT-2.2.2.2] property {id:#04x} appears more than once in {packet}")]
+    #[error("§2.2.2.2 property {id:#04x} appears more than once in {packet}")]
     DuplicateProperty { packet: &'static str, id: u8 },
     #[error("property {id:#04x} has invalid value {value}")]
     InvalidPropertyValue { id: u8, value: u32 },
@@ -223,7 +223,11 @@ type Result<T> = std::result::Result<T, DecodeError>;
 /// advanced past the offending packet. Payloads and binary fields share
 /// `buf`'s allocation (zero copy), so a retained payload keeps its read chunk
 /// alive.
-pub fn decode(buf: &mut BytesMut, version: Option<ProtocolVersion>, max_packet_size: usize) -> Result<Option<Packet>> {
+pub fn decode(
+    buf: &mut BytesMut,
+    version: Option<ProtocolVersion>,
+    max_packet_size: usize,
+) -> std::result::Result<Option<Packet>, DecodeError> {
     let Some(&first) = buf.first() else {
         return Ok(None);
     };

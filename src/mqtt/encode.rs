@@ -11,17 +11,18 @@
 //! the peer did not ask for, enforcing the peer's Maximum Packet Size or topic
 //! alias limits is the broker's job), or do I/O.
 //!
-//! Each packet body is written once by a function generic over [`Sink`]: run
-//! with a [`Counter`] it computes lengths arithmetically (payloads are only
+//! Each packet body is written once by a function generic over `Sink`: run
+//! with a `Counter` it computes lengths arithmetically (payloads are only
 //! measured, never copied), run with a `BytesMut` it writes. So lengths and
 //! bytes cannot disagree.
 //!
 //! # Panics
 //! `encode` and `encoded_len` panic if the packet cannot be represented at
 //! all: a string or binary field longer than 65,535 bytes, or a remaining
-//! length (or property length) above 268,435,455. Packets produced by `decode`
-//! never do; the broker must bound what it builds itself (e.g. a PUBLISH whose
-//! alias was expanded) with `encoded_len` against the peer's limit first.
+//! length, property length or subscription identifier above 268,435,455.
+//! Packets produced by `decode` never do; the broker must bound what it builds
+//! itself (e.g. a PUBLISH whose alias was expanded) with `encoded_len` against
+//! the peer's limit first.
 
 use bytes::{BufMut, BytesMut};
 

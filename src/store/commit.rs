@@ -12,7 +12,7 @@
 
 use super::{Store, StoreError};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use tokio::sync::{mpsc, oneshot};
 
 type Waiter = oneshot::Sender<Result<(), StoreError>>;
@@ -29,7 +29,10 @@ impl GroupCommit {
     pub fn new(store: Arc<dyn Store>) -> GroupCommit {
         let (requests, rx) = mpsc::unbounded_channel();
         let flushes = Arc::new(AtomicU64::new(0));
-        tokio::spawn(committer(store, rx, flushes.clone()));
+        // The committer holds the store weakly: when the broker drops its
+        // handles the store closes at once (releasing sled's directory lock),
+        // not whenever the runtime next polls this task.
+        tokio::spawn(committer(Arc::downgrade(&store), rx, flushes.clone()));
         GroupCommit { requests, flushes }
     }
 
@@ -49,14 +52,19 @@ impl GroupCommit {
     }
 }
 
-async fn committer(store: Arc<dyn Store>, mut requests: mpsc::UnboundedReceiver<Waiter>, flushes: Arc<AtomicU64>) {
+async fn committer(store: Weak<dyn Store>, mut requests: mpsc::UnboundedReceiver<Waiter>, flushes: Arc<AtomicU64>) {
     // Sleep until someone needs a flush: an idle broker does no fsyncs.
     while let Some(first) = requests.recv().await {
         let mut batch = vec![first];
         while let Ok(waiter) = requests.try_recv() {
             batch.push(waiter);
         }
-        let store = store.clone();
+        let Some(store) = store.upgrade() else {
+            for waiter in batch {
+                let _ = waiter.send(Err(StoreError::Io("the store has been closed".into())));
+            }
+            continue;
+        };
         // flush blocks on disk I/O, which must not stall a runtime worker.
         let result = tokio::task::spawn_blocking(move || store.flush())
             .await

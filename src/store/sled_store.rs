@@ -64,7 +64,7 @@ impl SledStore {
     /// refused with [`StoreError::FormatVersion`] rather than misread.
     pub fn open(path: &Path) -> Result<SledStore, StoreError> {
         let context = |what: &str| format!("{what} in {}", path.display());
-        let db = sled::open(path).map_err(|e| io(&context("opening sled database"), e))?;
+        let db = open_waiting_for_lock(path).map_err(|e| io(&context("opening sled database"), e))?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| io(&context(&format!("opening tree {name:?}")), e));
         let meta = tree("meta")?;
         // The version is raw big-endian bytes, not postcard, so that it stays
@@ -89,6 +89,27 @@ impl SledStore {
             }
         }
         Ok(SledStore { retained: tree("retained")?, sessions: tree("sessions")?, deliveries: tree("deliveries")?, db })
+    }
+}
+
+/// How long `open` waits for a directory lock held by a store that is still
+/// closing in this process (sled finishes background work on its own threads
+/// after the last handle drops). A lock held by another process still fails,
+/// just five seconds later.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn open_waiting_for_lock(path: &Path) -> sled::Result<sled::Db> {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::open(path) {
+            // sled reports a held lock as ErrorKind::Other with this text.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
     }
 }
 

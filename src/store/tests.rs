@@ -278,7 +278,9 @@ impl Store for FlushProbe {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_commit_batches_concurrent_syncs() {
-    let commit = GroupCommit::new(Arc::new(FlushProbe::default()));
+    // The committer holds the store weakly; the test keeps it alive.
+    let store: Arc<dyn Store> = Arc::new(FlushProbe::default());
+    let commit = GroupCommit::new(store.clone());
     let tasks: Vec<_> = (0..100)
         .map(|_| {
             let commit = commit.clone();
@@ -320,7 +322,8 @@ async fn group_commit_sync_waits_for_a_flush_started_after_the_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_commit_reports_errors_to_every_waiter() {
     let probe = FlushProbe { fail: true, ..FlushProbe::default() };
-    let commit = GroupCommit::new(Arc::new(probe));
+    let store: Arc<dyn Store> = Arc::new(probe);
+    let commit = GroupCommit::new(store.clone());
     let tasks: Vec<_> = (0..20)
         .map(|_| {
             let commit = commit.clone();

@@ -1,0 +1,79 @@
+//! The broker as a separate process (for crash tests) and the mosquitto
+//! command-line clients (for interoperability tests).
+
+use super::WAIT;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A `starling serve` process on an ephemeral loopback port.
+pub struct BrokerProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl BrokerProcess {
+    /// Starts the real binary with its data in `dir` and waits for the line
+    /// that announces the listening address.
+    pub async fn start(dir: &Path) -> BrokerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_starling"))
+            .args(["serve", "--mqtt-bind", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.join("data"))
+            .current_dir(dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starling binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = super::within("the broker's listening line", async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(addr) = line.strip_prefix("starling: mqtt listening on ") {
+                    return addr.trim().parse().unwrap();
+                }
+            }
+            panic!("broker exited before listening");
+        })
+        .await;
+        BrokerProcess { child, addr }
+    }
+
+    /// SIGKILL: no shutdown path runs, nothing is flushed on the way out.
+    pub async fn kill_9(mut self) {
+        self.child.start_kill().unwrap();
+        let _ = tokio::time::timeout(WAIT, self.child.wait()).await;
+    }
+}
+
+/// Runs a mosquitto client to completion (bounded by [`WAIT`]) and returns stdout.
+pub async fn mosquitto(program: &str, args: &[&str]) -> String {
+    let out = tokio::time::timeout(WAIT, Command::new(program).args(args).kill_on_drop(true).output())
+        .await
+        .unwrap_or_else(|_| panic!("{program} {args:?} did not finish"))
+        .unwrap_or_else(|e| panic!("cannot run {program} (the test command installs mosquitto-clients): {e}"));
+    assert!(out.status.success(), "{program} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Starts a mosquitto client in the background (for subscribers).
+pub fn mosquitto_spawn(program: &str, args: &[&str]) -> Child {
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program} (the test command installs mosquitto-clients): {e}"))
+}
+
+/// Waits for a background mosquitto client to exit and returns its stdout.
+pub async fn mosquitto_output(child: Child) -> String {
+    let out =
+        tokio::time::timeout(WAIT, child.wait_with_output()).await.expect("mosquitto client finished in time").unwrap();
+    assert!(out.status.success(), "mosquitto client failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
