@@ -886,7 +886,8 @@ fn v5_short_forms() {
     assert_eq!(&encoded(&Packet::Disconnect(Disconnect::default()), V5)[..], &[0xE0, 0]);
     assert_eq!(&encoded(&Packet::Auth(Auth::default()), V5)[..], &[0xF0, 0]);
     let d = Disconnect { reason_code: reason::SERVER_SHUTTING_DOWN, ..Disconnect::default() };
-    assert_eq!(&encoded(&Packet::Disconnect(d), V5)[..], &[0xE0, 1, 0x8B]);
+    // Property length written even when empty (rumqttc 0.25 needs it).
+    assert_eq!(&encoded(&Packet::Disconnect(d), V5)[..], &[0xE0, 2, 0x8B, 0]);
 }
 
 #[test]

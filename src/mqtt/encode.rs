@@ -522,14 +522,15 @@ fn disconnect<S: Sink>(s: &mut S, d: &Disconnect, v5: bool) {
         && p.reason_string.is_none()
         && p.server_reference.is_none()
         && p.user_properties.is_empty();
-    // Short forms (§3.14.2.1): remaining length 0, or reason code only.
+    // Short form (§3.14.2.1): remaining length 0 for a normal disconnect.
+    // Otherwise the property length is always written, even when zero: the
+    // spec allows dropping it, but some clients (rumqttc 0.25) then wait
+    // for bytes that never come instead of reading the reason code.
     if d.reason_code == reason::NORMAL_DISCONNECTION && no_props {
         return;
     }
     s.u8(d.reason_code);
-    if !no_props {
-        put_props(s, p);
-    }
+    put_props(s, p);
 }
 
 fn auth<S: Sink>(s: &mut S, a: &Auth) {

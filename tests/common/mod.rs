@@ -40,6 +40,28 @@ pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) ->
     tokio::time::timeout(WAIT, fut).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
+/// Polls `cond` until it holds, failing the test after [`WAIT`]. For
+/// conditions inside the broker that no client can observe (for example
+/// `server.broker().session_count()`).
+pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    within(what, async {
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        loop {
+            tick.tick().await;
+            if cond() {
+                return;
+            }
+        }
+    })
+    .await
+}
+
+/// The behaviour under test needs wall-clock time to pass (keep-alive, will
+/// delay, message or session expiry); never use this to wait for an event.
+pub async fn let_time_pass(d: Duration) {
+    tokio::time::sleep(d).await
+}
+
 // ---- rumqttc v4 (MQTT 3.1.1) -------------------------------------------------
 
 pub mod v4 {
@@ -201,6 +223,15 @@ pub mod v5 {
                     }
                     Ok(Event::Outgoing(_)) => {}
                     Err(e) => {
+                        // rumqttc reports a server DISCONNECT as an error, not
+                        // as an event: forward it as the packet it was.
+                        if let rumqttc::v5::ConnectionError::MqttState(rumqttc::v5::StateError::ServerDisconnect {
+                            reason_code,
+                            ..
+                        }) = &e
+                        {
+                            let _ = tx.send(Ok(Packet::Disconnect(Disconnect::new(*reason_code))));
+                        }
                         let _ = tx.send(Err(format!("{e:?}")));
                         return;
                     }
@@ -359,6 +390,40 @@ pub mod raw {
             .await
         }
 
+        /// Opens a connection, sends `connect` and returns the CONNACK, whatever its code.
+        pub async fn connect_with(addr: SocketAddr, connect: Connect) -> (Raw, ConnAck) {
+            let mut raw = Raw::open(addr, connect.protocol).await;
+            raw.send(&Packet::Connect(Box::new(connect))).await;
+            match raw.recv().await {
+                Some(Packet::ConnAck(ack)) => (raw, ack),
+                other => panic!("expected CONNACK, got {other:?}"),
+            }
+        }
+
+        /// The next packet, which must be a PUBLISH.
+        pub async fn expect_publish(&mut self) -> Publish {
+            match self.recv().await {
+                Some(Packet::Publish(p)) => p,
+                other => panic!("expected PUBLISH, got {other:?}"),
+            }
+        }
+
+        /// Barrier: PINGREQ, and the next packet must be PINGRESP, so nothing
+        /// else was pending for this client.
+        pub async fn ping_barrier(&mut self) {
+            self.send(&Packet::PingReq).await;
+            match self.recv().await {
+                Some(Packet::PingResp) => {}
+                other => panic!("expected PINGRESP and nothing before it, got {other:?}"),
+            }
+        }
+
+        /// Sends DISCONNECT (reason 0) and waits until the server closes.
+        pub async fn disconnect(mut self) {
+            self.send(&Packet::Disconnect(Disconnect::default())).await;
+            self.until_closed().await;
+        }
+
         /// Reads until the server closes; returns the DISCONNECT it sent first, if any.
         pub async fn until_closed(&mut self) -> Option<Disconnect> {
             let mut last = None;
@@ -384,6 +449,18 @@ pub mod raw {
         }
     }
 
+    pub fn publish_packet(topic: &str, qos: QoS, packet_id: u16, payload: &str) -> Publish {
+        Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: topic.to_string(),
+            packet_id,
+            payload: bytes::Bytes::copy_from_slice(payload.as_bytes()),
+            properties: Default::default(),
+        }
+    }
+
     pub fn subscribe_packet(packet_id: u16, filter: &str, qos: QoS) -> Packet {
         Packet::Subscribe(Subscribe {
             packet_id,
@@ -395,3 +472,5 @@ pub mod raw {
         })
     }
 }
+
+pub mod process;

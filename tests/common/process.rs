@@ -22,7 +22,7 @@ impl BrokerProcess {
             .args(["serve", "--mqtt-bind", "127.0.0.1:0", "--data-dir"])
             .arg(dir.join("data"))
             .current_dir(dir)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("STARLING_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
