@@ -17,6 +17,7 @@ pub const BUNDLED_CONFIG: &str = include_str!("../config.toml");
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub mqtt: MqttConfig,
+    pub websocket: WebSocketConfig,
     pub session: SessionConfig,
     pub storage: StorageConfig,
 }
@@ -52,6 +53,20 @@ impl Default for MqttConfig {
             topic_alias_maximum: 64,
             max_connections: 100_000,
         }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketConfig {
+    /// Address of the WebSocket listener: MQTT on `/mqtt`, the Protobuf
+    /// protocol on `/ws`.
+    pub bind: SocketAddr,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        WebSocketConfig { bind: "127.0.0.1:8083".parse().unwrap() }
     }
 }
 

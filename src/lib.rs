@@ -7,7 +7,10 @@
 //! - [`broker`]: the transport-independent core: sessions, subscriptions,
 //!   routing, retained messages, QoS state, wills.
 //! - [`store`]: durable state (sled) behind the `Store` trait, with group commit.
-//! - [`net`]: listeners that accept connections and hand them to a protocol.
+//! - [`wsproto`]: the WebSocket-Protobuf protocol (`proto/starling.proto`):
+//!   server-side connection and a small client.
+//! - [`net`]: listeners that accept connections and hand them to a protocol;
+//!   the WebSocket upgrade and routing by path.
 //! - [`server`]: wires the pieces together; what `starling serve` and the
 //!   tests start.
 //!
@@ -22,3 +25,4 @@ pub mod net;
 pub mod server;
 pub mod store;
 pub mod topic;
+pub mod wsproto;

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use starling::config::{Config, StorageBackend, BUNDLED_CONFIG};
 use starling::server::Server;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +25,9 @@ enum Command {
         /// Address for MQTT over TCP (overrides mqtt.bind).
         #[arg(long)]
         mqtt_bind: Option<SocketAddr>,
+        /// Address for the WebSocket listener, /mqtt and /ws (overrides websocket.bind).
+        #[arg(long)]
+        ws_bind: Option<SocketAddr>,
         /// Directory for sled storage (overrides storage.data_dir).
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -40,7 +44,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config, mqtt_bind, data_dir, storage } => {
+        Command::Serve { config, mqtt_bind, ws_bind, data_dir, storage } => {
             let mut config = match load_config(config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -50,6 +54,9 @@ fn main() -> ExitCode {
             };
             if let Some(addr) = mqtt_bind {
                 config.mqtt.bind = addr;
+            }
+            if let Some(addr) = ws_bind {
+                config.websocket.bind = addr;
             }
             if let Some(dir) = data_dir {
                 config.storage.data_dir = dir;
@@ -80,8 +87,12 @@ fn load_config(path: Option<PathBuf>) -> Result<Config, starling::config::Config
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let server = Server::start(config).await?;
-    // A line on stdout that scripts and tests can wait for.
-    println!("starling: mqtt listening on {}", server.mqtt_addr());
+    // Lines on stdout that scripts and tests can wait for. Write errors are
+    // ignored: a closed stdout must not stop the broker.
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "starling: mqtt listening on {}", server.mqtt_addr());
+    let _ = writeln!(out, "starling: websocket listening on {}", server.ws_addr());
+    let _ = out.flush();
     wait_for_signal().await;
     tracing::info!("shutting down");
     server.shutdown().await

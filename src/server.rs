@@ -7,13 +7,14 @@
 
 use crate::broker::Broker;
 use crate::config::{Config, StorageBackend};
+use crate::net;
 use crate::store::{MemoryStore, SledStore, Store};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
 
 /// How long shutdown waits for connections to say goodbye.
@@ -22,6 +23,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct Server {
     broker: Arc<Broker>,
     mqtt_addr: SocketAddr,
+    ws_addr: SocketAddr,
     stop_accepting: watch::Sender<bool>,
     accept_tasks: TaskTracker,
     connections: TaskTracker,
@@ -45,16 +47,38 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on mqtt.bind {}", config.mqtt.bind))?;
         let mqtt_addr = listener.local_addr()?;
+        let ws_listener = TcpListener::bind(config.websocket.bind)
+            .await
+            .with_context(|| format!("cannot listen on websocket.bind {}", config.websocket.bind))?;
+        let ws_addr = ws_listener.local_addr()?;
         let (stop_accepting, stop_rx) = watch::channel(false);
         let accept_tasks = TaskTracker::new();
         let connections = TaskTracker::new();
-        accept_tasks.spawn(crate::net::serve_mqtt_tcp(listener, broker.clone(), connections.clone(), stop_rx));
-        tracing::info!(mqtt = %mqtt_addr, "starling listening");
-        Ok(Server { broker, mqtt_addr, stop_accepting, accept_tasks, connections })
+        // One limit for all listeners: it bounds connections, whatever the transport.
+        let limit = Arc::new(Semaphore::new(config.mqtt.max_connections));
+        let b = broker.clone();
+        accept_tasks.spawn(net::accept_loop(
+            listener,
+            limit.clone(),
+            connections.clone(),
+            stop_rx.clone(),
+            move |s, p| net::serve_mqtt(s, p, b.clone()),
+        ));
+        let b = broker.clone();
+        accept_tasks.spawn(net::accept_loop(ws_listener, limit, connections.clone(), stop_rx, move |s, p| {
+            net::serve_websocket(s, p, b.clone())
+        }));
+        tracing::info!(mqtt = %mqtt_addr, websocket = %ws_addr, "starling listening");
+        Ok(Server { broker, mqtt_addr, ws_addr, stop_accepting, accept_tasks, connections })
     }
 
     pub fn mqtt_addr(&self) -> SocketAddr {
         self.mqtt_addr
+    }
+
+    /// The WebSocket port: `/mqtt` and `/ws`.
+    pub fn ws_addr(&self) -> SocketAddr {
+        self.ws_addr
     }
 
     pub fn broker(&self) -> &Arc<Broker> {

@@ -84,9 +84,9 @@ async fn mosquitto_retained_and_wildcards() {
         // Both retained messages match; the first one is enough to prove wildcard + retained.
         assert!(out.trim().starts_with("site/") && out.trim().ends_with("21.5"), "{out}");
     }
-    // Clearing with an empty retained message.
-    mosquitto("mosquitto_pub", &["-h", "127.0.0.1", "-p", &p, "-t", "site/mqttv311/temp", "-r", "-n"]).await;
-    mosquitto("mosquitto_pub", &["-h", "127.0.0.1", "-p", &p, "-t", "site/mqttv5/temp", "-r", "-n"]).await;
+    // Clearing with an empty retained message (QoS 1: mosquitto_pub waits for the broker).
+    mosquitto("mosquitto_pub", &["-h", "127.0.0.1", "-p", &p, "-t", "site/mqttv311/temp", "-q", "1", "-r", "-n"]).await;
+    mosquitto("mosquitto_pub", &["-h", "127.0.0.1", "-p", &p, "-t", "site/mqttv5/temp", "-q", "1", "-r", "-n"]).await;
     assert_eq!(server.broker().retained_count(), 0);
     server.shutdown().await.unwrap();
 }

@@ -30,6 +30,12 @@ pub struct MessageProperties {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
+    /// Assigned by [`crate::broker::Broker::publish`]: unique on this broker
+    /// and increasing (so increasing per topic), also across restarts. The
+    /// same message delivered twice carries the same id.
+    pub id: u64,
+    /// When the broker accepted the message (Unix ms), set with `id`.
+    pub timestamp_ms: u64,
     pub topic: TopicName,
     pub payload: Bytes,
     pub qos: QoS,
@@ -43,6 +49,22 @@ pub struct Message {
 }
 
 impl Message {
+    /// A message as a transport decoded it; `id` and `timestamp_ms` are
+    /// filled in by the broker when it is published.
+    pub fn new(topic: TopicName, payload: bytes::Bytes, qos: QoS, retain: bool) -> Message {
+        Message {
+            id: 0,
+            timestamp_ms: 0,
+            topic,
+            payload,
+            qos,
+            retain,
+            expires_at_ms: None,
+            properties: MessageProperties::default(),
+            publisher: None,
+        }
+    }
+
     pub fn is_expired(&self, now_ms: u64) -> bool {
         self.expires_at_ms.is_some_and(|at| at <= now_ms)
     }
@@ -55,6 +77,8 @@ impl Message {
 
     pub fn to_stored(&self) -> StoredMessage {
         StoredMessage {
+            id: self.id,
+            timestamp_ms: self.timestamp_ms,
             topic: self.topic.as_str().to_string(),
             payload: self.payload.to_vec(),
             qos: self.qos,
@@ -72,6 +96,8 @@ impl Message {
     /// validates means the record is corrupt: the caller skips it and logs.
     pub fn from_stored(stored: StoredMessage) -> Result<Message, crate::topic::TopicError> {
         Ok(Message {
+            id: stored.id,
+            timestamp_ms: stored.timestamp_ms,
             topic: TopicName::new(&stored.topic)?,
             payload: Bytes::from(stored.payload),
             qos: stored.qos,

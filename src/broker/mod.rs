@@ -113,6 +113,10 @@ pub struct Broker {
     store: Arc<dyn Store>,
     commit: GroupCommit,
     next_connection_id: AtomicU64,
+    /// Next message id: starts at `now_ms << 16` (and above every stored id),
+    /// so ids keep increasing across restarts unless the clock goes back or a
+    /// run averaged more than 65,536 messages per millisecond.
+    next_message_id: AtomicU64,
     shutdown: watch::Sender<bool>,
 }
 
@@ -130,6 +134,7 @@ impl Broker {
             store,
             commit,
             next_connection_id: AtomicU64::new(1),
+            next_message_id: AtomicU64::new(now_ms() << 16),
             shutdown,
         });
         broker.restore()?;
@@ -170,6 +175,7 @@ impl Broker {
         let now = now_ms();
         let mut retained = self.retained.write();
         for stored in self.store.load_retained()? {
+            self.next_message_id.fetch_max(stored.id + 1, Ordering::Relaxed);
             match Message::from_stored(stored) {
                 Ok(m) if !m.is_expired(now) => {
                     retained.insert(m.topic.clone(), Arc::new(m));
@@ -188,6 +194,7 @@ impl Broker {
             }
             let mut deliveries = Vec::new();
             for d in self.store.load_deliveries(&stored.client_id)? {
+                self.next_message_id.fetch_max(d.message.id + 1, Ordering::Relaxed);
                 match Message::from_stored(d.message.clone()) {
                     Ok(m) => deliveries.push((d, Arc::new(m))),
                     Err(e) => {
@@ -330,6 +337,8 @@ impl Broker {
         let Ok(topic) = TopicName::new(&will.topic) else { return };
         let props = will.properties;
         let message = Message {
+            id: 0,
+            timestamp_ms: 0,
             topic,
             payload: will.payload,
             qos: will.qos,
@@ -345,7 +354,7 @@ impl Broker {
             publisher: Some(session.client_id.clone()),
         };
         tracing::debug!(client_id = %session.client_id, topic = %message.topic, "publishing will");
-        self.publish(Arc::new(message));
+        self.publish(message);
     }
 
     fn schedule_expiry(self: &Arc<Self>, session: &Arc<Session>, generation: u64) {
@@ -461,9 +470,32 @@ impl Broker {
 
     // ---- publish ---------------------------------------------------------
 
-    /// Stores the message if retained, then routes it to every matching
-    /// subscription. The one routing seam: a cluster backplane hooks in here.
-    pub fn publish(&self, message: Arc<Message>) -> PublishOutcome {
+    /// Publishes for a client and returns the reason code for its
+    /// acknowledgement, after waiting for durability when the message was
+    /// stored: 0x00 success, 0x10 no matching subscribers, 0x80 when the
+    /// store could not flush. Every transport acknowledges through this.
+    pub async fn publish_acknowledged(&self, message: Message) -> u8 {
+        let outcome = self.publish(message);
+        if outcome.must_sync {
+            if let Err(e) = self.sync().await {
+                tracing::error!(error = %e, "store flush failed; refusing to acknowledge as success");
+                return reason::UNSPECIFIED_ERROR;
+            }
+        }
+        if outcome.deliveries == 0 {
+            reason::NO_MATCHING_SUBSCRIBERS
+        } else {
+            reason::SUCCESS
+        }
+    }
+
+    /// Stamps the message with its id and time, stores it if retained, then
+    /// routes it to every matching subscription. The one routing seam: a
+    /// cluster backplane hooks in here.
+    pub fn publish(&self, mut message: Message) -> PublishOutcome {
+        message.id = self.next_message_id.fetch_add(1, Ordering::Relaxed);
+        message.timestamp_ms = now_ms();
+        let message = Arc::new(message);
         let mut outcome = PublishOutcome::default();
         if message.retain {
             outcome.must_sync |= self.retain(&message);

@@ -380,33 +380,22 @@ where
             }
         }
         let props = publish.properties;
-        let message = Message {
-            topic,
-            payload: publish.payload,
-            qos: publish.qos,
-            retain: publish.retain,
-            expires_at_ms: props.message_expiry_interval.map(|s| now_ms() + u64::from(s) * 1000),
-            properties: MessageProperties {
-                payload_format_indicator: props.payload_format_indicator,
-                content_type: props.content_type,
-                response_topic: props.response_topic,
-                correlation_data: props.correlation_data,
-                user_properties: props.user_properties,
-            },
-            publisher: Some(at.session.client_id.clone()),
+        let mut message = Message::new(topic, publish.payload, publish.qos, publish.retain);
+        message.expires_at_ms = props.message_expiry_interval.map(|s| now_ms() + u64::from(s) * 1000);
+        message.properties = MessageProperties {
+            payload_format_indicator: props.payload_format_indicator,
+            content_type: props.content_type,
+            response_topic: props.response_topic,
+            correlation_data: props.correlation_data,
+            user_properties: props.user_properties,
         };
-        let outcome = self.broker.publish(Arc::new(message));
+        message.publisher = Some(at.session.client_id.clone());
         if publish.qos == QoS::AtMostOnce {
+            self.broker.publish(message);
             return Ok(());
         }
-        let mut code = if outcome.deliveries == 0 { reason::NO_MATCHING_SUBSCRIBERS } else { reason::SUCCESS };
-        if outcome.must_sync {
-            // Acknowledged means durable: every persistent subscriber's copy is on disk.
-            if let Err(e) = self.broker.sync().await {
-                tracing::error!(error = %e, "store flush failed; refusing to acknowledge as success");
-                code = reason::UNSPECIFIED_ERROR;
-            }
-        }
+        // Acknowledged means durable: the broker waits for the store when needed.
+        let code = self.broker.publish_acknowledged(message).await;
         let reply = ack(packet_id, code);
         self.write(&if publish.qos == QoS::AtLeastOnce { Packet::PubAck(reply) } else { Packet::PubRec(reply) });
         Ok(())
@@ -494,6 +483,13 @@ where
                 let packet = self.publish_packet(at, packet_id, dup, &delivery);
                 if encoded_len(&packet, self.version) > at.client_max_packet {
                     // [MQTT-3.1.2-25]: discard as if delivered.
+                    if let Packet::Publish(p) = &packet {
+                        // A topic together with an alias means the alias was assigned just
+                        // now; the client never learns it, so it must not be used later.
+                        if !p.topic.is_empty() && p.properties.topic_alias.is_some() {
+                            at.outbound_aliases.remove(&delivery.message.topic);
+                        }
+                    }
                     if packet_id != 0 {
                         at.session.discard_inflight(packet_id);
                     }

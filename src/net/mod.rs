@@ -1,25 +1,45 @@
 //! Listeners: accept connections and hand each to its protocol's task.
 //!
-//! Owns: the accept loops, the connection limit, socket options. Must never:
-//! parse protocol bytes or pace the accept loop with sleeps (a burst of
-//! thousands of connects must be taken as fast as the kernel offers them;
-//! `mqtt.max_connections` bounds it instead).
+//! Owns: the accept loops, the connection limit shared by all listeners,
+//! socket options, and routing WebSocket upgrades by path (`/mqtt`, `/ws`).
+//! Must never: parse protocol bytes past the HTTP upgrade, or pace the accept
+//! loop with sleeps (a burst of thousands of connects must be taken as fast
+//! as the kernel offers them; `mqtt.max_connections` bounds it instead).
+
+pub mod http;
+pub mod ws_stream;
 
 use crate::broker::Broker;
+use bytes::BytesMut;
+use http::HeadError;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::TcpListener;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
 use tokio_util::task::TaskTracker;
 
-/// Accepts MQTT/TCP connections until `stop` turns true. Each connection runs
-/// on its own task, tracked by `tasks` so shutdown can wait for them.
-pub async fn serve_mqtt_tcp(
+/// WebSocket subprotocols accepted on `/mqtt` (MQTT.js sends `mqtt`; some
+/// older clients `mqttv3.1`).
+pub const MQTT_SUBPROTOCOLS: &[&str] = &["mqtt", "mqttv3.1"];
+/// The subprotocol of the WebSocket-Protobuf protocol on `/ws`.
+pub const PROTO_SUBPROTOCOL: &str = "starling.v1";
+
+/// Accepts connections until `stop` turns true and runs `handle` for each on
+/// its own task, tracked by `tasks` so shutdown can wait for them.
+pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
-    broker: Arc<Broker>,
+    limit: Arc<Semaphore>,
     tasks: TaskTracker,
     mut stop: watch::Receiver<bool>,
-) {
-    let limit = Arc::new(Semaphore::new(broker.config().mqtt.max_connections));
+    handle: F,
+) where
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -38,12 +58,66 @@ pub async fn serve_mqtt_tcp(
             tracing::warn!(%peer, "connection limit reached (mqtt.max_connections); closing");
             continue;
         };
-        // Latency matters more than packet count: the writer already batches.
+        // Latency matters more than packet count: writers already batch.
         let _ = stream.set_nodelay(true);
-        let broker = broker.clone();
+        let connection = handle(stream, peer);
         tasks.spawn(async move {
-            crate::mqtt::connection::serve(stream, peer, broker).await;
+            connection.await;
             drop(permit);
         });
+    }
+}
+
+/// MQTT over TCP.
+pub async fn serve_mqtt(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
+    crate::mqtt::connection::serve(stream, peer, broker).await
+}
+
+/// The WebSocket port: one HTTP request head, then `/mqtt` (MQTT over
+/// WebSocket), `/ws` (the Protobuf protocol), or a plain HTTP answer.
+pub async fn serve_websocket(mut stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
+    let mut buf = BytesMut::new();
+    let timeout = Duration::from_secs(broker.config().mqtt.connect_timeout_secs);
+    let request = match tokio::time::timeout(timeout, http::read_request(&mut stream, &mut buf)).await {
+        Ok(Ok(request)) => request,
+        Ok(Err(HeadError::Respond(status, body))) => {
+            return http::respond(&mut stream, status, "text/plain; charset=utf-8", body.as_bytes()).await
+        }
+        Ok(Err(HeadError::Io)) | Err(_) => return,
+    };
+    let accepted: &[&str] = match request.path.as_str() {
+        "/mqtt" => MQTT_SUBPROTOCOLS,
+        "/ws" => &[PROTO_SUBPROTOCOL],
+        "/" if request.header("upgrade").is_none() => {
+            let body = "starling: WebSocket endpoints are /mqtt (MQTT, subprotocol \"mqtt\") \
+                        and /ws (starling.v1 Protobuf protocol)\n";
+            return http::respond(&mut stream, 200, "text/plain; charset=utf-8", body.as_bytes()).await;
+        }
+        other => {
+            let body = format!(
+                "no such path: {other}\nWebSocket endpoints are /mqtt (MQTT) and /ws (starling.v1 Protobuf protocol)\n"
+            );
+            return http::respond(&mut stream, 404, "text/plain; charset=utf-8", body.as_bytes()).await;
+        }
+    };
+    let (accept_key, protocol) = match http::check_upgrade(&request, accepted) {
+        Ok(ok) => ok,
+        Err(HeadError::Respond(status, body)) => {
+            return http::respond(&mut stream, status, "text/plain; charset=utf-8", body.as_bytes()).await
+        }
+        Err(HeadError::Io) => return,
+    };
+    if http::accept_upgrade(&mut stream, &accept_key, &protocol).await.is_err() {
+        return;
+    }
+    let max = broker.config().mqtt.max_packet_size as usize;
+    // A message (and a frame) over the limit fails the read: the client gets
+    // the protocol's "too large" answer and the connection closes.
+    let config = WebSocketConfig::default().max_message_size(Some(max)).max_frame_size(Some(max));
+    let ws = WebSocketStream::from_partially_read(stream, buf.to_vec(), Role::Server, Some(config)).await;
+    if request.path == "/mqtt" {
+        crate::mqtt::connection::serve(ws_stream::WsByteStream::new(ws), peer, broker).await
+    } else {
+        crate::wsproto::connection::serve(ws, peer, broker).await
     }
 }

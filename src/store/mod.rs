@@ -39,6 +39,9 @@ pub enum StoreError {
 /// An application message as kept on disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredMessage {
+    /// The broker-assigned message id (see `broker::Message::id`).
+    pub id: u64,
+    pub timestamp_ms: u64,
     pub topic: String,
     pub payload: Vec<u8>,
     pub qos: QoS,

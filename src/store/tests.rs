@@ -12,6 +12,8 @@ use std::time::Duration;
 
 fn message(topic: &str, payload: &[u8]) -> StoredMessage {
     StoredMessage {
+        id: 42,
+        timestamp_ms: 1_699_999_999_000,
         topic: topic.to_owned(),
         payload: payload.to_vec(),
         qos: QoS::AtLeastOnce,

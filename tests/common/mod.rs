@@ -16,6 +16,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub fn memory_config() -> Config {
     let mut config = Config::default();
     config.mqtt.bind = "127.0.0.1:0".parse().unwrap();
+    config.websocket.bind = "127.0.0.1:0".parse().unwrap();
     config.storage.backend = StorageBackend::Memory;
     config
 }
@@ -72,6 +73,8 @@ pub mod v4 {
         pub client: AsyncClient,
         pub events: mpsc::UnboundedReceiver<Result<Incoming, String>>,
         pub task: tokio::task::JoinHandle<()>,
+        /// Packets set aside while waiting for an acknowledgement (see `publish_acked`).
+        pub backlog: std::collections::VecDeque<Incoming>,
     }
 
     pub fn options(addr: SocketAddr, id: &str) -> MqttOptions {
@@ -112,7 +115,7 @@ pub mod v4 {
             }
         })
         .await;
-        (Client { client, events: rx, task }, connack)
+        (Client { client, events: rx, task, backlog: Default::default() }, connack)
     }
 
     pub async fn connect(addr: SocketAddr, id: &str, clean: bool) -> Client {
@@ -123,7 +126,14 @@ pub mod v4 {
 
     impl Client {
         /// Next incoming packet that `pick` accepts; others are skipped.
+        /// Next packet that `pick` accepts, looking first at what
+        /// `publish_acked` set aside; other packets are skipped.
         pub async fn next_matching<T>(&mut self, what: &str, mut pick: impl FnMut(&Incoming) -> Option<T>) -> T {
+            while let Some(p) = self.backlog.pop_front() {
+                if let Some(t) = pick(&p) {
+                    return t;
+                }
+            }
             within(what, async {
                 loop {
                     match self.events.recv().await {
@@ -144,7 +154,18 @@ pub mod v4 {
         /// message has been routed (and stored) before the test goes on.
         pub async fn publish_acked(&mut self, topic: &str, retain: bool, payload: impl Into<Vec<u8>>) {
             self.client.publish(topic, QoS::AtLeastOnce, retain, payload).await.unwrap();
-            self.next_matching("PUBACK", |p| matches!(p, Incoming::PubAck(_)).then_some(())).await;
+            // A delivery of our own message may arrive before the PUBACK: keep it.
+            within("PUBACK", async {
+                loop {
+                    match self.events.recv().await {
+                        Some(Ok(Incoming::PubAck(_))) => return,
+                        Some(Ok(p)) => self.backlog.push_back(p),
+                        Some(Err(e)) => panic!("connection ended while waiting for PUBACK: {e}"),
+                        None => panic!("event loop ended while waiting for PUBACK"),
+                    }
+                }
+            })
+            .await;
         }
 
         pub async fn next_publish(&mut self) -> Publish {
@@ -202,6 +223,8 @@ pub mod v5 {
         pub client: AsyncClient,
         pub events: mpsc::UnboundedReceiver<Result<Packet, String>>,
         pub task: tokio::task::JoinHandle<()>,
+        /// Packets set aside while waiting for an acknowledgement (see `publish_acked`).
+        pub backlog: std::collections::VecDeque<Packet>,
     }
 
     pub fn options(addr: SocketAddr, id: &str) -> MqttOptions {
@@ -249,7 +272,7 @@ pub mod v5 {
             }
         })
         .await;
-        (Client { client, events: rx, task }, connack)
+        (Client { client, events: rx, task, backlog: Default::default() }, connack)
     }
 
     pub async fn connect(addr: SocketAddr, id: &str) -> Client {
@@ -257,7 +280,14 @@ pub mod v5 {
     }
 
     impl Client {
+        /// Next packet that `pick` accepts, looking first at what
+        /// `publish_acked` set aside; other packets are skipped.
         pub async fn next_matching<T>(&mut self, what: &str, mut pick: impl FnMut(&Packet) -> Option<T>) -> T {
+            while let Some(p) = self.backlog.pop_front() {
+                if let Some(t) = pick(&p) {
+                    return t;
+                }
+            }
             within(what, async {
                 loop {
                     match self.events.recv().await {
@@ -276,7 +306,18 @@ pub mod v5 {
 
         pub async fn publish_acked(&mut self, topic: &str, retain: bool, payload: impl Into<bytes::Bytes>) {
             self.client.publish(topic, QoS::AtLeastOnce, retain, payload).await.unwrap();
-            self.next_matching("PUBACK", |p| matches!(p, Packet::PubAck(_)).then_some(())).await;
+            // A delivery of our own message may arrive before the PUBACK: keep it.
+            within("PUBACK", async {
+                loop {
+                    match self.events.recv().await {
+                        Some(Ok(Packet::PubAck(_))) => return,
+                        Some(Ok(p)) => self.backlog.push_back(p),
+                        Some(Err(e)) => panic!("connection ended while waiting for PUBACK: {e}"),
+                        None => panic!("event loop ended while waiting for PUBACK"),
+                    }
+                }
+            })
+            .await;
         }
 
         pub async fn next_publish(&mut self) -> Publish {

@@ -11,7 +11,10 @@ use tokio::process::{Child, Command};
 /// A `starling serve` process on an ephemeral loopback port.
 pub struct BrokerProcess {
     pub child: Child,
+    /// MQTT over TCP.
     pub addr: SocketAddr,
+    /// The WebSocket port (`/mqtt`, `/ws`).
+    pub ws_addr: SocketAddr,
 }
 
 impl BrokerProcess {
@@ -19,7 +22,7 @@ impl BrokerProcess {
     /// that announces the listening address.
     pub async fn start(dir: &Path) -> BrokerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_starling"))
-            .args(["serve", "--mqtt-bind", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--mqtt-bind", "127.0.0.1:0", "--ws-bind", "127.0.0.1:0", "--data-dir"])
             .arg(dir.join("data"))
             .current_dir(dir)
             .env("RUST_LOG", std::env::var("STARLING_TEST_LOG").unwrap_or_else(|_| "warn".into()))
@@ -30,16 +33,25 @@ impl BrokerProcess {
             .expect("starling binary starts");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let addr = super::within("the broker's listening line", async {
+        let (addr, ws_addr) = super::within("the broker's listening lines", async {
+            let (mut mqtt, mut ws) = (None, None);
             while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(addr) = line.strip_prefix("starling: mqtt listening on ") {
-                    return addr.trim().parse().unwrap();
+                if let Some(a) = line.strip_prefix("starling: mqtt listening on ") {
+                    mqtt = Some(a.trim().parse().unwrap());
+                }
+                if let Some(a) = line.strip_prefix("starling: websocket listening on ") {
+                    ws = Some(a.trim().parse().unwrap());
+                }
+                if let (Some(m), Some(w)) = (mqtt, ws) {
+                    return (m, w);
                 }
             }
             panic!("broker exited before listening");
         })
         .await;
-        BrokerProcess { child, addr }
+        // Keep reading so the broker never writes into a closed pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        BrokerProcess { child, addr, ws_addr }
     }
 
     /// SIGKILL: no shutdown path runs, nothing is flushed on the way out.

@@ -1,0 +1,166 @@
+//! Just enough HTTP/1.1 for the WebSocket port: read one request head, answer
+//! with a plain response, or complete a WebSocket upgrade.
+//!
+//! Owns: the request-head size limit and the upgrade checks (RFC 6455 §4.2).
+//! Must never: keep a connection alive for a second request; every non-upgrade
+//! response closes the connection.
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// A request head larger than this is refused (431): the head is read before
+/// anything else and must not let a client make us buffer without bound.
+pub const MAX_HEAD: usize = 8 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    /// Path without the query string.
+    pub path: String,
+    pub query: Option<String>,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Whether a comma-separated header contains `token` (case-insensitive).
+    fn header_has_token(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .flat_map(|(_, v)| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+}
+
+#[derive(Debug)]
+pub enum HeadError {
+    /// The peer closed or the socket failed before a full head arrived.
+    Io,
+    /// Status and a body that says what is wrong.
+    Respond(u16, String),
+}
+
+/// Reads one request head. Bytes after the head (the start of WebSocket
+/// frames a client sent eagerly) stay in `buf`.
+pub async fn read_request<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut) -> Result<Request, HeadError> {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let target = req.path.unwrap_or("/");
+                let (path, query) = match target.split_once('?') {
+                    Some((p, q)) => (p.to_string(), Some(q.to_string())),
+                    None => (target.to_string(), None),
+                };
+                let request = Request {
+                    method: req.method.unwrap_or("").to_string(),
+                    path,
+                    query,
+                    headers: req
+                        .headers
+                        .iter()
+                        .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                        .collect(),
+                };
+                let _ = buf.split_to(len);
+                return Ok(request);
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(HeadError::Respond(431, "too many request headers (limit 32)\n".into()))
+            }
+            Err(e) => return Err(HeadError::Respond(400, format!("malformed HTTP request: {e}\n"))),
+        }
+        if buf.len() >= MAX_HEAD {
+            return Err(HeadError::Respond(431, format!("request head larger than {MAX_HEAD} bytes\n")));
+        }
+        buf.reserve(1024);
+        match stream.read_buf(buf).await {
+            Ok(0) | Err(_) => return Err(HeadError::Io),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Writes a complete response and closes our side.
+pub async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, status: u16, content_type: &str, body: &[u8]) {
+    let head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        reason_phrase(status),
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body).await;
+    let _ = stream.shutdown().await;
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        _ => "Error",
+    }
+}
+
+/// Checks a WebSocket upgrade request and picks the first subprotocol the
+/// client offers that is in `accepted`. Errors carry the response to send.
+pub fn check_upgrade(req: &Request, accepted: &[&str]) -> Result<(String, String), HeadError> {
+    if req.method != "GET" {
+        return Err(HeadError::Respond(405, "WebSocket upgrades use GET\n".into()));
+    }
+    if !req.header_has_token("upgrade", "websocket") || !req.header_has_token("connection", "upgrade") {
+        return Err(HeadError::Respond(
+            426,
+            format!("{} is a WebSocket endpoint: send a WebSocket upgrade request\n", req.path),
+        ));
+    }
+    if req.header("sec-websocket-version") != Some("13") {
+        return Err(HeadError::Respond(400, "Sec-WebSocket-Version must be 13\n".into()));
+    }
+    let Some(key) = req.header("sec-websocket-key") else {
+        return Err(HeadError::Respond(400, "missing Sec-WebSocket-Key\n".into()));
+    };
+    let offered: Vec<&str> = req
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "sec-websocket-protocol")
+        .flat_map(|(_, v)| v.split(','))
+        .map(str::trim)
+        .collect();
+    let Some(protocol) = offered.iter().find(|p| accepted.contains(p)) else {
+        return Err(HeadError::Respond(
+            400,
+            format!(
+                "{} needs a WebSocket subprotocol, one of: {} (offered: {})\n",
+                req.path,
+                accepted.join(", "),
+                if offered.is_empty() { "none".to_string() } else { offered.join(", ") }
+            ),
+        ));
+    };
+    Ok((tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()), protocol.to_string()))
+}
+
+/// Sends the 101 response that completes an upgrade checked by [`check_upgrade`].
+pub async fn accept_upgrade<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    accept_key: &str,
+    protocol: &str,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept_key}\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await
+}
