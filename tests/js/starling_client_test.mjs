@@ -176,7 +176,7 @@ const scenarios = {
     const [dead, again] = [once(fake, "disconnect"), once(fake, "connect")];
     const d = await dead;
     const after = Date.now() - opened;
-    check(after >= 1500 && after < 2500, `declared dead after ${after} ms`);
+    check(after >= 1400 && after < 3000, `declared dead after ${after} ms`);
     await again;
     say(`LIVENESS ${d.reason} ${d.willReconnect} ${connections}`);
     await fake.disconnect();
