@@ -20,6 +20,8 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     pub session: SessionConfig,
     pub storage: StorageConfig,
+    /// Links to other MQTT brokers (`[[bridge]]` sections), see `docs/bridging.md`.
+    pub bridge: Vec<BridgeConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -108,6 +110,241 @@ impl Default for StorageConfig {
     }
 }
 
+/// One `[[bridge]]` section: a link to another MQTT broker.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeConfig {
+    /// Names the bridge in logs and status; letters, digits, `.`, `_`, `-`.
+    pub name: String,
+    /// The remote broker, `host:port` (a name or an IP address; `[v6]:port`).
+    pub address: String,
+    #[serde(default)]
+    pub version: BridgeVersion,
+    /// Client id on the remote; default `starling-bridge-{name}`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// PEM file of the CA that signs the remote's certificate: setting it
+    /// turns TLS on.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for remotes that require them.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    #[serde(default = "default_bridge_keep_alive")]
+    pub keep_alive_secs: u16,
+    /// Whether the remote forgets our session (its subscriptions and the
+    /// messages it holds for us) when the link drops.
+    #[serde(default)]
+    pub clean_session: bool,
+    /// Reconnect back-off: the first retry waits about this long ...
+    #[serde(default = "default_reconnect_min_ms")]
+    pub reconnect_delay_min_ms: u64,
+    /// ... and each failure doubles the wait up to this cap (plus jitter).
+    #[serde(default = "default_reconnect_max_ms")]
+    pub reconnect_delay_max_ms: u64,
+    /// Messages held for `out` rules while the link is down (or slow); default
+    /// `session.max_queued_messages`.
+    #[serde(default)]
+    pub max_queued_messages: Option<usize>,
+    pub topics: Vec<BridgeTopic>,
+}
+
+fn default_bridge_keep_alive() -> u16 {
+    60
+}
+
+fn default_reconnect_min_ms() -> u64 {
+    1000
+}
+
+fn default_reconnect_max_ms() -> u64 {
+    30_000
+}
+
+/// MQTT version a bridge speaks to its remote. Unknown values are kept (not
+/// refused by the parser) so that validation can name the bridge.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(from = "String")]
+pub enum BridgeVersion {
+    #[default]
+    V311,
+    V5,
+    Unknown(String),
+}
+
+impl From<String> for BridgeVersion {
+    fn from(s: String) -> Self {
+        match s.as_str() {
+            "3.1.1" => BridgeVersion::V311,
+            "5" | "5.0" => BridgeVersion::V5,
+            _ => BridgeVersion::Unknown(s),
+        }
+    }
+}
+
+/// Which way a bridge topic rule carries messages.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "String")]
+pub enum BridgeDirection {
+    /// Remote → local.
+    In,
+    /// Local → remote.
+    Out,
+    Both,
+    Unknown(String),
+}
+
+impl From<String> for BridgeDirection {
+    fn from(s: String) -> Self {
+        match s.as_str() {
+            "in" => BridgeDirection::In,
+            "out" => BridgeDirection::Out,
+            "both" => BridgeDirection::Both,
+            _ => BridgeDirection::Unknown(s),
+        }
+    }
+}
+
+impl BridgeDirection {
+    pub fn is_in(&self) -> bool {
+        matches!(self, BridgeDirection::In | BridgeDirection::Both)
+    }
+
+    pub fn is_out(&self) -> bool {
+        matches!(self, BridgeDirection::Out | BridgeDirection::Both)
+    }
+}
+
+/// One `[[bridge.topics]]` rule, like Mosquitto's
+/// `topic pattern direction qos local-prefix remote-prefix`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeTopic {
+    /// Topic filter, without the prefixes.
+    pub filter: String,
+    pub direction: BridgeDirection,
+    /// Subscription QoS on the side the messages come from: 0 or 1.
+    #[serde(default)]
+    pub qos: u8,
+    /// `{local_prefix}{topic}` here is `{remote_prefix}{topic}` on the remote.
+    #[serde(default)]
+    pub local_prefix: String,
+    #[serde(default)]
+    pub remote_prefix: String,
+}
+
+impl BridgeTopic {
+    /// The filter as seen on this broker.
+    pub fn local_filter(&self) -> String {
+        format!("{}{}", self.local_prefix, self.filter)
+    }
+
+    /// The filter as seen on the remote broker.
+    pub fn remote_filter(&self) -> String {
+        format!("{}{}", self.remote_prefix, self.filter)
+    }
+}
+
+impl BridgeConfig {
+    /// The client id used on the remote broker.
+    pub fn remote_client_id(&self) -> String {
+        self.client_id.clone().unwrap_or_else(|| format!("starling-bridge-{}", self.name))
+    }
+
+    /// Splits `address` into host and port, or says what is wrong with it.
+    pub fn host_port(&self) -> Result<(String, u16), String> {
+        let (host, port) = self.address.rsplit_once(':').ok_or("expected host:port")?;
+        let host = match host.strip_prefix('[') {
+            Some(v6) => v6.strip_suffix(']').ok_or("unbalanced '[' in an IPv6 address")?.to_string(),
+            None if host.contains(':') => return Err("an IPv6 address needs brackets: [addr]:port".into()),
+            None => host.to_string(),
+        };
+        if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
+            return Err("expected host:port with a host name or IP address".into());
+        }
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => Ok((host, p)),
+            _ => Err(format!("port {port:?} is not a number between 1 and 65535")),
+        }
+    }
+
+    fn validate(&self, index: usize, problems: &mut Vec<String>) {
+        let at = if self.name.is_empty() { format!("bridge[{index}]") } else { format!("bridge {:?}", self.name) };
+        let valid_name = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if self.name.is_empty() || !self.name.chars().all(valid_name) {
+            problems.push(format!("{at}: name = {:?}: must be letters, digits, '.', '_' or '-'", self.name));
+        }
+        if let Err(e) = self.host_port() {
+            problems.push(format!("{at}: address = {:?}: {e}", self.address));
+        }
+        if let BridgeVersion::Unknown(v) = &self.version {
+            problems.push(format!("{at}: version = {v:?}: must be \"3.1.1\" or \"5\""));
+        }
+        if self.client_id.as_deref() == Some("") {
+            problems.push(format!("{at}: client_id is empty: leave it out for the default"));
+        }
+        if self.password.is_some() && self.username.is_none() {
+            problems.push(format!("{at}: password without username"));
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            problems.push(format!("{at}: tls_cert_file and tls_key_file go together"));
+        }
+        if self.tls_cert_file.is_some() && self.tls_ca_file.is_none() {
+            problems.push(format!("{at}: tls_cert_file needs tls_ca_file (which turns TLS on)"));
+        }
+        if self.keep_alive_secs > 0 && self.keep_alive_secs < 5 {
+            problems.push(format!("{at}: keep_alive_secs = {}: must be 0 (off) or at least 5", self.keep_alive_secs));
+        }
+        if self.reconnect_delay_min_ms == 0 {
+            problems.push(format!("{at}: reconnect_delay_min_ms = 0: must be at least 1"));
+        }
+        if self.reconnect_delay_max_ms < self.reconnect_delay_min_ms {
+            problems.push(format!(
+                "{at}: reconnect_delay_max_ms = {}: must not be below reconnect_delay_min_ms = {}",
+                self.reconnect_delay_max_ms, self.reconnect_delay_min_ms
+            ));
+        }
+        if self.max_queued_messages == Some(0) {
+            problems.push(format!("{at}: max_queued_messages = 0: must be at least 1"));
+        }
+        if self.topics.is_empty() {
+            problems.push(format!("{at}: no [[bridge.topics]]: a bridge needs at least one topic rule"));
+        }
+        for (i, t) in self.topics.iter().enumerate() {
+            let key = format!("{at}: topics[{i}]");
+            if let BridgeDirection::Unknown(d) = &t.direction {
+                problems.push(format!("{key}.direction = {d:?}: must be \"in\", \"out\" or \"both\""));
+            }
+            if t.qos > 1 {
+                problems.push(format!("{key}.qos = {}: must be 0 or 1 (bridges carry QoS 2 as QoS 1)", t.qos));
+            }
+            for (name, prefix) in [("local_prefix", &t.local_prefix), ("remote_prefix", &t.remote_prefix)] {
+                if prefix.contains(['+', '#']) {
+                    problems.push(format!("{key}.{name} = {prefix:?}: must not contain wildcards"));
+                }
+            }
+            if t.filter.is_empty() {
+                problems.push(format!("{key}.filter is empty"));
+                continue;
+            }
+            for (side, full) in [("local", t.local_filter()), ("remote", t.remote_filter())] {
+                match crate::topic::parse_subscription(&full) {
+                    Ok(parsed) if parsed.share_group.is_some() => problems
+                        .push(format!("{key}.filter: {side} filter {full:?}: shared subscriptions cannot be bridged")),
+                    Ok(_) => {}
+                    Err(e) => problems.push(format!("{key}.filter: {side} filter {full:?}: {e}")),
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {source}")]
@@ -160,6 +397,12 @@ impl Config {
         if self.storage.backend == StorageBackend::Sled && self.storage.data_dir.as_os_str().is_empty() {
             problems.push("storage.data_dir is empty: the sled backend needs a directory".to_string());
         }
+        for (i, bridge) in self.bridge.iter().enumerate() {
+            bridge.validate(i, &mut problems);
+            if self.bridge[..i].iter().any(|b| b.name == bridge.name) {
+                problems.push(format!("bridge {:?}: name is used by an earlier [[bridge]]", bridge.name));
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -197,5 +440,95 @@ mod tests {
         let err =
             Config::from_toml("[mqtt]\nreceive_maximum = 0\nmax_packet_size = 1\n", "x.toml").unwrap_err().to_string();
         assert!(err.contains("mqtt.receive_maximum") && err.contains("mqtt.max_packet_size"), "{err}");
+    }
+
+    const BRIDGE: &str = r#"
+[[bridge]]
+name = "devices"
+address = "127.0.0.1:1883"
+version = "3.1.1"
+client_id = "starling-bridge-1"
+[[bridge.topics]]
+filter = "sensors/#"
+direction = "in"
+qos = 1
+local_prefix = "site1/"
+remote_prefix = ""
+"#;
+
+    #[test]
+    fn the_issue_bridge_shape_parses() {
+        let config = Config::from_toml(BRIDGE, "x.toml").unwrap();
+        let b = &config.bridge[0];
+        assert_eq!(
+            (b.name.as_str(), b.version.clone(), b.remote_client_id()),
+            ("devices", BridgeVersion::V311, "starling-bridge-1".into())
+        );
+        assert_eq!(b.host_port().unwrap(), ("127.0.0.1".to_string(), 1883));
+        assert_eq!(b.topics[0].direction, BridgeDirection::In);
+        assert_eq!(
+            (b.topics[0].local_filter(), b.topics[0].remote_filter()),
+            ("site1/sensors/#".into(), "sensors/#".into())
+        );
+        assert!(!b.clean_session && b.keep_alive_secs == 60 && b.max_queued_messages.is_none());
+    }
+
+    #[test]
+    fn bridge_problems_name_the_bridge_and_key() {
+        let text = BRIDGE
+            .replace("\"in\"", "\"sideways\"")
+            .replace("sensors/#", "sensors/#/x")
+            .replace("127.0.0.1:1883", "127.0.0.1")
+            .replace("\"3.1.1\"", "\"4\"")
+            + "[[bridge]]\nname = \"devices\"\naddress = \"[::1]:0\"\n[[bridge.topics]]\nfilter = \"a\"\ndirection = \"out\"\nqos = 2\nlocal_prefix = \"+/\"\n";
+        let err = Config::from_toml(&text, "x.toml").unwrap_err().to_string();
+        for expected in [
+            "bridge \"devices\": topics[0].direction = \"sideways\"",
+            "bridge \"devices\": topics[0].filter: local filter \"site1/sensors/#/x\"",
+            "bridge \"devices\": address = \"127.0.0.1\"",
+            "bridge \"devices\": version = \"4\"",
+            "bridge \"devices\": address = \"[::1]:0\"",
+            "topics[0].qos = 2",
+            "topics[0].local_prefix = \"+/\"",
+            "bridge \"devices\": name is used by an earlier [[bridge]]",
+        ] {
+            assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn bridge_addresses() {
+        let mut b = Config::from_toml(BRIDGE, "x.toml").unwrap().bridge.remove(0);
+        for (address, expected) in [
+            ("broker.example.com:8883", Ok(("broker.example.com".to_string(), 8883))),
+            ("[::1]:1883", Ok(("::1".to_string(), 1883))),
+            ("::1:1883", Err(())),
+            (":1883", Err(())),
+            ("host:99999", Err(())),
+            ("host name:1", Err(())),
+        ] {
+            b.address = address.into();
+            assert_eq!(b.host_port().map_err(|_| ()), expected, "{address}");
+        }
+    }
+
+    #[test]
+    fn the_commented_bridge_example_is_valid() {
+        let start = BUNDLED_CONFIG.find("# [[bridge]]").expect("config.toml shows a [[bridge]] example");
+        let example: String = BUNDLED_CONFIG[start..]
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let config = Config::from_toml(&example, "config.toml example").unwrap();
+        assert_eq!(config.bridge.len(), 1);
+        assert_eq!(config.bridge[0].topics[0].local_filter(), "site1/sensors/#");
+    }
+
+    #[test]
+    fn unknown_bridge_key_is_named() {
+        let err =
+            Config::from_toml(&BRIDGE.replace("qos = 1", "qos = 1\nretain = true"), "x.toml").unwrap_err().to_string();
+        assert!(err.contains("retain"), "{err}");
     }
 }
