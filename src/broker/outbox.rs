@@ -57,6 +57,12 @@ impl<T> Outbox<T> {
         }
     }
 
+    /// Changes the capacity. Items already queued beyond a lowered capacity
+    /// stay; new ones are refused or make room as the policy says.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity.max(1);
+    }
+
     /// Appends ignoring capacity: only for restoring what was already accepted
     /// before a restart.
     pub fn push_unbounded(&mut self, item: T) {
@@ -125,5 +131,17 @@ mod tests {
         o.push(2);
         assert!(matches!(o.push(3), Pushed::QueuedDropping(1)));
         assert_eq!((o.pop(), o.pop()), (Some(2), Some(3)));
+    }
+
+    #[test]
+    fn capacity_can_change_and_keeps_what_is_queued() {
+        let mut o = Outbox::new(1, OverflowPolicy::DropNew);
+        o.push(1);
+        assert!(matches!(o.push(2), Pushed::Refused(2)));
+        o.set_capacity(2);
+        assert!(matches!(o.push(2), Pushed::Queued { was_empty: false }));
+        o.set_capacity(1);
+        assert_eq!(o.len(), 2);
+        assert!(matches!(o.push(3), Pushed::Refused(3)));
     }
 }

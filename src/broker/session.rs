@@ -330,6 +330,13 @@ impl Session {
         self.state.lock().outbox.len()
     }
 
+    /// Sets how many deliveries the outbox holds (default
+    /// `session.max_queued_messages`), for sessions that need their own
+    /// limit, such as a bridge's. Not stored: set it again after a restart.
+    pub fn set_max_queued(&self, max_queued: usize) {
+        self.state.lock().outbox.set_capacity(max_queued);
+    }
+
     /// PUBACK from the client. Returns false for an unknown packet id.
     pub fn puback(&self, packet_id: u16) -> bool {
         let mut st = self.state.lock();
