@@ -515,11 +515,8 @@ remote_prefix = ""
     #[test]
     fn the_commented_bridge_example_is_valid() {
         let start = BUNDLED_CONFIG.find("# [[bridge]]").expect("config.toml shows a [[bridge]] example");
-        let example: String = BUNDLED_CONFIG[start..]
-            .lines()
-            .filter_map(|l| l.strip_prefix("# "))
-            .map(|l| format!("{l}\n"))
-            .collect();
+        let example: String =
+            BUNDLED_CONFIG[start..].lines().filter_map(|l| l.strip_prefix("# ")).map(|l| format!("{l}\n")).collect();
         let config = Config::from_toml(&example, "config.toml example").unwrap();
         assert_eq!(config.bridge.len(), 1);
         assert_eq!(config.bridge[0].topics[0].local_filter(), "site1/sensors/#");

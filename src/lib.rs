@@ -11,6 +11,8 @@
 //!   server-side connection and a small client.
 //! - [`net`]: listeners that accept connections and hand them to a protocol;
 //!   the WebSocket upgrade and routing by path.
+//! - [`bridge`]: links to other MQTT brokers (rumqttc), attached to the
+//!   core like a client.
 //! - [`server`]: wires the pieces together; what `starling serve` and the
 //!   tests start.
 //!
@@ -18,6 +20,7 @@
 //! → subscription tree → subscriber outboxes → the subscriber's connection
 //! task drains its outbox, encodes, and writes once.
 
+pub mod bridge;
 pub mod broker;
 pub mod config;
 pub mod mqtt;

@@ -1,10 +1,12 @@
 //! A running broker: store, core and listeners, started and stopped together.
 //!
-//! Owns: start-up order (open the store, restore the core, bind listeners)
-//! and graceful shutdown (stop accepting, tell clients, wait for them, flush
-//! the store). `starling serve` and the end-to-end tests both use [`Server`].
+//! Owns: start-up order (open the store, restore the core, prepare bridges,
+//! bind listeners, start bridges) and graceful shutdown (stop accepting, stop
+//! bridges, tell clients, wait for them, flush the store). `starling serve`
+//! and the end-to-end tests both use [`Server`].
 //! Must never: contain protocol or routing logic.
 
+use crate::bridge::{Bridge, BridgeStatus};
 use crate::broker::Broker;
 use crate::config::{Config, StorageBackend};
 use crate::net;
@@ -27,6 +29,7 @@ pub struct Server {
     stop_accepting: watch::Sender<bool>,
     accept_tasks: TaskTracker,
     connections: TaskTracker,
+    bridges: Vec<Bridge>,
 }
 
 impl Server {
@@ -43,6 +46,10 @@ impl Server {
             }
         };
         let broker = Broker::new(config.clone(), store).context("cannot restore state from the store")?;
+        // Bridges' local sessions exist (and queue) before any client can publish;
+        // their links start once the listeners are bound.
+        let mut bridges =
+            config.bridge.iter().map(|b| Bridge::prepare(&broker, b)).collect::<anyhow::Result<Vec<_>>>()?;
         let listener = TcpListener::bind(config.mqtt.bind)
             .await
             .with_context(|| format!("cannot listen on mqtt.bind {}", config.mqtt.bind))?;
@@ -69,7 +76,10 @@ impl Server {
             net::serve_websocket(s, p, b.clone())
         }));
         tracing::info!(mqtt = %mqtt_addr, websocket = %ws_addr, "starling listening");
-        Ok(Server { broker, mqtt_addr, ws_addr, stop_accepting, accept_tasks, connections })
+        for bridge in &mut bridges {
+            bridge.start();
+        }
+        Ok(Server { broker, mqtt_addr, ws_addr, stop_accepting, accept_tasks, connections, bridges })
     }
 
     pub fn mqtt_addr(&self) -> SocketAddr {
@@ -85,12 +95,26 @@ impl Server {
         &self.broker
     }
 
-    /// Stops accepting, disconnects every client (MQTT 5: reason 0x8B), waits
-    /// up to five seconds for them, then saves sessions and flushes the store.
+    /// The state of every configured bridge, in configuration order.
+    pub fn bridges(&self) -> Vec<BridgeStatus> {
+        self.bridges.iter().map(Bridge::status).collect()
+    }
+
+    /// Stops accepting, stops the bridges, disconnects every client (MQTT 5:
+    /// reason 0x8B), waits up to five seconds for them, then saves sessions
+    /// and flushes the store.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop_accepting.send(true);
         self.accept_tasks.close();
         self.accept_tasks.wait().await;
+        // Bridges first: they say goodbye to their remotes and detach their
+        // sessions, which are then saved with the others.
+        for bridge in &self.bridges {
+            bridge.stop();
+        }
+        for bridge in self.bridges {
+            bridge.stopped().await;
+        }
         self.broker.begin_shutdown();
         self.connections.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, self.connections.wait()).await.is_err() {
