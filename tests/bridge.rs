@@ -7,7 +7,7 @@ use common::*;
 use starling::bridge::BridgeStatus;
 use starling::config::Config;
 use starling::server::Server;
-use starling::wsproto::client::Client as ProtoClient;
+use starling::wsproto::client::{Client as ProtoClient, ClientError};
 use starling::wsproto::pb;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -477,4 +477,25 @@ async fn start_up_errors_and_unreachable_remotes() {
     let toml = bridge_toml("tls", nobody, "3.1.1", &extra, &[("a/#", "out", 1, "", "")]);
     let err = Server::start(with_bridges(memory_config(), &toml)).await.err().expect("start fails").to_string();
     assert!(err.contains("bridge \"tls\"") && err.contains("tls_ca_file"), "{err}");
+}
+
+/// The bridge's local session cannot be taken over by a network client.
+#[tokio::test]
+async fn network_clients_cannot_use_bridge_client_ids() {
+    let server = start_memory().await;
+    let (raw, ack) = raw::Raw::connect_with(
+        server.mqtt_addr(),
+        raw::connect_packet(starling::mqtt::packet::ProtocolVersion::V5, "$bridge/devices"),
+    )
+    .await;
+    assert_eq!(ack.reason_code, starling::mqtt::reason::CLIENT_IDENTIFIER_NOT_VALID);
+    drop(raw);
+    let url = format!("ws://{}/ws", server.ws_addr());
+    let connect = pb::Connect { client_id: "$bridge/devices".into(), clean_start: true, ..Default::default() };
+    match within("starling.v1 connect", ProtoClient::connect(&url, connect)).await {
+        Err(ClientError::Refused { code, .. }) => assert_eq!(code, 0x85),
+        Err(e) => panic!("expected a refusal, got {e}"),
+        Ok(_) => panic!("a network client took a bridge's client id"),
+    }
+    server.shutdown().await.unwrap();
 }

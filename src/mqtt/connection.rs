@@ -164,6 +164,14 @@ where
                 .await;
             return None;
         }
+        if connect.client_id.starts_with(crate::bridge::LOCAL_CLIENT_ID_PREFIX) {
+            self.refuse(
+                reason::CLIENT_IDENTIFIER_NOT_VALID,
+                "client ids starting with $bridge/ are reserved for bridges",
+            )
+            .await;
+            return None;
+        }
         if connect.properties.authentication_method.is_some() {
             self.refuse(reason::BAD_AUTHENTICATION_METHOD, "enhanced authentication is not supported").await;
             return None;

@@ -87,6 +87,16 @@ where
                 return None;
             }
         };
+        if connect.client_id.starts_with(crate::bridge::LOCAL_CLIENT_ID_PREFIX) {
+            let ack = pb::ConnAck {
+                reason_code: reason::CLIENT_IDENTIFIER_NOT_VALID.into(),
+                reason: "client ids starting with $bridge/ are reserved for bridges".into(),
+                ..Default::default()
+            };
+            let _ = self.send(Body::ConnAck(ack)).await;
+            let _ = self.ws.close(None).await;
+            return None;
+        }
         let connected = self.broker.connect(ConnectRequest {
             client_id: connect.client_id,
             clean_start: connect.clean_start,
