@@ -212,15 +212,13 @@ async fn every_direction_with_prefixes_mqtt_5() {
 
 /// A message crosses a two-way bridge once and never comes back: after each
 /// message, a marker sent along the path an echo would take arrives next.
-async fn two_way_without_loops(version: &str) {
-    let remote = MosquittoConf::new(false);
-    let _mosquitto = remote.start().await;
-    let toml = bridge_toml("loop", remote.addr(), version, "", &[("loop/#", "both", 1, "", "")]);
+async fn two_way_without_loops(version: &str, remote: SocketAddr) {
+    let toml = bridge_toml("loop", remote, version, "", &[("loop/#", "both", 1, "", "")]);
     let server = start(with_bridges(memory_config(), &toml)).await;
     connected(&server).await;
     let mut here = v4::connect(server.mqtt_addr(), "here", true).await;
     here.subscribe("loop/#", v4::QoS::AtLeastOnce).await;
-    let mut there = v4::connect(remote.addr(), "there", true).await;
+    let mut there = v4::connect(remote, "there", true).await;
     there.subscribe("loop/#", v4::QoS::AtLeastOnce).await;
 
     for round in 0..3 {
@@ -256,12 +254,25 @@ async fn two_way_without_loops(version: &str) {
 
 #[tokio::test]
 async fn two_way_bridge_without_loops_mqtt_311() {
-    two_way_without_loops("3.1.1").await;
+    let remote = MosquittoConf::new(false);
+    let _mosquitto = remote.start().await;
+    two_way_without_loops("3.1.1", remote.addr()).await;
 }
 
 #[tokio::test]
 async fn two_way_bridge_without_loops_mqtt_5() {
-    two_way_without_loops("5").await;
+    let remote = MosquittoConf::new(false);
+    let _mosquitto = remote.start().await;
+    two_way_without_loops("5", remote.addr()).await;
+}
+
+/// The remote can be another starling (its MQTT 5 No Local, its 3.1.1 echo).
+#[tokio::test]
+async fn two_way_bridge_between_two_starlings() {
+    let remote = start_memory().await;
+    two_way_without_loops("5", remote.mqtt_addr()).await;
+    two_way_without_loops("3.1.1", remote.mqtt_addr()).await;
+    remote.shutdown().await.unwrap();
 }
 
 /// Mosquitto goes away mid-stream: QoS 1 messages queue here, the link comes
