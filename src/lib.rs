@@ -11,6 +11,7 @@
 //!   server-side connection and a small client.
 //! - [`net`]: listeners that accept connections and hand them to a protocol;
 //!   the WebSocket upgrade and routing by path.
+//! - [`bench`]: `starling bench`, the load tool.
 //! - [`bridge`]: links to other MQTT brokers (rumqttc), attached to the
 //!   core like a client.
 //! - [`server`]: wires the pieces together; what `starling serve` and the
@@ -20,6 +21,7 @@
 //! → subscription tree → subscriber outboxes → the subscriber's connection
 //! task drains its outbox, encodes, and writes once.
 
+pub mod bench;
 pub mod bridge;
 pub mod broker;
 pub mod config;

@@ -17,6 +17,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Load-test a broker (starling or any other MQTT broker): fan-out,
+    /// fan-in, point-to-point and idle connections.
+    Bench(starling::bench::BenchArgs),
     /// Run the broker.
     Serve {
         /// Configuration file. Default: ./config.toml if it exists, else the built-in defaults.
@@ -44,6 +47,16 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Bench(args) => {
+            let runtime = tokio::runtime::Runtime::new().expect("cannot start the Tokio runtime");
+            match runtime.block_on(starling::bench::run(args)) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve { config, mqtt_bind, ws_bind, data_dir, storage } => {
             let mut config = match load_config(config) {
                 Ok(c) => c,

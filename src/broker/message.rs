@@ -46,7 +46,35 @@ pub struct Message {
     /// Client id of the publisher, for the MQTT 5 No Local option. `None` for
     /// messages the broker itself originates.
     pub publisher: Option<Arc<str>>,
+    /// Encoded forms shared by every subscriber that receives the message
+    /// unchanged ("encode once, write many"). Filled by transports on first
+    /// use; opaque to the broker.
+    pub wire: WireCache,
 }
+
+/// Lazily encoded frames of one message, one slot per wire format.
+#[derive(Debug, Clone, Default)]
+pub struct WireCache {
+    slots: [std::sync::OnceLock<Bytes>; WireCache::SLOTS],
+}
+
+impl WireCache {
+    pub const SLOTS: usize = 2;
+
+    /// The frame in `slot`, encoding it with `encode` the first time.
+    pub fn get_or_encode(&self, slot: usize, encode: impl FnOnce() -> Bytes) -> &Bytes {
+        self.slots[slot].get_or_init(encode)
+    }
+}
+
+/// Every cache is equal: it is derived from the message, not part of it.
+impl PartialEq for WireCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for WireCache {}
 
 impl Message {
     /// A message as a transport decoded it; `id` and `timestamp_ms` are
@@ -62,6 +90,7 @@ impl Message {
             expires_at_ms: None,
             properties: MessageProperties::default(),
             publisher: None,
+            wire: WireCache::default(),
         }
     }
 
@@ -111,6 +140,7 @@ impl Message {
                 user_properties: stored.user_properties,
             },
             publisher: None,
+            wire: WireCache::default(),
         })
     }
 }

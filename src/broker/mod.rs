@@ -16,6 +16,7 @@
 //! that every message would queue behind. [`Broker::publish`] is also the one
 //! seam where a cluster backplane will forward messages to other nodes.
 
+pub mod clock;
 pub mod message;
 pub mod outbox;
 pub mod session;
@@ -87,14 +88,23 @@ pub struct Connected {
     pub session_expiry_secs: u32,
 }
 
-/// How a publish went, for the publisher's acknowledgement.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How a publish went, for the publisher's acknowledgement and pacing.
+#[derive(Debug, Clone, Default)]
 pub struct PublishOutcome {
     /// Subscriptions that received a copy.
     pub deliveries: usize,
     /// A copy was written to the store: flush before acknowledging.
     pub must_sync: bool,
+    /// Most targets' outboxes were full while their writers are draining:
+    /// one of them, for the publisher to wait on (see [`Broker::publish_paced`]).
+    pub congested: Option<Arc<Session>>,
 }
+
+/// A writer that took nothing for this long is stalled, not slow: its full
+/// outbox loses messages (its policy) but never holds publishers back.
+const STALLED_AFTER_MS: u64 = 50;
+/// Longest a publisher waits for one congested outbox to drain.
+const MAX_PACING_WAIT: Duration = Duration::from_millis(50);
 
 /// How a connection ended, as far as the will message is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -352,6 +362,7 @@ impl Broker {
                 user_properties: props.user_properties,
             },
             publisher: Some(session.client_id.clone()),
+            wire: Default::default(),
         };
         tracing::debug!(client_id = %session.client_id, topic = %message.topic, "publishing will");
         self.publish(message);
@@ -475,7 +486,7 @@ impl Broker {
     /// stored: 0x00 success, 0x10 no matching subscribers, 0x80 when the
     /// store could not flush. Every transport acknowledges through this.
     pub async fn publish_acknowledged(&self, message: Message) -> u8 {
-        let outcome = self.publish(message);
+        let outcome = self.publish_paced(message).await;
         if outcome.must_sync {
             if let Err(e) = self.sync().await {
                 tracing::error!(error = %e, "store flush failed; refusing to acknowledge as success");
@@ -487,6 +498,20 @@ impl Broker {
         } else {
             reason::SUCCESS
         }
+    }
+
+    /// Publishes, then paces the publisher: when most of the message's
+    /// subscribers had full outboxes but are draining them (slow, not
+    /// stalled), waits until one of them has room again (at most 50 ms), so
+    /// a publisher running at full speed cannot keep every outbox overflowing
+    /// and make the broker route messages only to drop them. Stalled
+    /// subscribers never hold a publisher back.
+    pub async fn publish_paced(&self, message: Message) -> PublishOutcome {
+        let outcome = self.publish(message);
+        if let Some(session) = &outcome.congested {
+            session.wait_for_room(MAX_PACING_WAIT).await;
+        }
+        outcome
     }
 
     /// Stamps the message with its id and time, stores it if retained, then
@@ -522,44 +547,62 @@ impl Broker {
     }
 
     fn route(&self, message: &Arc<Message>, outcome: &mut PublishOutcome) {
-        // Collect under the read lock, deliver after releasing it: session
-        // locks are never taken inside the tree lock.
-        let mut targets: Vec<(Arc<Session>, QoS, bool, Option<u32>)> = Vec::new();
-        {
-            let tree = self.subscriptions.read();
-            tree.for_each_match(&message.topic, |_key, entry| match entry {
+        // Deliver while holding the tree's read lock (the lock order allows
+        // session locks inside it): no target list, no reference-count
+        // traffic, one pass. Readers never block each other; only
+        // (un)subscribes wait.
+        let mut duplicates: Vec<(Arc<Session>, Delivery)> = Vec::new();
+        let (mut attempts, mut full) = (0usize, 0usize);
+        let mut congested: Option<Arc<Session>> = None;
+        let now = clock::coarse_now_ms();
+        let tree = self.subscriptions.read();
+        tree.for_each_match(&message.topic, |_key, entry| {
+            let sub = match entry {
                 SubscriptionEntry::Client(sub) => {
                     if sub.options.no_local && message.publisher.as_deref() == Some(&*sub.session.client_id) {
                         return;
                     }
-                    targets.push(target_of(sub, message));
+                    sub
                 }
-                SubscriptionEntry::Shared { members, next } => {
-                    if let Some(sub) = pick_shared_member(members, next) {
-                        targets.push(target_of(sub, message));
+                SubscriptionEntry::Shared { members, next } => match pick_shared_member(members, next) {
+                    Some(sub) => sub,
+                    None => return,
+                },
+            };
+            let delivery = Delivery {
+                message: message.clone(),
+                qos: message.qos.min(sub.options.qos),
+                retain: sub.options.retain_as_published && message.retain,
+                subscription_ids: sub.identifier.into_iter().collect(),
+                seq: None,
+            };
+            // A client with several matching subscriptions gets one copy
+            // ([MQTT-3.3.4-3..5]); the rare second match is merged below.
+            if !sub.session.first_match_of(message.id) {
+                duplicates.push((sub.session.clone(), delivery));
+                return;
+            }
+            attempts += 1;
+            match sub.session.enqueue(delivery) {
+                Enqueued::Queued { stored } => {
+                    outcome.deliveries += 1;
+                    outcome.must_sync |= stored;
+                }
+                Enqueued::Full if sub.session.is_draining(now, STALLED_AFTER_MS) => {
+                    full += 1;
+                    if congested.is_none() {
+                        congested = Some(sub.session.clone());
                     }
                 }
-            });
-        }
-        // A client with several matching subscriptions gets one copy at the
-        // highest granted QoS carrying every subscription identifier ([MQTT-3.3.4-3..5]).
-        if targets.len() > 1 {
-            targets.sort_unstable_by_key(|t| Arc::as_ptr(&t.0) as usize);
-        }
-        let mut i = 0;
-        while i < targets.len() {
-            let (session, mut qos, mut retain, id) = targets[i].clone();
-            let mut ids: Vec<u32> = id.into_iter().collect();
-            let mut j = i + 1;
-            while j < targets.len() && Arc::ptr_eq(&targets[j].0, &session) {
-                qos = qos.max(targets[j].1);
-                retain |= targets[j].2;
-                ids.extend(targets[j].3);
-                j += 1;
+                Enqueued::Full | Enqueued::Dropped => {}
             }
-            i = j;
-            let delivery = Delivery { message: message.clone(), qos, retain, subscription_ids: ids, seq: None };
-            if let Enqueued::Queued { stored } = session.enqueue(delivery) {
+        });
+        if full * 2 > attempts {
+            outcome.congested = congested;
+        }
+        drop(tree);
+        for (session, delivery) in duplicates {
+            if let Some(Enqueued::Queued { stored }) = session.merge_duplicate(delivery) {
                 outcome.deliveries += 1;
                 outcome.must_sync |= stored;
             }
@@ -570,12 +613,6 @@ impl Broker {
     pub fn retained_count(&self) -> usize {
         self.retained.read().len()
     }
-}
-
-fn target_of(sub: &Subscriber, message: &Message) -> (Arc<Session>, QoS, bool, Option<u32>) {
-    let qos = message.qos.min(sub.options.qos);
-    let retain = sub.options.retain_as_published && message.retain;
-    (sub.session.clone(), qos, retain, sub.identifier)
 }
 
 /// Round-robin over the group, preferring connected members; a group whose

@@ -88,6 +88,10 @@ impl<T> Outbox<T> {
         self.items.front()
     }
 
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     pub fn len(&self) -> usize {
         self.items.len()
     }
@@ -107,6 +111,10 @@ impl<T> Outbox<T> {
 
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.items.iter()
+    }
+
+    pub fn iter_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut T> {
+        self.items.iter_mut()
     }
 }
 

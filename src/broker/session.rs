@@ -15,6 +15,7 @@ use crate::mqtt::packet::{QoS, SubscriptionOptions};
 use crate::store::{Store, StoredDelivery, StoredSession, StoredSubscription};
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{oneshot, Notify};
 
@@ -57,6 +58,14 @@ pub struct Session {
     /// Wakes the attached connection's writer when the outbox becomes non-empty.
     wake: Notify,
     store: Arc<dyn Store>,
+    /// Id of the last message routed here: detects a second matching
+    /// subscription of the same client without a per-publish set.
+    last_routed: AtomicU64,
+    /// Notified when a congested outbox has drained to half (publisher pacing).
+    room: Notify,
+    /// When the attached writer last took deliveries (Unix ms): tells a slow
+    /// subscriber (draining, worth pacing publishers for) from a stalled one.
+    last_drain_ms: AtomicU64,
 }
 
 struct SessionState {
@@ -75,6 +84,8 @@ struct SessionState {
     generation: u64,
     next_seq: u64,
     disconnected_at_ms: Option<u64>,
+    /// The outbox refused a message and has not yet drained to half.
+    congested: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -99,9 +110,13 @@ impl Session {
                 generation: 0,
                 next_seq: 1,
                 disconnected_at_ms: None,
+                congested: false,
             }),
             wake: Notify::new(),
             store,
+            last_routed: AtomicU64::new(0),
+            room: Notify::new(),
+            last_drain_ms: AtomicU64::new(0),
         }
     }
 
@@ -287,16 +302,56 @@ impl Session {
                 }
                 Enqueued::Queued { stored: false }
             }
-            Pushed::Refused(_) => Enqueued::Dropped,
+            Pushed::Refused(_) => {
+                st.congested = true;
+                Enqueued::Full
+            }
         }
+    }
+
+    /// True the first time message `message_id` is routed to this session.
+    /// A concurrent publish to the same session can make a true duplicate
+    /// look new (the client then gets two copies, which MQTT allows), never
+    /// the reverse.
+    pub fn first_match_of(&self, message_id: u64) -> bool {
+        self.last_routed.swap(message_id, Ordering::Relaxed) != message_id
+    }
+
+    /// A second matching subscription of the same client: fold it into the
+    /// copy still queued (highest QoS, every subscription id). If that copy
+    /// was already taken by the writer, queue another copy: MQTT allows one
+    /// per subscription. Returns the enqueue result when a copy was added.
+    pub fn merge_duplicate(&self, delivery: Delivery) -> Option<Enqueued> {
+        let mut st = self.state.lock();
+        let queued = st.outbox.iter_mut().rev().find(|d| Arc::ptr_eq(&d.message, &delivery.message));
+        let Some(queued) = queued else {
+            drop(st);
+            return Some(self.enqueue(delivery));
+        };
+        // A stored copy keeps its stored QoS; upgrading it is not worth a rewrite.
+        if queued.seq.is_none() {
+            queued.qos = queued.qos.max(delivery.qos);
+        }
+        queued.retain |= delivery.retain;
+        queued.subscription_ids.extend(delivery.subscription_ids);
+        None
     }
 
     /// Moves deliveries from the outbox into `out`, assigning packet ids to
     /// QoS 1/2 ones while the send window allows. Expired messages are
     /// discarded here ([MQTT-3.3.2-5]).
     pub fn drain(&self, out: &mut Vec<Outgoing>, max: usize) {
-        let now = now_ms();
+        let now = super::clock::coarse_now_ms();
+        self.last_drain_ms.store(now, Ordering::Relaxed);
         let mut st = self.state.lock();
+        self.drain_locked(&mut st, out, max, now);
+        if st.congested && st.outbox.len() <= st.outbox.capacity() / 2 {
+            st.congested = false;
+            self.room.notify_waiters();
+        }
+    }
+
+    fn drain_locked(&self, st: &mut SessionState, out: &mut Vec<Outgoing>, max: usize, now: u64) {
         while out.len() < max {
             let Some(front) = st.outbox.front() else { break };
             if front.message.is_expired(now) {
@@ -315,10 +370,25 @@ impl Session {
                 break;
             }
             let delivery = st.outbox.pop().expect("front exists");
-            let packet_id = next_free_packet_id(&mut st);
+            let packet_id = next_free_packet_id(st);
             st.inflight.push_back((packet_id, Inflight::Sent(delivery.clone())));
             out.push(Outgoing::Publish { packet_id, dup: false, delivery });
         }
+    }
+
+    /// Whether this session's writer took deliveries within `window_ms`: a
+    /// full outbox of an active writer means "slow", of an idle one "stalled".
+    pub fn is_draining(&self, now_ms: u64, window_ms: u64) -> bool {
+        now_ms.saturating_sub(self.last_drain_ms.load(Ordering::Relaxed)) <= window_ms
+    }
+
+    /// Waits (at most `max_wait`) until a congested outbox has drained to half.
+    pub async fn wait_for_room(&self, max_wait: std::time::Duration) {
+        let room = self.room.notified();
+        if !self.state.lock().congested {
+            return;
+        }
+        let _ = tokio::time::timeout(max_wait, room).await;
     }
 
     /// Whether anything is queued (ignoring the send window).
@@ -460,8 +530,10 @@ pub enum Enqueued {
     /// Queued; `stored` says a copy was written to the store and the
     /// publisher's acknowledgement must wait for a flush.
     Queued { stored: bool },
-    /// Not queued (outbox full, or QoS 0 for an offline session).
+    /// Not queued: QoS 0 for a disconnected session.
     Dropped,
+    /// Not queued: the outbox is full (counted in the outbox's `dropped`).
+    Full,
 }
 
 fn next_free_packet_id(st: &mut SessionState) -> u16 {

@@ -17,7 +17,7 @@ use crate::broker::{
 };
 use crate::mqtt::close::CloseReason;
 use crate::mqtt::decode::{decode, DecodeError};
-use crate::mqtt::encode::{encode, encoded_len};
+use crate::mqtt::encode::{encode, encode_publish, publish_len, PublishRef};
 use crate::mqtt::packet::*;
 use crate::mqtt::reason;
 use crate::topic::TopicName;
@@ -29,9 +29,13 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
-/// Smallest read we ask the kernel for; buffers start empty and grow only
-/// while packets are larger than this.
+/// Smallest read we ask the kernel for; buffers start empty and the read
+/// size grows (up to `MAX_READ_CHUNK`) only while reads keep filling it.
 const READ_CHUNK: usize = 512;
+/// Largest read: one read's worth of publishes is what a publisher routes
+/// before it lets subscriber tasks run, so this also bounds how far a
+/// publisher can run ahead of its subscribers' outboxes in one turn.
+const MAX_READ_CHUNK: usize = 64 * 1024;
 /// Buffers larger than this are given back when they empty, so one burst does
 /// not pin memory on an idle connection.
 const KEEP_BUFFER_CAPACITY: usize = 16 * 1024;
@@ -50,6 +54,8 @@ where
         read_buf: BytesMut::new(),
         write_buf: BytesMut::new(),
         version: ProtocolVersion::V311,
+        read_chunk: READ_CHUNK,
+        routed: 0,
     };
     conn.run().await;
 }
@@ -61,6 +67,10 @@ struct Connection<S> {
     read_buf: BytesMut,
     write_buf: BytesMut,
     version: ProtocolVersion,
+    /// Bytes asked for per read (adaptive, see `read_more`).
+    read_chunk: usize,
+    /// Deliveries routed since this task last yielded.
+    routed: usize,
 }
 
 /// State that exists once CONNECT has been accepted.
@@ -271,6 +281,11 @@ where
                     if let Err(reason) = self.handle_buffered_packets(at).await {
                         return reason;
                     }
+                    if std::mem::take(&mut self.routed) > 0 {
+                        // Fairness: after routing, let the subscribers' writers
+                        // run before reading more.
+                        tokio::task::yield_now().await;
+                    }
                 }
                 _ = session.notified() => {}
                 _ = keep_alive_expired => return CloseReason::KeepAliveTimeout,
@@ -287,6 +302,12 @@ where
                 Err(e) => return Err(CloseReason::Malformed(e)),
             };
             self.handle_packet(at, packet).await?;
+            if self.routed >= route_budget() {
+                // Enough deliveries queued for one turn: let the writers take
+                // them while the outboxes are small and still in cache.
+                self.routed = 0;
+                tokio::task::yield_now().await;
+            }
         }
         if self.read_buf.is_empty() && self.read_buf.capacity() > KEEP_BUFFER_CAPACITY {
             self.read_buf = BytesMut::new();
@@ -399,9 +420,10 @@ where
         };
         message.publisher = Some(at.session.client_id.clone());
         if publish.qos == QoS::AtMostOnce {
-            self.broker.publish(message);
+            self.routed += self.broker.publish_paced(message).await.deliveries.max(1);
             return Ok(());
         }
+        self.routed += 1;
         // Acknowledged means durable: the broker waits for the store when needed.
         let code = self.broker.publish_acknowledged(message).await;
         let reply = ack(packet_id, code);
@@ -485,61 +507,91 @@ where
     }
 
     fn write_outgoing(&mut self, at: &mut Attached, item: Outgoing) {
-        match item {
-            Outgoing::PubRel { packet_id } => self.write(&Packet::PubRel(ack(packet_id, reason::SUCCESS))),
-            Outgoing::Publish { packet_id, dup, delivery } => {
-                let packet = self.publish_packet(at, packet_id, dup, &delivery);
-                if encoded_len(&packet, self.version) > at.client_max_packet {
-                    // [MQTT-3.1.2-25]: discard as if delivered.
-                    if let Packet::Publish(p) = &packet {
-                        // A topic together with an alias means the alias was assigned just
-                        // now; the client never learns it, so it must not be used later.
-                        if !p.topic.is_empty() && p.properties.topic_alias.is_some() {
-                            at.outbound_aliases.remove(&delivery.message.topic);
-                        }
-                    }
-                    if packet_id != 0 {
-                        at.session.discard_inflight(packet_id);
-                    }
-                    return;
-                }
-                self.write(&packet);
-            }
-        }
-    }
-
-    fn publish_packet(&self, at: &mut Attached, packet_id: u16, dup: bool, delivery: &Delivery) -> Packet {
+        let (packet_id, dup, delivery) = match item {
+            Outgoing::PubRel { packet_id } => return self.write(&Packet::PubRel(ack(packet_id, reason::SUCCESS))),
+            Outgoing::Publish { packet_id, dup, delivery } => (packet_id, dup, delivery),
+        };
+        let version = self.version;
         let m = &delivery.message;
+        if packet_id == 0 && self.can_share_frame(at, &delivery) {
+            // Encode once, write many: every subscriber of this protocol family
+            // that takes the message unchanged copies one cached frame. A
+            // message nobody else holds (point-to-point) skips the cache.
+            let properties = if version.is_v5() { message_properties(m) } else { PublishProperties::default() };
+            let publish = PublishRef {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: false,
+                topic: m.topic.as_str(),
+                packet_id: 0,
+                payload: &m.payload,
+                properties: &properties,
+            };
+            if publish_len(&publish, version) > at.client_max_packet {
+                return; // [MQTT-3.1.2-25]: discard as if delivered
+            }
+            if Arc::strong_count(m) <= 1 {
+                encode_publish(&publish, version, &mut self.write_buf);
+            } else {
+                let frame = m.wire.get_or_encode(usize::from(version.is_v5()), || {
+                    let mut buf = BytesMut::new();
+                    encode_publish(&publish, version, &mut buf);
+                    buf.freeze()
+                });
+                self.write_buf.extend_from_slice(frame);
+            }
+            return;
+        }
         let mut properties = PublishProperties::default();
-        let mut topic = m.topic.as_str().to_string();
-        if self.version.is_v5() {
-            properties.payload_format_indicator = m.properties.payload_format_indicator;
+        let mut topic = m.topic.as_str();
+        let mut new_alias = false;
+        if version.is_v5() {
+            properties = message_properties(m);
             properties.message_expiry_interval = m.remaining_expiry_secs(now_ms());
-            properties.response_topic = m.properties.response_topic.clone();
-            properties.correlation_data = m.properties.correlation_data.clone();
-            properties.user_properties = m.properties.user_properties.clone();
-            properties.content_type = m.properties.content_type.clone();
             properties.subscription_identifiers = delivery.subscription_ids.clone();
             if at.outbound_alias_max > 0 {
                 if let Some(alias) = at.outbound_aliases.get(&m.topic) {
                     properties.topic_alias = Some(*alias);
-                    topic.clear();
+                    topic = "";
                 } else if at.outbound_aliases.len() < at.outbound_alias_max as usize {
                     let alias = at.outbound_aliases.len() as u16 + 1;
                     at.outbound_aliases.insert(m.topic.clone(), alias);
                     properties.topic_alias = Some(alias);
+                    new_alias = true;
                 }
             }
         }
-        Packet::Publish(Publish {
+        let publish = PublishRef {
             dup,
             qos: delivery.qos,
             retain: delivery.retain,
             topic,
             packet_id,
-            payload: m.payload.clone(),
-            properties,
-        })
+            payload: &m.payload,
+            properties: &properties,
+        };
+        if publish_len(&publish, version) > at.client_max_packet {
+            // [MQTT-3.1.2-25]: discard as if delivered. An alias assigned just
+            // now was never seen by the client, so it must not be used later.
+            if new_alias {
+                at.outbound_aliases.remove(&m.topic);
+            }
+            if packet_id != 0 {
+                at.session.discard_inflight(packet_id);
+            }
+            return;
+        }
+        encode_publish(&publish, version, &mut self.write_buf);
+    }
+
+    /// Whether this delivery is byte-for-byte the same for every subscriber
+    /// of this protocol family: QoS 0, no retain flag, no subscription ids,
+    /// and (MQTT 5) no topic alias and no expiry countdown.
+    fn can_share_frame(&self, at: &Attached, delivery: &Delivery) -> bool {
+        delivery.qos == QoS::AtMostOnce
+            && !delivery.retain
+            && delivery.subscription_ids.is_empty()
+            && (!self.version.is_v5() || (at.outbound_alias_max == 0 && delivery.message.expires_at_ms.is_none()))
     }
 
     // ---- I/O ---------------------------------------------------------------------
@@ -570,15 +622,43 @@ where
     /// Reads what the socket has into `read_buf`. Cancel safe: bytes are
     /// appended to the buffer only when a read completes.
     async fn read_more(&mut self) -> Result<Read, CloseReason> {
-        if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK {
-            self.read_buf.reserve(READ_CHUNK);
+        let spare = self.read_buf.capacity() - self.read_buf.len();
+        if spare < self.read_chunk {
+            self.read_buf.reserve(self.read_chunk);
         }
+        let spare = self.read_buf.capacity() - self.read_buf.len();
         match self.stream.read_buf(&mut self.read_buf).await {
             Ok(0) => Ok(Read::Closed),
-            Ok(_) => Ok(Read::Data),
+            Ok(n) => {
+                // Grow the read while the socket keeps filling it; shrink when traffic calms.
+                if n == spare {
+                    self.read_chunk = (self.read_chunk * 2).min(MAX_READ_CHUNK);
+                } else if n < self.read_chunk / 4 {
+                    self.read_chunk = (self.read_chunk / 2).max(READ_CHUNK);
+                }
+                Ok(Read::Data)
+            }
             Err(e) => Err(CloseReason::Io(e.to_string())),
         }
     }
+}
+
+/// The MQTT 5 properties a message carries to every subscriber.
+fn message_properties(m: &Message) -> PublishProperties {
+    PublishProperties {
+        payload_format_indicator: m.properties.payload_format_indicator,
+        response_topic: m.properties.response_topic.clone(),
+        correlation_data: m.properties.correlation_data.clone(),
+        user_properties: m.properties.user_properties.clone(),
+        content_type: m.properties.content_type.clone(),
+        ..Default::default()
+    }
+}
+
+fn route_budget() -> usize {
+    static BUDGET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BUDGET
+        .get_or_init(|| std::env::var("STARLING_ROUTE_BUDGET").ok().and_then(|v| v.parse().ok()).unwrap_or(32 * 1024))
 }
 
 fn ack(packet_id: u16, reason_code: u8) -> PubResp {

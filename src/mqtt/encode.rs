@@ -434,14 +434,70 @@ fn connack<S: Sink>(s: &mut S, c: &ConnAck, v5: bool) {
 }
 
 fn publish<S: Sink>(s: &mut S, p: &Publish, v5: bool) {
-    put_str(s, &p.topic);
+    publish_body(s, &PublishRef::of(p), v5);
+}
+
+fn publish_body<S: Sink>(s: &mut S, p: &PublishRef<'_>, v5: bool) {
+    put_str(s, p.topic);
     if p.qos != QoS::AtMostOnce {
         s.u16(p.packet_id);
     }
     if v5 {
-        put_props(s, &p.properties);
+        put_props(s, p.properties);
     }
-    s.slice(&p.payload);
+    s.slice(p.payload);
+}
+
+/// A PUBLISH given by reference: what the delivery hot path encodes from a
+/// shared message without building an owned [`Publish`] (no topic copy).
+#[derive(Debug, Clone, Copy)]
+pub struct PublishRef<'a> {
+    pub dup: bool,
+    pub qos: QoS,
+    pub retain: bool,
+    /// Empty when an MQTT 5 topic alias stands for it.
+    pub topic: &'a str,
+    pub packet_id: u16,
+    pub payload: &'a [u8],
+    pub properties: &'a crate::mqtt::packet::PublishProperties,
+}
+
+impl<'a> PublishRef<'a> {
+    pub fn of(p: &'a Publish) -> PublishRef<'a> {
+        PublishRef {
+            dup: p.dup,
+            qos: p.qos,
+            retain: p.retain,
+            topic: &p.topic,
+            packet_id: p.packet_id,
+            payload: &p.payload,
+            properties: &p.properties,
+        }
+    }
+}
+
+/// Encodes a PUBLISH from borrowed parts; same bytes as [`encode`] of the
+/// equivalent [`Publish`].
+pub fn encode_publish(p: &PublishRef<'_>, version: ProtocolVersion, buf: &mut BytesMut) {
+    let v5 = version == ProtocolVersion::V5;
+    let remaining = publish_body_len(p, v5);
+    buf.reserve(1 + varint_len(remaining) + remaining);
+    let dup = p.dup && p.qos != QoS::AtMostOnce;
+    buf.put_u8(0x30 | (u8::from(dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain));
+    put_varint(buf, remaining);
+    publish_body(buf, p, v5);
+}
+
+/// Size of [`encode_publish`]'s output, computed without encoding.
+pub fn publish_len(p: &PublishRef<'_>, version: ProtocolVersion) -> usize {
+    let remaining = publish_body_len(p, version == ProtocolVersion::V5);
+    1 + varint_len(remaining) + remaining
+}
+
+fn publish_body_len(p: &PublishRef<'_>, v5: bool) -> usize {
+    let mut c = Counter::default();
+    publish_body(&mut c, p, v5);
+    c.0
 }
 
 fn ack_props_empty(p: &AckProperties) -> bool {

@@ -9,24 +9,29 @@
 use super::{TopicFilter, TopicName};
 use std::borrow::Borrow;
 use std::collections::HashMap;
+
+/// Hash maps keyed by client-chosen strings: ahash is several times faster
+/// than SipHash on short keys and, with its random per-process keys, still
+/// resists collision floods.
+type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 use std::hash::Hash;
 
 /// One trie node: the filter levels that lead here are the path from the root.
 struct Node<K, V> {
     /// Children for literal levels (including the empty level "").
-    children: HashMap<Box<str>, Node<K, V>>,
+    children: Map<Box<str>, Node<K, V>>,
     /// Child for a '+' level. Kept apart from `children` so matching never
     /// confuses a literal "+" lookup with the wildcard.
     plus: Option<Box<Node<K, V>>>,
     /// Subscriptions whose filter ends exactly at this node.
-    exact: HashMap<K, V>,
+    exact: Map<K, V>,
     /// Subscriptions whose filter is this node's path followed by '#'.
-    multi: HashMap<K, V>,
+    multi: Map<K, V>,
 }
 
 impl<K, V> Node<K, V> {
     fn new() -> Self {
-        Node { children: HashMap::new(), plus: None, exact: HashMap::new(), multi: HashMap::new() }
+        Node { children: Map::default(), plus: None, exact: Map::default(), multi: Map::default() }
     }
 
     /// A node with nothing in or below it can be cut from the tree.

@@ -278,7 +278,7 @@ where
         let mut message = Message::new(topic, publish.payload, qos, publish.retain);
         message.publisher = Some(at.session.client_id.clone());
         if qos == QoS::AtMostOnce {
-            self.broker.publish(message);
+            self.broker.publish_paced(message).await;
             return Ok(());
         }
         let code = self.broker.publish_acknowledged(message).await;
