@@ -304,3 +304,34 @@ async fn http_upgrade_status(addr: SocketAddr, request: &str) -> String {
     .await;
     String::from_utf8(buf).unwrap()
 }
+
+/// Two publishers on one topic, routed in parallel on a multi-threaded
+/// runtime: every subscriber still sees the topic's ids in increasing order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_ids_increase_per_topic_across_publishers() {
+    const EACH: usize = 300;
+    let server = start_memory().await;
+    let mut c = proto(server.ws_addr(), "orderly").await;
+    c.subscribe(1, &[("room/ordered", 0)]).await.unwrap();
+    let mut publishers = Vec::new();
+    for n in 0..2 {
+        let addr = server.mqtt_addr();
+        publishers.push(tokio::spawn(async move {
+            let mut p = v4::connect(addr, &format!("pub{n}"), true).await;
+            for i in 0..EACH {
+                p.client.publish("room/ordered", v4::QoS::AtMostOnce, false, format!("{n}-{i}")).await.unwrap();
+            }
+            p.publish_acked("room/ordered", false, "done").await;
+        }));
+    }
+    let mut last = 0;
+    for _ in 0..2 * (EACH + 1) {
+        let p = proto_next_publish(&mut c).await;
+        assert!(p.message_id > last, "id {} after {}", p.message_id, last);
+        last = p.message_id;
+    }
+    for p in publishers {
+        p.await.unwrap();
+    }
+    server.shutdown().await.unwrap();
+}

@@ -103,6 +103,9 @@ pub struct PublishOutcome {
 /// A writer that took nothing for this long is stalled, not slow: its full
 /// outbox loses messages (its policy) but never holds publishers back.
 const STALLED_AFTER_MS: u64 = 50;
+/// Number of topic-order locks (see `Broker::topic_order`).
+const TOPIC_ORDER_STRIPES: usize = 256;
+
 /// Longest a publisher waits for one congested outbox to drain.
 const MAX_PACING_WAIT: Duration = Duration::from_millis(50);
 
@@ -127,6 +130,11 @@ pub struct Broker {
     /// so ids keep increasing across restarts unless the clock goes back or a
     /// run averaged more than 65,536 messages per millisecond.
     next_message_id: AtomicU64,
+    /// Publishes to one topic take one of these while they get their id and
+    /// are routed, so every subscriber sees a topic's messages in id order
+    /// (chat rooms are ordered; starling.v1 clients drop duplicates by id).
+    /// Striped by topic hash: different topics rarely wait for each other.
+    topic_order: Box<[Mutex<()>]>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -145,6 +153,7 @@ impl Broker {
             commit,
             next_connection_id: AtomicU64::new(1),
             next_message_id: AtomicU64::new(now_ms() << 16),
+            topic_order: (0..TOPIC_ORDER_STRIPES).map(|_| Mutex::new(())).collect(),
             shutdown,
         });
         broker.restore()?;
@@ -518,6 +527,12 @@ impl Broker {
     /// routes it to every matching subscription. The one routing seam: a
     /// cluster backplane hooks in here.
     pub fn publish(&self, mut message: Message) -> PublishOutcome {
+        let stripe = {
+            static STRIPE_HASH: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
+            let hash = STRIPE_HASH.get_or_init(ahash::RandomState::new).hash_one(message.topic.as_str());
+            &self.topic_order[hash as usize % self.topic_order.len()]
+        };
+        let _in_order = stripe.lock();
         message.id = self.next_message_id.fetch_add(1, Ordering::Relaxed);
         message.timestamp_ms = now_ms();
         let message = Arc::new(message);
