@@ -279,8 +279,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchResult> {
         Rate::PerSecond(r) if args.rate_total => Rate::PerSecond(r / publishers.len().max(1) as f64),
         other => other,
     };
-    let cpu_before = stats::process_cpu_time();
-    let load_started = Instant::now();
     let mut publisher_tasks = JoinSet::new();
     for (p, topics) in publishers {
         let (counters, clock, stop) = (counters.clone(), clock.clone(), stop_pubs.clone());
@@ -311,6 +309,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchResult> {
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
     clock.measure_from_ns.store(clock_nanos(), Ordering::Relaxed);
     let measure_started = Instant::now();
+    let cpu_at_measure = stats::process_cpu_time();
     let received_at_start = counters.received_all.load(Ordering::Relaxed);
     let mut timeline = Timeline::new(&counters);
     let bar = progress.measuring(args.duration);
@@ -323,6 +322,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchResult> {
     }
     let _ = stop_pubs_tx.send(true);
     let measured_secs = measure_started.elapsed().as_secs_f64();
+    let cpu_in_window = stats::process_cpu_time().saturating_sub(cpu_at_measure);
     let received_in_window = counters.received_all.load(Ordering::Relaxed) - received_at_start;
     while publisher_tasks.join_next().await.is_some() {}
     bar.finish();
@@ -349,14 +349,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchResult> {
         tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
     }
     let rss_idle = args.broker_pid.and_then(stats::rss_of);
-    let cpu_used = stats::process_cpu_time().saturating_sub(cpu_before);
-    let wall = load_started.elapsed();
     let _ = stop_subs_tx.send(true);
     while subscriber_tasks.join_next().await.is_some() {}
 
     let received = counters.received.load(Ordering::Relaxed);
     let latency = counters.latency.lock().unwrap().clone();
-    let tool_cpu_share = cpu_used.as_secs_f64() / wall.as_secs_f64().max(1e-9) / stats::usable_cpus() as f64;
+    // Over the measured window only: connecting and draining are not load.
+    let tool_cpu_share = cpu_in_window.as_secs_f64() / measured_secs.max(1e-9) / stats::usable_cpus() as f64;
     let result = BenchResult {
         scenario: args.scenario,
         transport: args.transport,

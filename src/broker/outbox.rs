@@ -27,6 +27,9 @@ pub enum Pushed<T> {
     Refused(T),
 }
 
+/// An empty outbox whose ring holds more slots than this releases it.
+const SHRINK_ABOVE: usize = 64;
+
 #[derive(Debug)]
 pub struct Outbox<T> {
     items: VecDeque<T>,
@@ -81,7 +84,13 @@ impl<T> Outbox<T> {
     }
 
     pub fn pop(&mut self) -> Option<T> {
-        self.items.pop_front()
+        let item = self.items.pop_front();
+        // Give a burst's memory back once it has drained: an idle subscriber
+        // should not keep a thousand-slot ring allocated.
+        if self.items.is_empty() && self.items.capacity() > SHRINK_ABOVE {
+            self.items = VecDeque::new();
+        }
+        item
     }
 
     pub fn front(&self) -> Option<&T> {

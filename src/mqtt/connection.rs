@@ -39,8 +39,10 @@ const MAX_READ_CHUNK: usize = 64 * 1024;
 /// Buffers larger than this are given back when they empty, so one burst does
 /// not pin memory on an idle connection.
 const KEEP_BUFFER_CAPACITY: usize = 16 * 1024;
-/// Deliveries taken from the outbox per drain, bounding one write.
-const DRAIN_BATCH: usize = 1024;
+/// Deliveries taken from the outbox per write: enough to amortise the
+/// syscall, small enough that a thousand slow subscribers' write buffers stay
+/// a few megabytes in all (each holds at most one batch).
+const DRAIN_BATCH: usize = 256;
 
 /// Serves one client until the connection ends.
 pub async fn serve<S>(stream: S, peer: SocketAddr, broker: Arc<Broker>)

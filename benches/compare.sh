@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Side-by-side comparison of starling with Mosquitto, nats-server (MQTT) and
+# rumqttd on this machine, using `starling bench` as the load for all of them.
+#
+#   benches/compare.sh                       # every scenario, 3 rounds
+#   ROUNDS=5 SCENARIOS="fanout1k p2p500" benches/compare.sh
+#
+# Method (docs/performance.md): each run starts the broker fresh, pinned to
+# CPU 0 with taskset; the load tool runs pinned to CPU 1. Rounds interleave the
+# brokers (A B C D, A B C D, ...). Results (one JSON per run) and a summary
+# with medians and ratios go to target/compare/. Traffic stays on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5}
+WARMUP=${WARMUP:-2}
+BROKERS=${BROKERS:-"starling mosquitto nats rumqttd"}
+SCENARIOS=${SCENARIOS:-"fanout1k fanout5k fanin2k p2p500 p2p500q1 idle"}
+OUT=${OUT:-target/compare}
+PORT=${PORT:-21883}
+BROKER_CPU=${BROKER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+
+# ---- peers -----------------------------------------------------------------
+need=()
+command -v mosquitto >/dev/null || need+=(mosquitto)
+command -v nats-server >/dev/null || need+=(nats-server)
+command -v python3 >/dev/null || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}"
+fi
+MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+RUMQTTD=${RUMQTTD:-target/peers/bin/rumqttd}
+if [[ " $BROKERS " == *" rumqttd "* ]] && [ ! -x "$RUMQTTD" ]; then
+  echo "installing rumqttd (cargo install rumqttd, once)..." >&2
+  cargo install rumqttd --root target/peers
+fi
+cargo build --release --quiet
+STARLING=target/release/starling
+
+mkdir -p "$OUT/results" "$OUT/run"
+rm -f "$OUT"/results/*.json
+
+# ---- brokers -----------------------------------------------------------------
+start_broker() { # NAME -> echoes PID once the port accepts connections
+  local name=$1 dir="$OUT/run/$1"
+  if (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null; then
+    echo "port $PORT is already in use: stop what listens there or set PORT" >&2; exit 1
+  fi
+  rm -rf "$dir"; mkdir -p "$dir"
+  case $name in
+    starling)
+      set -- "$STARLING" serve --storage memory --mqtt-bind 127.0.0.1:$PORT --ws-bind 127.0.0.1:0 ;;
+    mosquitto)
+      printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000\n' $PORT > "$dir/mosquitto.conf"
+      set -- "$MOSQUITTO" -c "$dir/mosquitto.conf" ;;
+    nats)
+      printf 'listen: 127.0.0.1:%s\nserver_name: bench\njetstream { store_dir: "%s/js" }\nmqtt { listen: 127.0.0.1:%s }\n' \
+        $((PORT + 1)) "$dir" $PORT > "$dir/nats.conf"
+      set -- nats-server -c "$dir/nats.conf" ;;
+    rumqttd)
+      cat > "$dir/rumqttd.toml" <<TOML
+id = 0
+[router]
+id = 0
+max_connections = 20010
+max_outgoing_packet_count = 200
+max_segment_size = 104857600
+max_segment_count = 10
+[v4.1]
+name = "v4-1"
+listen = "127.0.0.1:$PORT"
+next_connection_delay_ms = 1
+    [v4.1.connections]
+    connection_timeout_ms = 60000
+    max_payload_size = 20480
+    max_inflight_count = 100
+    dynamic_filters = true
+TOML
+      set -- "$RUMQTTD" -c "$dir/rumqttd.toml" ;;
+    *) echo "unknown broker $name" >&2; exit 2 ;;
+  esac
+  # 20,000 files: what a process here may open (enough for the idle run).
+  prlimit --nofile=20000:20000 taskset -c "$BROKER_CPU" "$@" > "$dir/log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 200); do
+    kill -0 "$pid" 2>/dev/null || break
+    if (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null; then echo "$pid"; return; fi
+    sleep 0.05
+  done
+  echo "$name did not start; see $dir/log" >&2; kill "$pid" 2>/dev/null; exit 1
+}
+
+stop_broker() { # the broker is not this shell's child: poll until it is gone
+  kill "$1" 2>/dev/null || true
+  for _ in $(seq 1 100); do
+    kill -0 "$1" 2>/dev/null || return 0
+    sleep 0.05
+  done
+  kill -9 "$1" 2>/dev/null || true
+  sleep 0.2
+}
+
+# ---- scenarios -----------------------------------------------------------------
+scenario_args() {
+  case $1 in
+    fanout1k) echo "fanout --publishers 1 --subscribers 1000 --size 64 --rate max" ;;
+    fanout5k) echo "fanout --publishers 1 --subscribers 5000 --size 64 --rate 200" ;;
+    fanin2k)  echo "fanin --publishers 2000 --subscribers 1 --size 64 --rate 10000 --rate-total" ;;
+    p2p500)   echo "p2p --pairs 500 --size 256 --rate max" ;;
+    p2p500q1) echo "p2p --pairs 500 --size 256 --rate max --qos 1" ;;
+    idle)     echo "idle --subscribers 19500 --keep-alive 60" ;;
+    *) echo "unknown scenario $1" >&2; exit 2 ;;
+  esac
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+  for scenario in $SCENARIOS; do
+    for broker in $BROKERS; do
+      pid=$(start_broker "$broker")
+      echo "round $round  $scenario  $broker (pid $pid)" >&2
+      # shellcheck disable=SC2046
+      if ! taskset -c "$LOAD_CPU" "$STARLING" bench $(scenario_args "$scenario") \
+          --broker 127.0.0.1:$PORT --duration "$DURATION" --warmup "$WARMUP" --drain 10 \
+          --broker-pid "$pid" --json --quiet > "$OUT/results/$scenario.$broker.$round.json" 2> "$OUT/run/$broker/bench.err"; then
+        echo "  failed (see $OUT/run/$broker/)" >&2
+        rm -f "$OUT/results/$scenario.$broker.$round.json"
+      fi
+      stop_broker "$pid"
+    done
+  done
+done
+
+python3 benches/summarize.py "$OUT/results" | tee "$OUT/summary.md"

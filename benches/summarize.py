@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Medians and ratios of benches/compare.sh results: one table per scenario.
+
+Usage: summarize.py RESULTS_DIR   (files SCENARIO.BROKER.ROUND.json)
+"""
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+# What each scenario is judged on: (label, extract, higher_is_better, format)
+def p99(r):
+    return r["latency_ms"]["p99"] if r.get("latency_ms") else None
+
+METRICS = {
+    "fanout1k": [("deliveries/s", lambda r: r["deliveries_per_sec"], True, "{:,.0f}"),
+                 ("peak RSS MB", lambda r: (r["broker_peak_rss_bytes"] or 0) / 1e6, False, "{:.1f}")],
+    "fanout5k": [("p99 ms", p99, False, "{:.2f}"),
+                 ("loss %", lambda r: r["loss_ratio"] * 100, False, "{:.3f}"),
+                 ("deliveries/s", lambda r: r["deliveries_per_sec"], True, "{:,.0f}"),
+                 ("connect 5,001 s", lambda r: r["connect_secs"], False, "{:.3f}")],
+    "fanin2k": [("p99 ms", p99, False, "{:.2f}"),
+                ("loss %", lambda r: r["loss_ratio"] * 100, False, "{:.3f}")],
+    "p2p500": [("deliveries/s", lambda r: r["deliveries_per_sec"], True, "{:,.0f}"),
+               ("p99 ms", p99, False, "{:.1f}")],
+    "p2p500q1": [("deliveries/s", lambda r: r["deliveries_per_sec"], True, "{:,.0f}"),
+                 ("p99 ms", p99, False, "{:.1f}")],
+    "idle": [("bytes/conn", lambda r: r["bytes_per_connection"], False, "{:,.0f}"),
+             ("connect s", lambda r: r["connect_secs"], False, "{:.2f}")],
+}
+
+def main():
+    results = defaultdict(lambda: defaultdict(list))
+    for f in sorted(Path(sys.argv[1]).glob("*.json")):
+        scenario, broker, _round = f.name[:-5].split(".")
+        try:
+            results[scenario][broker].append(json.loads(f.read_text()))
+        except json.JSONDecodeError:
+            pass
+    for scenario, by_broker in results.items():
+        print(f"\n### {scenario}\n")
+        metrics = METRICS.get(scenario, [])
+        print("| broker | runs | " + " | ".join(m[0] for m in metrics) + " | tool saturated |")
+        print("|---" * (len(metrics) + 3) + "|")
+        medians = {}
+        for broker, runs in sorted(by_broker.items()):
+            row = []
+            for label, get, _hib, fmt in metrics:
+                values = [v for v in (get(r) for r in runs) if v is not None]
+                med = statistics.median(values) if values else None
+                medians[(broker, label)] = med
+                row.append(fmt.format(med) if med is not None else "-")
+            saturated = sum(1 for r in runs if r.get("tool_saturated"))
+            print(f"| {broker} | {len(runs)} | " + " | ".join(row) + f" | {saturated}/{len(runs)} |")
+        if "starling" in by_broker and metrics:
+            label, _get, higher, _fmt = metrics[0]
+            ours = medians.get(("starling", label))
+            peers = {b: medians.get((b, label)) for b in by_broker if b != "starling"}
+            peers = {b: v for b, v in peers.items() if v}
+            if ours and peers:
+                best = max(peers, key=peers.get) if higher else min(peers, key=peers.get)
+                ratio = ours / peers[best] if higher else peers[best] / ours
+                print(f"\nstarling vs best peer ({best}) on {label}: {ratio:.2f}x")
+
+if __name__ == "__main__":
+    main()
