@@ -336,7 +336,7 @@ pub async fn run_mqtt_publisher<S: AsyncRead + AsyncWrite + Unpin + Send + 'stat
             }
         })
     });
-    let started = Instant::now();
+    let started = Instant::now() + random_phase(rate);
     let mut sent: u64 = 0;
     let mut next_packet_id: u16 = 0;
     let mut out = BytesMut::with_capacity(64 * 1024);
@@ -345,11 +345,15 @@ pub async fn run_mqtt_publisher<S: AsyncRead + AsyncWrite + Unpin + Send + 'stat
     while !*stop.borrow() {
         let due = match rate {
             Rate::Max => sent + BATCH,
-            Rate::PerSecond(r) => (started.elapsed().as_secs_f64() * r) as u64,
+            // The first message is due at `started` (phase offset), then every 1/r s.
+            Rate::PerSecond(r) => match Instant::now().checked_duration_since(started) {
+                Some(elapsed) => (elapsed.as_secs_f64() * r) as u64 + 1,
+                None => 0,
+            },
         };
         if due <= sent {
             let Rate::PerSecond(r) = rate else { unreachable!() };
-            let next_at = started + Duration::from_secs_f64((sent + 1) as f64 / r);
+            let next_at = started + Duration::from_secs_f64(sent as f64 / r);
             tokio::select! {
                 _ = tokio::time::sleep_until(next_at.into()) => {}
                 _ = stop.changed() => break,
@@ -385,6 +389,16 @@ pub async fn run_mqtt_publisher<S: AsyncRead + AsyncWrite + Unpin + Send + 'stat
     }
     if let Some(task) = ack_task {
         task.abort();
+    }
+}
+
+/// A random start offset within one send interval, so that thousands of
+/// slow publishers (a vehicle fleet) spread their messages evenly instead of
+/// all firing in the same millisecond.
+fn random_phase(rate: Rate) -> Duration {
+    match rate {
+        Rate::PerSecond(r) => Duration::from_secs_f64(rand::random::<f64>() / r),
+        Rate::Max => Duration::ZERO,
     }
 }
 
@@ -474,7 +488,7 @@ pub async fn run_proto_publisher(
     clock: Arc<RunClock>,
     stop: watch::Receiver<bool>,
 ) {
-    let started = Instant::now();
+    let started = Instant::now() + random_phase(rate);
     let mut sent: u64 = 0;
     let padding = vec![0u8; size.saturating_sub(8)];
     let mut packet_id: u32 = 0;

@@ -31,14 +31,14 @@ use tokio::time::Instant;
 
 /// Smallest read we ask the kernel for; buffers start empty and the read
 /// size grows (up to `MAX_READ_CHUNK`) only while reads keep filling it.
-const READ_CHUNK: usize = 512;
+const READ_CHUNK: usize = 256;
 /// Largest read: one read's worth of publishes is what a publisher routes
 /// before it lets subscriber tasks run, so this also bounds how far a
 /// publisher can run ahead of its subscribers' outboxes in one turn.
 const MAX_READ_CHUNK: usize = 64 * 1024;
-/// Buffers larger than this are given back when they empty, so one burst does
-/// not pin memory on an idle connection.
-const KEEP_BUFFER_CAPACITY: usize = 16 * 1024;
+/// A write buffer up to this size is kept between writes; larger ones are
+/// given back, so a burst does not pin memory on a connection.
+const SMALL_BUFFER: usize = 256;
 /// Deliveries taken from the outbox per write: enough to amortise the
 /// syscall, small enough that a thousand slow subscribers' write buffers stay
 /// a few megabytes in all (each holds at most one batch).
@@ -104,7 +104,10 @@ where
 {
     async fn run(&mut self) {
         let timeout = Duration::from_secs(self.broker.config().mqtt.connect_timeout_secs);
-        let connect = match tokio::time::timeout(timeout, self.read_connect()).await {
+        // The connect and packet-handling phases are boxed: a task's future is
+        // as large as its largest state, and an idle connection should pay
+        // only for the small waiting state (see docs/performance.md).
+        let connect = match Box::pin(tokio::time::timeout(timeout, self.read_connect())).await {
             Ok(Ok(connect)) => connect,
             Ok(Err(reason)) => {
                 tracing::debug!(peer = %self.peer, %reason, "connection closed before CONNECT completed");
@@ -115,7 +118,7 @@ where
                 return;
             }
         };
-        let Some(mut attached) = self.accept_connect(*connect).await else { return };
+        let Some(mut attached) = Box::pin(self.accept_connect(*connect)).await else { return };
         let reason = self.serve_session(&mut attached).await;
         tracing::debug!(peer = %self.peer, client_id = %attached.session.client_id, %reason, "connection closed");
         if let (Some(code), true) = (reason.disconnect_code(), self.version.is_v5()) {
@@ -280,7 +283,7 @@ where
                         Err(reason) => return reason,
                     }
                     deadline = at.keep_alive.map(|k| Instant::now() + k);
-                    if let Err(reason) = self.handle_buffered_packets(at).await {
+                    if let Err(reason) = Box::pin(self.handle_buffered_packets(at)).await {
                         return reason;
                     }
                     if std::mem::take(&mut self.routed) > 0 {
@@ -311,7 +314,9 @@ where
                 tokio::task::yield_now().await;
             }
         }
-        if self.read_buf.is_empty() && self.read_buf.capacity() > KEEP_BUFFER_CAPACITY {
+        // Nothing partial left and traffic is light: hold no read buffer
+        // while waiting (the next read allocates `read_chunk` bytes).
+        if self.read_buf.is_empty() && (self.read_chunk == READ_CHUNK || self.read_buf.capacity() > MAX_READ_CHUNK) {
             self.read_buf = BytesMut::new();
         }
         Ok(())
@@ -608,9 +613,12 @@ where
         }
         self.stream.write_all(&self.write_buf).await.map_err(|e| CloseReason::Io(e.to_string()))?;
         self.stream.flush().await.map_err(|e| CloseReason::Io(e.to_string()))?;
-        self.write_buf.clear();
-        if self.write_buf.capacity() > KEEP_BUFFER_CAPACITY {
+        // Written out: give the buffer back unless it is small. A busy writer
+        // pays one allocation per write; an idle connection holds nothing.
+        if self.write_buf.capacity() > SMALL_BUFFER {
             self.write_buf = BytesMut::new();
+        } else {
+            self.write_buf.clear();
         }
         Ok(())
     }
