@@ -125,7 +125,7 @@ for round in $(seq 1 "$ROUNDS"); do
       echo "round $round  $scenario  $broker (pid $pid)" >&2
       # shellcheck disable=SC2046
       if ! taskset -c "$LOAD_CPU" "$STARLING" bench $(scenario_args "$scenario") \
-          --broker 127.0.0.1:$PORT --duration "$DURATION" --warmup "$WARMUP" --drain 10 \
+          --broker 127.0.0.1:$PORT --duration "$DURATION" --warmup "$WARMUP" --drain 5 \
           --broker-pid "$pid" --json --quiet > "$OUT/results/$scenario.$broker.$round.json" 2> "$OUT/run/$broker/bench.err"; then
         echo "  failed (see $OUT/run/$broker/)" >&2
         rm -f "$OUT/results/$scenario.$broker.$round.json"

@@ -20,6 +20,7 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     pub session: SessionConfig,
     pub storage: StorageConfig,
+    pub classes: ClassesConfig,
     /// Links to other MQTT brokers (`[[bridge]]` sections), see `docs/bridging.md`.
     pub bridge: Vec<BridgeConfig>,
 }
@@ -87,6 +88,19 @@ pub struct SessionConfig {
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig { max_inflight: 100, max_queued_messages: 1000, max_session_expiry_secs: 0 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassesConfig {
+    /// Directory of topic class files (`*.toml`); empty string: no classes.
+    pub dir: PathBuf,
+}
+
+impl Default for ClassesConfig {
+    fn default() -> Self {
+        ClassesConfig { dir: PathBuf::from("./topics") }
     }
 }
 

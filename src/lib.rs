@@ -6,6 +6,8 @@
 //! - [`mqtt`]: the MQTT 3.1.1/5.0 codec and the MQTT connection state machine.
 //! - [`broker`]: the transport-independent core: sessions, subscriptions,
 //!   routing, retained messages, QoS state, wills.
+//! - [`classes`]: topic classes from `topics/*.toml` (chat, danmaku,
+//!   location...) and their pure policies.
 //! - [`store`]: durable state (sled) behind the `Store` trait, with group commit.
 //! - [`wsproto`]: the WebSocket-Protobuf protocol (`proto/starling.proto`):
 //!   server-side connection and a small client.
@@ -24,6 +26,7 @@
 pub mod bench;
 pub mod bridge;
 pub mod broker;
+pub mod classes;
 pub mod config;
 pub mod mqtt;
 pub mod net;

@@ -45,7 +45,14 @@ impl Server {
                 Arc::new(store)
             }
         };
-        let broker = Broker::new(config.clone(), store).context("cannot restore state from the store")?;
+        let classes = if config.classes.dir.as_os_str().is_empty() {
+            crate::classes::ClassSet::default()
+        } else {
+            crate::classes::ClassSet::load_dir(&config.classes.dir)
+                .map_err(|e| anyhow::anyhow!("invalid topic classes in {}:\n{e}", config.classes.dir.display()))?
+        };
+        let broker =
+            Broker::with_classes(config.clone(), store, classes).context("cannot restore state from the store")?;
         // Bridges' local sessions exist (and queue) before any client can publish;
         // their links start once the listeners are bound.
         let mut bridges =

@@ -1106,6 +1106,7 @@ export const starling = $root.starling = (() => {
             Publish.prototype.messageId = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
             Publish.prototype.timestampMs = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
             Publish.prototype.dup = false;
+            Publish.prototype.highPriority = false;
 
             Publish.create = function(properties) {
                 return new Publish(properties);
@@ -1134,6 +1135,8 @@ export const starling = $root.starling = (() => {
                     writer.uint32(56).uint64(message.timestampMs);
                 if (message.dup != null && $Object.hasOwnProperty.call(message, "dup") && message.dup !== false)
                     writer.uint32(64).bool(message.dup);
+                if (message.highPriority != null && $Object.hasOwnProperty.call(message, "highPriority") && message.highPriority !== false)
+                    writer.uint32(72).bool(message.highPriority);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -1237,6 +1240,15 @@ export const starling = $root.starling = (() => {
                                 message.dup = value;
                             else
                                 delete message.dup;
+                            continue;
+                        }
+                    case 9: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.bool())
+                                message.highPriority = value;
+                            else
+                                delete message.highPriority;
                             continue;
                         }
                     }

@@ -377,7 +377,12 @@ pub async fn run_mqtt_publisher<S: AsyncRead + AsyncWrite + Unpin + Send + 'stat
             topic_index = (topic_index + 1) % topics.len();
             put_publish(&mut out, version, topic, qos, next_packet_id, clock_nanos(), &padding);
         }
-        if writer.lock().await.write_all(&out).await.is_err() {
+        // Stopping must not wait for a broker that reads slowly: abandon the write.
+        let written = tokio::select! {
+            w = async { writer.lock().await.write_all(&out).await } => w.is_ok(),
+            _ = stop.changed() => false,
+        };
+        if !written {
             break;
         }
         out.clear();

@@ -104,6 +104,11 @@ pub struct BenchArgs {
     pub quiet: bool,
 }
 
+/// A connection that has not completed its handshake by then counts as failed
+/// (a broker that accepts slowly may otherwise leave connects hanging in
+/// SYN retries for minutes).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Everything a run measured.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BenchResult {
@@ -230,7 +235,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchResult> {
         let source = source_addr(args.source_addrs, i);
         connected.spawn(async move {
             let _permit = gate.acquire_owned().await;
-            let result = connect_subscriber(&target, source, &client_id, &filter, qos).await;
+            let result =
+                tokio::time::timeout(CONNECT_TIMEOUT, connect_subscriber(&target, source, &client_id, &filter, qos))
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no CONNACK/SUBACK within {CONNECT_TIMEOUT:?}")));
             if let Err(e) = &result {
                 counters.connect_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%client_id, error = %e, "subscriber failed to connect");
@@ -251,7 +259,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchResult> {
     let mut publishers = Vec::new();
     for (i, (client_id, topics)) in plan.publishers.iter().cloned().enumerate() {
         let source = source_addr(args.source_addrs, plan.subscribers.len() + i);
-        match connect_publisher(&target, source, &client_id).await {
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, connect_publisher(&target, source, &client_id))
+            .await
+            .unwrap_or_else(|_| Err(format!("no CONNACK within {CONNECT_TIMEOUT:?}")));
+        match connected {
             Ok(p) => publishers.push((p, topics)),
             Err(e) => {
                 counters.connect_failures.fetch_add(1, Ordering::Relaxed);

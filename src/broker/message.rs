@@ -50,6 +50,18 @@ pub struct Message {
     /// unchanged ("encode once, write many"). Filled by transports on first
     /// use; opaque to the broker.
     pub wire: WireCache,
+    /// How subscriber outboxes treat this message (from its topic class).
+    pub handling: Handling,
+}
+
+/// What a topic class decides for each of its messages in subscriber outboxes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Handling {
+    pub policy: crate::classes::OutboxPolicy,
+    /// The class's outbox capacity, if it sets one.
+    pub capacity: Option<usize>,
+    /// Never sampled, never discarded to make room.
+    pub high_priority: bool,
 }
 
 /// Lazily encoded frames of one message, one slot per wire format.
@@ -91,6 +103,7 @@ impl Message {
             properties: MessageProperties::default(),
             publisher: None,
             wire: WireCache::default(),
+            handling: Handling::default(),
         }
     }
 
@@ -141,7 +154,23 @@ impl Message {
             },
             publisher: None,
             wire: WireCache::default(),
+            handling: Handling::default(),
         })
+    }
+}
+
+impl super::outbox::OutboxItem for Delivery {
+    fn policy(&self) -> crate::classes::OutboxPolicy {
+        self.message.handling.policy
+    }
+    fn capacity(&self) -> Option<usize> {
+        self.message.handling.capacity
+    }
+    fn high_priority(&self) -> bool {
+        self.message.handling.high_priority
+    }
+    fn conflates_with(&self, other: &Self) -> bool {
+        self.message.topic == other.message.topic
     }
 }
 

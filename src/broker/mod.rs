@@ -16,12 +16,14 @@
 //! that every message would queue behind. [`Broker::publish`] is also the one
 //! seam where a cluster backplane will forward messages to other nodes.
 
+pub mod class_runtime;
 pub mod clock;
 pub mod message;
 pub mod outbox;
 pub mod session;
 
-pub use message::{now_ms, Delivery, Message, MessageProperties};
+pub use class_runtime::Refusal;
+pub use message::{now_ms, Delivery, Handling, Message, MessageProperties};
 pub use session::{Enqueued, Outgoing, Session, SubscriptionRecord, NEVER_EXPIRES};
 
 use crate::config::Config;
@@ -98,6 +100,23 @@ pub struct PublishOutcome {
     /// Most targets' outboxes were full while their writers are draining:
     /// one of them, for the publisher to wait on (see [`Broker::publish_paced`]).
     pub congested: Option<Arc<Session>>,
+    /// The topic's class refused the message (nothing was published).
+    pub refused: Option<Refusal>,
+    /// The topic's class shed the message (a sampled room): accepted, not delivered.
+    pub shed: bool,
+}
+
+/// What a publisher's acknowledgement should say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// Accepted (and durable where promised); `matched` is false when no
+    /// subscription matched (MQTT 5 reason 0x10).
+    Accepted {
+        matched: bool,
+    },
+    /// The store could not flush: not acknowledged as durable (0x80).
+    StoreFailed,
+    Refused(Refusal),
 }
 
 /// A writer that took nothing for this long is stalled, not slow: its full
@@ -135,6 +154,7 @@ pub struct Broker {
     /// (chat rooms are ordered; starling.v1 clients drop duplicates by id).
     /// Striped by topic hash: different topics rarely wait for each other.
     topic_order: Box<[Mutex<()>]>,
+    classes: class_runtime::ClassRuntime,
     shutdown: watch::Sender<bool>,
 }
 
@@ -142,6 +162,15 @@ impl Broker {
     /// Builds the broker and restores retained messages and persistent
     /// sessions from `store`. Must run inside a Tokio runtime (timers).
     pub fn new(config: Config, store: Arc<dyn Store>) -> Result<Arc<Broker>, StoreError> {
+        Broker::with_classes(config, store, crate::classes::ClassSet::default())
+    }
+
+    /// A broker whose topics follow `classes` (see `crate::classes`).
+    pub fn with_classes(
+        config: Config,
+        store: Arc<dyn Store>,
+        classes: crate::classes::ClassSet,
+    ) -> Result<Arc<Broker>, StoreError> {
         let commit = GroupCommit::new(store.clone());
         let (shutdown, _) = watch::channel(false);
         let broker = Arc::new(Broker {
@@ -154,9 +183,11 @@ impl Broker {
             next_connection_id: AtomicU64::new(1),
             next_message_id: AtomicU64::new(now_ms() << 16),
             topic_order: (0..TOPIC_ORDER_STRIPES).map(|_| Mutex::new(())).collect(),
+            classes: class_runtime::ClassRuntime::new(classes),
             shutdown,
         });
         broker.restore()?;
+        broker.start_housekeeping();
         Ok(broker)
     }
 
@@ -372,6 +403,7 @@ impl Broker {
             },
             publisher: Some(session.client_id.clone()),
             wire: Default::default(),
+            handling: Handling::default(),
         };
         tracing::debug!(client_id = %session.client_id, topic = %message.topic, "publishing will");
         self.publish(message);
@@ -408,8 +440,10 @@ impl Broker {
             if let Ok(parsed) = parse_subscription(&filter) {
                 remove_subscription(&mut tree, session, parsed.share_group.as_deref(), &parsed.filter);
             }
+            self.classes.viewer_delta(&filter, -1);
         }
         drop(tree);
+        self.classes.forget_sender(&session.client_id);
         if let Err(e) = self.store.remove_session(&session.client_id) {
             tracing::error!(client_id = %session.client_id, error = %e, "cannot remove stored session");
         }
@@ -439,6 +473,9 @@ impl Broker {
         let parsed = parse_subscription(filter)?;
         let record = SubscriptionRecord { options, identifier };
         let existed = session.add_subscription(filter, record.clone()).is_some();
+        if !existed {
+            self.classes.viewer_delta(filter, 1);
+        }
         {
             let mut tree = self.subscriptions.write();
             insert_subscription(&mut tree, session, parsed.share_group.as_deref(), &parsed.filter, &record);
@@ -480,6 +517,7 @@ impl Broker {
         if session.remove_subscription(filter).is_none() {
             return false;
         }
+        self.classes.viewer_delta(filter, -1);
         if let Ok(parsed) = parse_subscription(filter) {
             let mut tree = self.subscriptions.write();
             remove_subscription(&mut tree, session, parsed.share_group.as_deref(), &parsed.filter);
@@ -490,23 +528,21 @@ impl Broker {
 
     // ---- publish ---------------------------------------------------------
 
-    /// Publishes for a client and returns the reason code for its
-    /// acknowledgement, after waiting for durability when the message was
-    /// stored: 0x00 success, 0x10 no matching subscribers, 0x80 when the
-    /// store could not flush. Every transport acknowledges through this.
-    pub async fn publish_acknowledged(&self, message: Message) -> u8 {
+    /// Publishes for a client and says what its acknowledgement should be,
+    /// after waiting for durability when the message was stored. Every
+    /// transport acknowledges through this.
+    pub async fn publish_acknowledged(&self, message: Message) -> Ack {
         let outcome = self.publish_paced(message).await;
+        if let Some(refusal) = outcome.refused {
+            return Ack::Refused(refusal);
+        }
         if outcome.must_sync {
             if let Err(e) = self.sync().await {
                 tracing::error!(error = %e, "store flush failed; refusing to acknowledge as success");
-                return reason::UNSPECIFIED_ERROR;
+                return Ack::StoreFailed;
             }
         }
-        if outcome.deliveries == 0 {
-            reason::NO_MATCHING_SUBSCRIBERS
-        } else {
-            reason::SUCCESS
-        }
+        Ack::Accepted { matched: outcome.deliveries > 0 || outcome.shed }
     }
 
     /// Publishes, then paces the publisher: when most of the message's
@@ -532,11 +568,30 @@ impl Broker {
             let hash = STRIPE_HASH.get_or_init(ahash::RandomState::new).hash_one(message.topic.as_str());
             &self.topic_order[hash as usize % self.topic_order.len()]
         };
+        let mut outcome = PublishOutcome::default();
+        let now = now_ms();
+        let history = match self.classes.admit(&mut message, now) {
+            class_runtime::Admission::Publish { history } => history,
+            class_runtime::Admission::Shed => {
+                outcome.shed = true;
+                return outcome;
+            }
+            class_runtime::Admission::Refused(refusal) => {
+                outcome.refused = Some(refusal);
+                return outcome;
+            }
+        };
         let _in_order = stripe.lock();
         message.id = self.next_message_id.fetch_add(1, Ordering::Relaxed);
-        message.timestamp_ms = now_ms();
+        message.timestamp_ms = now;
         let message = Arc::new(message);
-        let mut outcome = PublishOutcome::default();
+        if let Some(rule) = history {
+            let not_before = rule.max_age_secs.map_or(0, |s| now.saturating_sub(s * 1000));
+            match self.store.append_history(&message.to_stored(), rule.keep, not_before) {
+                Ok(()) => outcome.must_sync |= message.qos > QoS::AtMostOnce,
+                Err(e) => tracing::error!(topic = %message.topic, error = %e, "cannot store history"),
+            }
+        }
         if message.retain {
             outcome.must_sync |= self.retain(&message);
         }
@@ -620,6 +675,79 @@ impl Broker {
             if let Some(Enqueued::Queued { stored }) = session.merge_duplicate(delivery) {
                 outcome.deliveries += 1;
                 outcome.must_sync |= stored;
+            }
+        }
+    }
+
+    /// Recent messages of a topic whose class keeps history, oldest first:
+    /// those with an id above `after_id`, at most `limit` (0: the class's
+    /// `history_messages`). `Err(0x83)` when the topic keeps no history,
+    /// `Err(0x90)` for an invalid topic, `Err(0x80)` if the store fails.
+    pub fn history(&self, topic: &str, after_id: u64, limit: usize) -> Result<Vec<Message>, u8> {
+        let topic = TopicName::new(topic).map_err(|_| reason::TOPIC_NAME_INVALID)?;
+        let rule = self.classes.history_rule(&topic).ok_or(reason::IMPLEMENTATION_SPECIFIC_ERROR)?;
+        let limit = if limit == 0 { rule.keep } else { limit.min(rule.keep) };
+        let not_before = rule.max_age_secs.map_or(0, |s| now_ms().saturating_sub(s * 1000));
+        let stored = self.store.load_history(topic.as_str(), after_id, limit, not_before).map_err(|e| {
+            tracing::error!(%topic, error = %e, "cannot read history");
+            reason::UNSPECIFIED_ERROR
+        })?;
+        Ok(stored.into_iter().filter_map(|m| Message::from_stored(m).ok()).collect())
+    }
+
+    /// Live subscribers of a room (an exact filter of a `count_viewers` class).
+    pub fn viewer_count(&self, filter: &str) -> usize {
+        self.classes.viewer_count(filter)
+    }
+
+    /// The topic classes in force.
+    pub fn classes(&self) -> &crate::classes::ClassSet {
+        &self.classes.set
+    }
+
+    /// Messages shed by sampling and publishes refused by class limits so far.
+    pub fn class_counters(&self) -> (u64, u64) {
+        (self.classes.shed.load(Ordering::Relaxed), self.classes.refused.load(Ordering::Relaxed))
+    }
+
+    /// Once a second: publish changed viewer counts as retained
+    /// `$SYS/viewers/{filter}` messages, sweep expired retained messages
+    /// (location TTLs), forget quiet rooms' samplers.
+    fn start_housekeeping(self: &Arc<Self>) {
+        let broker = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(broker) = broker.upgrade() else { return };
+                let now = now_ms();
+                for (filter, count) in broker.classes.take_changed_viewer_counts() {
+                    let Ok(topic) = TopicName::new(&format!("$SYS/viewers/{filter}")) else { continue };
+                    let payload = if count == 0 { bytes::Bytes::new() } else { count.to_string().into() };
+                    broker.publish(Message::new(topic, payload, QoS::AtMostOnce, true));
+                }
+                broker.sweep_expired_retained(now);
+                broker.classes.forget_quiet_rooms(now);
+            }
+        });
+    }
+
+    /// Removes retained messages whose expiry (MQTT 5 message expiry, or a
+    /// class's retained TTL) has passed, from memory and from the store.
+    fn sweep_expired_retained(&self, now: u64) {
+        let expired: Vec<TopicName> = {
+            let retained = self.retained.read();
+            retained.values().filter(|m| m.is_expired(now)).map(|m| m.topic.clone()).collect()
+        };
+        if expired.is_empty() {
+            return;
+        }
+        let mut retained = self.retained.write();
+        for topic in expired {
+            // Re-check under the write lock: a newer message may have replaced it.
+            if retained.get(&topic).is_some_and(|m| m.is_expired(now)) {
+                retained.remove(&topic);
+                let _ = self.store.set_retained(topic.as_str(), None);
             }
         }
     }

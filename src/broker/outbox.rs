@@ -1,29 +1,38 @@
 //! A subscriber's bounded queue of pending deliveries and what happens when it
 //! is full.
 //!
-//! Owns: capacity and the overflow policy. Pure data: no locks, no I/O; the
-//! session wraps it in its lock. Must never: grow past its capacity.
+//! Owns: capacity and the overflow policies of the topic classes, applied per
+//! item (one subscriber may follow a chat room and a live room at once):
+//! - `Queue`: refuse new items beyond the capacity (plain MQTT, like
+//!   Mosquitto's `max_queued_messages`);
+//! - `DropOldest`: make room by discarding the oldest normal-priority item;
+//! - `Conflate`: keep one pending item per topic, the newest.
+//!
+//! High-priority items are never discarded to make room; when nothing else
+//! can go they may exceed the capacity, up to twice it. Pure data: no locks,
+//! no I/O; the session wraps it in its lock. Must never: grow past twice its
+//! capacity.
 
+use crate::classes::OutboxPolicy;
 use std::collections::VecDeque;
 
-/// What to do with a new message when the outbox is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OverflowPolicy {
-    /// Keep what is queued, refuse the new message (plain MQTT, like
-    /// Mosquitto's `max_queued_messages`).
-    DropNew,
-    /// Make room by discarding the oldest queued message (live streams where
-    /// only recent messages matter).
-    DropOldest,
+/// What the outbox needs to know about an item.
+pub trait OutboxItem {
+    fn policy(&self) -> OutboxPolicy;
+    /// The class's own capacity, if it sets one.
+    fn capacity(&self) -> Option<usize>;
+    fn high_priority(&self) -> bool;
+    /// Items that conflate with each other (same topic).
+    fn conflates_with(&self, other: &Self) -> bool;
 }
 
 #[derive(Debug)]
 pub enum Pushed<T> {
     /// Queued; `was_empty` tells the caller to wake the writer.
     Queued { was_empty: bool },
-    /// Queued after discarding this older item (DropOldest).
+    /// Queued after discarding (or replacing) this older item.
     QueuedDropping(T),
-    /// Refused: the item comes back (DropNew).
+    /// Refused: the item comes back.
     Refused(T),
 }
 
@@ -34,53 +43,60 @@ const SHRINK_ABOVE: usize = 64;
 pub struct Outbox<T> {
     items: VecDeque<T>,
     capacity: usize,
-    policy: OverflowPolicy,
     dropped: u64,
 }
 
-impl<T> Outbox<T> {
-    pub fn new(capacity: usize, policy: OverflowPolicy) -> Self {
-        Outbox { items: VecDeque::new(), capacity: capacity.max(1), policy, dropped: 0 }
+impl<T: OutboxItem> Outbox<T> {
+    pub fn new(capacity: usize) -> Self {
+        Outbox { items: VecDeque::new(), capacity: capacity.max(1), dropped: 0 }
     }
 
     pub fn push(&mut self, item: T) -> Pushed<T> {
-        if self.items.len() < self.capacity {
+        let capacity = item.capacity().unwrap_or(self.capacity).max(1);
+        if item.policy() == OutboxPolicy::Conflate {
+            if let Some(pending) = self.items.iter_mut().rev().find(|p| p.conflates_with(&item)) {
+                // The newest replaces the pending one, which was never sent.
+                return Pushed::QueuedDropping(std::mem::replace(pending, item));
+            }
+        }
+        if self.items.len() < capacity {
             let was_empty = self.items.is_empty();
             self.items.push_back(item);
             return Pushed::Queued { was_empty };
         }
         self.dropped += 1;
-        match self.policy {
-            OverflowPolicy::DropNew => Pushed::Refused(item),
-            OverflowPolicy::DropOldest => {
-                let oldest = self.items.pop_front().expect("capacity >= 1 and full");
+        let make_room = item.high_priority() || item.policy() != OutboxPolicy::Queue;
+        if make_room {
+            if let Some(pos) = self.items.iter().position(|p| !p.high_priority()) {
+                let oldest = self.items.remove(pos).expect("position is valid");
                 self.items.push_back(item);
-                Pushed::QueuedDropping(oldest)
+                return Pushed::QueuedDropping(oldest);
+            }
+            if item.high_priority() && self.items.len() < 2 * capacity {
+                self.items.push_back(item);
+                return Pushed::Queued { was_empty: false };
             }
         }
+        Pushed::Refused(item)
     }
 
-    /// Changes the capacity. Items already queued beyond a lowered capacity
-    /// stay; new ones are refused or make room as the policy says.
+    /// Changes the default capacity. Items already queued beyond a lowered
+    /// capacity stay; new ones are refused or make room as their policy says.
     pub fn set_capacity(&mut self, capacity: usize) {
         self.capacity = capacity.max(1);
     }
 
+    /// Whether a `Queue` item with no class capacity would be accepted.
+    pub fn accepts_without_dropping(&self) -> bool {
+        self.items.len() < self.capacity
+    }
+}
+
+impl<T> Outbox<T> {
     /// Appends ignoring capacity: only for restoring what was already accepted
     /// before a restart.
     pub fn push_unbounded(&mut self, item: T) {
         self.items.push_back(item);
-    }
-
-    /// Whether the next push is queued without refusing or discarding anything.
-    pub fn accepts_without_dropping(&self) -> bool {
-        self.items.len() < self.capacity
-    }
-
-    /// Puts an item back at the front (it could not be sent yet); may exceed
-    /// capacity by the one item that was just taken out.
-    pub fn push_front(&mut self, item: T) {
-        self.items.push_front(item);
     }
 
     pub fn pop(&mut self) -> Option<T> {
@@ -109,7 +125,8 @@ impl<T> Outbox<T> {
         self.items.is_empty()
     }
 
-    /// Messages refused or discarded since creation.
+    /// Items refused or discarded for lack of room since creation
+    /// (conflated replacements are not counted: nothing was lost).
     pub fn dropped(&self) -> u64 {
         self.dropped
     }
@@ -131,34 +148,85 @@ impl<T> Outbox<T> {
 mod tests {
     use super::*;
 
+    #[derive(Debug, Clone, PartialEq)]
+    struct It {
+        topic: &'static str,
+        n: u32,
+        policy: OutboxPolicy,
+        hp: bool,
+    }
+
+    fn it(topic: &'static str, n: u32, policy: OutboxPolicy) -> It {
+        It { topic, n, policy, hp: false }
+    }
+
+    impl OutboxItem for It {
+        fn policy(&self) -> OutboxPolicy {
+            self.policy
+        }
+        fn capacity(&self) -> Option<usize> {
+            None
+        }
+        fn high_priority(&self) -> bool {
+            self.hp
+        }
+        fn conflates_with(&self, other: &Self) -> bool {
+            self.topic == other.topic
+        }
+    }
+
+    fn drain(o: &mut Outbox<It>) -> Vec<u32> {
+        std::iter::from_fn(|| o.pop()).map(|i| i.n).collect()
+    }
+
     #[test]
-    fn drop_new_keeps_the_queue_and_refuses() {
-        let mut o = Outbox::new(2, OverflowPolicy::DropNew);
-        assert!(matches!(o.push(1), Pushed::Queued { was_empty: true }));
-        assert!(matches!(o.push(2), Pushed::Queued { was_empty: false }));
-        assert!(matches!(o.push(3), Pushed::Refused(3)));
-        assert_eq!((o.pop(), o.pop(), o.pop()), (Some(1), Some(2), None));
+    fn queue_keeps_the_queue_and_refuses() {
+        let mut o = Outbox::new(2);
+        assert!(matches!(o.push(it("a", 1, OutboxPolicy::Queue)), Pushed::Queued { was_empty: true }));
+        assert!(matches!(o.push(it("a", 2, OutboxPolicy::Queue)), Pushed::Queued { was_empty: false }));
+        assert!(matches!(o.push(it("a", 3, OutboxPolicy::Queue)), Pushed::Refused(_)));
+        assert_eq!(drain(&mut o), vec![1, 2]);
         assert_eq!(o.dropped(), 1);
     }
 
     #[test]
-    fn drop_oldest_makes_room() {
-        let mut o = Outbox::new(2, OverflowPolicy::DropOldest);
-        o.push(1);
-        o.push(2);
-        assert!(matches!(o.push(3), Pushed::QueuedDropping(1)));
-        assert_eq!((o.pop(), o.pop()), (Some(2), Some(3)));
+    fn drop_oldest_makes_room_but_spares_high_priority() {
+        let mut o = Outbox::new(3);
+        o.push(It { hp: true, ..it("g", 1, OutboxPolicy::DropOldest) });
+        o.push(it("d", 2, OutboxPolicy::DropOldest));
+        o.push(it("d", 3, OutboxPolicy::DropOldest));
+        assert!(matches!(o.push(it("d", 4, OutboxPolicy::DropOldest)), Pushed::QueuedDropping(It { n: 2, .. })));
+        assert_eq!(drain(&mut o), vec![1, 3, 4]);
     }
 
     #[test]
-    fn capacity_can_change_and_keeps_what_is_queued() {
-        let mut o = Outbox::new(1, OverflowPolicy::DropNew);
-        o.push(1);
-        assert!(matches!(o.push(2), Pushed::Refused(2)));
-        o.set_capacity(2);
-        assert!(matches!(o.push(2), Pushed::Queued { was_empty: false }));
-        o.set_capacity(1);
-        assert_eq!(o.len(), 2);
-        assert!(matches!(o.push(3), Pushed::Refused(3)));
+    fn high_priority_may_exceed_capacity_up_to_twice() {
+        let mut o = Outbox::new(2);
+        let hp = |n| It { hp: true, ..it("g", n, OutboxPolicy::DropOldest) };
+        for n in 1..=4 {
+            assert!(matches!(o.push(hp(n)), Pushed::Queued { .. }), "{n}");
+        }
+        assert!(matches!(o.push(hp(5)), Pushed::Refused(_)));
+        assert_eq!(o.len(), 4);
+    }
+
+    #[test]
+    fn conflate_keeps_the_newest_per_topic() {
+        let mut o = Outbox::new(10);
+        for n in 1..=5 {
+            o.push(it("car1", n, OutboxPolicy::Conflate));
+            o.push(it("car2", 10 + n, OutboxPolicy::Conflate));
+        }
+        assert_eq!(drain(&mut o), vec![5, 15]);
+        assert_eq!(o.dropped(), 0);
+    }
+
+    #[test]
+    fn conflate_at_capacity_drops_the_oldest_topic() {
+        let mut o = Outbox::new(2);
+        o.push(it("car1", 1, OutboxPolicy::Conflate));
+        o.push(it("car2", 2, OutboxPolicy::Conflate));
+        assert!(matches!(o.push(it("car3", 3, OutboxPolicy::Conflate)), Pushed::QueuedDropping(It { n: 1, .. })));
+        assert_eq!(drain(&mut o), vec![2, 3]);
     }
 }

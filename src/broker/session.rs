@@ -10,7 +10,8 @@
 //! → subscription tree → session).
 
 use super::message::{now_ms, Delivery, Message};
-use super::outbox::{Outbox, OverflowPolicy, Pushed};
+use super::outbox::{Outbox, Pushed};
+use crate::classes::policy::TokenBucket;
 use crate::mqtt::packet::{QoS, SubscriptionOptions};
 use crate::store::{Store, StoredDelivery, StoredSession, StoredSubscription};
 use parking_lot::Mutex;
@@ -86,6 +87,8 @@ struct SessionState {
     disconnected_at_ms: Option<u64>,
     /// The outbox refused a message and has not yet drained to half.
     congested: bool,
+    /// Per topic class (by index): this client's publish rate limiter.
+    rate_buckets: HashMap<usize, TokenBucket>,
 }
 
 impl std::fmt::Debug for Session {
@@ -101,7 +104,8 @@ impl Session {
             state: Mutex::new(SessionState {
                 expiry_secs,
                 subscriptions: HashMap::new(),
-                outbox: Outbox::new(max_queued, OverflowPolicy::DropNew),
+                outbox: Outbox::new(max_queued),
+                rate_buckets: HashMap::new(),
                 inflight: VecDeque::new(),
                 next_packet_id: 1,
                 send_window: 1,
@@ -266,8 +270,8 @@ impl Session {
             return Enqueued::Dropped;
         }
         let persist = st.expiry_secs > 0 && delivery.qos > QoS::AtMostOnce;
-        // A sequence number (and a stored copy) only for deliveries that will be queued.
-        if persist && st.outbox.accepts_without_dropping() {
+        // The stored copy is written only once the outbox has taken the delivery.
+        if persist {
             let seq = st.next_seq;
             st.next_seq += 1;
             delivery.seq = Some(seq);
@@ -297,10 +301,15 @@ impl Session {
                 Enqueued::Queued { stored: stored_ok }
             }
             Pushed::QueuedDropping(old) => {
+                // Discarded to make room, or replaced by a newer message of its topic.
                 if let Some(seq) = old.seq {
                     let _ = self.store.remove_delivery(&self.client_id, seq);
                 }
-                Enqueued::Queued { stored: false }
+                let mut stored_ok = false;
+                if let Some(stored) = stored {
+                    stored_ok = self.store.push_delivery(&self.client_id, &stored).is_ok();
+                }
+                Enqueued::Queued { stored: stored_ok }
             }
             Pushed::Refused(_) => {
                 st.congested = true;
@@ -389,6 +398,22 @@ impl Session {
             return;
         }
         let _ = tokio::time::timeout(max_wait, room).await;
+    }
+
+    /// Takes one token from this client's rate limiter for topic class
+    /// `class` (created full on first use). False: over the limit.
+    pub fn allow_publish(&self, class: usize, messages_per_sec: f64, burst: u32, now_ms: u64) -> bool {
+        self.state
+            .lock()
+            .rate_buckets
+            .entry(class)
+            .or_insert_with(|| TokenBucket::new(messages_per_sec, burst, now_ms))
+            .try_take(now_ms)
+    }
+
+    /// Messages refused or discarded by this session's outbox so far.
+    pub fn dropped(&self) -> u64 {
+        self.state.lock().outbox.dropped()
     }
 
     /// Whether anything is queued (ignoring the send window).

@@ -13,7 +13,8 @@
 //! drain the outbox into `write_buf`; write it with one call.
 
 use crate::broker::{
-    now_ms, Broker, ConnectRequest, Connected, Delivery, Message, MessageProperties, Outgoing, Session, NEVER_EXPIRES,
+    now_ms, Ack, Broker, ConnectRequest, Connected, Delivery, Message, MessageProperties, Outgoing, Session,
+    NEVER_EXPIRES,
 };
 use crate::mqtt::close::CloseReason;
 use crate::mqtt::decode::{decode, DecodeError};
@@ -426,13 +427,39 @@ where
             user_properties: props.user_properties,
         };
         message.publisher = Some(at.session.client_id.clone());
+        // A single message may ask for high priority (topic classes: never sampled or shed).
+        message.handling.high_priority =
+            message.properties.user_properties.iter().any(|(k, v)| k == "priority" && v == "high");
         if publish.qos == QoS::AtMostOnce {
-            self.routed += self.broker.publish_paced(message).await.deliveries.max(1);
+            let outcome = self.broker.publish_paced(message).await;
+            self.routed += outcome.deliveries.max(1);
+            if let Some(refusal) = outcome.refused {
+                // QoS 0 has no acknowledgement: MQTT 5 clients learn why from a
+                // DISCONNECT (0x96 rate too high, 0x95 too large); 3.1.1 has no
+                // way to say it, so the message is dropped and logged.
+                if self.version.is_v5() {
+                    return Err(CloseReason::violation(refusal.reason_code(), refusal.text()));
+                }
+                tracing::debug!(client_id = %at.session.client_id, ?refusal, "publish refused by its topic class");
+            }
             return Ok(());
         }
         self.routed += 1;
         // Acknowledged means durable: the broker waits for the store when needed.
-        let code = self.broker.publish_acknowledged(message).await;
+        let code = match self.broker.publish_acknowledged(message).await {
+            Ack::Accepted { matched: true } => reason::SUCCESS,
+            Ack::Accepted { matched: false } => reason::NO_MATCHING_SUBSCRIBERS,
+            Ack::StoreFailed => reason::UNSPECIFIED_ERROR,
+            // PUBACK/PUBREC cannot carry 0x96/0x95; 0x97 (quota exceeded) is the closest.
+            Ack::Refused(refusal) => {
+                tracing::debug!(client_id = %at.session.client_id, ?refusal, "publish refused by its topic class");
+                reason::QUOTA_EXCEEDED
+            }
+        };
+        if code >= 0x80 && publish.qos == QoS::ExactlyOnce {
+            // A failed PUBREC ends the QoS 2 exchange ([MQTT-4.3.3]).
+            at.session.release_incoming_qos2(packet_id);
+        }
         let reply = ack(packet_id, code);
         self.write(&if publish.qos == QoS::AtLeastOnce { Packet::PubAck(reply) } else { Packet::PubRec(reply) });
         Ok(())

@@ -16,6 +16,7 @@ struct Inner {
     retained: BTreeMap<String, StoredMessage>,
     sessions: BTreeMap<String, StoredSession>,
     deliveries: BTreeMap<String, BTreeMap<u64, StoredDelivery>>,
+    history: BTreeMap<String, BTreeMap<u64, StoredMessage>>,
 }
 
 #[derive(Default)]
@@ -84,6 +85,40 @@ impl Store for MemoryStore {
 
     fn load_deliveries(&self, client_id: &str) -> Result<Vec<StoredDelivery>, StoreError> {
         Ok(self.lock().deliveries.get(client_id).map(|queue| queue.values().cloned().collect()).unwrap_or_default())
+    }
+
+    fn append_history(&self, message: &StoredMessage, keep: usize, not_before_ms: u64) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let topic = inner.history.entry(message.topic.clone()).or_default();
+        topic.insert(message.id, message.clone());
+        if message.id.is_multiple_of(super::HISTORY_TRIM_EVERY) {
+            while topic.len() > keep {
+                topic.pop_first();
+            }
+            topic.retain(|_, m| not_before_ms == 0 || m.timestamp_ms >= not_before_ms);
+        }
+        Ok(())
+    }
+
+    fn load_history(
+        &self,
+        topic: &str,
+        after_id: u64,
+        limit: usize,
+        not_before_ms: u64,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let inner = self.lock();
+        let Some(history) = inner.history.get(topic) else { return Ok(Vec::new()) };
+        let mut newest_first: Vec<StoredMessage> = history
+            .range(after_id.saturating_add(1)..)
+            .rev()
+            .map(|(_, m)| m)
+            .take_while(|m| m.timestamp_ms >= not_before_ms)
+            .take(limit)
+            .cloned()
+            .collect();
+        newest_first.reverse();
+        Ok(newest_first)
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -101,6 +101,24 @@ pub trait Store: Send + Sync + 'static {
     fn remove_delivery(&self, client_id: &str, seq: u64) -> Result<(), StoreError>;
     /// The session's queued deliveries in `seq` order.
     fn load_deliveries(&self, client_id: &str) -> Result<Vec<StoredDelivery>, StoreError>;
+    /// Appends a message to its topic's history (topic classes with
+    /// history), keyed by topic and message id. Trimming to `keep` newest and
+    /// dropping messages published before `not_before_ms` happens here too,
+    /// amortised (every [`HISTORY_TRIM_EVERY`]th append), so a topic may
+    /// briefly hold a few more than `keep`.
+    fn append_history(&self, message: &StoredMessage, keep: usize, not_before_ms: u64) -> Result<(), StoreError>;
+    /// The newest `limit` messages of `topic` with an id above `after_id` and
+    /// published at or after `not_before_ms`, oldest first.
+    fn load_history(
+        &self,
+        topic: &str,
+        after_id: u64,
+        limit: usize,
+        not_before_ms: u64,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
     /// Blocks until every write made before the call is durable.
     fn flush(&self) -> Result<(), StoreError>;
 }
+
+/// History is trimmed on one append in this many (by message id).
+pub const HISTORY_TRIM_EVERY: u64 = 16;

@@ -22,6 +22,7 @@ pub struct SledStore {
     retained: sled::Tree,
     sessions: sled::Tree,
     deliveries: sled::Tree,
+    history: sled::Tree,
 }
 
 fn io(context: &str, err: sled::Error) -> StoreError {
@@ -49,6 +50,14 @@ fn delivery_prefix(client_id: &str) -> Result<Vec<u8>, StoreError> {
     key.extend_from_slice(client_id.as_bytes());
     key.push(0);
     Ok(key)
+}
+
+/// "topic, 0x00": topic names never contain U+0000 (the topic rules refuse it).
+fn history_prefix(topic: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(topic.len() + 9);
+    key.extend_from_slice(topic.as_bytes());
+    key.push(0);
+    key
 }
 
 fn delivery_key(client_id: &str, seq: u64) -> Result<Vec<u8>, StoreError> {
@@ -88,7 +97,13 @@ impl SledStore {
                 db.flush().map_err(|e| io(&context("flushing format version"), e))?;
             }
         }
-        Ok(SledStore { retained: tree("retained")?, sessions: tree("sessions")?, deliveries: tree("deliveries")?, db })
+        Ok(SledStore {
+            retained: tree("retained")?,
+            sessions: tree("sessions")?,
+            deliveries: tree("deliveries")?,
+            history: tree("history")?,
+            db,
+        })
     }
 }
 
@@ -205,6 +220,60 @@ impl Store for SledStore {
                 Ok(delivery)
             })
             .collect()
+    }
+
+    fn append_history(&self, message: &StoredMessage, keep: usize, not_before_ms: u64) -> Result<(), StoreError> {
+        let context = || format!("appending to the history of {:?}", message.topic);
+        let prefix = history_prefix(&message.topic);
+        let mut key = prefix.clone();
+        key.extend_from_slice(&message.id.to_be_bytes());
+        self.history.insert(key, encode("history message", message)?).map_err(|e| io(&context(), e))?;
+        if !message.id.is_multiple_of(super::HISTORY_TRIM_EVERY) {
+            return Ok(());
+        }
+        // Newest first: skip what is kept, remove the rest; then the too old.
+        let mut doomed = Vec::new();
+        for (i, kv) in self.history.scan_prefix(&prefix).rev().enumerate() {
+            let (key, value) = kv.map_err(|e| io(&context(), e))?;
+            let too_old = not_before_ms > 0
+                && decode::<StoredMessage>("history message", &value).is_ok_and(|m| m.timestamp_ms < not_before_ms);
+            if i >= keep || too_old {
+                doomed.push(key);
+            }
+        }
+        let mut batch = sled::Batch::default();
+        for key in doomed {
+            batch.remove(key);
+        }
+        self.history.apply_batch(batch).map_err(|e| io(&context(), e))
+    }
+
+    fn load_history(
+        &self,
+        topic: &str,
+        after_id: u64,
+        limit: usize,
+        not_before_ms: u64,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let prefix = history_prefix(topic);
+        let mut newest_first = Vec::new();
+        for kv in self.history.scan_prefix(&prefix).rev() {
+            if newest_first.len() >= limit {
+                break;
+            }
+            let (key, value) = kv.map_err(|e| io(&format!("reading the history of {topic:?}"), e))?;
+            let id = key.get(prefix.len()..).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes);
+            if id.is_some_and(|id| id <= after_id) {
+                break;
+            }
+            let message: StoredMessage = decode(format!("history message of {topic:?}"), &value)?;
+            if message.timestamp_ms < not_before_ms {
+                break;
+            }
+            newest_first.push(message);
+        }
+        newest_first.reverse();
+        Ok(newest_first)
     }
 
     fn flush(&self) -> Result<(), StoreError> {

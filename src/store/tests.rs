@@ -145,6 +145,31 @@ fn seq_order_is_numeric_across_byte_boundaries(store: &dyn Store) {
     assert_eq!(seqs(store, "c"), expected);
 }
 
+fn history_message(topic: &str, id: u64, timestamp_ms: u64) -> StoredMessage {
+    StoredMessage { id, timestamp_ms, ..message(topic, format!("m{id}").as_bytes()) }
+}
+
+fn history_kept_trimmed_and_filtered(store: &dyn Store) {
+    // 40 messages in room a (ids 1..=40), interleaved with room b.
+    for id in 1..=40u64 {
+        store.append_history(&history_message("chat/a", id * 2, 1000 + id), 10, 0).unwrap();
+        store.append_history(&history_message("chat/b", id * 2 + 1, 1000 + id), 10, 0).unwrap();
+    }
+    let ids = |v: Vec<StoredMessage>| v.iter().map(|m| m.id).collect::<Vec<_>>();
+    // The newest 5, oldest first.
+    assert_eq!(ids(store.load_history("chat/a", 0, 5, 0).unwrap()), vec![72, 74, 76, 78, 80]);
+    // Only after a given id.
+    assert_eq!(ids(store.load_history("chat/a", 76, 100, 0).unwrap()), vec![78, 80]);
+    // Trimming keeps about 10 (amortised: at most 10 + HISTORY_TRIM_EVERY).
+    let kept = store.load_history("chat/a", 0, 1000, 0).unwrap();
+    assert!(kept.len() >= 10 && kept.len() <= 10 + HISTORY_TRIM_EVERY as usize, "{}", kept.len());
+    // Age filter on read.
+    assert_eq!(ids(store.load_history("chat/a", 0, 1000, 1040).unwrap()), vec![80]);
+    // Rooms never mix; an unknown room is empty.
+    assert!(store.load_history("chat/b", 0, 1000, 0).unwrap().iter().all(|m| m.topic == "chat/b"));
+    assert!(store.load_history("chat/zzz", 0, 10, 0).unwrap().is_empty());
+}
+
 macro_rules! shared_suite {
     ($($test:ident),* $(,)?) => {
         mod on_memory {
@@ -175,6 +200,7 @@ shared_suite!(
     remove_session_removes_only_its_deliveries,
     deliveries_in_seq_order,
     seq_order_is_numeric_across_byte_boundaries,
+    history_kept_trimmed_and_filtered,
 );
 
 // ---- sled only: durability and format ----
@@ -265,6 +291,12 @@ impl Store for FlushProbe {
         Ok(())
     }
     fn load_deliveries(&self, _: &str) -> Result<Vec<StoredDelivery>, StoreError> {
+        Ok(vec![])
+    }
+    fn append_history(&self, _: &StoredMessage, _: usize, _: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn load_history(&self, _: &str, _: u64, _: usize, _: u64) -> Result<Vec<StoredMessage>, StoreError> {
         Ok(vec![])
     }
     fn flush(&self) -> Result<(), StoreError> {

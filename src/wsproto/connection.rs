@@ -8,7 +8,7 @@
 //! to the WebSocket and flushed once.
 
 use super::{decode, encode, pb, FrameError, Inbound, HEARTBEAT};
-use crate::broker::{Broker, ConnectRequest, Message, Outgoing, Session, WillAction};
+use crate::broker::{Ack, Broker, ConnectRequest, Message, Outgoing, Session, WillAction};
 use crate::mqtt::close::CloseReason;
 use crate::mqtt::packet::{LastWill, QoS, SubscriptionOptions, WillProperties};
 use crate::mqtt::reason;
@@ -227,13 +227,14 @@ where
                 self.feed(Body::UnsubAck(pb::UnsubAck { request_id: unsubscribe.request_id, codes })).await
             }
             Body::HistoryRequest(request) => {
-                // History belongs to topic classes (chat); none are configured yet.
-                let reply = pb::HistoryReply {
-                    request_id: request.request_id,
-                    topic: request.topic,
-                    messages: Vec::new(),
-                    reason_code: reason::IMPLEMENTATION_SPECIFIC_ERROR.into(),
+                let limit = usize::try_from(request.limit).unwrap_or(usize::MAX);
+                let (messages, reason_code) = match self.broker.history(&request.topic, request.after_message_id, limit)
+                {
+                    Ok(messages) => (messages.iter().map(history_publish).collect(), 0),
+                    Err(code) => (Vec::new(), u32::from(code)),
                 };
+                let reply =
+                    pb::HistoryReply { request_id: request.request_id, topic: request.topic, messages, reason_code };
                 self.feed(Body::HistoryReply(reply)).await
             }
             Body::Disconnect(disconnect) => Err(if disconnect.reason_code == u32::from(reason::DISCONNECT_WITH_WILL) {
@@ -277,11 +278,22 @@ where
         };
         let mut message = Message::new(topic, publish.payload, qos, publish.retain);
         message.publisher = Some(at.session.client_id.clone());
+        message.handling.high_priority = publish.high_priority;
         if qos == QoS::AtMostOnce {
-            self.broker.publish_paced(message).await;
+            let outcome = self.broker.publish_paced(message).await;
+            if let Some(refusal) = outcome.refused {
+                // Refused by the topic's class: say why, keep the connection.
+                let error = pb::Error { code: refusal.reason_code().into(), message: refusal.text().into() };
+                return self.feed(Body::Error(error)).await;
+            }
             return Ok(());
         }
-        let code = self.broker.publish_acknowledged(message).await;
+        let code = match self.broker.publish_acknowledged(message).await {
+            Ack::Accepted { matched: true } => reason::SUCCESS,
+            Ack::Accepted { matched: false } => reason::NO_MATCHING_SUBSCRIBERS,
+            Ack::StoreFailed => reason::UNSPECIFIED_ERROR,
+            Ack::Refused(refusal) => refusal.reason_code(),
+        };
         self.feed(Body::PubAck(pb::PubAck { packet_id: publish.packet_id, reason_code: code.into() })).await
     }
 
@@ -318,6 +330,7 @@ where
                     message_id: m.id,
                     timestamp_ms: m.timestamp_ms,
                     dup,
+                    high_priority: m.handling.high_priority,
                 };
                 self.feed(Body::Publish(publish)).await
             }
@@ -401,6 +414,21 @@ where
         } else {
             let _ = self.ws.close(None).await;
         }
+    }
+}
+
+/// A history entry as sent in `HistoryReply` (no packet id: not acknowledged).
+fn history_publish(m: &Message) -> pb::Publish {
+    pb::Publish {
+        topic: m.topic.as_str().to_string(),
+        payload: m.payload.clone(),
+        qos: u32::from(m.qos != QoS::AtMostOnce),
+        retain: false,
+        packet_id: 0,
+        message_id: m.id,
+        timestamp_ms: m.timestamp_ms,
+        dup: false,
+        high_priority: m.handling.high_priority,
     }
 }
 

@@ -18,6 +18,14 @@ pub fn memory_config() -> Config {
     config.mqtt.bind = "127.0.0.1:0".parse().unwrap();
     config.websocket.bind = "127.0.0.1:0".parse().unwrap();
     config.storage.backend = StorageBackend::Memory;
+    // Plain MQTT unless a test asks for the shipped topic classes.
+    config.classes.dir = std::path::PathBuf::new();
+    config
+}
+
+/// The shipped `topics/` classes (chat, danmaku, location) on.
+pub fn with_classes(mut config: Config) -> Config {
+    config.classes.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("topics");
     config
 }
 

@@ -1,0 +1,186 @@
+//! Topic classes at run time: what the broker keeps to apply them.
+//!
+//! Owns: the loaded [`ClassSet`], per-sender rate limiters, per-room
+//! samplers, live viewer counts, and [`ClassRuntime::admit`], which decides
+//! for one publish whether it goes out and how (QoS cap, retained with a TTL,
+//! history, outbox handling, priority). Must never: route or store messages;
+//! [`super::Broker::publish`] does that with what `admit` returns.
+
+use super::message::{Handling, Message};
+use crate::classes::policy::{RoomSampler, TokenBucket};
+use crate::classes::{ClassSet, PersistenceMode, TopicClass};
+use crate::topic::TopicName;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Why a publish was refused by its class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Over the sender's rate limit (MQTT 5 reason 0x96).
+    RateLimited,
+    /// Payload larger than the class allows (MQTT 5 reason 0x95).
+    PayloadTooLarge,
+}
+
+impl Refusal {
+    /// The MQTT 5 reason code that names it (DISCONNECT, starling.v1).
+    pub fn reason_code(self) -> u8 {
+        match self {
+            Refusal::RateLimited => crate::mqtt::reason::MESSAGE_RATE_TOO_HIGH,
+            Refusal::PayloadTooLarge => crate::mqtt::reason::PACKET_TOO_LARGE,
+        }
+    }
+
+    /// What to tell the client.
+    pub fn text(self) -> &'static str {
+        match self {
+            Refusal::RateLimited => "over the publish rate limit of this topic's class",
+            Refusal::PayloadTooLarge => "payload larger than this topic's class allows",
+        }
+    }
+}
+
+/// What `admit` decided.
+pub enum Admission {
+    /// Publish it; keep it in history as given.
+    Publish {
+        history: Option<HistoryRule>,
+    },
+    /// Accepted but not delivered: the room is sampled and this one is shed.
+    Shed,
+    Refused(Refusal),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryRule {
+    pub keep: usize,
+    pub max_age_secs: Option<u64>,
+}
+
+#[derive(Default)]
+pub struct ClassRuntime {
+    pub set: ClassSet,
+    /// Per client id: its token bucket for each rate-limited class (by index).
+    buckets: DashMap<Arc<str>, Vec<(usize, TokenBucket)>>,
+    samplers: Mutex<HashMap<TopicName, RoomSampler>>,
+    viewers: Mutex<Viewers>,
+    /// Messages shed by sampling, for stats.
+    pub shed: AtomicU64,
+    /// Publishes refused by rate limits or payload limits.
+    pub refused: AtomicU64,
+}
+
+#[derive(Default)]
+struct Viewers {
+    counts: HashMap<String, usize>,
+    dirty: HashSet<String>,
+}
+
+impl ClassRuntime {
+    pub fn new(set: ClassSet) -> ClassRuntime {
+        ClassRuntime { set, ..Default::default() }
+    }
+
+    /// Applies the topic's class to a publish: may refuse it, shed it, or
+    /// adjust it (QoS cap, retain + TTL, handling) before it is routed.
+    pub fn admit(&self, message: &mut Message, now_ms: u64) -> Admission {
+        let Some(classified) = self.set.classify(&message.topic) else {
+            return Admission::Publish { history: None };
+        };
+        let class: &TopicClass = classified.class;
+        let high_priority = classified.high_priority || message.handling.high_priority;
+        if class.max_payload_bytes.is_some_and(|max| message.payload.len() > max) {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Admission::Refused(Refusal::PayloadTooLarge);
+        }
+        if let (Some(limit), Some(sender), false) = (&class.rate_limit, &message.publisher, high_priority) {
+            let mut buckets = self.buckets.entry(sender.clone()).or_default();
+            let bucket = match buckets.iter_mut().position(|(c, _)| *c == classified.index) {
+                Some(i) => &mut buckets[i].1,
+                None => {
+                    buckets.push((classified.index, TokenBucket::new(limit.messages_per_sec, limit.burst, now_ms)));
+                    &mut buckets.last_mut().expect("just pushed").1
+                }
+            };
+            if !bucket.try_take(now_ms) {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return Admission::Refused(Refusal::RateLimited);
+            }
+        }
+        message.qos = message.qos.min(class.max_qos);
+        message.handling = Handling { policy: class.outbox_policy, capacity: class.outbox_capacity, high_priority };
+        let mut history = None;
+        match class.persistence {
+            PersistenceMode::None => {}
+            PersistenceMode::Retained => {
+                message.retain = true;
+                if let Some(ttl) = class.retained_ttl_secs {
+                    let at = now_ms + ttl * 1000;
+                    message.expires_at_ms = Some(message.expires_at_ms.map_or(at, |e| e.min(at)));
+                }
+            }
+            PersistenceMode::History => {
+                history = Some(HistoryRule { keep: class.history_messages, max_age_secs: class.history_secs })
+            }
+        }
+        if let (Some(sampling), false) = (&class.sampling, high_priority) {
+            let mut samplers = self.samplers.lock();
+            let sampler = samplers.entry(message.topic.clone()).or_insert_with(|| {
+                RoomSampler::new(sampling.room_messages_per_sec, sampling.per_viewer_per_sec, now_ms)
+            });
+            if !sampler.admit(now_ms) {
+                self.shed.fetch_add(1, Ordering::Relaxed);
+                return Admission::Shed;
+            }
+        }
+        Admission::Publish { history }
+    }
+
+    /// The history rule of `topic`'s class, if it keeps history.
+    pub fn history_rule(&self, topic: &TopicName) -> Option<HistoryRule> {
+        let class = self.set.classify(topic)?.class;
+        (class.persistence == PersistenceMode::History)
+            .then_some(HistoryRule { keep: class.history_messages, max_age_secs: class.history_secs })
+    }
+
+    /// A client's session ended: forget its rate limiters.
+    pub fn forget_sender(&self, client_id: &str) {
+        self.buckets.remove(client_id);
+    }
+
+    /// A subscription to `filter` was added (+1) or removed (-1). Counted
+    /// only for classes with `count_viewers`, by exact filter (a room).
+    pub fn viewer_delta(&self, filter: &str, delta: isize) {
+        let Ok(topic) = TopicName::new(filter) else { return };
+        if !self.set.classify(&topic).is_some_and(|c| c.class.count_viewers) {
+            return;
+        }
+        let mut viewers = self.viewers.lock();
+        let count = viewers.counts.entry(filter.to_string()).or_default();
+        *count = count.saturating_add_signed(delta);
+        if *count == 0 {
+            viewers.counts.remove(filter);
+        }
+        viewers.dirty.insert(filter.to_string());
+    }
+
+    /// Subscribers of `filter` counted by `count_viewers` classes.
+    pub fn viewer_count(&self, filter: &str) -> usize {
+        self.viewers.lock().counts.get(filter).copied().unwrap_or(0)
+    }
+
+    /// Counts changed since the last call, to publish.
+    pub fn take_changed_viewer_counts(&self) -> Vec<(String, usize)> {
+        let mut viewers = self.viewers.lock();
+        let dirty: Vec<String> = viewers.dirty.drain().collect();
+        dirty.into_iter().map(|f| (f.clone(), viewers.counts.get(&f).copied().unwrap_or(0))).collect()
+    }
+
+    /// Drops samplers of rooms quiet for a minute (they are re-created on demand).
+    pub fn forget_quiet_rooms(&self, now_ms: u64) {
+        self.samplers.lock().retain(|_, s| !s.quiet_since(now_ms, 60_000));
+    }
+}
