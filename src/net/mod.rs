@@ -6,6 +6,7 @@
 //! loop with sleeps (a burst of thousands of connects must be taken as fast
 //! as the kernel offers them; `mqtt.max_connections` bounds it instead).
 
+pub mod api;
 pub mod http;
 pub mod ws_stream;
 
@@ -85,6 +86,10 @@ pub async fn serve_websocket(mut stream: TcpStream, peer: SocketAddr, broker: Ar
         }
         Ok(Err(HeadError::Io)) | Err(_) => return,
     };
+    if request.path.starts_with("/api/") {
+        let (status, body) = api::handle(&request, &broker);
+        return http::respond(&mut stream, status, "application/json", body.as_bytes()).await;
+    }
     let accepted: &[&str] = match request.path.as_str() {
         "/mqtt" => MQTT_SUBPROTOCOLS,
         "/ws" => &[PROTO_SUBPROTOCOL],
