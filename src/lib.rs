@@ -14,6 +14,7 @@
 //! - [`net`]: listeners that accept connections and hand them to a protocol;
 //!   the WebSocket upgrade and routing by path.
 //! - [`bench`]: `starling bench`, the load tool.
+//! - [`simulate`]: `starling simulate fleet`, publishers that feed the web demo.
 //! - [`bridge`]: links to other MQTT brokers (rumqttc), attached to the
 //!   core like a client.
 //! - [`server`]: wires the pieces together; what `starling serve` and the
@@ -31,6 +32,7 @@ pub mod config;
 pub mod mqtt;
 pub mod net;
 pub mod server;
+pub mod simulate;
 pub mod store;
 pub mod topic;
 pub mod wsproto;

@@ -20,6 +20,8 @@ enum Command {
     /// Load-test a broker (starling or any other MQTT broker): fan-out,
     /// fan-in, point-to-point and idle connections.
     Bench(starling::bench::BenchArgs),
+    /// Simulated publishers for the web demo: `starling simulate fleet`.
+    Simulate(starling::simulate::SimulateArgs),
     /// Run the broker.
     Serve {
         /// Configuration file. Default: ./config.toml if it exists, else the built-in defaults.
@@ -51,6 +53,16 @@ fn main() -> ExitCode {
             let runtime = tokio::runtime::Runtime::new().expect("cannot start the Tokio runtime");
             match runtime.block_on(starling::bench::run(args)) {
                 Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Simulate(args) => {
+            let runtime = tokio::runtime::Runtime::new().expect("cannot start the Tokio runtime");
+            match runtime.block_on(starling::simulate::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     ExitCode::FAILURE
