@@ -1,13 +1,15 @@
 //! Listeners: accept connections and hand each to its protocol's task.
 //!
 //! Owns: the accept loops, the connection limit shared by all listeners,
-//! socket options, and routing WebSocket upgrades by path (`/mqtt`, `/ws`).
+//! socket options, and routing WebSocket upgrades by path (`/mqtt`, `/ws`);
+//! plain requests go to the API (`/api/`) or the web demo (`/`, `/web/`).
 //! Must never: parse protocol bytes past the HTTP upgrade, or pace the accept
 //! loop with sleeps (a burst of thousands of connects must be taken as fast
 //! as the kernel offers them; `mqtt.max_connections` bounds it instead).
 
 pub mod api;
 pub mod http;
+pub mod static_files;
 pub mod ws_stream;
 
 use crate::broker::Broker;
@@ -75,7 +77,8 @@ pub async fn serve_mqtt(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>
 }
 
 /// The WebSocket port: one HTTP request head, then `/mqtt` (MQTT over
-/// WebSocket), `/ws` (the Protobuf protocol), or a plain HTTP answer.
+/// WebSocket), `/ws` (the Protobuf protocol), the API (`/api/`), the web demo
+/// (`/`, `/web/...`), or a plain HTTP answer.
 pub async fn serve_websocket(mut stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
     let mut buf = BytesMut::new();
     let timeout = Duration::from_secs(broker.config().mqtt.connect_timeout_secs);
@@ -90,14 +93,13 @@ pub async fn serve_websocket(mut stream: TcpStream, peer: SocketAddr, broker: Ar
         let (status, body) = api::handle(&request, &broker);
         return http::respond(&mut stream, status, "application/json", body.as_bytes()).await;
     }
+    // The web demo (`/`) and the files it loads (`/web/...`).
+    if let Some(asset) = static_files::lookup(&request.path).filter(|_| request.header("upgrade").is_none()) {
+        return static_files::serve(&mut stream, &request, asset).await;
+    }
     let accepted: &[&str] = match request.path.as_str() {
         "/mqtt" => MQTT_SUBPROTOCOLS,
         "/ws" => &[PROTO_SUBPROTOCOL],
-        "/" if request.header("upgrade").is_none() => {
-            let body = "starling: WebSocket endpoints are /mqtt (MQTT, subprotocol \"mqtt\") \
-                        and /ws (starling.v1 Protobuf protocol)\n";
-            return http::respond(&mut stream, 200, "text/plain; charset=utf-8", body.as_bytes()).await;
-        }
         other => {
             let body = format!(
                 "no such path: {other}\nWebSocket endpoints are /mqtt (MQTT) and /ws (starling.v1 Protobuf protocol)\n"
