@@ -45,10 +45,28 @@ const SMALL_BUFFER: usize = 256;
 /// a few megabytes in all (each holds at most one batch).
 const DRAIN_BATCH: usize = 256;
 
+/// A byte stream an MQTT connection runs over (TCP, or a WebSocket seen as bytes).
+pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Resolves when a read would find data (or end of stream), so an idle
+    /// connection can wait without holding a read buffer. Streams that
+    /// cannot tell resolve at once.
+    fn ready_to_read(&mut self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
+}
+
+impl ByteStream for tokio::net::TcpStream {
+    fn ready_to_read(&mut self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
+        self.readable()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for crate::net::ws_stream::WsByteStream<S> {}
+
 /// Serves one client until the connection ends.
 pub async fn serve<S>(stream: S, peer: SocketAddr, broker: Arc<Broker>)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: ByteStream,
 {
     let mut conn = Connection {
         stream,
@@ -82,7 +100,9 @@ struct Attached {
     /// Fires with a reason code when another connection takes the session.
     kicked: tokio::sync::oneshot::Receiver<u8>,
     connection_id: u64,
-    will: Option<LastWill>,
+    /// Boxed: most connections have none, and it would otherwise weigh on
+    /// every connection's task.
+    will: Option<Box<LastWill>>,
     keep_alive: Option<Duration>,
     /// Session expiry asked for at CONNECT; MQTT 5 forbids raising it from 0 at DISCONNECT.
     connect_expiry: u32,
@@ -101,7 +121,7 @@ enum Read {
 
 impl<S> Connection<S>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: ByteStream,
 {
     async fn run(&mut self) {
         let timeout = Duration::from_secs(self.broker.config().mqtt.connect_timeout_secs);
@@ -127,7 +147,12 @@ where
         }
         let _ = self.stream.shutdown().await;
         let will_action = reason.will_action();
-        self.broker.disconnected(&attached.session, attached.connection_id, attached.will.take(), will_action);
+        self.broker.disconnected(
+            &attached.session,
+            attached.connection_id,
+            attached.will.take().map(|w| *w),
+            will_action,
+        );
     }
 
     // ---- CONNECT -----------------------------------------------------------
@@ -235,7 +260,7 @@ where
             session: connected.session.clone(),
             kicked: connected.kicked,
             connection_id: connected.connection_id,
-            will: connect.will,
+            will: connect.will.map(Box::new),
             keep_alive: (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
             connect_expiry: requested_expiry,
             inbound_aliases: HashMap::new(),
@@ -659,6 +684,10 @@ where
     /// Reads what the socket has into `read_buf`. Cancel safe: bytes are
     /// appended to the buffer only when a read completes.
     async fn read_more(&mut self) -> Result<Read, CloseReason> {
+        if self.read_buf.capacity() == 0 {
+            // Idle: wait for data before allocating the buffer to read it into.
+            self.stream.ready_to_read().await.map_err(|e| CloseReason::Io(e.to_string()))?;
+        }
         let spare = self.read_buf.capacity() - self.read_buf.len();
         if spare < self.read_chunk {
             self.read_buf.reserve(self.read_chunk);
