@@ -1,0 +1,203 @@
+//! The web demo end to end: the broker serves the page and the modules it
+//! loads on the WebSocket port, the page works in a real browser (headless
+//! Chromium, driven by playwright-core from tests/js/browser_demo_test.mjs)
+//! together with MQTT clients, and `starling simulate fleet` feeds its map.
+//! The test command installs Chromium (Debian's `chromium`) and
+//! playwright-core (tests/js/package.json).
+//!
+//! Screenshots go to `$CARGO_TARGET_TMPDIR/browser-demo/`; with
+//! `UPDATE_DEMO_SCREENSHOT=1` the test also copies one to docs/demo.png.
+
+mod common;
+use common::*;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// One HTTP request on a fresh connection: status, headers (names lower-cased) and body.
+async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, BTreeMap<String, String>, Vec<u8>) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    within("the HTTP response", stream.read_to_end(&mut response)).await.unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
+    let head = std::str::from_utf8(&response[..split]).unwrap();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, response[split + 4..].to_vec())
+}
+
+#[tokio::test]
+async fn the_page_and_its_modules_are_served_on_the_websocket_port() {
+    let server = start(with_classes(memory_config())).await;
+    let addr = server.ws_addr();
+
+    let (status, headers, body) = http(addr, "GET", "/").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    assert_eq!(headers["content-length"], body.len().to_string());
+    let page = String::from_utf8(body).unwrap();
+    assert!(page.contains("<title>starling") && page.contains(r#"src="/web/demo/demo.js""#), "{page}");
+
+    let (status, headers, body) = http(addr, "GET", "/web/starling-client.js").await;
+    assert_eq!((status, headers["content-type"].as_str()), (200, "text/javascript; charset=utf-8"));
+    assert_eq!(body, std::fs::read(format!("{ROOT}/web/starling-client.js")).unwrap(), "the file as it is in web/");
+
+    // Nothing but the embedded files: no traversal, no listing, no other method.
+    for path in ["/web/../Cargo.toml", "/web/", "/web/package.json", "/web/node_modules/long/index.js", "/favicon.ico"]
+    {
+        assert_eq!(http(addr, "GET", path).await.0, 404, "{path}");
+    }
+    assert_eq!(http(addr, "POST", "/").await.0, 405);
+    // The WebSocket endpoints and the API are where they were.
+    assert_eq!(http(addr, "GET", "/ws").await.0, 426);
+    assert_eq!(http(addr, "GET", "/api/v1/viewers?topic=live/demo/danmaku").await.0, 200);
+    server.shutdown().await.unwrap();
+}
+
+/// The Node script and its line protocol (see tests/js/browser_demo_test.mjs).
+struct Script {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+    stdin: ChildStdin,
+}
+
+impl Script {
+    fn start(url: &str, shots: &Path) -> Script {
+        let mut child = Command::new("node")
+            .arg(format!("{ROOT}/tests/js/browser_demo_test.mjs"))
+            .arg(url)
+            .arg(shots)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs (the test command installs chromium and tests/js dependencies)");
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let stdin = child.stdin.take().unwrap();
+        Script { child, lines, stdin }
+    }
+
+    async fn line(&mut self) -> String {
+        within("a line from the browser script", self.lines.next_line())
+            .await
+            .unwrap()
+            .expect("the browser script ended early (its error is above)")
+    }
+
+    async fn expect(&mut self, line: &str) {
+        assert_eq!(self.line().await, line);
+    }
+
+    async fn tell(&mut self, line: &str) {
+        self.stdin.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+        self.stdin.flush().await.unwrap();
+    }
+
+    async fn finish(mut self) {
+        self.expect("DONE").await;
+        drop(self.stdin);
+        let status = within("the browser script to exit", self.child.wait()).await.unwrap();
+        assert!(status.success(), "browser script failed: {status}");
+    }
+}
+
+#[tokio::test]
+async fn two_browsers_chat_watch_danmaku_and_see_vehicles_published_over_mqtt() {
+    let server = start(with_classes(memory_config())).await;
+    let mut mqtt = v4::connect(server.mqtt_addr(), "rust-side", true).await;
+    mqtt.subscribe("chat/demo", v4::QoS::AtLeastOnce).await;
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-demo");
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut browser = Script::start(&format!("http://{}/", server.ws_addr()), &shots);
+
+    // Pages A and B connected over starling.v1; A's chat reaches B live...
+    browser.expect("READY true true").await;
+    browser.expect("CHAT LIVE ada:hello from A|ada:anyone watching the stream?").await;
+    // ...and MQTT subscribers alike, as the demo's JSON.
+    for text in ["hello from A", "anyone watching the stream?"] {
+        let publish = mqtt.next_publish().await;
+        let json: serde_json::Value = serde_json::from_slice(&publish.payload).unwrap();
+        assert_eq!((json["name"].as_str(), json["text"].as_str()), (Some("ada"), Some(text)));
+    }
+
+    // From MQTT: a chat message, and three vehicles in the map's format.
+    mqtt.publish_acked("chat/demo", false, r#"{"name":"rust","text":"hello over MQTT"}"#).await;
+    for (id, position) in
+        [("car-1", r#"{"x":0.25,"y":0.5}"#), ("car-2", r#"{"x":0.75,"y":0.125}"#), ("car-3", r#"{"x":0,"y":1}"#)]
+    {
+        let topic = format!("fleet/demo/{id}/location");
+        mqtt.client.publish(topic, v4::QoS::AtMostOnce, false, position.as_bytes().to_vec()).await.unwrap();
+    }
+    browser.tell("PUBLISHED").await;
+    browser.expect("MAP LIVE 3").await;
+
+    // Page C arrives late: the chat from history, the vehicles from retained messages.
+    browser.expect("HISTORY ada:hello from A|ada:anyone watching the stream?|rust:hello over MQTT").await;
+    browser.expect("CHAT LATE cy:joined late, read the history").await;
+    browser.expect("MAP RETAINED 3").await;
+    browser.expect("VIEWERS 3").await;
+    assert_eq!(server.broker().viewer_count("live/demo/danmaku"), 3);
+
+    // A danmaku from A over B's video; then a burst over the rate limit of
+    // topics/danmaku.toml (burst 5, one already spent): at least 4 of 8 pass.
+    browser.expect("DANMAKU first!").await;
+    let rate = browser.line().await;
+    assert!(
+        ["refused=4 delivered=4 polite=true", "refused=3 delivered=5 polite=true"]
+            .contains(&rate.trim_start_matches("RATE LIMITED ")),
+        "{rate}"
+    );
+
+    // The page's simulator: 12 vehicles beside the 3 from MQTT.
+    browser.expect("SIMULATED 15").await;
+    browser.finish().await;
+    if std::env::var_os("UPDATE_DEMO_SCREENSHOT").is_some() {
+        std::fs::copy(shots.join("demo-a.png"), format!("{ROOT}/docs/demo.png")).unwrap();
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn simulate_fleet_publishes_every_vehicle_in_the_maps_format() {
+    let server = start(with_classes(memory_config())).await;
+    let mut watcher = v4::connect(server.mqtt_addr(), "fleet-watcher", true).await;
+    watcher.subscribe("fleet/sim/+/location", v4::QoS::AtMostOnce).await;
+    let broker = server.mqtt_addr().to_string();
+    let simulator = Command::new(env!("CARGO_BIN_EXE_starling"))
+        .args(["simulate", "fleet", "--broker", &broker, "--city", "sim", "--vehicles", "5", "--rate", "10"])
+        .args(["--duration", "1"])
+        .kill_on_drop(true)
+        .output();
+    let simulator = tokio::spawn(simulator);
+
+    let mut seen = BTreeMap::new();
+    while seen.len() < 5 {
+        let publish = watcher.next_publish().await;
+        let vehicle = publish.topic.split('/').nth(2).unwrap().to_string();
+        let json: serde_json::Value = serde_json::from_slice(&publish.payload).unwrap();
+        let (x, y) = (json["x"].as_f64().unwrap(), json["y"].as_f64().unwrap());
+        assert!((0.0..=1.0).contains(&x) && (0.0..=1.0).contains(&y), "{json}");
+        seen.insert(vehicle, (x, y));
+    }
+    assert_eq!(seen.keys().collect::<Vec<_>>(), ["car-001", "car-002", "car-003", "car-004", "car-005"]);
+
+    let output = within("the simulator to finish", simulator).await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("simulating 5 vehicles on fleet/sim/+/location"), "{stdout}");
+    let published: u64 = stdout.split("published ").nth(1).and_then(|s| s.split(' ').next()?.parse().ok()).unwrap();
+    assert!(published >= 5, "{stdout}");
+    server.shutdown().await.unwrap();
+}
