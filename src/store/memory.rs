@@ -17,6 +17,8 @@ struct Inner {
     sessions: BTreeMap<String, StoredSession>,
     deliveries: BTreeMap<String, BTreeMap<u64, StoredDelivery>>,
     history: BTreeMap<String, BTreeMap<u64, StoredMessage>>,
+    /// Appends per topic since start, for amortised trimming.
+    history_appends: BTreeMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -89,9 +91,10 @@ impl Store for MemoryStore {
 
     fn append_history(&self, message: &StoredMessage, keep: usize, not_before_ms: u64) -> Result<(), StoreError> {
         let mut inner = self.lock();
+        let trim = super::history_trim_due(inner.history_appends.entry(message.topic.clone()).or_default());
         let topic = inner.history.entry(message.topic.clone()).or_default();
         topic.insert(message.id, message.clone());
-        if message.id.is_multiple_of(super::HISTORY_TRIM_EVERY) {
+        if trim {
             while topic.len() > keep {
                 topic.pop_first();
             }

@@ -104,8 +104,8 @@ pub trait Store: Send + Sync + 'static {
     /// Appends a message to its topic's history (topic classes with
     /// history), keyed by topic and message id. Trimming to `keep` newest and
     /// dropping messages published before `not_before_ms` happens here too,
-    /// amortised (every [`HISTORY_TRIM_EVERY`]th append), so a topic may
-    /// briefly hold a few more than `keep`.
+    /// amortised (every [`HISTORY_TRIM_EVERY`]th append to the topic), so a
+    /// topic may briefly hold a few more than `keep`.
     fn append_history(&self, message: &StoredMessage, keep: usize, not_before_ms: u64) -> Result<(), StoreError>;
     /// The newest `limit` messages of `topic` with an id above `after_id` and
     /// published at or after `not_before_ms`, oldest first.
@@ -120,5 +120,17 @@ pub trait Store: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError>;
 }
 
-/// History is trimmed on one append in this many (by message id).
+/// History is trimmed on one append in this many (of each topic).
 pub const HISTORY_TRIM_EVERY: u64 = 16;
+
+/// Counts one append to a topic's history; true when this one trims. Counted
+/// per topic, not by message id: ids are broker-wide, so a room whose
+/// messages interleave with another room's could otherwise never get an id
+/// that is a multiple of [`HISTORY_TRIM_EVERY`] and would grow without
+/// bound. The first append after start trims, so what a previous run left
+/// is cut back at once.
+fn history_trim_due(appends: &mut u64) -> bool {
+    let due = appends.is_multiple_of(HISTORY_TRIM_EVERY);
+    *appends += 1;
+    due
+}

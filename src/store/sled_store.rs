@@ -23,6 +23,8 @@ pub struct SledStore {
     sessions: sled::Tree,
     deliveries: sled::Tree,
     history: sled::Tree,
+    /// Appends per topic since open, for amortised trimming.
+    history_appends: parking_lot::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 fn io(context: &str, err: sled::Error) -> StoreError {
@@ -102,6 +104,7 @@ impl SledStore {
             sessions: tree("sessions")?,
             deliveries: tree("deliveries")?,
             history: tree("history")?,
+            history_appends: Default::default(),
             db,
         })
     }
@@ -228,7 +231,8 @@ impl Store for SledStore {
         let mut key = prefix.clone();
         key.extend_from_slice(&message.id.to_be_bytes());
         self.history.insert(key, encode("history message", message)?).map_err(|e| io(&context(), e))?;
-        if !message.id.is_multiple_of(super::HISTORY_TRIM_EVERY) {
+        let trim = super::history_trim_due(self.history_appends.lock().entry(message.topic.clone()).or_default());
+        if !trim {
             return Ok(());
         }
         // Newest first: skip what is kept, remove the rest; then the too old.
