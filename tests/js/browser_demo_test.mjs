@@ -143,11 +143,15 @@ try {
   );
   say(`SIMULATED ${await b.evaluate(() => Object.keys(window.demoState.vehicles).length)}`);
 
-  // For the screenshots: comments in mid-flight (they cross in about 3 s).
-  await until(a, "a comment in the middle of the video", () => {
+  // For the screenshots: a comment from B in mid-flight over A's video.
+  await b.fill("#danmaku-input", "what a stream");
+  await b.press("#danmaku-input", "Enter");
+  await until(a, "B's comment in the middle of the video", () => {
     const stage = document.getElementById("danmaku").getBoundingClientRect();
     const middle = stage.left + stage.width / 2;
-    return [...document.querySelectorAll("#danmaku .comment")].some((e) => e.getBoundingClientRect().left < middle);
+    return [...document.querySelectorAll("#danmaku .comment")].some(
+      (e) => e.textContent === "what a stream" && e.getBoundingClientRect().left < middle,
+    );
   });
   for (const [name, page] of [["a", a], ["b", b], ["c", c]]) {
     await page.screenshot({ path: join(shots, `demo-${name}.png`) });
