@@ -60,7 +60,7 @@ client.on("error", (e) => {
 client.on("connect", ({ clientId, reconnected }) => {
   setStatus(`connected as ${clientId}`, true);
   // Fill the gap in the chat while we were away (subscriptions are renewed by the client).
-  if (reconnected) loadHistory(state.chat.at(-1)?.id ?? 0n);
+  if (reconnected) loadHistory(state.chat.at(-1)?.id ?? 0n).catch(() => {}); // lost again: the next connect retries
 });
 client.on("disconnect", ({ willReconnect }) => setStatus(willReconnect ? "reconnecting…" : "disconnected", false));
 setStatus(`connected as ${client.clientId}`, true);
