@@ -1222,3 +1222,24 @@ async fn the_binary_exits_non_zero_on_a_bad_class_file() {
     assert!(err.contains("broken.toml") && err.contains("rate_limit.burst"), "{err}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"), "it must not start listening");
 }
+
+/// A starling.v1 subscription that does not state its QoS gets the class's
+/// default: chat members get QoS 1 (acknowledged) deliveries without asking.
+#[tokio::test]
+async fn unstated_subscription_qos_takes_the_class_default() {
+    let server = start(with_classes(memory_config())).await;
+    let mut c = proto(server.ws_addr(), "member").await;
+    let filters = ["chat/lobby", "live/r9/danmaku", "plain/topic", "chat/+"]
+        .iter()
+        .map(|f| pb::SubscribeFilter { filter: f.to_string(), qos: None })
+        .collect();
+    c.send(Body::Subscribe(pb::Subscribe { request_id: 7, filters })).await.unwrap();
+    let ack = loop {
+        if let Inbound::Frame(Body::SubAck(ack)) = proto_recv(&mut c).await {
+            break ack;
+        }
+    };
+    // chat: default 1; danmaku: 0; no class: 0; a wildcard filter has no single class: 0.
+    assert_eq!(ack.results.iter().map(|r| r.code).collect::<Vec<_>>(), vec![1, 0, 0, 0]);
+    server.shutdown().await.unwrap();
+}

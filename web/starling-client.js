@@ -28,6 +28,9 @@ import { starling } from "./starling_pb.js";
 
 const { Frame } = starling.v1;
 const HEARTBEAT = new Uint8Array([0]);
+/** Error codes that refuse one publish and leave the connection open. */
+const KEEPS_CONNECTION = new Set([0x90, 0x95, 0x96]);
+
 /** Error codes after which reconnecting cannot help: the client itself is wrong. */
 const CLIENT_BUGS = new Set([0x81, 0x82, 0x9b]);
 const DEDUPE_IDS_PER_TOPIC = 1000;
@@ -167,13 +170,14 @@ export class StarlingClient {
   }
 
   /**
-   * Subscribes. Strings mean QoS 0. Resolves with one result per filter, in
+   * Subscribes. A string, or a filter without `qos`, gets the default QoS of
+   * the topic's class (chat rooms: 1; otherwise 0). Resolves with one result per filter, in
    * order: the granted QoS (0 or 1) or a failure code (>= 0x80, e.g. 0x8F invalid filter).
    * @param {Array<string|{filter: string, qos?: 0|1}>|string} filters
    * @returns {Promise<number[]>}
    */
   async subscribe(filters) {
-    const list = [filters].flat().map((f) => (typeof f === "string" ? { filter: f, qos: 0 } : { qos: 0, ...f }));
+    const list = [filters].flat().map((f) => (typeof f === "string" ? { filter: f } : { ...f }));
     const reply = await this._request("subscribe", { filters: list });
     const results = reply.results.map((r) => r.code);
     list.forEach((f, i) => results[i] < 0x80 && this._subscriptions.set(f.filter, results[i]));
@@ -200,11 +204,13 @@ export class StarlingClient {
    * the connection was lost, is sent (again) on the next connection.
    * @param {string} topic
    * @param {string|Uint8Array} payload
-   * @param {{qos?: 0|1, retain?: boolean}} [options]
+   * @param {{qos?: 0|1, retain?: boolean, highPriority?: boolean}} [options]
+   *   `highPriority`: never sampled or shed in classes that sample (live
+   *   rooms); meant for an app's server (gifts, notices).
    * @returns {Promise<number|undefined>}
    */
-  publish(topic, payload, { qos = 0, retain = false } = {}) {
-    const publish = { topic, payload: bytes(payload), qos, retain };
+  publish(topic, payload, { qos = 0, retain = false, highPriority = false } = {}) {
+    const publish = { topic, payload: bytes(payload), qos, retain, highPriority };
     if (qos === 0) {
       const frame = Frame.encode({ publish }).finish();
       return this._checkSize(frame) ?? (this._send(frame) ? Promise.resolve() : this._notConnected());
@@ -394,8 +400,11 @@ export class StarlingClient {
         break;
       }
       case "error":
-        // 0x90 (a QoS 0 publish to an invalid topic) keeps the connection; other codes close it.
-        if (body.code !== 0x90) {
+        // Answers to one QoS 0 publish keep the connection: 0x90 invalid topic,
+        // 0x96 over the class's rate limit, 0x95 over the class's payload
+        // limit (a frame over max_frame_size also gets 0x95, and then the
+        // close, which reports itself). Other codes precede a close.
+        if (!KEEPS_CONNECTION.has(body.code)) {
           this._lastServerWord = { reasonCode: body.code, reason: body.message, reconnect: !CLIENT_BUGS.has(body.code) };
         }
         this._emit("error", new StarlingError(body.message, body.code));

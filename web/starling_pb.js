@@ -514,7 +514,15 @@ export const starling = $root.starling = (() => {
             };
 
             SubscribeFilter.prototype.filter = "";
-            SubscribeFilter.prototype.qos = 0;
+            SubscribeFilter.prototype.qos = null;
+
+            let $oneOfFields;
+
+            // Virtual OneOf for proto3 optional field
+            $Object.defineProperty(SubscribeFilter.prototype, "_qos", {
+                get: $util.oneOfGetter($oneOfFields = ["qos"]),
+                set: $util.oneOfSetter($oneOfFields)
+            });
 
             SubscribeFilter.create = function(properties) {
                 return new SubscribeFilter(properties);
@@ -529,7 +537,7 @@ export const starling = $root.starling = (() => {
                     throw $Error("max depth exceeded");
                 if (message.filter != null && $Object.hasOwnProperty.call(message, "filter") && message.filter !== "")
                     writer.uint32(10).string(message.filter);
-                if (message.qos != null && $Object.hasOwnProperty.call(message, "qos") && message.qos !== 0)
+                if (message.qos != null && $Object.hasOwnProperty.call(message, "qos"))
                     writer.uint32(16).uint32(message.qos);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
@@ -576,10 +584,8 @@ export const starling = $root.starling = (() => {
                     case 2: {
                             if (wireType !== 0)
                                 break;
-                            if (value = reader.uint32())
-                                message.qos = value;
-                            else
-                                delete message.qos;
+                            message.qos = reader.uint32();
+                            message._qos = "qos";
                             continue;
                         }
                     }

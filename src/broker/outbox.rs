@@ -5,7 +5,9 @@
 //! item (one subscriber may follow a chat room and a live room at once):
 //! - `Queue`: refuse new items beyond the capacity (plain MQTT, like
 //!   Mosquitto's `max_queued_messages`);
-//! - `DropOldest`: make room by discarding the oldest normal-priority item;
+//! - `DropOldest`: make room by discarding the oldest normal-priority item
+//!   that is itself not `Queue` (a chat message is never discarded for a
+//!   live-room comment);
 //! - `Conflate`: keep one pending item per topic, the newest.
 //!
 //! High-priority items are never discarded to make room; when nothing else
@@ -67,7 +69,10 @@ impl<T: OutboxItem> Outbox<T> {
         self.dropped += 1;
         let make_room = item.high_priority() || item.policy() != OutboxPolicy::Queue;
         if make_room {
-            if let Some(pos) = self.items.iter().position(|p| !p.high_priority()) {
+            // Only messages whose own class allows it are discarded: a chat
+            // message (`queue`) queued beside live-room comments is never
+            // pushed out by them.
+            if let Some(pos) = self.items.iter().position(|p| !p.high_priority() && p.policy() != OutboxPolicy::Queue) {
                 let oldest = self.items.remove(pos).expect("position is valid");
                 self.items.push_back(item);
                 return Pushed::QueuedDropping(oldest);
@@ -197,6 +202,19 @@ mod tests {
         o.push(it("d", 3, OutboxPolicy::DropOldest));
         assert!(matches!(o.push(it("d", 4, OutboxPolicy::DropOldest)), Pushed::QueuedDropping(It { n: 2, .. })));
         assert_eq!(drain(&mut o), vec![1, 3, 4]);
+    }
+
+    #[test]
+    fn drop_oldest_never_discards_a_queue_item() {
+        let mut o = Outbox::new(2);
+        o.push(it("chat", 1, OutboxPolicy::Queue));
+        o.push(it("live", 2, OutboxPolicy::DropOldest));
+        assert!(matches!(o.push(it("live", 3, OutboxPolicy::DropOldest)), Pushed::QueuedDropping(It { n: 2, .. })));
+        // Only the chat message is left to discard: the comment is refused instead.
+        let mut o = Outbox::new(1);
+        o.push(it("chat", 1, OutboxPolicy::Queue));
+        assert!(matches!(o.push(it("live", 2, OutboxPolicy::DropOldest)), Pushed::Refused(_)));
+        assert_eq!(drain(&mut o), vec![1]);
     }
 
     #[test]

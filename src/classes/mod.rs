@@ -46,7 +46,8 @@ pub struct ClassFile {
     pub name: String,
     /// Topic patterns: levels separated by `/`, `{name}` stands for one level.
     pub patterns: Vec<String>,
-    /// QoS for starling.v1 publishes of this class that do not ask for one.
+    /// QoS granted to starling.v1 subscriptions to this class's topics that
+    /// do not ask for one (MQTT clients always state their QoS).
     #[serde(default)]
     pub default_qos: u8,
     /// Publishes above this QoS are delivered at this QoS.

@@ -91,7 +91,8 @@ impl Client {
     }
 
     pub async fn subscribe(&mut self, request_id: u32, filters: &[(&str, u32)]) -> Result<pb::SubAck, ClientError> {
-        let filters = filters.iter().map(|(f, q)| pb::SubscribeFilter { filter: f.to_string(), qos: *q }).collect();
+        let filters =
+            filters.iter().map(|(f, q)| pb::SubscribeFilter { filter: f.to_string(), qos: Some(*q) }).collect();
         self.send(Body::Subscribe(pb::Subscribe { request_id, filters })).await?;
         loop {
             match self.recv().await? {

@@ -198,7 +198,9 @@ where
                     .iter()
                     .map(|f| {
                         // The protocol offers QoS 0 and 1; a request for more gets 1.
-                        let qos = if f.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+                        // Absent: the class's default QoS (chat rooms: 1).
+                        let asked = f.qos.map(|q| q.min(1)).unwrap_or_else(|| self.class_default_qos(&f.filter));
+                        let qos = if asked == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
                         let options = SubscriptionOptions { qos, ..Default::default() };
                         let code = self
                             .broker
@@ -247,6 +249,15 @@ where
                 Err(CloseReason::violation(reason::PROTOCOL_ERROR, "server-to-client frame sent by a client"))
             }
         }
+    }
+
+    /// The default QoS of the class of `filter` (a room, no wildcards), capped at 1.
+    fn class_default_qos(&self, filter: &str) -> u32 {
+        TopicName::new(filter)
+            .ok()
+            .and_then(|topic| self.broker.classes().classify(&topic).map(|c| c.class.default_qos as u32))
+            .unwrap_or(0)
+            .min(1)
     }
 
     async fn handle_publish(&mut self, at: &mut Attached, publish: pb::Publish) -> Result<(), CloseReason> {
