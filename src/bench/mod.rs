@@ -253,8 +253,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchResult> {
             subscribers.push(s);
         }
     }
-    let connect_secs = connect_started.elapsed().as_secs_f64();
-
     // Phase 2: publishers connect.
     let mut publishers = Vec::new();
     for (i, (client_id, topics)) in plan.publishers.iter().cloned().enumerate() {
@@ -272,6 +270,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchResult> {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    // Every connection, subscribers and publishers, handshake included.
+    let connect_secs = connect_started.elapsed().as_secs_f64();
     for s in subscribers {
         let (counters, clock, stop) = (counters.clone(), clock.clone(), stop_subs.clone());
         let (keep_alive, version) = (args.keep_alive, target.version);
@@ -342,11 +342,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchResult> {
     let published = counters.published.load(Ordering::Relaxed);
     let expected = published * plan.fan;
     let drain_deadline = Instant::now() + Duration::from_secs_f64(args.drain);
-    let mut last = counters.received.load(Ordering::Relaxed);
+    // Quiet means nothing at all arrives any more (messages sent before the
+    // window still arriving count as activity: the backlog is draining).
+    let mut last = counters.received_all.load(Ordering::Relaxed);
     let mut quiet_since = Instant::now();
     while Instant::now() < drain_deadline && counters.received.load(Ordering::Relaxed) < expected {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let now = counters.received.load(Ordering::Relaxed);
+        let now = counters.received_all.load(Ordering::Relaxed);
         if now != last {
             last = now;
             quiet_since = Instant::now();
