@@ -62,3 +62,24 @@ async fn mqttjs_v311_over_websocket() {
 async fn mqttjs_v5_over_websocket() {
     run_mqttjs("5").await;
 }
+
+/// MQTT.js's browser bundle in headless Chromium (the test command installs
+/// Debian's chromium and playwright-core), MQTT 3.1.1 and 5 over /mqtt.
+#[tokio::test]
+async fn mqttjs_in_a_browser() {
+    let server = start_memory().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js/mqttjs_browser.mjs");
+    let out = within(
+        "MQTT.js in Chromium",
+        Command::new("node").arg(script).arg(format!("ws://{}/mqtt", server.ws_addr())).kill_on_drop(true).output(),
+    )
+    .await
+    .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        vec!["OK 4 hello from a browser, v4", "OK 5 hello from a browser, v5"]
+    );
+    server.shutdown().await.unwrap();
+}

@@ -120,7 +120,14 @@ pub async fn mqtt_subscribe<S: AsyncRead + AsyncWrite + Unpin>(
 async fn send<S: AsyncWrite + Unpin>(stream: &mut S, packet: &Packet, version: ProtocolVersion) -> Result<(), String> {
     let mut buf = BytesMut::new();
     encode(packet, version, &mut buf);
-    stream.write_all(&buf).await.map_err(|e| e.to_string())
+    write_flush(stream, &buf).await.map_err(|e| e.to_string())
+}
+
+/// Writes and flushes: a WebSocket stream only sends a message on flush
+/// (for TCP the flush costs nothing).
+async fn write_flush<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
 }
 
 /// Reads exactly one packet (handshake only; the hot path uses `scan`).
@@ -158,7 +165,7 @@ pub async fn run_mqtt_subscriber<S: AsyncRead + AsyncWrite + Unpin>(
         let n = tokio::select! {
             read = stream.read_buf(&mut buf) => match read { Ok(0) | Err(_) => break, Ok(n) => n },
             _ = ping.tick(), if keep_alive > 0 => {
-                if stream.write_all(&[0xC0, 0x00]).await.is_err() { break }
+                if write_flush(&mut stream, &[0xC0, 0x00]).await.is_err() { break }
                 continue;
             }
             _ = stop.changed() => break,
@@ -175,7 +182,7 @@ pub async fn run_mqtt_subscriber<S: AsyncRead + AsyncWrite + Unpin>(
             counters.received.fetch_add(consumed.measured, Ordering::Relaxed);
         }
         if !acks.is_empty() {
-            if stream.write_all(&acks).await.is_err() {
+            if write_flush(&mut stream, &acks).await.is_err() {
                 break;
             }
             acks.clear();
@@ -326,7 +333,7 @@ pub async fn run_mqtt_publisher<S: AsyncRead + AsyncWrite + Unpin + Send + 'stat
                     pos += h + r;
                 }
                 let _ = buf.split_to(pos);
-                if !pubrels.is_empty() && writer.lock().await.write_all(&pubrels).await.is_err() {
+                if !pubrels.is_empty() && write_flush(&mut *writer.lock().await, &pubrels).await.is_err() {
                     return;
                 }
                 if done > 0 {
@@ -379,7 +386,7 @@ pub async fn run_mqtt_publisher<S: AsyncRead + AsyncWrite + Unpin + Send + 'stat
         }
         // Stopping must not wait for a broker that reads slowly: abandon the write.
         let written = tokio::select! {
-            w = async { writer.lock().await.write_all(&out).await } => w.is_ok(),
+            w = async { write_flush(&mut *writer.lock().await, &out).await } => w.is_ok(),
             _ = stop.changed() => false,
         };
         if !written {
