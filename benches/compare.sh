@@ -16,7 +16,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-2}
 BROKERS=${BROKERS:-"starling mosquitto nats rumqttd"}
-SCENARIOS=${SCENARIOS:-"fanout1k fanout5k fanin2k p2p500 p2p500q1 idle"}
+SCENARIOS=${SCENARIOS:-"fanout1k fanout5k fanin2k p2p500 p2p500q1 idle idlebare"}
 OUT=${OUT:-target/compare}
 PORT=${PORT:-21883}
 BROKER_CPU=${BROKER_CPU:-0}
@@ -114,6 +114,7 @@ scenario_args() {
     p2p500)   echo "p2p --pairs 500 --size 256 --rate max" ;;
     p2p500q1) echo "p2p --pairs 500 --size 256 --rate max --qos 1" ;;
     idle)     echo "idle --subscribers 19500 --keep-alive 60" ;;
+    idlebare) echo "idle --subscribers 19500 --keep-alive 60 --no-subscribe" ;;
     *) echo "unknown scenario $1" >&2; exit 2 ;;
   esac
 }

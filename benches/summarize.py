@@ -28,6 +28,8 @@ METRICS = {
                  ("p99 ms", p99, False, "{:.1f}")],
     "idle": [("bytes/conn", lambda r: r["bytes_per_connection"], False, "{:,.0f}"),
              ("connect s", lambda r: r["connect_secs"], False, "{:.2f}")],
+    "idlebare": [("bytes/conn", lambda r: r["bytes_per_connection"], False, "{:,.0f}"),
+                 ("connect s", lambda r: r["connect_secs"], False, "{:.2f}")],
 }
 
 def main():

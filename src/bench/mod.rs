@@ -102,6 +102,9 @@ pub struct BenchArgs {
     /// No progress bars (for scripts).
     #[arg(long)]
     pub quiet: bool,
+    /// Idle scenario: connect without subscribing (memory of a bare connection).
+    #[arg(long)]
+    pub no_subscribe: bool,
 }
 
 /// A connection that has not completed its handshake by then counts as failed
@@ -233,12 +236,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchResult> {
         pace(args.ramp, i, connect_started).await;
         let (target, gate, counters) = (target.clone(), gate.clone(), counters.clone());
         let source = source_addr(args.source_addrs, i);
+        let filter = if args.no_subscribe { None } else { Some(filter) };
         connected.spawn(async move {
             let _permit = gate.acquire_owned().await;
-            let result =
-                tokio::time::timeout(CONNECT_TIMEOUT, connect_subscriber(&target, source, &client_id, &filter, qos))
-                    .await
-                    .unwrap_or_else(|_| Err(format!("no CONNACK/SUBACK within {CONNECT_TIMEOUT:?}")));
+            let result = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                connect_subscriber(&target, source, &client_id, filter.as_deref(), qos),
+            )
+            .await
+            .unwrap_or_else(|_| Err(format!("no CONNACK/SUBACK within {CONNECT_TIMEOUT:?}")));
             if let Err(e) = &result {
                 counters.connect_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%client_id, error = %e, "subscriber failed to connect");
@@ -431,20 +437,25 @@ enum Connection {
 pub trait MqttIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> MqttIo for T {}
 
+/// Connects and subscribes to `filter` (`None`: connect only).
 async fn connect_subscriber(
     target: &Target,
     source: Option<IpAddr>,
     client_id: &str,
-    filter: &str,
+    filter: Option<&str>,
     qos: QoS,
 ) -> Result<Connection, String> {
     if target.transport == Transport::WsProto {
         let mut client = load::proto_connect(target, client_id).await?;
-        client.subscribe(1, &[(filter, u32::from(args_qos(qos)))]).await.map_err(|e| e.to_string())?;
+        if let Some(filter) = filter {
+            client.subscribe(1, &[(filter, u32::from(args_qos(qos)))]).await.map_err(|e| e.to_string())?;
+        }
         return Ok(Connection::Proto(Box::new(client)));
     }
     let mut stream = load::mqtt_connect(target, source, client_id).await?;
-    load::mqtt_subscribe(&mut stream, target.version, filter, qos).await?;
+    if let Some(filter) = filter {
+        load::mqtt_subscribe(&mut stream, target.version, filter, qos).await?;
+    }
     Ok(Connection::Mqtt(Box::new(stream)))
 }
 
