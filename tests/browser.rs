@@ -9,13 +9,13 @@
 //! `UPDATE_DEMO_SCREENSHOT=1` the test also copies one to docs/demo.png.
 
 mod common;
+use common::node::NodeScript;
 use common::*;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -65,52 +65,10 @@ async fn the_page_and_its_modules_are_served_on_the_websocket_port() {
     server.shutdown().await.unwrap();
 }
 
-/// The Node script and its line protocol (see tests/js/browser_demo_test.mjs).
-struct Script {
-    child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-    stdin: ChildStdin,
-}
-
-impl Script {
-    fn start(url: &str, shots: &Path) -> Script {
-        let mut child = Command::new("node")
-            .arg(format!("{ROOT}/tests/js/browser_demo_test.mjs"))
-            .arg(url)
-            .arg(shots)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node runs (the test command installs chromium and tests/js dependencies)");
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let stdin = child.stdin.take().unwrap();
-        Script { child, lines, stdin }
-    }
-
-    async fn line(&mut self) -> String {
-        within("a line from the browser script", self.lines.next_line())
-            .await
-            .unwrap()
-            .expect("the browser script ended early (its error is above)")
-    }
-
-    async fn expect(&mut self, line: &str) {
-        assert_eq!(self.line().await, line);
-    }
-
-    async fn tell(&mut self, line: &str) {
-        self.stdin.write_all(format!("{line}\n").as_bytes()).await.unwrap();
-        self.stdin.flush().await.unwrap();
-    }
-
-    async fn finish(mut self) {
-        self.expect("DONE").await;
-        drop(self.stdin);
-        let status = within("the browser script to exit", self.child.wait()).await.unwrap();
-        assert!(status.success(), "browser script failed: {status}");
-    }
+/// The browser script and its line protocol (see tests/js/browser_demo_test.mjs).
+fn start_browser_script(url: &str, shots: &Path) -> NodeScript {
+    let args = [url.to_string(), shots.display().to_string()];
+    NodeScript::start(&[], &format!("{ROOT}/tests/js/browser_demo_test.mjs"), &args)
 }
 
 #[tokio::test]
@@ -120,7 +78,7 @@ async fn two_browsers_chat_watch_danmaku_and_see_vehicles_published_over_mqtt() 
     mqtt.subscribe("chat/demo", v4::QoS::AtLeastOnce).await;
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-demo");
     std::fs::create_dir_all(&shots).unwrap();
-    let mut browser = Script::start(&format!("http://{}/", server.ws_addr()), &shots);
+    let mut browser = start_browser_script(&format!("http://{}/", server.ws_addr()), &shots);
 
     // Pages A and B connected over starling.v1; A's chat reaches B live...
     browser.expect("READY true true").await;

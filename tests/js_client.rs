@@ -5,18 +5,11 @@
 //! its part. The test command installs web/ and tests/js dependencies.
 
 mod common;
+use common::node::NodeScript;
 use common::*;
-use std::process::Stdio;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::process::Command;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-struct Node {
-    child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-    stdin: ChildStdin,
-}
 
 /// Where `protobufjs/minimal.js`, imported by web/starling_pb.js, comes from.
 #[derive(Clone, Copy)]
@@ -27,48 +20,16 @@ enum Runtime {
     Browser,
 }
 
-impl Node {
-    fn start(server: &starling::server::Server, scenario: &str, runtime: Runtime) -> Node {
-        let mut command = Command::new("node");
-        if let Runtime::Browser = runtime {
-            command.arg("--import").arg(format!("{ROOT}/tests/js/browser_imports.mjs"));
-        }
-        let mut child = command
-            .arg(format!("{ROOT}/tests/js/starling_client_test.mjs"))
-            .arg(format!("ws://{}/ws", server.ws_addr()))
-            .arg(scenario)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node runs (the test command installs the web/ and tests/js dependencies)");
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let stdin = child.stdin.take().unwrap();
-        Node { child, lines, stdin }
-    }
-
-    async fn line(&mut self) -> String {
-        within("a line from node", self.lines.next_line()).await.unwrap().expect("the node script ended early")
-    }
-
-    async fn expect(&mut self, line: &str) {
-        assert_eq!(self.line().await, line);
-    }
-
-    async fn tell(&mut self, line: &str) {
-        self.stdin.write_all(format!("{line}\n").as_bytes()).await.unwrap();
-        self.stdin.flush().await.unwrap();
-    }
-
-    async fn finish(mut self) {
-        self.expect("DONE").await;
-        let status = within("node exit", self.child.wait()).await.unwrap();
-        assert!(status.success(), "node script failed: {status}");
-    }
+/// Runs one scenario of tests/js/starling_client_test.mjs against `server`.
+fn start_node(server: &starling::server::Server, scenario: &str, runtime: Runtime) -> NodeScript {
+    let node_args = match runtime {
+        Runtime::Browser => vec!["--import".to_string(), format!("{ROOT}/tests/js/browser_imports.mjs")],
+        Runtime::NodeModules => vec![],
+    };
+    let args = [format!("ws://{}/ws", server.ws_addr()), scenario.to_string()];
+    NodeScript::start(&node_args, &format!("{ROOT}/tests/js/starling_client_test.mjs"), &args)
 }
 
-/// Publishes at QoS 0 from rumqttc (`publish_acked` covers QoS 1).
 async fn publish_qos0(client: &mut v4::Client, topic: &str, payload: &str) {
     client.client.publish(topic, v4::QoS::AtMostOnce, false, payload.as_bytes().to_vec()).await.unwrap();
 }
@@ -79,7 +40,7 @@ async fn connect_subscribe_publish_and_refusals_between_js_and_mqtt() {
     let mut tcp = v4::connect(server.mqtt_addr(), "rust-side", true).await;
     tcp.subscribe("js/from-js/#", v4::QoS::AtLeastOnce).await;
     tcp.publish_acked("js/to-js/retained", true, "from rust").await;
-    let mut node = Node::start(&server, "interop", Runtime::NodeModules);
+    let mut node = start_node(&server, "interop", Runtime::NodeModules);
 
     // ConnAck fields: the id asked for, no earlier session, the heartbeat
     // lowered to mqtt.max_keep_alive_secs, the frame limit mqtt.max_packet_size.
@@ -118,7 +79,7 @@ async fn resume_with_queued_messages(runtime: Runtime) {
     let server = start_memory().await;
     let mut tcp = v4::connect(server.mqtt_addr(), "rust-pub", true).await;
     tcp.subscribe("from-js/resume", v4::QoS::AtLeastOnce).await;
-    let mut node = Node::start(&server, "resume", runtime);
+    let mut node = start_node(&server, "resume", runtime);
     node.expect("READY").await;
     tcp.publish_acked("resume/a", false, "m1").await;
     // The script handled m1 and held its PubAck back, then disconnected.
@@ -156,7 +117,7 @@ async fn browser_module_graph_resumes_with_exact_message_ids() {
 #[tokio::test]
 async fn heartbeats_are_answered_and_silence_is_detected() {
     let server = start_memory().await;
-    let mut node = Node::start(&server, "heartbeat", Runtime::NodeModules);
+    let mut node = start_node(&server, "heartbeat", Runtime::NodeModules);
     // Heartbeats keep an idle connection, and one that only sends, open past
     // 1.5 x 1 s; then a server that never answers is given up on and reconnected to.
     node.expect("HEARTBEATS 1 true true").await;
@@ -170,7 +131,7 @@ async fn refused_connects_takeover_and_will() {
     let server = start_memory().await;
     let mut tcp = v4::connect(server.mqtt_addr(), "will-watcher", true).await;
     tcp.subscribe("will/#", v4::QoS::AtLeastOnce).await;
-    let mut node = Node::start(&server, "refusals", Runtime::NodeModules);
+    let mut node = start_node(&server, "refusals", Runtime::NodeModules);
     // A will with a wildcard: ConnAck 0x90; a wrong path: the upgrade fails.
     node.expect("CONNECT-REFUSED 144 true true").await;
     // Another connection with the same client id: Disconnect 0x8E, do not reconnect.

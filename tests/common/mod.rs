@@ -522,4 +522,5 @@ pub mod raw {
     }
 }
 
+pub mod node;
 pub mod process;
