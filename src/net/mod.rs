@@ -64,10 +64,10 @@ pub async fn accept_loop<F, Fut>(
         // Latency matters more than packet count: writers already batch.
         let _ = stream.set_nodelay(true);
         let connection = handle(stream, peer);
-        tasks.spawn(async move {
-            connection.await;
-            drop(permit);
-        });
+        // A combinator, not `async move { connection.await; drop(permit) }`:
+        // that block would hold the connection future twice (once captured,
+        // once being awaited), doubling every idle connection's task.
+        tasks.spawn(futures_util::FutureExt::map(connection, move |()| drop(permit)));
     }
 }
 
