@@ -90,11 +90,6 @@ impl<T: OutboxItem> Outbox<T> {
     pub fn set_capacity(&mut self, capacity: usize) {
         self.capacity = capacity.max(1);
     }
-
-    /// Whether a `Queue` item with no class capacity would be accepted.
-    pub fn accepts_without_dropping(&self) -> bool {
-        self.items.len() < self.capacity
-    }
 }
 
 impl<T> Outbox<T> {

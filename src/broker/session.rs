@@ -416,11 +416,6 @@ impl Session {
         self.state.lock().outbox.dropped()
     }
 
-    /// Whether anything is queued (ignoring the send window).
-    pub fn has_queued(&self) -> bool {
-        !self.state.lock().outbox.is_empty()
-    }
-
     pub fn queued_len(&self) -> usize {
         self.state.lock().outbox.len()
     }
