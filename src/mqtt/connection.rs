@@ -291,12 +291,7 @@ where
             if *shutdown.borrow() {
                 return CloseReason::ServerShutdown;
             }
-            let keep_alive_expired = async move {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let keep_alive_expired = crate::net::silence_deadline(deadline);
             let session = at.session.clone();
             tokio::select! {
                 biased;

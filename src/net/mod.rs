@@ -71,6 +71,15 @@ pub async fn accept_loop<F, Fut>(
     }
 }
 
+/// Resolves at `deadline`, or never when there is none: the liveness check
+/// (MQTT keep-alive, starling.v1 heartbeat) of a connection's main loop.
+pub async fn silence_deadline(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// MQTT over TCP.
 pub async fn serve_mqtt(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
     crate::mqtt::connection::serve(stream, peer, broker).await

@@ -147,12 +147,7 @@ where
             if *shutdown.borrow() {
                 return CloseReason::ServerShutdown;
             }
-            let heartbeat_missed = async move {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let heartbeat_missed = crate::net::silence_deadline(deadline);
             let session = at.session.clone();
             tokio::select! {
                 biased;
