@@ -29,6 +29,7 @@ pub mod bridge;
 pub mod broker;
 pub mod classes;
 pub mod config;
+pub mod model;
 pub mod mqtt;
 pub mod net;
 pub mod server;

@@ -503,7 +503,7 @@ async fn network_clients_cannot_use_bridge_client_ids() {
         raw::connect_packet(starling::mqtt::packet::ProtocolVersion::V5, "$bridge/devices"),
     )
     .await;
-    assert_eq!(ack.reason_code, starling::mqtt::reason::CLIENT_IDENTIFIER_NOT_VALID);
+    assert_eq!(ack.reason_code, starling::model::reason::CLIENT_IDENTIFIER_NOT_VALID);
     drop(raw);
     let url = format!("ws://{}/ws", server.ws_addr());
     let connect = pb::Connect { client_id: "$bridge/devices".into(), clean_start: true, ..Default::default() };

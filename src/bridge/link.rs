@@ -11,7 +11,7 @@
 
 use crate::broker::{now_ms, Message, MessageProperties};
 use crate::config::{BridgeConfig, BridgeVersion};
-use crate::mqtt::packet::QoS;
+use crate::model::QoS;
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5 as mqtt5;
 use std::time::Duration;

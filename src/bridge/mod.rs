@@ -28,7 +28,7 @@ mod rules;
 
 use crate::broker::{Broker, ConnectRequest, Message, Outgoing, Session, WillAction, NEVER_EXPIRES};
 use crate::config::BridgeConfig;
-use crate::mqtt::packet::{QoS, SubscriptionOptions};
+use crate::model::{QoS, SubscriptionOptions};
 use crate::store::StoreError;
 use link::{AckHandle, Link, LinkEvent, LinkOptions, RemotePublish, Request};
 use parking_lot::Mutex;

@@ -6,7 +6,7 @@
 //! read the clock (time is passed in), so all of it is unit tested here.
 
 use crate::config::BridgeTopic;
-use crate::mqtt::packet::QoS;
+use crate::model::QoS;
 use crate::topic::{TopicFilter, TopicName};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};

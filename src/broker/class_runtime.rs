@@ -29,8 +29,8 @@ impl Refusal {
     /// The MQTT 5 reason code that names it (DISCONNECT, starling.v1).
     pub fn reason_code(self) -> u8 {
         match self {
-            Refusal::RateLimited => crate::mqtt::reason::MESSAGE_RATE_TOO_HIGH,
-            Refusal::PayloadTooLarge => crate::mqtt::reason::PACKET_TOO_LARGE,
+            Refusal::RateLimited => crate::model::reason::MESSAGE_RATE_TOO_HIGH,
+            Refusal::PayloadTooLarge => crate::model::reason::PACKET_TOO_LARGE,
         }
     }
 

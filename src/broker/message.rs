@@ -5,7 +5,7 @@
 //! view of it: granted QoS, retain flag, subscription ids) and conversions to
 //! and from the stored form. Must never: know about transports or packets.
 
-use crate::mqtt::packet::{QoS, UserProperties};
+use crate::model::{QoS, UserProperties};
 use crate::store::StoredMessage;
 use crate::topic::TopicName;
 use bytes::Bytes;

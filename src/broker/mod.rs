@@ -27,8 +27,8 @@ pub use message::{now_ms, Delivery, Handling, Message, MessageProperties};
 pub use session::{Enqueued, Outgoing, Session, SubscriptionRecord, NEVER_EXPIRES};
 
 use crate::config::Config;
-use crate::mqtt::packet::{LastWill, QoS, SubscriptionOptions};
-use crate::mqtt::reason;
+pub use crate::model::WillAction;
+use crate::model::{reason, LastWill, QoS, SubscriptionOptions};
 use crate::store::{GroupCommit, Store, StoreError};
 use crate::topic::{parse_subscription, SubscriptionTree, TopicError, TopicFilter, TopicName};
 use parking_lot::{Mutex, RwLock};
@@ -127,15 +127,6 @@ const TOPIC_ORDER_STRIPES: usize = 256;
 
 /// Longest a publisher waits for one congested outbox to drain.
 const MAX_PACING_WAIT: Duration = Duration::from_millis(50);
-
-/// How a connection ended, as far as the will message is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WillAction {
-    /// Normal DISCONNECT: discard the will ([MQTT-3.1.2-10]).
-    Discard,
-    /// Abnormal end, or DISCONNECT with reason 0x04: publish it (after the will delay).
-    Publish,
-}
 
 pub struct Broker {
     config: Config,

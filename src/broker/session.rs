@@ -12,7 +12,7 @@
 use super::message::{now_ms, Delivery, Message};
 use super::outbox::{Outbox, Pushed};
 use crate::classes::policy::TokenBucket;
-use crate::mqtt::packet::{QoS, SubscriptionOptions};
+use crate::model::{QoS, SubscriptionOptions};
 use crate::store::{Store, StoredDelivery, StoredSession, StoredSubscription};
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet, VecDeque};

@@ -9,7 +9,7 @@
 
 pub mod policy;
 
-use crate::mqtt::packet::QoS;
+use crate::model::QoS;
 use crate::topic::{SubscriptionTree, TopicFilter, TopicName};
 use serde::Deserialize;
 use std::path::Path;

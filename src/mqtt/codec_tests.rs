@@ -10,9 +10,9 @@ use proptest::prelude::*;
 use proptest::sample::select;
 
 use super::{decode, DecodeError, AUTH_REASONS, DISCONNECT_REASONS, PUBACK_REASONS, PUBREL_REASONS};
+use crate::model::reason;
 use crate::mqtt::encode::{encode, encoded_len};
 use crate::mqtt::packet::*;
-use crate::mqtt::reason;
 
 use ProtocolVersion::{V31, V311, V5};
 

@@ -16,11 +16,11 @@ use crate::broker::{
     now_ms, Ack, Broker, ConnectRequest, Connected, Delivery, Message, MessageProperties, Outgoing, Session,
     NEVER_EXPIRES,
 };
-use crate::mqtt::close::CloseReason;
+use crate::model::reason;
+use crate::model::CloseReason;
 use crate::mqtt::decode::{decode, DecodeError};
 use crate::mqtt::encode::{encode, encode_publish, publish_len, PublishRef};
 use crate::mqtt::packet::*;
-use crate::mqtt::reason;
 use crate::topic::TopicName;
 use bytes::BytesMut;
 use std::collections::HashMap;
@@ -176,7 +176,7 @@ where
                         self.version = ProtocolVersion::V311;
                         self.send_now(Packet::ConnAck(ack)).await;
                     }
-                    return Err(CloseReason::Malformed(e));
+                    return Err(e.into());
                 }
             }
             if let Read::Closed = self.read_more().await? {
@@ -325,7 +325,7 @@ where
             let packet = match decode(&mut self.read_buf, Some(self.version), max) {
                 Ok(Some(packet)) => packet,
                 Ok(None) => break,
-                Err(e) => return Err(CloseReason::Malformed(e)),
+                Err(e) => return Err(e.into()),
             };
             self.handle_packet(at, packet).await?;
             if self.routed >= route_budget() {

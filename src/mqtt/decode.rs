@@ -29,12 +29,12 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::model::reason;
 use crate::mqtt::packet::{
     AckProperties, Auth, AuthProperties, ConnAck, ConnAckProperties, Connect, ConnectProperties, Disconnect, LastWill,
     Packet, ProtocolVersion, PubResp, Publish, PublishProperties, QoS, SubAck, Subscribe, SubscribeFilter,
     SubscribeProperties, SubscriptionOptions, UnsubAck, Unsubscribe, UserProperties, WillProperties,
 };
-use crate::mqtt::reason;
 
 /// Largest value a Variable Byte Integer can hold (§1.5.5), hence the largest
 /// remaining length.
@@ -960,3 +960,9 @@ fn auth(r: &mut Reader) -> Result<Auth> {
 #[cfg(test)]
 #[path = "codec_tests.rs"]
 mod codec_tests;
+
+impl From<DecodeError> for crate::model::CloseReason {
+    fn from(e: DecodeError) -> Self {
+        crate::model::CloseReason::Malformed { code: e.reason_code(), what: e.to_string() }
+    }
+}

@@ -26,12 +26,12 @@
 
 use bytes::{BufMut, BytesMut};
 
+use crate::model::reason;
 use crate::mqtt::decode::{prop, MAX_VARINT};
 use crate::mqtt::packet::{
     AckProperties, Auth, ConnAck, Connect, Disconnect, Packet, ProtocolVersion, PubResp, Publish, QoS, SubAck,
     Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe, UserProperties,
 };
-use crate::mqtt::reason;
 
 /// Appends the encoded packet to `buf`.
 ///

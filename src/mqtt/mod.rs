@@ -5,9 +5,8 @@
 //! packets. Must never: hold session state of its own; only what the spec
 //! scopes to one network connection (topic aliases, keep-alive) lives here.
 
-pub mod close;
 pub mod connection;
 pub mod decode;
 pub mod encode;
 pub mod packet;
-pub mod reason;
+pub use crate::model::reason;

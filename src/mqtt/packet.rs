@@ -5,6 +5,7 @@
 //! Must never: do I/O or know about sessions; validation of topic names and
 //! filters happens in `crate::topic`, not here.
 
+pub use crate::model::{LastWill, QoS, SubscriptionOptions, UserProperties, WillProperties};
 use bytes::Bytes;
 
 /// Protocol level announced in CONNECT.
@@ -23,27 +24,6 @@ impl ProtocolVersion {
         self == ProtocolVersion::V5
     }
 }
-
-/// Quality of service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
-pub enum QoS {
-    AtMostOnce = 0,
-    AtLeastOnce = 1,
-    ExactlyOnce = 2,
-}
-
-impl QoS {
-    pub fn from_u8(v: u8) -> Option<QoS> {
-        match v {
-            0 => Some(QoS::AtMostOnce),
-            1 => Some(QoS::AtLeastOnce),
-            2 => Some(QoS::ExactlyOnce),
-            _ => None,
-        }
-    }
-}
-
-pub type UserProperties = Vec<(String, String)>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
@@ -88,26 +68,6 @@ pub struct ConnectProperties {
     pub user_properties: UserProperties,
     pub authentication_method: Option<String>,
     pub authentication_data: Option<Bytes>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LastWill {
-    pub topic: String,
-    pub payload: Bytes,
-    pub qos: QoS,
-    pub retain: bool,
-    pub properties: WillProperties,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WillProperties {
-    pub will_delay_interval: Option<u32>,
-    pub payload_format_indicator: Option<u8>,
-    pub message_expiry_interval: Option<u32>,
-    pub content_type: Option<String>,
-    pub response_topic: Option<String>,
-    pub correlation_data: Option<Bytes>,
-    pub user_properties: UserProperties,
 }
 
 /// CONNACK. `reason_code` is a v5 reason code; the encoder maps it to a
@@ -197,21 +157,6 @@ pub struct SubscribeProperties {
 pub struct SubscribeFilter {
     pub filter: String,
     pub options: SubscriptionOptions,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SubscriptionOptions {
-    pub qos: QoS,
-    pub no_local: bool,
-    pub retain_as_published: bool,
-    /// 0: send retained on subscribe, 1: only if the subscription is new, 2: never.
-    pub retain_handling: u8,
-}
-
-impl Default for SubscriptionOptions {
-    fn default() -> Self {
-        SubscriptionOptions { qos: QoS::AtMostOnce, no_local: false, retain_as_published: false, retain_handling: 0 }
-    }
 }
 
 /// SUBACK. Reason codes are v5 codes; the encoder maps failures to 0x80 for 3.1.1.

@@ -19,7 +19,7 @@ pub use commit::GroupCommit;
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
-use crate::mqtt::packet::{QoS, SubscriptionOptions};
+use crate::model::{QoS, SubscriptionOptions};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a stored record's encoding changes; a store written by a

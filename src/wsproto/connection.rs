@@ -9,9 +9,9 @@
 
 use super::{decode, encode, pb, FrameError, Inbound, HEARTBEAT};
 use crate::broker::{Ack, Broker, ConnectRequest, Message, Outgoing, Session, WillAction};
-use crate::mqtt::close::CloseReason;
-use crate::mqtt::packet::{LastWill, QoS, SubscriptionOptions, WillProperties};
-use crate::mqtt::reason;
+use crate::model::reason;
+use crate::model::CloseReason;
+use crate::model::{LastWill, QoS, SubscriptionOptions, WillProperties};
 use crate::topic::TopicName;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};

@@ -1,9 +1,16 @@
-//! Why an MQTT connection ended: one enum used by logs, the DISCONNECT reason
+//! Why a client's connection ended (any transport): one enum used by logs, the DISCONNECT reason
 //! code and the will decision, so the three can never disagree.
 
-use crate::broker::WillAction;
-use crate::mqtt::decode::DecodeError;
-use crate::mqtt::reason;
+use super::reason;
+
+/// How a connection ended, as far as the will message is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WillAction {
+    /// Normal DISCONNECT: discard the will ([MQTT-3.1.2-10]).
+    Discard,
+    /// Abnormal end, or DISCONNECT with reason 0x04: publish it (after the will delay).
+    Publish,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {
@@ -23,8 +30,9 @@ pub enum CloseReason {
     TakenOver,
     /// The broker is shutting down.
     ServerShutdown,
-    /// Bytes that are not a valid packet.
-    Malformed(DecodeError),
+    /// Bytes that are not a valid packet or frame: the transport's decoder
+    /// names the problem and the reason code (0x81 malformed, 0x95 too large, ...).
+    Malformed { code: u8, what: String },
     /// A valid packet that breaks a protocol rule; `what` names the rule.
     Violation { code: u8, what: String },
 }
@@ -46,7 +54,7 @@ impl CloseReason {
             CloseReason::KeepAliveTimeout => Some(reason::KEEP_ALIVE_TIMEOUT),
             CloseReason::TakenOver => Some(reason::SESSION_TAKEN_OVER),
             CloseReason::ServerShutdown => Some(reason::SERVER_SHUTTING_DOWN),
-            CloseReason::Malformed(e) => Some(e.reason_code()),
+            CloseReason::Malformed { code, .. } => Some(*code),
             CloseReason::Violation { code, .. } => Some(*code),
         }
     }
@@ -72,7 +80,7 @@ impl CloseReason {
             CloseReason::ConnectTimeout => "connect_timeout",
             CloseReason::TakenOver => "session_taken_over",
             CloseReason::ServerShutdown => "server_shutdown",
-            CloseReason::Malformed(_) => "malformed_packet",
+            CloseReason::Malformed { .. } => "malformed_packet",
             CloseReason::Violation { .. } => "protocol_violation",
         }
     }
@@ -82,7 +90,7 @@ impl std::fmt::Display for CloseReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CloseReason::Io(e) => write!(f, "{}: {e}", self.label()),
-            CloseReason::Malformed(e) => write!(f, "{}: {e}", self.label()),
+            CloseReason::Malformed { code, what } => write!(f, "{} (0x{code:02X}): {what}", self.label()),
             CloseReason::Violation { code, what } => write!(f, "{} (0x{code:02X}): {what}", self.label()),
             _ => f.write_str(self.label()),
         }
