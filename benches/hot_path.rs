@@ -100,12 +100,16 @@ fn routing(c: &mut Criterion) {
     let broker = Broker::new(config, Arc::new(MemoryStore::new())).unwrap();
     let sessions: Vec<_> = (0..n)
         .map(|i| {
-            let connected = broker.connect(ConnectRequest {
-                client_id: format!("viewer-{i}"),
-                clean_start: true,
-                session_expiry_secs: 0,
-                receive_maximum: 100,
-            });
+            let connected = broker
+                .connect(ConnectRequest {
+                    client_id: format!("viewer-{i}"),
+                    clean_start: true,
+                    session_expiry_secs: 0,
+                    receive_maximum: 100,
+                    user: None,
+                    device: None,
+                })
+                .expect("fresh client ids");
             broker.subscribe(&connected.session, "live/room1/danmaku", SubscriptionOptions::default(), None).unwrap();
             connected.session
         })

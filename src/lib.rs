@@ -24,10 +24,12 @@
 //! → subscription tree → subscriber outboxes → the subscriber's connection
 //! task drains its outbox, encodes, and writes once.
 
+pub mod auth;
 pub mod bench;
 pub mod bridge;
 pub mod broker;
 pub mod classes;
+pub mod client;
 pub mod config;
 pub mod model;
 pub mod mqtt;

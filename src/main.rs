@@ -48,6 +48,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    starling::server::install_crypto_provider();
     match cli.command {
         Command::Bench(args) => {
             let runtime = tokio::runtime::Runtime::new().expect("cannot start the Tokio runtime");

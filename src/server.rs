@@ -19,6 +19,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
 
+/// Two TLS stacks are linked (rumqttc's tokio-rustls picks aws-lc-rs, the
+/// HTTP hook's ureq ring), so rustls cannot guess the process's provider:
+/// name it once, before any TLS configuration is built.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 /// How long shutdown waits for connections to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -35,6 +42,7 @@ pub struct Server {
 impl Server {
     /// Opens the store, restores state and binds the listeners.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
+        install_crypto_provider();
         let store: Arc<dyn Store> = match config.storage.backend {
             StorageBackend::Memory => Arc::new(MemoryStore::new()),
             StorageBackend::Sled => {

@@ -489,15 +489,16 @@ async fn chat_rate_limit_refuses_qos1_with_puback_0x97_while_others_flow() {
 #[tokio::test]
 async fn gifts_and_high_priority_messages_are_not_rate_limited() {
     let _timing = HEAVY.read().await;
-    let server = start(with_classes(memory_config())).await;
+    let server = start(with_jwt(with_classes(memory_config()))).await;
     let addr = server.mqtt_addr();
     let mut viewer = v5::connect(addr, "viewer").await;
     viewer.subscribe("live/r1/#", v5::QoS::AtMostOnce).await;
     let mut proto_viewer = proto(server.ws_addr(), "proto-viewer").await;
     proto_subscribe(&mut proto_viewer, "live/r1/#", 0).await;
 
-    // live/{room}/gift is high priority by its class: 30 at once all pass.
-    let mut gifts = v5::connect(addr, "gift-server").await;
+    // live/{room}/gift is high priority by its class (published only by the
+    // "server" role): 30 at once all pass.
+    let mut gifts = v5::connect_token(addr, "gift-server", &token(json!({"sub": "app", "roles": ["server"]}))).await;
     for i in 0..30 {
         gifts.client.publish("live/r1/gift", v5::QoS::AtMostOnce, false, format!("gift{i}")).await.unwrap();
     }
@@ -505,7 +506,14 @@ async fn gifts_and_high_priority_messages_are_not_rate_limited() {
     for i in 0..10 {
         v5_publish_high(&gifts, "live/r1/danmaku", format!("notice{i}")).await;
     }
-    let mut app = proto(server.ws_addr(), "app-server").await;
+    let connect = pb::Connect {
+        client_id: "app-server".into(),
+        clean_start: true,
+        token: token(json!({"sub": "app", "roles": ["server"]})),
+        ..Default::default()
+    };
+    let mut app =
+        within("starling.v1 connect", ProtoClient::connect(&ws_url(server.ws_addr()), connect)).await.unwrap().0;
     for i in 0..10 {
         proto_publish(&mut app, "live/r1/danmaku", &format!("tip{i}"), 0, true).await;
     }
@@ -808,6 +816,10 @@ capacity = 10000
 [sampling]
 room_messages_per_sec = 50
 per_viewer_per_sec = 10
+
+[access]
+# Anyone's per-message high-priority flag is honoured in this test class.
+high_priority = ["*"]
 "#;
 
 #[tokio::test]

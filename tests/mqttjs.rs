@@ -67,7 +67,11 @@ async fn mqttjs_v5_over_websocket() {
 /// Debian's chromium and playwright-core), MQTT 3.1.1 and 5 over /mqtt.
 #[tokio::test]
 async fn mqttjs_in_a_browser() {
-    let server = start_memory().await;
+    // The page is about:blank (Origin "null"): a cross-origin page, which
+    // the default websocket.allowed_origins refuses. Allow any page here.
+    let mut config = memory_config();
+    config.websocket.allowed_origins = vec!["*".into()];
+    let server = start(config).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js/mqttjs_browser.mjs");
     let out = within(
         "MQTT.js in Chromium",

@@ -230,6 +230,7 @@ export const starling = $root.starling = (() => {
             Connect.prototype.sessionExpirySecs = 0;
             Connect.prototype.heartbeatSecs = 0;
             Connect.prototype.will = null;
+            Connect.prototype.username = "";
 
             Connect.create = function(properties) {
                 return new Connect(properties);
@@ -254,6 +255,8 @@ export const starling = $root.starling = (() => {
                     writer.uint32(40).uint32(message.heartbeatSecs);
                 if (message.will != null && $Object.hasOwnProperty.call(message, "will"))
                     $root.starling.v1.Publish.encode(message.will, writer.uint32(50).fork(), _depth + 1).ldelim();
+                if (message.username != null && $Object.hasOwnProperty.call(message, "username") && message.username !== "")
+                    writer.uint32(58).string(message.username);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -336,6 +339,15 @@ export const starling = $root.starling = (() => {
                             if (wireType !== 2)
                                 break;
                             message.will = $root.starling.v1.Publish.decode(reader, reader.size(), $undefined, _depth + 1, message.will);
+                            continue;
+                        }
+                    case 7: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.username = value;
+                            else
+                                delete message.username;
                             continue;
                         }
                     }

@@ -108,7 +108,7 @@ impl Bridge {
         let options = LinkOptions::from_config(config, broker.config().mqtt.max_packet_size, OUT_WINDOW)?;
         let max_queued = config.max_queued_messages.unwrap_or(broker.config().session.max_queued_messages);
         let client_id = format!("{LOCAL_CLIENT_ID_PREFIX}{}", config.name);
-        let connected = broker.connect(local_connect_request(&client_id, OUT_WINDOW));
+        let connected = connect_local(broker, &client_id, OUT_WINDOW);
         let session = connected.session.clone();
         sync_local_subscriptions(broker, &session, &rules, max_queued);
         broker.disconnected(&session, connected.connection_id, None, WillAction::Discard);
@@ -190,7 +190,19 @@ fn local_connect_request(client_id: &str, window: u16) -> ConnectRequest {
         clean_start: false,
         session_expiry_secs: NEVER_EXPIRES,
         receive_maximum: window,
+        // The broker's own client: no user. Network clients cannot use
+        // `$bridge/` ids, so nobody else can own this session.
+        user: None,
+        device: None,
     }
+}
+
+/// Attaches the bridge's local session. Bridges are trusted like the
+/// broker itself: their traffic is not subject to the ACL (docs/security.md).
+fn connect_local(broker: &Arc<Broker>, client_id: &str, window: u16) -> crate::broker::Connected {
+    broker
+        .connect(local_connect_request(client_id, window))
+        .expect("a $bridge/ session has no user and no network client can claim it")
 }
 
 /// Makes the local session's subscriptions those of the `out` rules: No
@@ -238,7 +250,7 @@ type Flush = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
 /// State of one connection.
 struct LinkState {
     session: Arc<Session>,
-    kicked: oneshot::Receiver<u8>,
+    kicked: oneshot::Receiver<crate::model::CloseReason>,
     /// Requests not yet taken by rumqttc (its channel was full).
     requests: VecDeque<Request>,
     /// Local packet ids (0 for QoS 0) of publishes handed to rumqttc, in
@@ -298,7 +310,7 @@ impl Runner {
             }
         };
         let window = receive_maximum.map_or(OUT_WINDOW, |r| r.min(OUT_WINDOW)).max(1);
-        let connected = self.broker.connect(local_connect_request(&self.client_id, window));
+        let connected = connect_local(&self.broker, &self.client_id, window);
         if connected.session_present {
             connected.session.set_max_queued(self.max_queued);
         } else {

@@ -26,9 +26,10 @@ pub use class_runtime::Refusal;
 pub use message::{now_ms, Delivery, Handling, Message, MessageProperties};
 pub use session::{Enqueued, Outgoing, Session, SubscriptionRecord, NEVER_EXPIRES};
 
+use crate::auth::Security;
 use crate::config::Config;
 pub use crate::model::WillAction;
-use crate::model::{reason, LastWill, QoS, SubscriptionOptions};
+use crate::model::{reason, CloseReason, LastWill, QoS, SubscriptionOptions};
 use crate::store::{GroupCommit, Store, StoreError};
 use crate::topic::{parse_subscription, SubscriptionTree, TopicError, TopicFilter, TopicName};
 use parking_lot::{Mutex, RwLock};
@@ -73,6 +74,18 @@ pub struct ConnectRequest {
     pub session_expiry_secs: u32,
     /// How many QoS 1/2 messages the client accepts in flight.
     pub receive_maximum: u16,
+    /// The authenticated user (`None`: anonymous); a session belongs to
+    /// the user who created it.
+    pub user: Option<Arc<str>>,
+    /// The device kind the connection signed in with (single sign-on).
+    pub device: Option<Arc<str>>,
+}
+
+/// Why [`Broker::connect`] refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectRefused {
+    /// The client id names a session of another user: it is left untouched.
+    SessionOfAnotherUser,
 }
 
 pub struct Connected {
@@ -82,12 +95,35 @@ pub struct Connected {
     pub assigned_client_id: Option<String>,
     /// Identifies this attachment; pass it back to [`Broker::disconnected`].
     pub connection_id: u64,
-    /// Fires with a reason code when another connection takes the session over.
-    pub kicked: oneshot::Receiver<u8>,
+    /// Fires with the reason when the connection must close (takeover, single sign-on).
+    pub kicked: oneshot::Receiver<CloseReason>,
     /// Unacknowledged deliveries from before, to resend first (DUP set).
     pub resend: Vec<Outgoing>,
     /// Session expiry after applying the configured cap.
     pub session_expiry_secs: u32,
+}
+
+/// Why a history request got no messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryError {
+    InvalidTopic,
+    /// The topic's class keeps no history.
+    NotKept,
+    /// The requester may not subscribe to the topic.
+    Denied,
+    StoreFailed,
+}
+
+impl HistoryError {
+    /// The reason code starling.v1 `HistoryReply.reason_code` carries.
+    pub fn reason_code(self) -> u8 {
+        match self {
+            HistoryError::InvalidTopic => reason::TOPIC_NAME_INVALID,
+            HistoryError::NotKept => reason::IMPLEMENTATION_SPECIFIC_ERROR,
+            HistoryError::Denied => reason::NOT_AUTHORIZED,
+            HistoryError::StoreFailed => reason::UNSPECIFIED_ERROR,
+        }
+    }
 }
 
 /// How a publish went, for the publisher's acknowledgement and pacing.
@@ -146,22 +182,26 @@ pub struct Broker {
     /// Striped by topic hash: different topics rarely wait for each other.
     topic_order: Box<[Mutex<()>]>,
     classes: class_runtime::ClassRuntime,
+    /// Authentication, access control and single sign-on (reloadable).
+    security: Security,
     shutdown: watch::Sender<bool>,
 }
 
 impl Broker {
     /// Builds the broker and restores retained messages and persistent
     /// sessions from `store`. Must run inside a Tokio runtime (timers).
-    pub fn new(config: Config, store: Arc<dyn Store>) -> Result<Arc<Broker>, StoreError> {
+    pub fn new(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Arc<Broker>> {
         Broker::with_classes(config, store, crate::classes::ClassSet::default())
     }
 
-    /// A broker whose topics follow `classes` (see `crate::classes`).
+    /// A broker whose topics follow `classes` (see `crate::classes`). Reads
+    /// the files the security policy names (password file, token key).
     pub fn with_classes(
         config: Config,
         store: Arc<dyn Store>,
         classes: crate::classes::ClassSet,
-    ) -> Result<Arc<Broker>, StoreError> {
+    ) -> anyhow::Result<Arc<Broker>> {
+        let security = Security::from_config(&config)?;
         let commit = GroupCommit::new(store.clone());
         let (shutdown, _) = watch::channel(false);
         let broker = Arc::new(Broker {
@@ -175,6 +215,7 @@ impl Broker {
             next_message_id: AtomicU64::new(now_ms() << 16),
             topic_order: (0..TOPIC_ORDER_STRIPES).map(|_| Mutex::new(())).collect(),
             classes: class_runtime::ClassRuntime::new(classes),
+            security,
             shutdown,
         });
         broker.restore()?;
@@ -184,6 +225,11 @@ impl Broker {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Authentication, access control and single sign-on.
+    pub fn security(&self) -> &Security {
+        &self.security
     }
 
     /// Resolves when every store write made before the call is durable; many
@@ -271,7 +317,9 @@ impl Broker {
 
     // ---- connect / disconnect --------------------------------------------
 
-    pub fn connect(self: &Arc<Self>, request: ConnectRequest) -> Connected {
+    /// Creates, resumes or takes over the client's session. A session of
+    /// another user is refused and left untouched.
+    pub fn connect(self: &Arc<Self>, request: ConnectRequest) -> Result<Connected, ConnectRefused> {
         let connection_id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
         let (client_id, assigned) = if request.client_id.is_empty() {
             let id = format!("auto-{:016x}", rand::random::<u64>());
@@ -285,6 +333,9 @@ impl Broker {
 
         let mut sessions = self.sessions.lock();
         let existing = sessions.get(client_id.as_str()).cloned();
+        if existing.as_ref().is_some_and(|old| old.user != request.user) {
+            return Err(ConnectRefused::SessionOfAnotherUser);
+        }
         let (session, session_present) = match existing {
             Some(old) if !request.clean_start => {
                 old.set_expiry_secs(expiry);
@@ -294,11 +345,12 @@ impl Broker {
                 if let Some(old) = other {
                     // Clean start ends the old session; its connection (if any)
                     // is told it was taken over.
-                    old.kick(reason::SESSION_TAKEN_OVER);
+                    old.kick(CloseReason::TakenOver);
                     self.discard_session_locked(&mut sessions, &old);
                 }
                 let session = Arc::new(Session::new(
                     Arc::from(client_id.as_str()),
+                    request.user.clone(),
                     expiry,
                     self.config.session.max_queued_messages,
                     self.store.clone(),
@@ -308,14 +360,14 @@ impl Broker {
             }
         };
         drop(sessions);
-        let (kicked, resend) = session.attach(connection_id, send_window, reason::SESSION_TAKEN_OVER);
+        let (kicked, resend) = session.attach(connection_id, send_window, request.device.clone());
         if session.is_persistent() {
             session.save();
         } else if session_present {
             // It was persistent and now expires at disconnect: forget the stored copy.
             let _ = self.store.remove_session(&session.client_id);
         }
-        Connected {
+        Ok(Connected {
             session,
             session_present,
             assigned_client_id: assigned,
@@ -323,7 +375,27 @@ impl Broker {
             kicked,
             resend,
             session_expiry_secs: expiry,
-        }
+        })
+    }
+
+    /// Single sign-on: asks every other connection of `user` to close
+    /// ([`CloseReason::SignedInElsewhere`]); with `same_device_only`, only
+    /// those that signed in with `device` (none counts as a kind of its
+    /// own). Returns how many were asked.
+    /// Scans the sessions map: `auth.single_session` is opt-in, and a scan
+    /// is cheaper than keeping a second index in step (measure before a
+    /// deployment with 100k+ sessions and connect storms turns it on).
+    pub fn sign_out_others(
+        &self,
+        user: &str,
+        same_device_only: bool,
+        device: Option<&str>,
+        keep_connection: u64,
+    ) -> usize {
+        let sessions: Vec<Arc<Session>> =
+            self.sessions.lock().values().filter(|s| s.user.as_deref() == Some(user)).cloned().collect();
+        let keep = |d: Option<&str>| same_device_only && d != device;
+        sessions.iter().filter(|s| s.kick_unless(keep_connection, keep, CloseReason::SignedInElsewhere)).count()
     }
 
     /// A connection ended. Publishes or schedules the will, and ends the
@@ -672,16 +744,16 @@ impl Broker {
 
     /// Recent messages of a topic whose class keeps history, oldest first:
     /// those with an id above `after_id`, at most `limit` (0: the class's
-    /// `history_messages`). `Err(0x83)` when the topic keeps no history,
-    /// `Err(0x90)` for an invalid topic, `Err(0x80)` if the store fails.
-    pub fn history(&self, topic: &str, after_id: u64, limit: usize) -> Result<Vec<Message>, u8> {
-        let topic = TopicName::new(topic).map_err(|_| reason::TOPIC_NAME_INVALID)?;
-        let rule = self.classes.history_rule(&topic).ok_or(reason::IMPLEMENTATION_SPECIFIC_ERROR)?;
+    /// `history_messages`). Access is the caller's to check (the client
+    /// core and the HTTP API do, with the subscribe rules).
+    pub fn history(&self, topic: &str, after_id: u64, limit: usize) -> Result<Vec<Message>, HistoryError> {
+        let topic = TopicName::new(topic).map_err(|_| HistoryError::InvalidTopic)?;
+        let rule = self.classes.history_rule(&topic).ok_or(HistoryError::NotKept)?;
         let limit = if limit == 0 { rule.keep } else { limit.min(rule.keep) };
         let not_before = rule.max_age_secs.map_or(0, |s| now_ms().saturating_sub(s * 1000));
         let stored = self.store.load_history(topic.as_str(), after_id, limit, not_before).map_err(|e| {
             tracing::error!(%topic, error = %e, "cannot read history");
-            reason::UNSPECIFIED_ERROR
+            HistoryError::StoreFailed
         })?;
         Ok(stored.into_iter().filter_map(|m| Message::from_stored(m).ok()).collect())
     }

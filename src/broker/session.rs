@@ -12,7 +12,7 @@
 use super::message::{now_ms, Delivery, Message};
 use super::outbox::{Outbox, Pushed};
 use crate::classes::policy::TokenBucket;
-use crate::model::{QoS, SubscriptionOptions};
+use crate::model::{CloseReason, QoS, SubscriptionOptions};
 use crate::store::{Store, StoredDelivery, StoredSession, StoredSubscription};
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -49,12 +49,19 @@ enum Inflight {
 /// The connection currently attached to the session.
 struct Owner {
     connection_id: u64,
-    /// Fired with a reason code to make that connection close (takeover).
-    kick: oneshot::Sender<u8>,
+    /// Fired with the reason to make that connection close (takeover,
+    /// single sign-on).
+    /// `None` once fired: the connection stays the owner until it detaches.
+    kick: Option<oneshot::Sender<CloseReason>>,
+    /// The `device` the connection signed in with (single sign-on per device kind).
+    device: Option<Arc<str>>,
 }
 
 pub struct Session {
     pub client_id: Arc<str>,
+    /// The authenticated user the session belongs to (`None`: anonymous).
+    /// Only a connection of the same user may resume or take it over.
+    pub user: Option<Arc<str>>,
     state: Mutex<SessionState>,
     /// Wakes the attached connection's writer when the outbox becomes non-empty.
     wake: Notify,
@@ -98,9 +105,16 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    pub fn new(client_id: Arc<str>, expiry_secs: u32, max_queued: usize, store: Arc<dyn Store>) -> Session {
+    pub fn new(
+        client_id: Arc<str>,
+        user: Option<Arc<str>>,
+        expiry_secs: u32,
+        max_queued: usize,
+        store: Arc<dyn Store>,
+    ) -> Session {
         Session {
             client_id,
+            user,
             state: Mutex::new(SessionState {
                 expiry_secs,
                 subscriptions: HashMap::new(),
@@ -132,7 +146,13 @@ impl Session {
         max_queued: usize,
         store: Arc<dyn Store>,
     ) -> Session {
-        let session = Session::new(Arc::from(stored.client_id.as_str()), stored.expiry_secs, max_queued, store);
+        let session = Session::new(
+            Arc::from(stored.client_id.as_str()),
+            stored.user.as_deref().map(Arc::from),
+            stored.expiry_secs,
+            max_queued,
+            store,
+        );
         {
             let mut st = session.state.lock();
             st.disconnected_at_ms = Some(stored.disconnected_at_ms.unwrap_or_else(now_ms));
@@ -190,21 +210,21 @@ impl Session {
     }
 
     /// Attaches a new connection. Returns the kick receiver for that
-    /// connection and, if another connection was attached, kicks it with
-    /// `takeover_reason`. Unacknowledged deliveries are returned to be resent
-    /// with DUP set, in their original order ([MQTT-4.4.0-1]).
+    /// connection and, if another connection was attached, kicks it
+    /// ([`CloseReason::TakenOver`]). Unacknowledged deliveries are returned
+    /// to be resent with DUP set, in their original order ([MQTT-4.4.0-1]).
     pub fn attach(
         &self,
         connection_id: u64,
         send_window: u16,
-        takeover_reason: u8,
-    ) -> (oneshot::Receiver<u8>, Vec<Outgoing>) {
+        device: Option<Arc<str>>,
+    ) -> (oneshot::Receiver<CloseReason>, Vec<Outgoing>) {
         let (tx, rx) = oneshot::channel();
         let mut st = self.state.lock();
-        if let Some(old) = st.owner.take() {
-            let _ = old.kick.send(takeover_reason);
+        if let Some(kick) = st.owner.take().and_then(|old| old.kick) {
+            let _ = kick.send(CloseReason::TakenOver);
         }
-        st.owner = Some(Owner { connection_id, kick: tx });
+        st.owner = Some(Owner { connection_id, kick: Some(tx), device });
         st.generation += 1;
         st.disconnected_at_ms = None;
         st.send_window = send_window.max(1);
@@ -236,9 +256,25 @@ impl Session {
     }
 
     /// Kicks the attached connection, if any, with `reason`.
-    pub fn kick(&self, reason: u8) {
-        if let Some(old) = self.state.lock().owner.take() {
-            let _ = old.kick.send(reason);
+    pub fn kick(&self, reason: CloseReason) {
+        if let Some(kick) = self.state.lock().owner.take().and_then(|old| old.kick) {
+            let _ = kick.send(reason);
+        }
+    }
+
+    /// Asks the attached connection to close with `reason` unless it is
+    /// `except` or `keep` says to keep it (given its device). It stays the
+    /// owner until it detaches, so its session ends the normal way (saved,
+    /// or discarded when it expires at disconnect). Returns whether it asked.
+    pub fn kick_unless(&self, except: u64, keep: impl Fn(Option<&str>) -> bool, reason: CloseReason) -> bool {
+        let mut st = self.state.lock();
+        let Some(owner) = st.owner.as_mut() else { return false };
+        if owner.connection_id == except || keep(owner.device.as_deref()) {
+            return false;
+        }
+        match owner.kick.take() {
+            Some(kick) => kick.send(reason).is_ok(),
+            None => false,
         }
     }
 
@@ -518,6 +554,7 @@ impl Session {
         let st = self.state.lock();
         StoredSession {
             client_id: self.client_id.to_string(),
+            user: self.user.as_deref().map(str::to_string),
             expiry_secs: st.expiry_secs,
             disconnected_at_ms: st.disconnected_at_ms,
             subscriptions: st

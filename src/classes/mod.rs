@@ -133,16 +133,29 @@ pub struct SamplingFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessFile {
-    /// Who may publish: `"*"` for anyone (enforced once authentication exists).
+    /// Roles that may publish to the class's topics; `"*"` for anyone.
     #[serde(default = "anyone")]
     pub publish: Vec<String>,
+    /// Roles that may subscribe; `"*"` for anyone.
     #[serde(default = "anyone")]
     pub subscribe: Vec<String>,
+    /// Roles that alone may publish to `high_priority_patterns` and whose
+    /// per-message high-priority flag is honoured (for others it is
+    /// ignored). Default: none (superusers only).
+    #[serde(default)]
+    pub high_priority: Vec<String>,
+}
+
+impl AccessFile {
+    /// Whether someone with `roles` is in `allowed` (`"*"`: everyone).
+    pub fn admits(allowed: &[String], roles: &[String]) -> bool {
+        allowed.iter().any(|a| a == "*" || roles.contains(a))
+    }
 }
 
 impl Default for AccessFile {
     fn default() -> Self {
-        AccessFile { publish: anyone(), subscribe: anyone() }
+        AccessFile { publish: anyone(), subscribe: anyone(), high_priority: Vec::new() }
     }
 }
 
@@ -395,6 +408,25 @@ impl ClassSet {
 
     pub fn classes(&self) -> &[TopicClass] {
         &self.classes
+    }
+
+    /// The classes whose topics a subscription to `filter` can reach: the
+    /// class of the topic itself for a filter without wildcards, otherwise
+    /// every class with a pattern that overlaps the filter.
+    pub fn classes_reached_by(&self, filter: &str) -> Vec<&TopicClass> {
+        if let Ok(topic) = TopicName::new(filter) {
+            return self.classify(&topic).map(|c| c.class).into_iter().collect();
+        }
+        let mut reached: Vec<&TopicClass> = Vec::new();
+        for p in &self.patterns {
+            let shape: Vec<&str> = p.text.split('/').map(|l| if l.starts_with('{') { "+" } else { l }).collect();
+            let class = &self.classes[p.class];
+            if crate::auth::acl::overlaps(&shape.join("/"), filter) && !reached.iter().any(|c| std::ptr::eq(*c, class))
+            {
+                reached.push(class);
+            }
+        }
+        reached
     }
 
     /// The class of `topic`: among matching patterns, the one with the most

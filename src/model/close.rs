@@ -28,6 +28,12 @@ pub enum CloseReason {
     ConnectTimeout,
     /// Another connection with the same client id took the session.
     TakenOver,
+    /// Single sign-on: a newer connection of the same user (and device kind)
+    /// signed in, on any transport (`auth.single_session`).
+    SignedInElsewhere,
+    /// The credentials the client connected with expired (a signed token's
+    /// `exp` passed); reconnect with fresh ones.
+    CredentialsExpired,
     /// The broker is shutting down.
     ServerShutdown,
     /// Bytes that are not a valid packet or frame: the transport's decoder
@@ -52,7 +58,8 @@ impl CloseReason {
             | CloseReason::Io(_)
             | CloseReason::ConnectTimeout => None,
             CloseReason::KeepAliveTimeout => Some(reason::KEEP_ALIVE_TIMEOUT),
-            CloseReason::TakenOver => Some(reason::SESSION_TAKEN_OVER),
+            CloseReason::TakenOver | CloseReason::SignedInElsewhere => Some(reason::SESSION_TAKEN_OVER),
+            CloseReason::CredentialsExpired => Some(reason::MAXIMUM_CONNECT_TIME),
             CloseReason::ServerShutdown => Some(reason::SERVER_SHUTTING_DOWN),
             CloseReason::Malformed { code, .. } => Some(*code),
             CloseReason::Violation { code, .. } => Some(*code),
@@ -79,6 +86,8 @@ impl CloseReason {
             CloseReason::KeepAliveTimeout => "keep_alive_timeout",
             CloseReason::ConnectTimeout => "connect_timeout",
             CloseReason::TakenOver => "session_taken_over",
+            CloseReason::SignedInElsewhere => "signed_in_elsewhere",
+            CloseReason::CredentialsExpired => "credentials_expired",
             CloseReason::ServerShutdown => "server_shutdown",
             CloseReason::Malformed { .. } => "malformed_packet",
             CloseReason::Violation { .. } => "protocol_violation",

@@ -5,17 +5,27 @@
 //! - `GET /api/v1/viewers?topic=T`: live subscribers of a room whose class
 //!   counts viewers (live streams).
 //!
+//! Requests carry `Authorization: Bearer KEY` (an `[http] api_keys` entry:
+//! full access) or `Bearer TOKEN` (a JWT: the token's user and its rules);
+//! without one they are anonymous, allowed where anonymous clients are.
+//! Reading a room needs the right to subscribe to it (403 otherwise).
+//!
 //! Owns: query parsing and the JSON shapes. Must never: change broker state.
 
 use super::http::Request;
-use crate::broker::Broker;
+use crate::broker::{Broker, HistoryError};
 use serde_json::json;
 
 /// Status and JSON body for an `/api/...` request.
-pub fn handle(request: &Request, broker: &Broker) -> (u16, String) {
+pub fn handle(request: &Request, broker: &Broker, local_listener: bool) -> (u16, String) {
     if request.method != "GET" {
         return error(405, "the API is read-only: use GET");
     }
+    // Who is asking: an admin key or a token in `Authorization: Bearer`, or
+    // anonymous where anonymous clients are allowed.
+    let Some(identity) = broker.security().authenticate_bearer(request.header("authorization"), local_listener) else {
+        return error(401, "send Authorization: Bearer with an API key or a token");
+    };
     let query = request.query.as_deref().unwrap_or("");
     let param = |name: &str| {
         query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| percent_decode(v))
@@ -33,7 +43,7 @@ pub fn handle(request: &Request, broker: &Broker) -> (u16, String) {
                 Some(Ok(v)) => v,
                 Some(Err(_)) => return error(400, "limit must be a number"),
             };
-            match broker.history(&topic, after, limit) {
+            match crate::client::history_for(broker, &identity, "", &topic, after, limit) {
                 Ok(messages) => {
                     let messages: Vec<_> = messages
                         .iter()
@@ -49,13 +59,19 @@ pub fn handle(request: &Request, broker: &Broker) -> (u16, String) {
                         .collect();
                     (200, json!({ "topic": topic, "messages": messages }).to_string())
                 }
-                Err(0x83) => error(404, &format!("{topic} keeps no history (its topic class has none)")),
-                Err(0x90) => error(400, &format!("{topic:?} is not a valid topic name")),
-                Err(_) => error(500, "the store could not be read"),
+                Err(HistoryError::NotKept) => {
+                    error(404, &format!("{topic} keeps no history (its topic class has none)"))
+                }
+                Err(HistoryError::InvalidTopic) => error(400, &format!("{topic:?} is not a valid topic name")),
+                Err(HistoryError::Denied) => error(403, &format!("not allowed to read {topic}")),
+                Err(HistoryError::StoreFailed) => error(500, "the store could not be read"),
             }
         }
         "/api/v1/viewers" => {
             let Some(topic) = param("topic") else { return error(400, "missing ?topic=") };
+            if !crate::client::may_read(broker, &identity, "", &topic) {
+                return error(403, &format!("not allowed to read {topic}"));
+            }
             (200, json!({ "topic": topic, "viewers": broker.viewer_count(&topic) }).to_string())
         }
         other => error(404, &format!("no API at {other}; there are /api/v1/history and /api/v1/viewers")),

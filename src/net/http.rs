@@ -105,6 +105,8 @@ fn reason_phrase(status: u16) -> &'static str {
         101 => "Switching Protocols",
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         426 => "Upgrade Required",
@@ -150,6 +152,26 @@ pub fn check_upgrade(req: &Request, accepted: &[&str]) -> Result<(String, String
         ));
     };
     Ok((tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()), protocol.to_string()))
+}
+
+/// Checks the `Origin` of a WebSocket upgrade (RFC 6455 §10.2): a page on
+/// another site must not open a connection with the visitor's browser.
+/// Allowed: no `Origin` (not a browser), an `Origin` whose host and port
+/// equal the request's `Host` (the broker's own pages), and those listed
+/// in `allowed` (`"*"`: any). `Err` carries the 403 body.
+pub fn check_origin(req: &Request, allowed: &[String]) -> Result<(), String> {
+    let Some(origin) = req.header("origin") else { return Ok(()) };
+    if allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)) {
+        return Ok(());
+    }
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest).unwrap_or(origin).trim_end_matches('/');
+    if req.header("host").is_some_and(|host| host.eq_ignore_ascii_case(origin_host)) {
+        return Ok(());
+    }
+    Err(format!(
+        "WebSocket connections from pages at {origin} are not allowed here; \
+         add it to websocket.allowed_origins\n"
+    ))
 }
 
 /// Sends the 101 response that completes an upgrade checked by [`check_upgrade`].

@@ -12,7 +12,9 @@ pub mod http;
 pub mod static_files;
 pub mod ws_stream;
 
+use crate::auth::Transport;
 use crate::broker::Broker;
+use crate::client::Peer;
 use bytes::BytesMut;
 use http::HeadError;
 use std::future::Future;
@@ -71,17 +73,10 @@ pub async fn accept_loop<F, Fut>(
     }
 }
 
-/// Resolves at `deadline`, or never when there is none: the liveness check
-/// (MQTT keep-alive, starling.v1 heartbeat) of a connection's main loop.
-pub async fn silence_deadline(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// MQTT over TCP.
-pub async fn serve_mqtt(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
+pub async fn serve_mqtt(stream: TcpStream, addr: SocketAddr, broker: Arc<Broker>) {
+    let peer =
+        Peer { addr, transport: Transport::MqttTcp, local_listener: broker.config().mqtt.bind.ip().is_loopback() };
     crate::mqtt::connection::serve(stream, peer, broker).await
 }
 
@@ -98,8 +93,9 @@ pub async fn serve_websocket(mut stream: TcpStream, peer: SocketAddr, broker: Ar
         }
         Ok(Err(HeadError::Io)) | Err(_) => return,
     };
+    let local_listener = broker.config().websocket.bind.ip().is_loopback();
     if request.path.starts_with("/api/") {
-        let (status, body) = api::handle(&request, &broker);
+        let (status, body) = api::handle(&request, &broker, local_listener);
         return http::respond(&mut stream, status, "application/json", body.as_bytes()).await;
     }
     // The web demo (`/`) and the files it loads (`/web/...`).
@@ -116,6 +112,10 @@ pub async fn serve_websocket(mut stream: TcpStream, peer: SocketAddr, broker: Ar
             return http::respond(&mut stream, 404, "text/plain; charset=utf-8", body.as_bytes()).await;
         }
     };
+    if let Err(why) = http::check_origin(&request, &broker.config().websocket.allowed_origins) {
+        tracing::info!(%peer, why, "WebSocket upgrade refused: origin not allowed");
+        return http::respond(&mut stream, 403, "text/plain; charset=utf-8", why.as_bytes()).await;
+    }
     let (accept_key, protocol) = match http::check_upgrade(&request, accepted) {
         Ok(ok) => ok,
         Err(HeadError::Respond(status, body)) => {
@@ -132,8 +132,10 @@ pub async fn serve_websocket(mut stream: TcpStream, peer: SocketAddr, broker: Ar
     let config = WebSocketConfig::default().max_message_size(Some(max)).max_frame_size(Some(max));
     let ws = WebSocketStream::from_partially_read(stream, buf.to_vec(), Role::Server, Some(config)).await;
     if request.path == "/mqtt" {
+        let peer = Peer { addr: peer, transport: Transport::MqttWebSocket, local_listener };
         crate::mqtt::connection::serve(ws_stream::WsByteStream::new(ws), peer, broker).await
     } else {
+        let peer = Peer { addr: peer, transport: Transport::StarlingV1, local_listener };
         crate::wsproto::connection::serve(ws, peer, broker).await
     }
 }

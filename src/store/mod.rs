@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a stored record's encoding changes; a store written by a
 /// different version is refused at open with a clear error.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -66,6 +66,9 @@ pub struct StoredSubscription {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredSession {
     pub client_id: String,
+    /// The authenticated user the session belongs to; `None`: anonymous.
+    /// (Added in format version 2; version 1 sessions are read as anonymous.)
+    pub user: Option<String>,
     /// Seconds the session lives after disconnect; `u32::MAX` means never expires.
     pub expiry_secs: u32,
     /// Unix milliseconds of the last disconnect; `None` while connected.

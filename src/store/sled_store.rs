@@ -87,7 +87,13 @@ impl SledStore {
                         what: "meta/format_version".into(),
                         detail: format!("expected 4 bytes, found {}", found.len()),
                     })?;
-                if found != FORMAT_VERSION {
+                if found == 1 {
+                    migrate_v1_sessions(&tree("sessions")?)?;
+                    meta.insert(FORMAT_VERSION_KEY, &FORMAT_VERSION.to_be_bytes())
+                        .map_err(|e| io(&context("writing format version"), e))?;
+                    db.flush().map_err(|e| io(&context("flushing the migration to format 2"), e))?;
+                    tracing::info!(path = %path.display(), "store migrated from format version 1 to 2");
+                } else if found != FORMAT_VERSION {
                     return Err(StoreError::FormatVersion { found, expected: FORMAT_VERSION });
                 }
             }
@@ -115,6 +121,31 @@ impl SledStore {
 /// after the last handle drops). A lock held by another process still fails,
 /// just five seconds later.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Format 1 -> 2: session records gained `user` (the owner). Sessions
+/// written by version 1 had no authentication: they become anonymous ones.
+fn migrate_v1_sessions(sessions: &sled::Tree) -> Result<(), StoreError> {
+    #[derive(serde::Deserialize)]
+    struct SessionV1 {
+        client_id: String,
+        expiry_secs: u32,
+        disconnected_at_ms: Option<u64>,
+        subscriptions: Vec<super::StoredSubscription>,
+    }
+    for kv in sessions.iter() {
+        let (key, value) = kv.map_err(|e| io("migrating sessions", e))?;
+        let old: SessionV1 = decode(format!("format-1 session {:?}", String::from_utf8_lossy(&key)), &value)?;
+        let new = StoredSession {
+            client_id: old.client_id,
+            user: None,
+            expiry_secs: old.expiry_secs,
+            disconnected_at_ms: old.disconnected_at_ms,
+            subscriptions: old.subscriptions,
+        };
+        sessions.insert(key, encode("session", &new)?).map_err(|e| io("migrating sessions", e))?;
+    }
+    Ok(())
+}
 
 fn open_waiting_for_lock(path: &Path) -> sled::Result<sled::Db> {
     let started = std::time::Instant::now();

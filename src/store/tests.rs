@@ -30,6 +30,7 @@ fn message(topic: &str, payload: &[u8]) -> StoredMessage {
 fn session(client_id: &str, expiry_secs: u32) -> StoredSession {
     StoredSession {
         client_id: client_id.to_owned(),
+        user: Some("alice".into()),
         expiry_secs,
         disconnected_at_ms: Some(42),
         subscriptions: vec![StoredSubscription {
@@ -242,6 +243,39 @@ fn sled_refuses_other_format_version() {
         Err(other) => panic!("expected a format version error, got {other}"),
         Ok(_) => panic!("a store of another format version was opened"),
     }
+}
+
+/// A data directory written by format 1 (sessions without an owner) opens
+/// under format 2: its sessions become anonymous ones, nothing is lost.
+#[test]
+fn sled_migrates_format_1_sessions() {
+    #[derive(serde::Serialize)]
+    struct SessionV1 {
+        client_id: String,
+        expiry_secs: u32,
+        disconnected_at_ms: Option<u64>,
+        subscriptions: Vec<StoredSubscription>,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = session("old", 60);
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("meta").unwrap().insert("format_version", &1u32.to_be_bytes()).unwrap();
+        let v1 = SessionV1 {
+            client_id: expected.client_id.clone(),
+            expiry_secs: expected.expiry_secs,
+            disconnected_at_ms: expected.disconnected_at_ms,
+            subscriptions: expected.subscriptions.clone(),
+        };
+        db.open_tree("sessions").unwrap().insert("old", postcard::to_stdvec(&v1).unwrap()).unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    expected.user = None;
+    assert_eq!(store.load_sessions().unwrap(), vec![expected.clone()]);
+    drop(store);
+    // Stamped as format 2: opening again reads it as it is.
+    assert_eq!(SledStore::open(dir.path()).unwrap().load_sessions().unwrap(), vec![expected]);
 }
 
 #[test]

@@ -44,6 +44,41 @@ pub async fn start_memory() -> Server {
     start(memory_config()).await
 }
 
+/// The HS256 secret of [`with_jwt`] brokers.
+pub const JWT_SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
+
+/// Signed tokens checked by `[auth.jwt]`, anonymous loopback clients still
+/// allowed, and the ACL open unless a rule says otherwise (the tests that
+/// use it are about roles and tokens, not about the default).
+pub fn with_jwt(mut config: Config) -> Config {
+    config.auth.chain = vec!["jwt".into()];
+    config.auth.jwt = Some(starling::config::JwtConfig {
+        secret: Some(JWT_SECRET.into()),
+        public_key_file: None,
+        issuer: None,
+        audience: None,
+    });
+    config.auth.acl_default = Some(starling::config::Permission::Allow);
+    config
+}
+
+/// An HS256 token signed with [`JWT_SECRET`]; `exp` is an hour from now
+/// unless the claims set it.
+pub fn token(mut claims: serde_json::Value) -> String {
+    if claims.get("exp").is_none() {
+        claims["exp"] = serde_json::json!(starling::broker::now_ms() / 1000 + 3600);
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[allow(unused_imports)]
+pub use serde_json::json;
+
 /// Waits for `fut` at most [`WAIT`], failing the test with `what` otherwise.
 pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, fut).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
@@ -285,6 +320,13 @@ pub mod v5 {
 
     pub async fn connect(addr: SocketAddr, id: &str) -> Client {
         connect_with(options(addr, id)).await.0
+    }
+
+    /// Connects with a signed token as the password (empty username).
+    pub async fn connect_token(addr: SocketAddr, id: &str, token: &str) -> Client {
+        let mut o = options(addr, id);
+        o.set_credentials("", token);
+        connect_with(o).await.0
     }
 
     impl Client {

@@ -6,12 +6,18 @@
 //! Must never: start anything or touch the network or disk beyond reading the
 //! file.
 
+mod auth;
+
+pub use auth::{
+    AclAction, AclRule, AuthConfig, FailMode, HttpConfig, HttpHookConfig, JwtConfig, Permission, SingleSession,
+    UserRoles,
+};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// The commented default configuration that ships at the top of the repository.
-pub const BUNDLED_CONFIG: &str = include_str!("../config.toml");
+pub const BUNDLED_CONFIG: &str = include_str!("../../config.toml");
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -21,6 +27,11 @@ pub struct Config {
     pub session: SessionConfig,
     pub storage: StorageConfig,
     pub classes: ClassesConfig,
+    /// Who may connect (docs/security.md).
+    pub auth: AuthConfig,
+    /// What they may touch: `[[acl]]` rules, first match wins.
+    pub acl: Vec<AclRule>,
+    pub http: HttpConfig,
     /// Links to other MQTT brokers (`[[bridge]]` sections), see `docs/bridging.md`.
     pub bridge: Vec<BridgeConfig>,
 }
@@ -65,11 +76,15 @@ pub struct WebSocketConfig {
     /// Address of the WebSocket listener: MQTT on `/mqtt`, the Protobuf
     /// protocol on `/ws`.
     pub bind: SocketAddr,
+    /// Web pages (by `Origin`) allowed to open WebSockets here. Empty: only
+    /// requests without an `Origin` and the broker's own pages (an `Origin`
+    /// whose host and port equal the request's `Host`); `["*"]`: any page.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for WebSocketConfig {
     fn default() -> Self {
-        WebSocketConfig { bind: "127.0.0.1:8083".parse().unwrap() }
+        WebSocketConfig { bind: "127.0.0.1:8083".parse().unwrap(), allowed_origins: Vec::new() }
     }
 }
 
@@ -410,6 +425,17 @@ impl Config {
         }
         if self.storage.backend == StorageBackend::Sled && self.storage.data_dir.as_os_str().is_empty() {
             problems.push("storage.data_dir is empty: the sled backend needs a directory".to_string());
+        }
+        self.auth.validate(&self.acl, &mut problems);
+        if self.auth.chain.is_empty() && self.auth.allow_anonymous.is_none() {
+            for (key, bind) in [("mqtt.bind", self.mqtt.bind), ("websocket.bind", self.websocket.bind)] {
+                if !bind.ip().is_loopback() {
+                    problems.push(format!(
+                        "{key} = {bind} is not a loopback address and no authentication is configured: \
+                         set auth.chain (see docs/security.md), or auth.allow_anonymous = true to open it to anyone"
+                    ));
+                }
+            }
         }
         for (i, bridge) in self.bridge.iter().enumerate() {
             bridge.validate(i, &mut problems);

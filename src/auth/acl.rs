@@ -1,0 +1,342 @@
+//! Access control: may this identity publish to a topic, or subscribe to a
+//! filter? Pure logic, no I/O, so every rule can be unit-tested.
+//!
+//! Owns: the order of checks (docs/security.md) and filter algebra: whether
+//! an allowed filter *covers* a requested one, and whether two filters
+//! *overlap* (some topic matches both).
+//! Must never: look at sessions, sockets or the store.
+//!
+//! Order of checks for one action:
+//! 1. Publishing to `$SYS/...` is refused to every client (the broker's own).
+//! 2. Superusers may do anything else.
+//! 3. The identity's own ACL (a token's `acl` claim or the HTTP hook's
+//!    answer): a filter there that allows the action decides "allow".
+//! 4. `[[acl]]` rules in order; the first that matches decides.
+//! 5. Subscriptions to `$SYS/...` that no rule allowed are refused, whatever
+//!    the default, except `$SYS/viewers/...` (room viewer counts, public).
+//! 6. `acl_default`.
+//!
+//! A subscription is *allowed* by an allow rule only if the rule's filter
+//! covers every topic the subscription can match (`chat/+` covers
+//! `chat/room1` but not `#`). A deny rule refuses a subscription as soon as
+//! the two filters overlap (a deny of `chat/secret` refuses `chat/#`). So an
+//! allowed subscription never matches a topic the rules would deny: retained
+//! messages and history served through it need no second check.
+
+use crate::config::{AclAction, AclRule, Permission};
+use crate::topic::{TopicFilter, TopicName};
+
+/// What a client wants to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Publish,
+    Subscribe,
+}
+
+/// Publish and subscribe filters granted to one identity by a token or the
+/// HTTP hook (`{"publish": [...], "subscribe": [...]}`, with `%u` / `%c`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(default)]
+pub struct GrantedFilters {
+    pub publish: Vec<String>,
+    pub subscribe: Vec<String>,
+}
+
+/// Who is asking, as far as the rules care.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub user: Option<&'a str>,
+    pub client_id: &'a str,
+    pub superuser: bool,
+    pub granted: Option<&'a GrantedFilters>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessRules {
+    rules: Vec<AclRule>,
+    default: Permission,
+}
+
+impl AccessRules {
+    pub fn new(rules: Vec<AclRule>, default: Permission) -> AccessRules {
+        AccessRules { rules, default }
+    }
+
+    pub fn default_permission(&self) -> Permission {
+        self.default
+    }
+
+    /// Whether `subject` may publish to `topic` or subscribe to `filter`
+    /// (for a subscription, `target` is the filter without any `$share/group/`).
+    pub fn allows(&self, subject: &Subject<'_>, action: Action, target: &str) -> bool {
+        let system = target.starts_with("$SYS/") || target == "$SYS";
+        if action == Action::Publish && system {
+            return false;
+        }
+        if subject.superuser {
+            return true;
+        }
+        if let Some(granted) = subject.granted {
+            let filters = match action {
+                Action::Publish => &granted.publish,
+                Action::Subscribe => &granted.subscribe,
+            };
+            if filters.iter().any(|f| grants(f, subject, action, target)) {
+                return true;
+            }
+        }
+        for rule in &self.rules {
+            if !rule_applies(rule, subject, action) {
+                continue;
+            }
+            let Some(filter) = substitute(&rule.topic, subject) else { continue };
+            let hit = match (rule.permission, action) {
+                (_, Action::Publish) => topic_matches(&filter, target),
+                (Permission::Allow, Action::Subscribe) => covers(&filter, target),
+                (Permission::Deny, Action::Subscribe) => overlaps(&filter, target),
+            };
+            if hit {
+                return rule.permission == Permission::Allow;
+            }
+        }
+        if system {
+            return action == Action::Subscribe && target.starts_with("$SYS/viewers/");
+        }
+        self.default == Permission::Allow
+    }
+}
+
+fn grants(filter: &str, subject: &Subject<'_>, action: Action, target: &str) -> bool {
+    let Some(filter) = substitute(filter, subject) else { return false };
+    match action {
+        Action::Publish => topic_matches(&filter, target),
+        Action::Subscribe => covers(&filter, target),
+    }
+}
+
+fn rule_applies(rule: &AclRule, subject: &Subject<'_>, action: Action) -> bool {
+    let action_ok = match rule.action {
+        AclAction::All => true,
+        AclAction::Publish => action == Action::Publish,
+        AclAction::Subscribe => action == Action::Subscribe,
+    };
+    let user_ok = rule.user == "*" || subject.user == Some(rule.user.as_str());
+    let client_ok = match rule.client.strip_suffix('*') {
+        Some(prefix) => subject.client_id.starts_with(prefix),
+        None => rule.client == subject.client_id,
+    };
+    action_ok && user_ok && client_ok
+}
+
+/// `%u` → user, `%c` → client id. `None` when the rule needs a user and the
+/// client has none, or when a name would change the filter's shape (a
+/// user named `+` must not turn `dm/%u/#` into `dm/+/#`).
+fn substitute(filter: &str, subject: &Subject<'_>) -> Option<String> {
+    let unsafe_name = |s: &str| s.is_empty() || s.contains(['+', '#', '/']);
+    let mut out = filter.to_string();
+    if filter.contains("%u") {
+        let user = subject.user.filter(|u| !unsafe_name(u))?;
+        out = out.replace("%u", user);
+    }
+    if filter.contains("%c") {
+        if unsafe_name(subject.client_id) {
+            return None;
+        }
+        out = out.replace("%c", subject.client_id);
+    }
+    Some(out)
+}
+
+fn topic_matches(filter: &str, topic: &str) -> bool {
+    match (TopicFilter::new(filter), TopicName::new(topic)) {
+        (Ok(f), Ok(t)) => f.matches(&t),
+        _ => false,
+    }
+}
+
+/// Whether every topic that `requested` can match is matched by `allowed`.
+pub fn covers(allowed: &str, requested: &str) -> bool {
+    let mut a = allowed.split('/');
+    let mut r = requested.split('/');
+    let mut first = true;
+    loop {
+        match (a.next(), r.next()) {
+            // `#` at the first level never covers `$` topics, like matching.
+            (Some("#"), Some(level)) if first && level.starts_with('$') => return false,
+            (Some("#"), _) => return true,
+            (Some("+"), Some(level)) => {
+                if level == "#" || (first && level.starts_with('$')) {
+                    return false;
+                }
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
+                    return false;
+                }
+            }
+            (None, None) => return true,
+            _ => return false,
+        }
+        first = false;
+    }
+}
+
+/// Whether some topic matches both filters.
+pub fn overlaps(a: &str, b: &str) -> bool {
+    let mut a = a.split('/');
+    let mut b = b.split('/');
+    let mut first = true;
+    loop {
+        match (a.next(), b.next()) {
+            (Some("#"), Some(level)) | (Some(level), Some("#")) => {
+                // A leading wildcard never matches `$` topics.
+                return !(first && level.starts_with('$'));
+            }
+            // `x/#` also matches `x` itself.
+            (Some("#"), None) | (None, Some("#")) => return true,
+            (Some(x), Some(y)) => {
+                let wild_vs_dollar = first && ((x == "+" && y.starts_with('$')) || (y == "+" && x.starts_with('$')));
+                if wild_vs_dollar || (x != "+" && y != "+" && x != y) {
+                    return false;
+                }
+            }
+            (None, None) => return true,
+            _ => return false,
+        }
+        first = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(user: &str, client: &str, action: AclAction, topic: &str, permission: Permission) -> AclRule {
+        AclRule { user: user.into(), client: client.into(), action, topic: topic.into(), permission }
+    }
+
+    fn alice() -> Subject<'static> {
+        Subject { user: Some("alice"), client_id: "phone", superuser: false, granted: None }
+    }
+
+    #[test]
+    fn covers_is_subset_of_matches() {
+        assert!(covers("chat/+", "chat/room1"));
+        assert!(covers("chat/+", "chat/+"));
+        assert!(!covers("chat/+", "chat/#"));
+        assert!(!covers("chat/+", "#"));
+        assert!(covers("chat/#", "chat/a/b"));
+        assert!(covers("chat/#", "chat/+/b"));
+        assert!(covers("#", "anything/at/all"));
+        assert!(!covers("#", "$SYS/x"));
+        assert!(!covers("+/x", "$SYS/x"));
+        assert!(covers("$SYS/#", "$SYS/broker/uptime"));
+        assert!(!covers("a/b", "a/b/c"));
+        assert!(!covers("a/b/c", "a/b"));
+    }
+
+    #[test]
+    fn overlaps_finds_a_common_topic() {
+        assert!(overlaps("chat/secret", "chat/#"));
+        assert!(overlaps("chat/+", "chat/room1"));
+        assert!(overlaps("a/#", "a"));
+        assert!(!overlaps("a/b", "a/c"));
+        assert!(!overlaps("#", "$SYS/x"));
+        assert!(overlaps("$SYS/#", "$SYS/x"));
+        assert!(!overlaps("a/b", "a/b/c"));
+        assert!(overlaps("+/b/#", "a/+"));
+    }
+
+    #[test]
+    fn sys_publish_is_always_refused_and_sys_read_needs_a_rule() {
+        let rules = AccessRules::new(vec![], Permission::Allow);
+        assert!(!rules.allows(&alice(), Action::Publish, "$SYS/broker/uptime"));
+        let root = Subject { superuser: true, ..alice() };
+        assert!(!rules.allows(&root, Action::Publish, "$SYS/broker/uptime"));
+        assert!(rules.allows(&root, Action::Subscribe, "$SYS/#"));
+        assert!(!rules.allows(&alice(), Action::Subscribe, "$SYS/#"));
+        assert!(rules.allows(&alice(), Action::Subscribe, "$SYS/viewers/live/r1/danmaku"));
+        let explicit = AccessRules::new(
+            vec![rule("alice", "*", AclAction::Subscribe, "$SYS/#", Permission::Allow)],
+            Permission::Deny,
+        );
+        assert!(explicit.allows(&alice(), Action::Subscribe, "$SYS/broker/uptime"));
+    }
+
+    #[test]
+    fn first_matching_rule_wins_with_placeholders() {
+        let rules = AccessRules::new(
+            vec![
+                rule("*", "*", AclAction::Subscribe, "dm/%u/#", Permission::Allow),
+                rule("*", "*", AclAction::Publish, "dm/+/%u", Permission::Allow),
+                rule("*", "*", AclAction::All, "chat/secret", Permission::Deny),
+                rule("*", "*", AclAction::All, "chat/#", Permission::Allow),
+            ],
+            Permission::Deny,
+        );
+        let a = alice();
+        assert!(rules.allows(&a, Action::Subscribe, "dm/alice/#"));
+        assert!(!rules.allows(&a, Action::Subscribe, "dm/bob/#"));
+        assert!(!rules.allows(&a, Action::Subscribe, "dm/#"));
+        assert!(rules.allows(&a, Action::Publish, "dm/bob/alice"));
+        assert!(!rules.allows(&a, Action::Publish, "dm/bob/mallory"));
+        assert!(!rules.allows(&a, Action::Subscribe, "chat/#"), "overlaps the denied topic");
+        assert!(rules.allows(&a, Action::Subscribe, "chat/lobby"));
+        assert!(!rules.allows(&a, Action::Publish, "chat/secret"));
+        assert!(!rules.allows(&a, Action::Publish, "elsewhere"));
+        // A user name with wildcards never widens a placeholder rule.
+        let sneaky = Subject { user: Some("+"), ..a };
+        assert!(!rules.allows(&sneaky, Action::Subscribe, "dm/+/#"));
+        // Anonymous clients do not match %u rules.
+        let anon = Subject { user: None, ..a };
+        assert!(!rules.allows(&anon, Action::Subscribe, "dm/alice/#"));
+    }
+
+    #[test]
+    fn rules_select_by_user_and_client_prefix() {
+        let rules = AccessRules::new(
+            vec![
+                rule("bob", "*", AclAction::Publish, "#", Permission::Allow),
+                rule("*", "sensor-*", AclAction::Publish, "sensors/%c", Permission::Allow),
+            ],
+            Permission::Deny,
+        );
+        let bob = Subject { user: Some("bob"), client_id: "x", superuser: false, granted: None };
+        assert!(rules.allows(&bob, Action::Publish, "a/b"));
+        assert!(!rules.allows(&alice(), Action::Publish, "a/b"));
+        let sensor = Subject { user: None, client_id: "sensor-7", superuser: false, granted: None };
+        assert!(rules.allows(&sensor, Action::Publish, "sensors/sensor-7"));
+        assert!(!rules.allows(&sensor, Action::Publish, "sensors/sensor-8"));
+    }
+
+    #[test]
+    fn granted_filters_are_checked_before_rules() {
+        let rules = AccessRules::new(vec![rule("*", "*", AclAction::All, "#", Permission::Deny)], Permission::Deny);
+        let granted = GrantedFilters { publish: vec!["chat/%u".into()], subscribe: vec!["chat/+".into()] };
+        let s = Subject { granted: Some(&granted), ..alice() };
+        assert!(rules.allows(&s, Action::Publish, "chat/alice"));
+        assert!(!rules.allows(&s, Action::Publish, "chat/bob"));
+        assert!(rules.allows(&s, Action::Subscribe, "chat/lobby"));
+        assert!(!rules.allows(&s, Action::Subscribe, "chat/#"));
+    }
+
+    proptest::proptest! {
+        /// `covers` never claims more than matching: any topic that the
+        /// requested filter matches is matched by the allowed one.
+        #[test]
+        fn covered_topics_match(
+            allowed in "[ab+#$]{0,1}(/[ab+]){0,3}(/#)?",
+            requested in "[ab+$]{0,1}(/[ab+]){0,3}(/#)?",
+            topic in "[ab$]{1}(/[ab]){0,4}",
+        ) {
+            let (Ok(a), Ok(r), Ok(t)) = (TopicFilter::new(&allowed), TopicFilter::new(&requested), TopicName::new(&topic))
+                else { return Ok(()) };
+            if covers(&allowed, &requested) && r.matches(&t) {
+                proptest::prop_assert!(a.matches(&t), "{allowed} covers {requested} but not {topic}");
+            }
+            if a.matches(&t) && r.matches(&t) {
+                proptest::prop_assert!(overlaps(&allowed, &requested), "{allowed} and {requested} share {topic}");
+            }
+        }
+    }
+}

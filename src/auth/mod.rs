@@ -1,0 +1,326 @@
+//! Who a client is ([`Identity`]) and what it may do: authentication by a
+//! chain of providers, access control ([`acl`]), roles, single sign-on
+//! policy. docs/security.md explains it for operators.
+//!
+//! Owns: the [`Authenticator`] seam and its providers ([`password`] file,
+//! signed tokens [`jwt`], the [`http_hook`]), the policy built from `[auth]`,
+//! `[[acl]]` and `[http]` (swapped whole on reload, so a check never sees half
+//! of an old policy and half of a new one), and the failure counter.
+//! Must never: hold a session or socket, or log a secret. Slow work (argon2,
+//! the HTTP hook) runs off the runtime threads and never blocks other
+//! clients' traffic.
+
+pub mod acl;
+pub mod http_hook;
+pub mod jwt;
+pub mod password;
+
+use crate::config::{Config, Permission, SingleSession};
+use crate::model::reason;
+use acl::{AccessRules, Action, GrantedFilters, Subject};
+use bytes::Bytes;
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Which door a client came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    MqttTcp,
+    MqttWebSocket,
+    StarlingV1,
+    Http,
+}
+
+impl Transport {
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::MqttTcp => "mqtt",
+            Transport::MqttWebSocket => "ws-mqtt",
+            Transport::StarlingV1 => "ws-proto",
+            Transport::Http => "http",
+        }
+    }
+}
+
+/// What the client presented: MQTT username and password, or a starling.v1
+/// `Connect.token` (carried as the password).
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    pub username: Option<String>,
+    pub password: Option<Bytes>,
+}
+
+impl Credentials {
+    pub fn is_empty(&self) -> bool {
+        self.username.as_deref().unwrap_or("").is_empty() && self.password.as_ref().is_none_or(|p| p.is_empty())
+    }
+}
+
+/// One authentication attempt.
+#[derive(Debug, Clone)]
+pub struct AuthRequest<'a> {
+    pub client_id: &'a str,
+    pub credentials: &'a Credentials,
+    pub peer: SocketAddr,
+    pub transport: Transport,
+    /// "3.1.1", "5" or "starling.v1".
+    pub protocol: &'static str,
+    /// The listener the client reached is bound to a loopback address.
+    pub local_listener: bool,
+}
+
+/// Who a connected client is. Policy (ACL, roles, rate limits, single
+/// sign-on, session ownership) keys on `user`, never on a client id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// `None`: anonymous.
+    pub user: Option<Arc<str>>,
+    pub superuser: bool,
+    pub roles: Vec<String>,
+    /// A token's `acl` claim or the HTTP hook's answer, checked before the rules.
+    pub granted: Option<GrantedFilters>,
+    /// The device kind for `single_session = "user_device"` (a token's `device` claim).
+    pub device: Option<Arc<str>>,
+    /// When the credentials stop being valid (a token's `exp`), Unix ms.
+    pub expires_at_ms: Option<u64>,
+}
+
+impl Identity {
+    /// The broker's own clients (bridges, the API with an admin key).
+    pub fn superuser(name: &str) -> Identity {
+        Identity { user: Some(Arc::from(name)), superuser: true, ..Default::default() }
+    }
+
+    pub fn user_name(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+}
+
+/// A refused authentication: the reason code (0x86 bad credentials, 0x87
+/// not authorized, ...) and a message for the log and for MQTT 5 clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthRefusal {
+    pub code: u8,
+    pub why: String,
+}
+
+/// One provider's answer.
+#[derive(Debug)]
+pub enum Decision {
+    Allow(Identity),
+    Deny(AuthRefusal),
+    /// Not this provider's kind of credentials: ask the next one.
+    Pass,
+}
+
+pub type DecisionFuture<'a> = Pin<Box<dyn Future<Output = Decision> + Send + 'a>>;
+
+/// A source of identities (password file, signed tokens, an HTTP hook).
+pub trait Authenticator: Send + Sync {
+    /// The name used in `auth.chain`.
+    fn name(&self) -> &'static str;
+    fn authenticate<'a>(&'a self, request: &'a AuthRequest<'a>) -> DecisionFuture<'a>;
+}
+
+/// Everything built from the configuration; replaced whole on reload.
+struct Policy {
+    chain: Vec<Box<dyn Authenticator>>,
+    allow_anonymous: Option<bool>,
+    rules: AccessRules,
+    roles: HashMap<String, Vec<String>>,
+    single_session: SingleSession,
+    api_keys: Vec<String>,
+    /// The JWT verifier, also used for `Authorization: Bearer` on the HTTP API.
+    jwt: Option<Arc<jwt::JwtVerifier>>,
+}
+
+/// The security policy in force: authentication, access control, single sign-on.
+pub struct Security {
+    policy: RwLock<Arc<Policy>>,
+    anonymous: Arc<Identity>,
+    failures: AtomicU64,
+    denied_publishes: AtomicU64,
+}
+
+impl Security {
+    /// Builds the policy: reads the password file and the token key. Errors
+    /// name the key and the file.
+    pub fn from_config(config: &Config) -> anyhow::Result<Security> {
+        Ok(Security {
+            policy: RwLock::new(Arc::new(Policy::build(config)?)),
+            anonymous: Arc::new(Identity::default()),
+            failures: AtomicU64::new(0),
+            denied_publishes: AtomicU64::new(0),
+        })
+    }
+
+    /// Re-reads the password file, keys, rules and roles (SIGHUP). On error
+    /// the old policy stays in force. Connections are not dropped: each
+    /// check made from now on uses the new policy.
+    pub fn reload(&self, config: &Config) -> anyhow::Result<()> {
+        let policy = Policy::build(config)?;
+        *self.policy.write() = Arc::new(policy);
+        tracing::info!("security policy reloaded (password file, tokens, ACL rules, roles)");
+        Ok(())
+    }
+
+    fn policy(&self) -> Arc<Policy> {
+        self.policy.read().clone()
+    }
+
+    /// Authentication attempts refused so far.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Publishes refused by the access rules so far (QoS 0 ones have no
+    /// acknowledgement to carry the refusal: this counter is where they show).
+    pub fn denied_publishes(&self) -> u64 {
+        self.denied_publishes.load(Ordering::Relaxed)
+    }
+
+    pub fn count_denied_publish(&self) {
+        self.denied_publishes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn single_session(&self) -> SingleSession {
+        self.policy().single_session
+    }
+
+    /// Asks the providers in order; the first that decides wins. A client
+    /// without credentials is anonymous (allowed per `allow_anonymous`).
+    /// With no provider configured, credentials are not checked and the
+    /// client is anonymous.
+    pub async fn authenticate(&self, request: &AuthRequest<'_>) -> Result<Arc<Identity>, AuthRefusal> {
+        let policy = self.policy();
+        let result = if request.credentials.is_empty() || policy.chain.is_empty() {
+            if policy.anonymous_allowed(request.local_listener) {
+                Ok(self.anonymous.clone())
+            } else {
+                Err(AuthRefusal {
+                    code: reason::NOT_AUTHORIZED,
+                    why: "anonymous clients are not allowed: send a username and password or a token".into(),
+                })
+            }
+        } else {
+            let mut outcome = Err(AuthRefusal {
+                code: reason::BAD_USER_NAME_OR_PASSWORD,
+                why: "unknown user or bad password".into(),
+            });
+            for provider in &policy.chain {
+                match provider.authenticate(request).await {
+                    Decision::Pass => continue,
+                    Decision::Allow(mut identity) => {
+                        if identity.roles.is_empty() {
+                            if let Some(roles) = identity.user.as_deref().and_then(|u| policy.roles.get(u)) {
+                                identity.roles = roles.clone();
+                            }
+                        }
+                        outcome = Ok(Arc::new(identity));
+                        break;
+                    }
+                    Decision::Deny(refusal) => {
+                        outcome = Err(refusal);
+                        break;
+                    }
+                }
+            }
+            outcome
+        };
+        if let Err(refusal) = &result {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            // Never the password or token: only who tried and why it failed.
+            tracing::info!(client_id = request.client_id, username = request.credentials.username.as_deref().unwrap_or(""),
+                peer = %request.peer, transport = request.transport.label(), code = refusal.code, why = %refusal.why,
+                "authentication refused");
+        }
+        result
+    }
+
+    /// Whether `identity` (connected as `client_id`) may publish to `topic`
+    /// or subscribe to `filter` (without any `$share/group/` prefix).
+    pub fn allows(&self, identity: &Identity, client_id: &str, action: Action, target: &str) -> bool {
+        let policy = self.policy();
+        let subject = Subject {
+            user: identity.user_name(),
+            client_id,
+            superuser: identity.superuser,
+            granted: identity.granted.as_ref(),
+        };
+        policy.rules.allows(&subject, action, target)
+    }
+
+    /// Identity for an HTTP API request: an admin key (superuser), a signed
+    /// token, or none (anonymous, where anonymous clients are allowed).
+    pub fn authenticate_bearer(&self, authorization: Option<&str>, local_listener: bool) -> Option<Arc<Identity>> {
+        let policy = self.policy();
+        let Some(value) = authorization else {
+            return policy.anonymous_allowed(local_listener).then(|| self.anonymous.clone());
+        };
+        let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim();
+        if policy.api_keys.iter().any(|k| constant_time_eq(k.as_bytes(), token.as_bytes())) {
+            return Some(Arc::new(Identity::superuser("api-key")));
+        }
+        let verifier = policy.jwt.as_ref()?;
+        match verifier.verify(token, None, "") {
+            Ok(identity) => Some(Arc::new(identity)),
+            Err(refusal) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(why = %refusal.why, "HTTP API token refused");
+                None
+            }
+        }
+    }
+}
+
+impl Policy {
+    fn build(config: &Config) -> anyhow::Result<Policy> {
+        let auth = &config.auth;
+        let mut chain: Vec<Box<dyn Authenticator>> = Vec::new();
+        let mut jwt_verifier = None;
+        for name in &auth.chain {
+            match name.as_str() {
+                "password_file" => {
+                    let path = auth.password_file.as_ref().expect("validated: password_file set");
+                    chain.push(Box::new(password::PasswordFile::load(path)?));
+                }
+                "jwt" => {
+                    let cfg = auth.jwt.as_ref().expect("validated: [auth.jwt] set");
+                    let verifier = Arc::new(jwt::JwtVerifier::from_config(cfg)?);
+                    jwt_verifier = Some(verifier.clone());
+                    chain.push(Box::new(jwt::JwtProvider(verifier)));
+                }
+                "http" => {
+                    let cfg = auth.http.as_ref().expect("validated: [auth.http] set");
+                    chain.push(Box::new(http_hook::HttpHook::new(cfg.clone())));
+                }
+                other => anyhow::bail!("auth.chain: unknown provider {other:?}"),
+            }
+        }
+        let laptop_default = auth.chain.is_empty() && auth.allow_anonymous.is_none();
+        let default = auth.acl_default.unwrap_or(if laptop_default { Permission::Allow } else { Permission::Deny });
+        Ok(Policy {
+            chain,
+            allow_anonymous: auth.allow_anonymous,
+            rules: AccessRules::new(config.acl.clone(), default),
+            roles: auth.roles.iter().map(|r| (r.user.clone(), r.roles.clone())).collect(),
+            single_session: auth.single_session,
+            api_keys: config.http.api_keys.clone(),
+            jwt: jwt_verifier,
+        })
+    }
+
+    fn anonymous_allowed(&self, local_listener: bool) -> bool {
+        self.allow_anonymous.unwrap_or(local_listener)
+    }
+}
+
+/// Compares secrets without leaking where they differ through timing.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,229 @@
+//! The password file provider: `username:HASH` lines, HASH an argon2id PHC
+//! string (`$argon2id$v=19$m=19456,t=2,p=1$...`), managed by
+//! `starling passwd FILE USER` and read again on SIGHUP.
+//!
+//! Owns: parsing and editing the file, verification, and a bounded cache of
+//! successful verifications. Argon2 is slow on purpose (tens of
+//! milliseconds): verifications run on the blocking pool, concurrent
+//! attempts with the same user and password share one verification, and a
+//! success is remembered (keyed by a SHA-256 of user, password and stored
+//! hash, so a changed password never matches an old entry) so that a
+//! reconnect storm costs hash lookups, not argon2 runs.
+//! Must never: log or keep a password in clear; cache a failure.
+
+use super::{AuthRefusal, AuthRequest, Authenticator, Decision, DecisionFuture, Identity};
+use crate::model::reason;
+use anyhow::Context;
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::OnceCell;
+
+/// Remembered successful verifications, at most (then the cache starts over).
+const CACHE_MAX: usize = 100_000;
+
+pub struct PasswordFile {
+    path: PathBuf,
+    users: HashMap<String, String>,
+    /// Keyed by SHA-256(user, password, stored hash); a cell is shared by
+    /// concurrent attempts and holds true once verified.
+    verified: Mutex<HashMap<[u8; 32], Arc<OnceCell<bool>>>>,
+}
+
+impl PasswordFile {
+    pub fn load(path: &Path) -> anyhow::Result<PasswordFile> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("auth.password_file: cannot read {}", path.display()))?;
+        let users = parse(&text).map_err(|e| anyhow::anyhow!("auth.password_file {}: {e}", path.display()))?;
+        tracing::info!(file = %path.display(), users = users.len(), "password file loaded");
+        Ok(PasswordFile { path: path.to_path_buf(), users, verified: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether `password` is `user`'s; `None` when the file has no such user.
+    pub async fn verify(&self, user: &str, password: &[u8]) -> Option<bool> {
+        let stored = self.users.get(user)?.clone();
+        let key: [u8; 32] = {
+            let mut h = Sha256::new();
+            for part in [user.as_bytes(), password, stored.as_bytes()] {
+                h.update((part.len() as u64).to_be_bytes());
+                h.update(part);
+            }
+            h.finalize().into()
+        };
+        let cell = {
+            let mut verified = self.verified.lock();
+            if verified.len() >= CACHE_MAX {
+                verified.clear();
+            }
+            verified.entry(key).or_default().clone()
+        };
+        let password = password.to_vec();
+        let ok = *cell
+            .get_or_init(|| async move {
+                tokio::task::spawn_blocking(move || check(&stored, &password)).await.unwrap_or(false)
+            })
+            .await;
+        if !ok {
+            // Failures are not remembered: each wrong guess costs a full verification.
+            self.verified.lock().remove(&key);
+        }
+        Some(ok)
+    }
+}
+
+impl Authenticator for PasswordFile {
+    fn name(&self) -> &'static str {
+        "password_file"
+    }
+
+    fn authenticate<'a>(&'a self, request: &'a AuthRequest<'a>) -> DecisionFuture<'a> {
+        Box::pin(async move {
+            let Some(user) = request.credentials.username.as_deref().filter(|u| !u.is_empty()) else {
+                return Decision::Pass;
+            };
+            let password = request.credentials.password.as_deref().unwrap_or(&[]);
+            match self.verify(user, password).await {
+                None => Decision::Pass,
+                Some(true) => Decision::Allow(Identity { user: Some(Arc::from(user)), ..Default::default() }),
+                Some(false) => Decision::Deny(AuthRefusal {
+                    code: reason::BAD_USER_NAME_OR_PASSWORD,
+                    why: "unknown user or bad password".into(),
+                }),
+            }
+        })
+    }
+}
+
+fn check(stored: &str, password: &[u8]) -> bool {
+    PasswordHash::new(stored).is_ok_and(|hash| Argon2::default().verify_password(password, &hash).is_ok())
+}
+
+/// Parses the file: `user:hash` per line; blank lines and `#` comments skipped.
+pub fn parse(text: &str) -> Result<HashMap<String, String>, String> {
+    let mut users = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((user, hash)) = line.split_once(':') else {
+            return Err(format!("line {}: expected username:hash", n + 1));
+        };
+        if let Err(e) = PasswordHash::new(hash) {
+            return Err(format!("line {} (user {user:?}): not a PHC hash string: {e}", n + 1));
+        }
+        if users.insert(user.to_string(), hash.to_string()).is_some() {
+            return Err(format!("line {}: user {user:?} appears twice", n + 1));
+        }
+    }
+    Ok(users)
+}
+
+/// An argon2id PHC string for `password`, with a fresh random salt.
+pub fn hash_password(password: &[u8]) -> anyhow::Result<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Ok(Argon2::default().hash_password(password, &salt).map_err(|e| anyhow::anyhow!("hashing: {e}"))?.to_string())
+}
+
+fn check_user_name(user: &str) -> anyhow::Result<()> {
+    if user.is_empty() || user.contains([':', '\n', '\r']) || user.trim() != user {
+        anyhow::bail!("user name {user:?}: must be non-empty, without ':' , line breaks or surrounding spaces");
+    }
+    Ok(())
+}
+
+/// Adds `user` or replaces their password; creates the file if needed.
+/// The file is rewritten through a temporary file and a rename, so a
+/// broker reloading at the same moment reads the old or the new file, never half.
+pub fn set_password(path: &Path, user: &str, password: &[u8]) -> anyhow::Result<()> {
+    check_user_name(user)?;
+    if password.is_empty() {
+        anyhow::bail!("the password is empty");
+    }
+    let hash = hash_password(password)?;
+    let mut lines = read_lines(path)?;
+    let entry = format!("{user}:{hash}");
+    match lines.iter_mut().find(|l| l.split_once(':').is_some_and(|(u, _)| u == user)) {
+        Some(line) => *line = entry,
+        None => lines.push(entry),
+    }
+    write_lines(path, &lines)
+}
+
+/// Removes `user`; returns whether they were there.
+pub fn delete_user(path: &Path, user: &str) -> anyhow::Result<bool> {
+    let mut lines = read_lines(path)?;
+    let before = lines.len();
+    lines.retain(|l| l.split_once(':').is_none_or(|(u, _)| u != user));
+    let removed = lines.len() != before;
+    if removed {
+        write_lines(path, &lines)?;
+    }
+    Ok(removed)
+}
+
+fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text.lines().map(str::to_string).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn write_lines(path: &Path, lines: &[String]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut text = lines.join("\n");
+    text.push('\n');
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600));
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn set_verify_replace_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("passwd");
+        set_password(&path, "alice", b"wonderland").unwrap();
+        set_password(&path, "bob", b"builder").unwrap();
+        let file = PasswordFile::load(&path).unwrap();
+        assert_eq!(file.verify("alice", b"wonderland").await, Some(true));
+        assert_eq!(file.verify("alice", b"wonderland").await, Some(true), "cached");
+        assert_eq!(file.verify("alice", b"wrong").await, Some(false));
+        assert_eq!(file.verify("carol", b"x").await, None);
+        assert!(std::fs::read_to_string(&path).unwrap().contains("$argon2id$"));
+
+        set_password(&path, "alice", b"new").unwrap();
+        let file = PasswordFile::load(&path).unwrap();
+        assert_eq!(file.verify("alice", b"wonderland").await, Some(false));
+        assert_eq!(file.verify("alice", b"new").await, Some(true));
+        assert!(delete_user(&path, "bob").unwrap());
+        assert!(!delete_user(&path, "bob").unwrap());
+        assert_eq!(PasswordFile::load(&path).unwrap().verify("bob", b"builder").await, None);
+    }
+
+    #[test]
+    fn bad_files_name_the_line() {
+        assert!(parse("# users\n\nalice:$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA\n").is_ok());
+        let err = parse("alice\n").unwrap_err();
+        assert!(err.contains("line 1"), "{err}");
+        let err = parse("alice:plaintext\n").unwrap_err();
+        assert!(err.contains("line 1") && err.contains("PHC"), "{err}");
+        assert!(set_password(Path::new("/nonexistent/x"), "a:b", b"p").is_err());
+    }
+}

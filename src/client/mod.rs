@@ -1,0 +1,491 @@
+//! The client core: one client's life, the same for every transport.
+//!
+//! Owns: admission ([`admit`]: reserved client ids, authentication, will
+//! checks, session ownership, single sign-on, keep-alive clamp), the
+//! connected loop ([`Client::serve`]: read | outbox | kick | shutdown |
+//! keep-alive | credential expiry), drain batching, and every per-operation
+//! policy with typed outcomes ([`Client::publish`], [`Client::subscribe`],
+//! [`Client::unsubscribe`], [`Client::history`]): access control, class
+//! roles, `$SYS` protection. A rule enforced here holds for MQTT/TCP,
+//! MQTT/WebSocket and starling.v1 alike.
+//! Must never: know a wire format. Transports ([`Edge`]s: `mqtt::connection`,
+//! `wsproto::connection`) decode, encode, read, write, flush and close, and
+//! map the outcomes to their own codes in one place each.
+
+use crate::auth::acl::Action;
+use crate::auth::{AuthRequest, Credentials, Identity, Transport};
+use crate::broker::{
+    now_ms, Ack, Broker, ConnectRefused, ConnectRequest, HistoryError, Message, Outgoing, Refusal, Session,
+};
+use crate::classes::AccessFile;
+use crate::config::SingleSession;
+use crate::model::{reason, CloseReason, LastWill, QoS, SubscriptionOptions};
+use crate::topic::{parse_subscription, TopicError, TopicName};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+/// Where a connection comes from.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub transport: Transport,
+    /// The listener it reached is bound to a loopback address (anonymous
+    /// clients are allowed there unless `auth.allow_anonymous = false`).
+    pub local_listener: bool,
+}
+
+/// What a client asks for when it connects, in no transport's terms.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectInfo {
+    /// Empty: the broker assigns one.
+    pub client_id: String,
+    pub clean_start: bool,
+    /// Seconds; `NEVER_EXPIRES` for an MQTT 3.1.1 persistent session.
+    pub session_expiry_secs: u32,
+    pub receive_maximum: u16,
+    /// Keep-alive (MQTT) or heartbeat (starling.v1) in seconds; 0: none.
+    pub keep_alive_secs: u32,
+    /// Whether the protocol can tell the client a lower keep-alive (MQTT 5,
+    /// starling.v1); MQTT 3.1.1 cannot, so its request is kept.
+    pub may_lower_keep_alive: bool,
+    pub will: Option<LastWill>,
+    pub credentials: Credentials,
+    /// "3.1.1", "5" or "starling.v1" (for logs and the HTTP hook).
+    pub protocol: &'static str,
+}
+
+/// A refused connection: reason code and why (for logs and MQTT 5 / starling.v1 clients).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub code: u8,
+    pub why: String,
+}
+
+/// An accepted connection: the client, and what the transport tells it.
+pub struct Admitted {
+    pub client: Client,
+    pub session_present: bool,
+    /// Set when the broker chose the client id.
+    pub assigned_client_id: Option<String>,
+    /// Session expiry after the configured cap.
+    pub session_expiry_secs: u32,
+    /// The keep-alive in force (lower than asked when the protocol allows).
+    pub keep_alive_secs: u32,
+    /// Unacknowledged deliveries from before, to send first.
+    pub resend: Vec<Outgoing>,
+}
+
+/// Checks who the client is and attaches it to its session.
+pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Result<Admitted, Refused> {
+    let refuse = |code: u8, why: String| Err(Refused { code, why });
+    if info.client_id.starts_with(crate::bridge::LOCAL_CLIENT_ID_PREFIX) {
+        return refuse(
+            reason::CLIENT_IDENTIFIER_NOT_VALID,
+            "client ids starting with $bridge/ are reserved for bridges".into(),
+        );
+    }
+    let security = broker.security();
+    let request = AuthRequest {
+        client_id: &info.client_id,
+        credentials: &info.credentials,
+        peer: peer.addr,
+        transport: peer.transport,
+        protocol: info.protocol,
+        local_listener: peer.local_listener,
+    };
+    let identity = security.authenticate(&request).await.map_err(|r| Refused { code: r.code, why: r.why })?;
+    if let Some(will) = &info.will {
+        if let Err(e) = TopicName::new(&will.topic) {
+            return refuse(reason::TOPIC_NAME_INVALID, format!("will topic: {e}"));
+        }
+        if !security.allows(&identity, &info.client_id, Action::Publish, &will.topic) {
+            return refuse(reason::NOT_AUTHORIZED, format!("not allowed to publish the will topic {:?}", will.topic));
+        }
+    }
+    let connected = broker
+        .connect(ConnectRequest {
+            client_id: info.client_id,
+            clean_start: info.clean_start,
+            session_expiry_secs: info.session_expiry_secs,
+            receive_maximum: info.receive_maximum,
+            user: identity.user.clone(),
+            device: identity.device.clone(),
+        })
+        .map_err(|ConnectRefused::SessionOfAnotherUser| Refused {
+            code: reason::CLIENT_IDENTIFIER_NOT_VALID,
+            why: "this client id belongs to a session of another user".into(),
+        })?;
+    if let Some(user) = identity.user.as_deref() {
+        let signed_out = match security.single_session() {
+            SingleSession::Off => 0,
+            SingleSession::User => broker.sign_out_others(user, false, None, connected.connection_id),
+            SingleSession::UserDevice => {
+                broker.sign_out_others(user, true, identity.device.as_deref(), connected.connection_id)
+            }
+        };
+        if signed_out > 0 {
+            tracing::debug!(user, signed_out, "single sign-on: older connections asked to close");
+        }
+    }
+    let max_keep_alive = u32::from(broker.config().mqtt.max_keep_alive_secs);
+    let keep_alive_secs = if info.may_lower_keep_alive && info.keep_alive_secs > max_keep_alive {
+        max_keep_alive
+    } else {
+        info.keep_alive_secs
+    };
+    tracing::debug!(peer = %peer.addr, transport = peer.transport.label(), client_id = %connected.session.client_id,
+        user = identity.user_name().unwrap_or(""), session_present = connected.session_present, "client connected");
+    Ok(Admitted {
+        client: Client {
+            broker: broker.clone(),
+            session: connected.session,
+            identity,
+            kicked: connected.kicked,
+            connection_id: connected.connection_id,
+            will: info.will.map(Box::new),
+            // Silent for 1.5 × keep-alive: closed ([MQTT-3.1.2-22]).
+            liveness: (keep_alive_secs > 0).then(|| Duration::from_millis(u64::from(keep_alive_secs) * 1500)),
+            routed: 0,
+        },
+        session_present: connected.session_present,
+        assigned_client_id: connected.assigned_client_id,
+        session_expiry_secs: connected.session_expiry_secs,
+        keep_alive_secs,
+        resend: connected.resend,
+    })
+}
+
+/// How a publish ended, for the transport's acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// Accepted (durable where promised); `matched` is false when nobody subscribed.
+    Accepted { matched: bool },
+    /// The access rules (ACL, class roles, `$SYS`) forbid it.
+    Denied,
+    /// The topic's class refused it (rate, size).
+    Refused(Refusal),
+    /// The store could not make it durable.
+    StoreFailed,
+}
+
+impl Published {
+    /// The MQTT 5 / starling.v1 reason code.
+    pub fn reason_code(self) -> u8 {
+        match self {
+            Published::Accepted { matched: true } => reason::SUCCESS,
+            Published::Accepted { matched: false } => reason::NO_MATCHING_SUBSCRIBERS,
+            Published::Denied => reason::NOT_AUTHORIZED,
+            Published::Refused(refusal) => refusal.reason_code(),
+            Published::StoreFailed => reason::UNSPECIFIED_ERROR,
+        }
+    }
+}
+
+/// How one subscription request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subscribed {
+    Granted(QoS),
+    Denied,
+    InvalidFilter(TopicError),
+}
+
+impl Subscribed {
+    /// The MQTT 5 SUBACK / starling.v1 SubAck code.
+    pub fn reason_code(&self) -> u8 {
+        match self {
+            Subscribed::Granted(qos) => *qos as u8,
+            Subscribed::Denied => reason::NOT_AUTHORIZED,
+            Subscribed::InvalidFilter(_) => reason::TOPIC_FILTER_INVALID,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsubscribed {
+    Removed,
+    NotSubscribed,
+    InvalidFilter,
+}
+
+impl Unsubscribed {
+    pub fn reason_code(self) -> u8 {
+        match self {
+            Unsubscribed::Removed => reason::SUCCESS,
+            Unsubscribed::NotSubscribed => reason::NO_SUBSCRIPTION_EXISTED,
+            Unsubscribed::InvalidFilter => reason::TOPIC_FILTER_INVALID,
+        }
+    }
+}
+
+/// What a read from the peer brought.
+pub enum Received {
+    /// Input is buffered in the edge, ready for [`Edge::handle`].
+    Data,
+    /// The peer closed the connection.
+    Closed,
+}
+
+/// A transport's side of a connection: decoding, encoding and the socket.
+pub trait Edge: Send {
+    /// Deliveries taken from the outbox per write.
+    const DRAIN_BATCH: usize;
+    /// Waits for input from the peer and buffers it. Must be cancel safe:
+    /// the loop also waits on the outbox, kicks and timers.
+    fn receive(&mut self) -> impl Future<Output = Result<Received, CloseReason>> + Send;
+    /// Handles everything buffered, calling the client's operations.
+    fn handle(&mut self, client: &mut Client) -> impl Future<Output = Result<(), CloseReason>> + Send;
+    /// Encodes one delivery (or QoS 2 release) into the pending write.
+    fn write_outgoing(&mut self, client: &mut Client, item: Outgoing);
+    /// Writes everything pending with as few calls as it can.
+    fn flush(&mut self) -> impl Future<Output = Result<(), CloseReason>> + Send;
+}
+
+/// A connected client: its session, identity and the loop that serves it.
+pub struct Client {
+    broker: Arc<Broker>,
+    session: Arc<Session>,
+    identity: Arc<Identity>,
+    /// Fires when the connection must close (takeover, single sign-on).
+    kicked: oneshot::Receiver<CloseReason>,
+    connection_id: u64,
+    /// Boxed: most connections have none, and it would otherwise weigh on
+    /// every connection's task.
+    will: Option<Box<LastWill>>,
+    liveness: Option<Duration>,
+    /// Deliveries routed since this task last yielded.
+    routed: usize,
+}
+
+impl Client {
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.session.client_id
+    }
+
+    /// Serves the connection until it must end, and says why.
+    pub async fn serve<E: Edge>(&mut self, edge: &mut E) -> CloseReason {
+        let mut shutdown = self.broker.shutdown_signal();
+        let mut outgoing = Vec::new();
+        let mut deadline = self.liveness.map(|k| Instant::now() + k);
+        let credentials_expire =
+            self.identity.expires_at_ms.map(|at| Instant::now() + Duration::from_millis(at.saturating_sub(now_ms())));
+        loop {
+            // Drain everything the outbox holds, then write once.
+            self.drain(edge, &mut outgoing);
+            if let Err(reason) = edge.flush().await {
+                return reason;
+            }
+            if *shutdown.borrow() {
+                return CloseReason::ServerShutdown;
+            }
+            let session = self.session.clone();
+            tokio::select! {
+                biased;
+                kicked = &mut self.kicked => return kicked.unwrap_or(CloseReason::TakenOver),
+                _ = shutdown.changed() => return CloseReason::ServerShutdown,
+                received = edge.receive() => {
+                    match received {
+                        Ok(Received::Data) => {}
+                        Ok(Received::Closed) => return CloseReason::PeerClosed,
+                        Err(reason) => return reason,
+                    }
+                    deadline = self.liveness.map(|k| Instant::now() + k);
+                    if let Err(reason) = Box::pin(edge.handle(self)).await {
+                        return reason;
+                    }
+                    if std::mem::take(&mut self.routed) > 0 {
+                        // Fairness: after routing, let the subscribers' writers
+                        // run before reading more.
+                        tokio::task::yield_now().await;
+                    }
+                }
+                _ = session.notified() => {}
+                _ = silence_deadline(deadline) => return CloseReason::KeepAliveTimeout,
+                _ = silence_deadline(credentials_expire) => return CloseReason::CredentialsExpired,
+            }
+        }
+    }
+
+    /// Ends the session's attachment: publishes or schedules the will, and
+    /// ends or keeps the session, as `reason` decides.
+    pub fn finish(mut self, reason: &CloseReason) {
+        tracing::debug!(client_id = %self.session.client_id, %reason, "connection closed");
+        let will = self.will.take().map(|w| *w);
+        self.broker.disconnected(&self.session, self.connection_id, will, reason.will_action());
+    }
+
+    fn drain<E: Edge>(&mut self, edge: &mut E, outgoing: &mut Vec<Outgoing>) {
+        loop {
+            self.session.drain(outgoing, E::DRAIN_BATCH);
+            if outgoing.is_empty() {
+                return;
+            }
+            let full = outgoing.len() == E::DRAIN_BATCH;
+            for item in outgoing.drain(..) {
+                edge.write_outgoing(self, item);
+            }
+            if !full {
+                return;
+            }
+        }
+    }
+
+    /// Called by an edge between inbound packets: after routing a lot in one
+    /// turn, let the writers take it while the outboxes are small and in cache.
+    pub async fn yield_if_routed_enough(&mut self) {
+        if self.routed >= route_budget() {
+            self.routed = 0;
+            tokio::task::yield_now().await;
+        }
+    }
+
+    // ---- operations ------------------------------------------------------
+
+    /// Publishes for this client: access rules first, then the broker (class
+    /// admission, routing, durability for QoS > 0).
+    pub async fn publish(&mut self, mut message: Message) -> Published {
+        message.publisher = Some(self.session.client_id.clone());
+        if !self.may_publish(&mut message) {
+            self.broker.security().count_denied_publish();
+            tracing::debug!(client_id = %self.session.client_id, topic = %message.topic, "publish denied");
+            return Published::Denied;
+        }
+        if message.qos == QoS::AtMostOnce {
+            let outcome = self.broker.publish_paced(message).await;
+            self.routed += outcome.deliveries.max(1);
+            return match outcome.refused {
+                Some(refusal) => Published::Refused(refusal),
+                None => Published::Accepted { matched: outcome.deliveries > 0 || outcome.shed },
+            };
+        }
+        self.routed += 1;
+        // Acknowledged means durable: the broker waits for the store when needed.
+        match self.broker.publish_acknowledged(message).await {
+            Ack::Accepted { matched } => Published::Accepted { matched },
+            Ack::StoreFailed => Published::StoreFailed,
+            Ack::Refused(refusal) => Published::Refused(refusal),
+        }
+    }
+
+    /// ACL and class roles; clears a high-priority flag the client may not set.
+    fn may_publish(&self, message: &mut Message) -> bool {
+        let security = self.broker.security();
+        if !security.allows(&self.identity, &self.session.client_id, Action::Publish, message.topic.as_str()) {
+            return false;
+        }
+        if self.identity.superuser {
+            return true;
+        }
+        let Some(classified) = self.broker.classes().classify(&message.topic) else {
+            return true;
+        };
+        let access = &classified.class.access;
+        if !AccessFile::admits(&access.publish, &self.identity.roles) {
+            return false;
+        }
+        let priority_allowed = AccessFile::admits(&access.high_priority, &self.identity.roles);
+        if classified.high_priority && !priority_allowed {
+            return false;
+        }
+        if !priority_allowed {
+            message.handling.high_priority = false;
+        }
+        true
+    }
+
+    /// Adds a subscription if the access rules allow it; queues the
+    /// retained messages it asks for.
+    pub fn subscribe(&mut self, filter: &str, options: SubscriptionOptions, identifier: Option<u32>) -> Subscribed {
+        let parsed = match parse_subscription(filter) {
+            Ok(parsed) => parsed,
+            Err(e) => return Subscribed::InvalidFilter(e),
+        };
+        if !may_read(&self.broker, &self.identity, &self.session.client_id, parsed.filter.as_ref()) {
+            tracing::debug!(client_id = %self.session.client_id, filter, "subscription denied");
+            return Subscribed::Denied;
+        }
+        match self.broker.subscribe(&self.session, filter, options, identifier) {
+            Ok(code) => Subscribed::Granted(QoS::from_u8(code).unwrap_or(QoS::AtMostOnce)),
+            Err(e) => Subscribed::InvalidFilter(e),
+        }
+    }
+
+    pub fn unsubscribe(&mut self, filter: &str) -> Unsubscribed {
+        if parse_subscription(filter).is_err() {
+            Unsubscribed::InvalidFilter
+        } else if self.broker.unsubscribe(&self.session, filter) {
+            Unsubscribed::Removed
+        } else {
+            Unsubscribed::NotSubscribed
+        }
+    }
+
+    /// Recent messages of a room, if this client may subscribe to it.
+    pub fn history(&self, topic: &str, after_id: u64, limit: usize) -> Result<Vec<Message>, HistoryError> {
+        history_for(&self.broker, &self.identity, &self.session.client_id, topic, after_id, limit)
+    }
+}
+
+/// Whether `identity` may subscribe to `filter` (no `$share/` prefix): the
+/// ACL, then the roles of every class the filter reaches.
+pub fn may_read(broker: &Broker, identity: &Identity, client_id: &str, filter: &str) -> bool {
+    if !broker.security().allows(identity, client_id, Action::Subscribe, filter) {
+        return false;
+    }
+    identity.superuser
+        || broker
+            .classes()
+            .classes_reached_by(filter)
+            .iter()
+            .all(|class| AccessFile::admits(&class.access.subscribe, &identity.roles))
+}
+
+/// History for any requester (a connected client, or the HTTP API):
+/// allowed where subscribing to the topic is.
+pub fn history_for(
+    broker: &Broker,
+    identity: &Identity,
+    client_id: &str,
+    topic: &str,
+    after_id: u64,
+    limit: usize,
+) -> Result<Vec<Message>, HistoryError> {
+    if TopicName::new(topic).is_err() {
+        return Err(HistoryError::InvalidTopic);
+    }
+    if !may_read(broker, identity, client_id, topic) {
+        return Err(HistoryError::Denied);
+    }
+    broker.history(topic, after_id, limit)
+}
+
+/// Resolves at `deadline`, or never when there is none: liveness (MQTT
+/// keep-alive, starling.v1 heartbeat) and credential expiry.
+pub async fn silence_deadline(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Deliveries a publisher routes before it yields (env `STARLING_ROUTE_BUDGET`).
+fn route_budget() -> usize {
+    static BUDGET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BUDGET
+        .get_or_init(|| std::env::var("STARLING_ROUTE_BUDGET").ok().and_then(|v| v.parse().ok()).unwrap_or(32 * 1024))
+}
