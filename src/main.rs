@@ -22,6 +22,18 @@ enum Command {
     Bench(starling::bench::BenchArgs),
     /// Simulated publishers for the web demo: `starling simulate fleet`.
     Simulate(starling::simulate::SimulateArgs),
+    /// Add a user to a password file or change their password (argon2id);
+    /// the password is asked on a terminal, or read as one line from stdin.
+    /// A running broker reads the file again on SIGHUP.
+    Passwd {
+        /// The password file (`auth.password_file`); created if missing.
+        file: PathBuf,
+        /// The user name.
+        user: String,
+        /// Remove the user instead.
+        #[arg(long)]
+        delete: bool,
+    },
     /// Run the broker.
     Serve {
         /// Configuration file. Default: ./config.toml if it exists, else the built-in defaults.
@@ -70,29 +82,25 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Passwd { file, user, delete } => match passwd(&file, &user, delete) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve { config, mqtt_bind, ws_bind, data_dir, storage } => {
-            let mut config = match load_config(config) {
+            let overrides = Overrides { mqtt_bind, ws_bind, data_dir, storage };
+            let load = move || load_config(config.clone()).and_then(|c| overrides.apply(c));
+            let config = match load() {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("error: {e}");
                     return ExitCode::from(2);
                 }
             };
-            if let Some(addr) = mqtt_bind {
-                config.mqtt.bind = addr;
-            }
-            if let Some(addr) = ws_bind {
-                config.websocket.bind = addr;
-            }
-            if let Some(dir) = data_dir {
-                config.storage.data_dir = dir;
-            }
-            if let Some(backend) = storage {
-                config.storage.backend =
-                    if backend == "memory" { StorageBackend::Memory } else { StorageBackend::Sled };
-            }
             let runtime = tokio::runtime::Runtime::new().expect("cannot start the Tokio runtime");
-            match runtime.block_on(serve(config)) {
+            match runtime.block_on(serve(config, load)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -111,7 +119,67 @@ fn load_config(path: Option<PathBuf>) -> Result<Config, starling::config::Config
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+/// Command-line flags that override the configuration file.
+struct Overrides {
+    mqtt_bind: Option<SocketAddr>,
+    ws_bind: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    storage: Option<String>,
+}
+
+impl Overrides {
+    /// Applies the flags and validates again (a flag can make the
+    /// configuration invalid, e.g. a public bind with no authentication).
+    fn apply(&self, mut config: Config) -> Result<Config, starling::config::ConfigError> {
+        if let Some(addr) = self.mqtt_bind {
+            config.mqtt.bind = addr;
+        }
+        if let Some(addr) = self.ws_bind {
+            config.websocket.bind = addr;
+        }
+        if let Some(dir) = &self.data_dir {
+            config.storage.data_dir = dir.clone();
+        }
+        if let Some(backend) = &self.storage {
+            config.storage.backend = if backend == "memory" { StorageBackend::Memory } else { StorageBackend::Sled };
+        }
+        config.validate("the configuration with command-line flags")?;
+        Ok(config)
+    }
+}
+
+/// `starling passwd`: one password from the terminal (asked twice) or one
+/// line from stdin, so scripts can pipe it.
+fn passwd(file: &std::path::Path, user: &str, delete: bool) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    if delete {
+        if !starling::auth::password::delete_user(file, user)? {
+            anyhow::bail!("{user:?} is not in {}", file.display());
+        }
+        println!("removed {user:?} from {}", file.display());
+        return Ok(());
+    }
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(format!("password for {user}: "))?;
+        let again = rpassword::prompt_password("again: ")?;
+        if first != again {
+            anyhow::bail!("the passwords differ");
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim_end_matches(['\n', '\r']).to_string()
+    };
+    starling::auth::password::set_password(file, user, password.as_bytes())?;
+    println!("set the password of {user:?} in {} (a running broker reads it on SIGHUP)", file.display());
+    Ok(())
+}
+
+async fn serve(
+    config: Config,
+    reload: impl Fn() -> Result<Config, starling::config::ConfigError>,
+) -> anyhow::Result<()> {
     let server = Server::start(config).await?;
     // Lines on stdout that scripts and tests can wait for. Write errors are
     // ignored: a closed stdout must not stop the broker.
@@ -119,6 +187,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = writeln!(out, "starling: mqtt listening on {}", server.mqtt_addr());
     let _ = writeln!(out, "starling: websocket listening on {}", server.ws_addr());
     let _ = out.flush();
+    #[cfg(unix)]
+    {
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .expect("cannot install the SIGHUP handler");
+        let stop = wait_for_signal();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = hangup.recv() => {
+                    // Password file, token keys, ACL rules and roles; connections stay.
+                    let result = reload().map_err(anyhow::Error::from).and_then(|c| server.reload(&c));
+                    match result {
+                        Ok(()) => {
+                            let _ = writeln!(out, "starling: reloaded");
+                            let _ = out.flush();
+                        }
+                        Err(e) => tracing::error!("reload refused, the previous policy stays in force: {e:#}"),
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
     wait_for_signal().await;
     tracing::info!("shutting down");
     server.shutdown().await

@@ -110,6 +110,14 @@ impl Server {
         &self.broker
     }
 
+    /// Applies a changed security policy (SIGHUP): the password file, token
+    /// keys, `[[acl]]` rules and roles are read again; connections stay, and
+    /// every check from now on uses the new policy. Listeners, storage and
+    /// the rest of the configuration keep what they started with.
+    pub fn reload(&self, config: &Config) -> anyhow::Result<()> {
+        self.broker.security().reload(config)
+    }
+
     /// The state of every configured bridge, in configuration order.
     pub fn bridges(&self) -> Vec<BridgeStatus> {
         self.bridges.iter().map(Bridge::status).collect()

@@ -107,7 +107,9 @@ export class StarlingClient {
    * @param {number} [options.sessionExpirySecs=0] how long the session outlives a connection
    * @param {number} [options.heartbeatSecs=30] 0: no heartbeats, no liveness check
    * @param {{topic: string, payload?: string|Uint8Array, qos?: 0|1, retain?: boolean}} [options.will]
-   * @param {string} [options.token] credentials
+   * @param {string} [options.token] credentials: a signed token (JWT) from your
+   *   app's server, or a password from the broker's password file (with `username`)
+   * @param {string} [options.username] with a password in `token`
    * @param {boolean} [options.reconnect=true] reconnect automatically after the connection is lost
    * @param {number} [options.backoffMs=2000] first reconnect step (doubled each try: 2, 4, 8 … s)
    * @param {number} [options.maxBackoffMs=64000] largest step
@@ -277,6 +279,7 @@ export class StarlingClient {
     const connect = {
       clientId: this.clientId,
       token: o.token ?? "",
+      username: o.username ?? "",
       cleanStart,
       sessionExpirySecs: o.sessionExpirySecs ?? 0,
       heartbeatSecs: o.heartbeatSecs,

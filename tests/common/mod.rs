@@ -566,3 +566,4 @@ pub mod raw {
 
 pub mod node;
 pub mod process;
+pub mod wire;
