@@ -76,3 +76,37 @@ fn bad_arguments_are_refused_clearly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--rate"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// `--username/--password` (or a token as the password) on every transport:
+/// with good credentials nothing fails, with a wrong password every connect does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_on_every_transport() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("passwd");
+    starling::auth::password::set_password(&file, "loader", b"secret").unwrap();
+    let mut config = with_jwt(memory_config());
+    config.auth.chain = vec!["password_file".into(), "jwt".into()];
+    config.auth.password_file = Some(file);
+    config.auth.allow_anonymous = Some(false);
+    let server = start(config).await;
+    let (tcp, ws) = (server.mqtt_addr(), server.ws_addr());
+    let jwt = token(json!({"sub": "loader"}));
+    let good = [
+        format!("idle --broker {tcp} --subscribers 20 --duration 0.2 --warmup 0 --quiet --username loader --password secret"),
+        format!("idle --broker {ws} --transport ws-mqtt --subscribers 20 --duration 0.2 --warmup 0 --quiet --mqtt-version 5 --username loader --password secret"),
+        format!("idle --broker {ws} --transport ws-proto --subscribers 20 --duration 0.2 --warmup 0 --quiet --username loader --password secret"),
+        format!("p2p --broker {tcp} --pairs 5 --rate 20 --duration 1 --warmup 0.2 --quiet --password {jwt}"),
+    ];
+    for line in good {
+        let result = within(&line, starling::bench::run(args(&line))).await.unwrap();
+        assert_eq!(result.connect_failures, 0, "{line}");
+    }
+    let line = format!(
+        "idle --broker {tcp} --subscribers 5 --duration 0.2 --warmup 0 --quiet --username loader --password wrong"
+    );
+    match within(&line, starling::bench::run(args(&line))).await {
+        Ok(result) => assert_eq!(result.connect_failures, 5, "{line}"),
+        Err(e) => assert!(e.to_string().contains("0x86"), "{e}"),
+    }
+    server.shutdown().await.unwrap();
+}

@@ -666,7 +666,14 @@ async fn two_thousand_viewers_and_a_stalled_one_memory_stays_bounded() {
     let topics = class_dir(&[("show.toml", SHOW_CLASS)]);
     let server = start(classes_in(memory_config(), topics.path())).await;
     let addr = server.mqtt_addr();
-    let target = Target { addr, transport: Transport::Mqtt, version: ProtocolVersion::V311, keep_alive: 0 };
+    let target = Target {
+        addr,
+        transport: Transport::Mqtt,
+        version: ProtocolVersion::V311,
+        keep_alive: 0,
+        username: None,
+        password: None,
+    };
     let topic = "show/big/danmaku";
 
     // The viewers, connected 64 at a time; each then reads on its own task.

@@ -245,7 +245,9 @@ impl Security {
     /// Whether `identity` (connected as `client_id`) may publish to `topic`
     /// or subscribe to `filter` (without any `$share/group/` prefix).
     pub fn allows(&self, identity: &Identity, client_id: &str, action: Action, target: &str) -> bool {
-        let policy = self.policy();
+        // Checked on every publish: hold the read guard (no reference-count
+        // traffic); writers only come with a reload.
+        let policy = self.policy.read();
         let subject = Subject {
             user: identity.user_name(),
             client_id,

@@ -42,6 +42,9 @@ pub struct Target {
     pub transport: Transport,
     pub version: ProtocolVersion,
     pub keep_alive: u16,
+    /// Credentials every client presents (`--username`, `--password`).
+    pub username: Option<String>,
+    pub password: Option<String>,
 }
 
 /// What the run measures from: messages sent before `measure_from_ns` (the
@@ -84,8 +87,10 @@ pub async fn mqtt_connect(target: &Target, source: Option<IpAddr>, client_id: &s
         keep_alive: target.keep_alive,
         client_id: client_id.to_string(),
         will: None,
-        username: None,
-        password: None,
+        // MQTT 3.1.1 allows a password only with a username: a token alone
+        // goes with an empty one.
+        username: target.username.clone().or_else(|| target.password.as_ref().map(|_| String::new())),
+        password: target.password.as_ref().map(|p| bytes::Bytes::copy_from_slice(p.as_bytes())),
         properties: Default::default(),
     };
     send(&mut stream, &Packet::Connect(Box::new(connect)), target.version).await?;
@@ -455,7 +460,13 @@ fn put_publish(
 // ---- starling.v1 -------------------------------------------------------------
 
 pub async fn proto_connect(target: &Target, client_id: &str) -> Result<wsproto::client::Client, String> {
-    let connect = pb::Connect { client_id: client_id.to_string(), clean_start: true, ..Default::default() };
+    let connect = pb::Connect {
+        client_id: client_id.to_string(),
+        clean_start: true,
+        username: target.username.clone().unwrap_or_default(),
+        token: target.password.clone().unwrap_or_default(),
+        ..Default::default()
+    };
     let url = format!("ws://{}/ws", target.addr);
     wsproto::client::Client::connect(&url, connect).await.map(|(c, _)| c).map_err(|e| e.to_string())
 }

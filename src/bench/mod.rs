@@ -105,6 +105,12 @@ pub struct BenchArgs {
     /// Idle scenario: connect without subscribing (memory of a bare connection).
     #[arg(long)]
     pub no_subscribe: bool,
+    /// Every client connects with this username (MQTT; starling.v1 `Connect.username`).
+    #[arg(long)]
+    pub username: Option<String>,
+    /// ... and this password, or a signed token (MQTT password; starling.v1 `Connect.token`).
+    #[arg(long)]
+    pub password: Option<String>,
 }
 
 /// A connection that has not completed its handshake by then counts as failed
@@ -214,6 +220,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchResult> {
         transport: args.transport,
         version: if args.mqtt_version == 5 { ProtocolVersion::V5 } else { ProtocolVersion::V311 },
         keep_alive: args.keep_alive,
+        username: args.username.clone(),
+        password: args.password.clone(),
     };
     let qos = QoS::from_u8(args.qos).expect("clap checks the range");
     let plan = layout(&args);

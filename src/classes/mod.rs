@@ -410,6 +410,17 @@ impl ClassSet {
         &self.classes
     }
 
+    /// Whether any class limits who may publish (its `publish` roles, or
+    /// high-priority patterns reserved to roles): when none does, publishers
+    /// need no class lookup for access.
+    pub fn restricts_publishing(&self) -> bool {
+        self.classes.iter().any(|c| !c.access.publish.iter().any(|r| r == "*"))
+            || self
+                .patterns
+                .iter()
+                .any(|p| p.high_priority && !self.classes[p.class].access.high_priority.iter().any(|r| r == "*"))
+    }
+
     /// The classes whose topics a subscription to `filter` can reach: the
     /// class of the topic itself for a filter without wildcards, otherwise
     /// every class with a pattern that overlaps the filter.

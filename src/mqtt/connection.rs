@@ -290,26 +290,25 @@ where
     }
 
     async fn handle_packet(&mut self, client: &mut Client, packet: Packet) -> Result<(), CloseReason> {
-        let session = client.session().clone();
         match packet {
             Packet::Publish(publish) => self.handle_publish(client, publish).await?,
             Packet::PubAck(ack) => {
-                if !session.puback(ack.packet_id) {
-                    tracing::debug!(client_id = %session.client_id, packet_id = ack.packet_id, "PUBACK for unknown packet id");
+                if !client.session().puback(ack.packet_id) {
+                    tracing::debug!(client_id = %client.client_id(), packet_id = ack.packet_id, "PUBACK for unknown packet id");
                 }
             }
             Packet::PubRec(rec) => {
-                let known = session.pubrec(rec.packet_id, rec.reason_code);
+                let known = client.session().pubrec(rec.packet_id, rec.reason_code);
                 if rec.reason_code < 0x80 {
                     let code = if known { reason::SUCCESS } else { reason::PACKET_IDENTIFIER_NOT_FOUND };
                     self.write(&Packet::PubRel(ack(rec.packet_id, code)));
                 }
             }
             Packet::PubComp(comp) => {
-                session.pubcomp(comp.packet_id);
+                client.session().pubcomp(comp.packet_id);
             }
             Packet::PubRel(rel) => {
-                let code = if session.release_incoming_qos2(rel.packet_id) {
+                let code = if client.session().release_incoming_qos2(rel.packet_id) {
                     reason::SUCCESS
                 } else {
                     reason::PACKET_IDENTIFIER_NOT_FOUND
@@ -334,7 +333,7 @@ where
                             "[MQTT-3.14.2-2] session expiry set at DISCONNECT after 0 at CONNECT",
                         ));
                     }
-                    session.set_expiry_secs(expiry);
+                    client.session().set_expiry_secs(expiry);
                 }
                 return Err(if disconnect.reason_code == reason::DISCONNECT_WITH_WILL {
                     CloseReason::ClientDisconnectedWithWill
@@ -358,14 +357,13 @@ where
     async fn handle_publish(&mut self, client: &mut Client, publish: Publish) -> Result<(), CloseReason> {
         let topic = self.resolve_topic(&publish)?;
         let packet_id = publish.packet_id;
-        let session = client.session().clone();
         if publish.qos == QoS::ExactlyOnce {
-            if !session.begin_incoming_qos2(packet_id) {
+            if !client.session().begin_incoming_qos2(packet_id) {
                 // A retransmission of a message we already took: acknowledge again, publish once.
                 self.write(&Packet::PubRec(ack(packet_id, reason::SUCCESS)));
                 return Ok(());
             }
-            if session.incoming_qos2_len() > self.state.receive_maximum as usize {
+            if client.session().incoming_qos2_len() > self.state.receive_maximum as usize {
                 return Err(CloseReason::violation(
                     reason::RECEIVE_MAXIMUM_EXCEEDED,
                     "[MQTT-3.3.4-7] receive maximum exceeded",
@@ -398,7 +396,7 @@ where
                     return Err(CloseReason::violation(refusal.reason_code(), refusal.text()));
                 }
                 Published::Refused(refusal) => {
-                    tracing::debug!(client_id = %session.client_id, ?refusal, "publish refused by its topic class");
+                    tracing::debug!(client_id = %client.client_id(), ?refusal, "publish refused by its topic class");
                 }
                 _ => {}
             }
@@ -407,14 +405,14 @@ where
         let code = match published {
             // PUBACK/PUBREC cannot carry 0x96/0x95; 0x97 (quota exceeded) is the closest.
             Published::Refused(refusal) => {
-                tracing::debug!(client_id = %session.client_id, ?refusal, "publish refused by its topic class");
+                tracing::debug!(client_id = %client.client_id(), ?refusal, "publish refused by its topic class");
                 reason::QUOTA_EXCEEDED
             }
             other => other.reason_code(),
         };
         if code >= 0x80 && publish.qos == QoS::ExactlyOnce {
             // A failed PUBREC ends the QoS 2 exchange ([MQTT-4.3.3]).
-            session.release_incoming_qos2(packet_id);
+            client.session().release_incoming_qos2(packet_id);
         }
         // MQTT 3.1.1 acknowledgements carry no reason: a denied QoS 1/2
         // publish is acknowledged and dropped (as Mosquitto does).
