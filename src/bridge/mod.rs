@@ -42,9 +42,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-/// Client ids of bridges' local sessions start with this; network clients
-/// cannot use it (they would take the bridge's session over).
-pub const LOCAL_CLIENT_ID_PREFIX: &str = "$bridge/";
+pub use crate::model::BRIDGE_CLIENT_ID_PREFIX as LOCAL_CLIENT_ID_PREFIX;
 
 /// QoS 1 messages a bridge keeps in flight towards the remote (lowered to an
 /// MQTT 5 remote's Receive Maximum).

@@ -82,7 +82,7 @@ pub struct Admitted {
 /// Checks who the client is and attaches it to its session.
 pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Result<Admitted, Refused> {
     let refuse = |code: u8, why: String| Err(Refused { code, why });
-    if info.client_id.starts_with(crate::bridge::LOCAL_CLIENT_ID_PREFIX) {
+    if info.client_id.starts_with(crate::model::BRIDGE_CLIENT_ID_PREFIX) {
         return refuse(
             reason::CLIENT_IDENTIFIER_NOT_VALID,
             "client ids starting with $bridge/ are reserved for bridges".into(),

@@ -16,6 +16,10 @@ use bytes::Bytes;
 
 pub type UserProperties = Vec<(String, String)>;
 
+/// Client ids of bridges' local sessions start with this; network clients
+/// cannot use it (they would take a bridge's session over).
+pub const BRIDGE_CLIENT_ID_PREFIX: &str = "$bridge/";
+
 /// Quality of service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum QoS {

@@ -53,8 +53,6 @@ impl ByteStream for tokio::net::TcpStream {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for crate::net::ws_stream::WsByteStream<S> {}
-
 /// Serves one client until the connection ends.
 pub async fn serve<S>(stream: S, peer: Peer, broker: Arc<Broker>)
 where

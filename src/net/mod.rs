@@ -30,8 +30,7 @@ use tokio_util::task::TaskTracker;
 /// WebSocket subprotocols accepted on `/mqtt` (MQTT.js sends `mqtt`; some
 /// older clients `mqttv3.1`).
 pub const MQTT_SUBPROTOCOLS: &[&str] = &["mqtt", "mqttv3.1"];
-/// The subprotocol of the WebSocket-Protobuf protocol on `/ws`.
-pub const PROTO_SUBPROTOCOL: &str = "starling.v1";
+pub use crate::wsproto::SUBPROTOCOL as PROTO_SUBPROTOCOL;
 
 /// Accepts connections until `stop` turns true and runs `handle` for each on
 /// its own task, tracked by `tasks` so shutdown can wait for them.

@@ -82,3 +82,9 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> AsyncWrite for WsB
         }
     }
 }
+
+/// MQTT runs over it like over TCP (it cannot tell readiness apart from data).
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> crate::mqtt::connection::ByteStream
+    for WsByteStream<S>
+{
+}

@@ -38,7 +38,7 @@ impl Client {
     /// Opens `url` (e.g. `ws://127.0.0.1:8083/ws`) and sends nothing yet.
     pub async fn open(url: &str) -> Result<Client, ClientError> {
         let mut request = url.into_client_request()?;
-        request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(crate::net::PROTO_SUBPROTOCOL));
+        request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(super::SUBPROTOCOL));
         let (ws, _response) = tokio_tungstenite::connect_async(request).await?;
         Ok(Client { ws })
     }

@@ -18,6 +18,9 @@ pub mod pb {
 use bytes::Bytes;
 use prost::Message as _;
 
+/// The WebSocket subprotocol of starling.v1 on `/ws`.
+pub const SUBPROTOCOL: &str = "starling.v1";
+
 /// The one-byte heartbeat message.
 pub const HEARTBEAT: u8 = 0x00;
 

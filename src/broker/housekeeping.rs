@@ -1,0 +1,71 @@
+//! Once-a-second chores and read-only views: viewer counts published as
+//! `$SYS/viewers/...`, expired retained messages swept, quiet rooms forgotten.
+//!
+//! Owns: the housekeeping task. Must never: block the runtime (each chore is
+//! a short pass over in-memory state).
+
+use super::*;
+
+impl Broker {
+    /// Live subscribers of a room (an exact filter of a `count_viewers` class).
+    pub fn viewer_count(&self, filter: &str) -> usize {
+        self.classes.viewer_count(filter)
+    }
+
+    /// The topic classes in force.
+    pub fn classes(&self) -> &crate::classes::ClassSet {
+        &self.classes.set
+    }
+
+    /// Messages shed by sampling and publishes refused by class limits so far.
+    pub fn class_counters(&self) -> (u64, u64) {
+        (self.classes.shed.load(Ordering::Relaxed), self.classes.refused.load(Ordering::Relaxed))
+    }
+
+    /// Once a second: publish changed viewer counts as retained
+    /// `$SYS/viewers/{filter}` messages, sweep expired retained messages
+    /// (location TTLs), forget quiet rooms' samplers.
+    pub(super) fn start_housekeeping(self: &Arc<Self>) {
+        let broker = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(broker) = broker.upgrade() else { return };
+                let now = now_ms();
+                for (filter, count) in broker.classes.take_changed_viewer_counts() {
+                    let Ok(topic) = TopicName::new(&format!("$SYS/viewers/{filter}")) else { continue };
+                    let payload = if count == 0 { bytes::Bytes::new() } else { count.to_string().into() };
+                    broker.publish(Message::new(topic, payload, QoS::AtMostOnce, true));
+                }
+                broker.sweep_expired_retained(now);
+                broker.classes.forget_quiet_rooms(now);
+            }
+        });
+    }
+
+    /// Removes retained messages whose expiry (MQTT 5 message expiry, or a
+    /// class's retained TTL) has passed, from memory and from the store.
+    fn sweep_expired_retained(&self, now: u64) {
+        let expired: Vec<TopicName> = {
+            let retained = self.retained.read();
+            retained.values().filter(|m| m.is_expired(now)).map(|m| m.topic.clone()).collect()
+        };
+        if expired.is_empty() {
+            return;
+        }
+        let mut retained = self.retained.write();
+        for topic in expired {
+            // Re-check under the write lock: a newer message may have replaced it.
+            if retained.get(&topic).is_some_and(|m| m.is_expired(now)) {
+                retained.remove(&topic);
+                let _ = self.store.set_retained(topic.as_str(), None);
+            }
+        }
+    }
+
+    /// Number of retained messages held.
+    pub fn retained_count(&self) -> usize {
+        self.retained.read().len()
+    }
+}

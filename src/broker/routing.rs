@@ -1,0 +1,204 @@
+//! Publishing: admission (topic class, message id and time, history and
+//! retained persistence) and local routing to the matching subscribers'
+//! outboxes; acknowledgements after durability and publisher pacing.
+//!
+//! Owns: the one seam a cluster backplane uses: [`Broker::publish`] is
+//! `admit` then `route_local`; a backplane forwards what `admit` returned to
+//! other nodes and delivers what they send through `route_local`.
+//! Must never: check who may publish (the client core does), write to the
+//! store under the tree lock beyond a persistent session's delivery record,
+//! or hold a lock across an `.await`.
+
+use super::subscriptions::pick_shared_member;
+use super::*;
+
+/// A message that passed admission, with its topic's order held until it
+/// is routed.
+pub struct AdmittedPublish<'a> {
+    pub message: Arc<Message>,
+    _in_order: parking_lot::MutexGuard<'a, ()>,
+}
+
+impl Broker {
+    /// Publishes for a client and says what its acknowledgement should be,
+    /// after waiting for durability when the message was stored. Every
+    /// transport acknowledges through this.
+    pub async fn publish_acknowledged(&self, message: Message) -> Ack {
+        let outcome = self.publish_paced(message).await;
+        if let Some(refusal) = outcome.refused {
+            return Ack::Refused(refusal);
+        }
+        if outcome.must_sync {
+            if let Err(e) = self.sync().await {
+                tracing::error!(error = %e, "store flush failed; refusing to acknowledge as success");
+                return Ack::StoreFailed;
+            }
+        }
+        Ack::Accepted { matched: outcome.deliveries > 0 || outcome.shed }
+    }
+
+    /// Publishes, then paces the publisher: when most of the message's
+    /// subscribers had full outboxes but are draining them (slow, not
+    /// stalled), waits until one of them has room again (at most 50 ms), so
+    /// a publisher running at full speed cannot keep every outbox overflowing
+    /// and make the broker route messages only to drop them. Stalled
+    /// subscribers never hold a publisher back.
+    pub async fn publish_paced(&self, message: Message) -> PublishOutcome {
+        let outcome = self.publish(message);
+        if let Some(session) = &outcome.congested {
+            session.wait_for_room(MAX_PACING_WAIT).await;
+        }
+        outcome
+    }
+
+    /// Admits the message, then routes it to every matching local
+    /// subscription. The one routing seam: a cluster backplane forwards what
+    /// [`Broker::admit`] returned to other nodes before `route_local`, and
+    /// delivers what other nodes send through [`Broker::route_local`].
+    pub fn publish(&self, message: Message) -> PublishOutcome {
+        let mut outcome = PublishOutcome::default();
+        if let Some(admitted) = self.admit(message, &mut outcome) {
+            self.route_local(&admitted.message, &mut outcome);
+        }
+        outcome
+    }
+
+    /// Applies the topic's class (refuse, shed, adjust), stamps the message
+    /// with its id and time under the topic's order lock, and stores what
+    /// must outlive it (history, retained). `None`: refused or shed (said in
+    /// `outcome`). The returned guard keeps the topic's order until routing
+    /// is done, so every subscriber sees a topic's messages in id order.
+    pub fn admit(&self, mut message: Message, outcome: &mut PublishOutcome) -> Option<AdmittedPublish<'_>> {
+        let stripe = {
+            static STRIPE_HASH: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
+            let hash = STRIPE_HASH.get_or_init(ahash::RandomState::new).hash_one(message.topic.as_str());
+            &self.topic_order[hash as usize % self.topic_order.len()]
+        };
+        let now = now_ms();
+        let history = match self.classes.admit(&mut message, now) {
+            class_runtime::Admission::Publish { history } => history,
+            class_runtime::Admission::Shed => {
+                outcome.shed = true;
+                return None;
+            }
+            class_runtime::Admission::Refused(refusal) => {
+                outcome.refused = Some(refusal);
+                return None;
+            }
+        };
+        let in_order = stripe.lock();
+        message.id = self.next_message_id.fetch_add(1, Ordering::Relaxed);
+        message.timestamp_ms = now;
+        let message = Arc::new(message);
+        if let Some(rule) = history {
+            let not_before = rule.max_age_secs.map_or(0, |s| now.saturating_sub(s * 1000));
+            match self.store.append_history(&message.to_stored(), rule.keep, not_before) {
+                Ok(()) => outcome.must_sync |= message.qos > QoS::AtMostOnce,
+                Err(e) => tracing::error!(topic = %message.topic, error = %e, "cannot store history"),
+            }
+        }
+        if message.retain {
+            outcome.must_sync |= self.retain(&message);
+        }
+        Some(AdmittedPublish { message, _in_order: in_order })
+    }
+
+    /// Sets, replaces or clears (empty payload) the retained message of a topic.
+    /// Returns whether a store write must be flushed before acknowledging.
+    fn retain(&self, message: &Arc<Message>) -> bool {
+        let result = if message.payload.is_empty() {
+            self.retained.write().remove(&message.topic);
+            self.store.set_retained(message.topic.as_str(), None)
+        } else {
+            self.retained.write().insert(message.topic.clone(), message.clone());
+            self.store.set_retained(message.topic.as_str(), Some(&message.to_stored()))
+        };
+        if let Err(e) = result {
+            tracing::error!(topic = %message.topic, error = %e, "cannot store retained message");
+            return false;
+        }
+        message.qos > QoS::AtMostOnce
+    }
+
+    /// Delivers an admitted message to every matching subscription on this
+    /// node: one pass over the tree under its read lock, enqueueing to each
+    /// session's outbox (and the store, for a persistent session's QoS > 0 copy).
+    pub fn route_local(&self, message: &Arc<Message>, outcome: &mut PublishOutcome) {
+        // Deliver while holding the tree's read lock (the lock order allows
+        // session locks inside it): no target list, no reference-count
+        // traffic, one pass. Readers never block each other; only
+        // (un)subscribes wait.
+        let mut duplicates: Vec<(Arc<Session>, Delivery)> = Vec::new();
+        let (mut attempts, mut full) = (0usize, 0usize);
+        let mut congested: Option<Arc<Session>> = None;
+        let now = clock::coarse_now_ms();
+        let tree = self.subscriptions.read();
+        tree.for_each_match(&message.topic, |_key, entry| {
+            let sub = match entry {
+                SubscriptionEntry::Client(sub) => {
+                    if sub.options.no_local && message.publisher.as_deref() == Some(&*sub.session.client_id) {
+                        return;
+                    }
+                    sub
+                }
+                SubscriptionEntry::Shared { members, next } => match pick_shared_member(members, next) {
+                    Some(sub) => sub,
+                    None => return,
+                },
+            };
+            let delivery = Delivery {
+                message: message.clone(),
+                qos: message.qos.min(sub.options.qos),
+                retain: sub.options.retain_as_published && message.retain,
+                subscription_ids: sub.identifier.into_iter().collect(),
+                seq: None,
+            };
+            // A client with several matching subscriptions gets one copy
+            // ([MQTT-3.3.4-3..5]); the rare second match is merged below.
+            if !sub.session.first_match_of(message.id) {
+                duplicates.push((sub.session.clone(), delivery));
+                return;
+            }
+            attempts += 1;
+            match sub.session.enqueue(delivery) {
+                Enqueued::Queued { stored } => {
+                    outcome.deliveries += 1;
+                    outcome.must_sync |= stored;
+                }
+                Enqueued::Full if sub.session.is_draining(now, STALLED_AFTER_MS) => {
+                    full += 1;
+                    if congested.is_none() {
+                        congested = Some(sub.session.clone());
+                    }
+                }
+                Enqueued::Full | Enqueued::Dropped => {}
+            }
+        });
+        if full * 2 > attempts {
+            outcome.congested = congested;
+        }
+        drop(tree);
+        for (session, delivery) in duplicates {
+            if let Some(Enqueued::Queued { stored }) = session.merge_duplicate(delivery) {
+                outcome.deliveries += 1;
+                outcome.must_sync |= stored;
+            }
+        }
+    }
+
+    /// Recent messages of a topic whose class keeps history, oldest first:
+    /// those with an id above `after_id`, at most `limit` (0: the class's
+    /// `history_messages`). Access is the caller's to check (the client
+    /// core and the HTTP API do, with the subscribe rules).
+    pub fn history(&self, topic: &str, after_id: u64, limit: usize) -> Result<Vec<Message>, HistoryError> {
+        let topic = TopicName::new(topic).map_err(|_| HistoryError::InvalidTopic)?;
+        let rule = self.classes.history_rule(&topic).ok_or(HistoryError::NotKept)?;
+        let limit = if limit == 0 { rule.keep } else { limit.min(rule.keep) };
+        let not_before = rule.max_age_secs.map_or(0, |s| now_ms().saturating_sub(s * 1000));
+        let stored = self.store.load_history(topic.as_str(), after_id, limit, not_before).map_err(|e| {
+            tracing::error!(%topic, error = %e, "cannot read history");
+            HistoryError::StoreFailed
+        })?;
+        Ok(stored.into_iter().filter_map(|m| Message::from_stored(m).ok()).collect())
+    }
+}

@@ -1,0 +1,153 @@
+//! Subscriptions: adding and removing them in the tree (plain and
+//! `$share/` groups), and the retained messages a new subscription receives.
+//!
+//! Owns: the entries of `Broker::subscriptions`. Must never: check who may
+//! subscribe (the client core does), or hold the tree's write lock while
+//! enqueueing retained messages.
+
+use super::*;
+
+impl Broker {
+    /// Adds or replaces one subscription and queues the retained messages it
+    /// asks for. Returns the granted QoS as a reason code, or a failure code.
+    pub fn subscribe(
+        &self,
+        session: &Arc<Session>,
+        filter: &str,
+        options: SubscriptionOptions,
+        identifier: Option<u32>,
+    ) -> Result<u8, TopicError> {
+        let parsed = parse_subscription(filter)?;
+        let record = SubscriptionRecord { options, identifier };
+        let existed = session.add_subscription(filter, record.clone()).is_some();
+        if !existed {
+            self.classes.viewer_delta(filter, 1);
+        }
+        {
+            let mut tree = self.subscriptions.write();
+            insert_subscription(&mut tree, session, parsed.share_group.as_deref(), &parsed.filter, &record);
+        }
+        session.save();
+        // Retained messages are not sent to shared subscriptions ([MQTT-3.8.4-?], as
+        // Mosquitto and EMQX do); retain handling 1 sends them only for a new subscription.
+        let send_retained = parsed.share_group.is_none()
+            && match options.retain_handling {
+                0 => true,
+                1 => !existed,
+                _ => false,
+            };
+        if send_retained {
+            let now = now_ms();
+            let matching: Vec<Arc<Message>> = self
+                .retained
+                .read()
+                .values()
+                .filter(|m| parsed.filter.matches(&m.topic) && !m.is_expired(now))
+                .cloned()
+                .collect();
+            for message in matching {
+                let qos = message.qos.min(options.qos);
+                session.enqueue(Delivery {
+                    message,
+                    qos,
+                    retain: true,
+                    subscription_ids: identifier.into_iter().collect(),
+                    seq: None,
+                });
+            }
+        }
+        Ok(options.qos as u8)
+    }
+
+    /// Removes one subscription. Returns whether it existed.
+    pub fn unsubscribe(&self, session: &Arc<Session>, filter: &str) -> bool {
+        if session.remove_subscription(filter).is_none() {
+            return false;
+        }
+        self.classes.viewer_delta(filter, -1);
+        if let Ok(parsed) = parse_subscription(filter) {
+            let mut tree = self.subscriptions.write();
+            remove_subscription(&mut tree, session, parsed.share_group.as_deref(), &parsed.filter);
+        }
+        session.save();
+        true
+    }
+}
+
+/// Round-robin over the group, preferring connected members; a group whose
+/// members are all offline still queues for one of them (persistent sessions).
+pub(super) fn pick_shared_member<'a>(members: &'a [Subscriber], next: &AtomicUsize) -> Option<&'a Subscriber> {
+    if members.is_empty() {
+        return None;
+    }
+    let start = next.fetch_add(1, Ordering::Relaxed);
+    (0..members.len())
+        .map(|k| &members[(start + k) % members.len()])
+        .find(|m| m.session.is_connected())
+        .or_else(|| members.get(start % members.len()))
+}
+
+pub(super) fn insert_subscription(
+    tree: &mut SubscriptionTree<SubscriberKey, SubscriptionEntry>,
+    session: &Arc<Session>,
+    share_group: Option<&str>,
+    filter: &TopicFilter,
+    record: &SubscriptionRecord,
+) {
+    let subscriber = Subscriber { session: session.clone(), options: record.options, identifier: record.identifier };
+    match share_group {
+        None => {
+            tree.insert(
+                filter,
+                SubscriberKey::Client(session.client_id.clone()),
+                SubscriptionEntry::Client(subscriber),
+            );
+        }
+        Some(group) => {
+            let key = SubscriberKey::SharedGroup(Arc::from(group));
+            if let Some(SubscriptionEntry::Shared { members, .. }) = tree.get_mut(filter, &key) {
+                members.retain(|m| m.session.client_id != session.client_id);
+                members.push(subscriber);
+            } else {
+                tree.insert(
+                    filter,
+                    key,
+                    SubscriptionEntry::Shared { members: vec![subscriber], next: AtomicUsize::new(0) },
+                );
+            }
+        }
+    }
+}
+
+pub(super) fn remove_subscription(
+    tree: &mut SubscriptionTree<SubscriberKey, SubscriptionEntry>,
+    session: &Arc<Session>,
+    share_group: Option<&str>,
+    filter: &TopicFilter,
+) {
+    match share_group {
+        None => {
+            let key = SubscriberKey::Client(session.client_id.clone());
+            // Only remove the entry if it belongs to this session object (a
+            // newer session with the same client id may have replaced it).
+            if let Some(SubscriptionEntry::Client(sub)) = tree.get(filter, &key) {
+                if Arc::ptr_eq(&sub.session, session) {
+                    tree.remove(filter, &key);
+                }
+            }
+        }
+        Some(group) => {
+            let key = SubscriberKey::SharedGroup(Arc::from(group));
+            let now_empty = match tree.get_mut(filter, &key) {
+                Some(SubscriptionEntry::Shared { members, .. }) => {
+                    members.retain(|m| !Arc::ptr_eq(&m.session, session));
+                    members.is_empty()
+                }
+                _ => false,
+            };
+            if now_empty {
+                tree.remove(filter, &key);
+            }
+        }
+    }
+}
