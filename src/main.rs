@@ -186,6 +186,10 @@ async fn serve(
     let mut out = std::io::stdout();
     let _ = writeln!(out, "starling: mqtt listening on {}", server.mqtt_addr());
     let _ = writeln!(out, "starling: websocket listening on {}", server.ws_addr());
+    if let (Some(mqtt), Some(ws)) = (server.mqtt_tls_addr(), server.ws_tls_addr()) {
+        let _ = writeln!(out, "starling: mqtt tls listening on {mqtt}");
+        let _ = writeln!(out, "starling: websocket tls listening on {ws}");
+    }
     let _ = out.flush();
     #[cfg(unix)]
     {

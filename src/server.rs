@@ -33,6 +33,9 @@ pub struct Server {
     broker: Arc<Broker>,
     mqtt_addr: SocketAddr,
     ws_addr: SocketAddr,
+    /// MQTT over TLS and `wss://`, when `[tls]` is configured.
+    tls_addrs: Option<(SocketAddr, SocketAddr)>,
+    tls: Option<Arc<net::tls::Tls>>,
     stop_accepting: watch::Sender<bool>,
     accept_tasks: TaskTracker,
     connections: TaskTracker,
@@ -73,6 +76,19 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on websocket.bind {}", config.websocket.bind))?;
         let ws_addr = ws_listener.local_addr()?;
+        let tls = config.tls.as_ref().map(net::tls::Tls::load).transpose()?.map(Arc::new);
+        let tls_listeners = match &tls {
+            Some(_) => {
+                let mqtt = TcpListener::bind(config.mqtt.tls_bind)
+                    .await
+                    .with_context(|| format!("cannot listen on mqtt.tls_bind {}", config.mqtt.tls_bind))?;
+                let ws = TcpListener::bind(config.websocket.tls_bind)
+                    .await
+                    .with_context(|| format!("cannot listen on websocket.tls_bind {}", config.websocket.tls_bind))?;
+                Some((mqtt, ws))
+            }
+            None => None,
+        };
         let (stop_accepting, stop_rx) = watch::channel(false);
         let accept_tasks = TaskTracker::new();
         let connections = TaskTracker::new();
@@ -87,14 +103,34 @@ impl Server {
             move |s, p| net::serve_mqtt(s, p, b.clone()),
         ));
         let b = broker.clone();
-        accept_tasks.spawn(net::accept_loop(ws_listener, limit, connections.clone(), stop_rx, move |s, p| {
-            net::serve_websocket(s, p, b.clone())
-        }));
-        tracing::info!(mqtt = %mqtt_addr, websocket = %ws_addr, "starling listening");
+        accept_tasks.spawn(net::accept_loop(
+            ws_listener,
+            limit.clone(),
+            connections.clone(),
+            stop_rx.clone(),
+            move |s, p| net::serve_websocket(s, p, b.clone()),
+        ));
+        let mut tls_addrs = None;
+        if let (Some(tls), Some((mqtt_tls, ws_tls))) = (&tls, tls_listeners) {
+            tls_addrs = Some((mqtt_tls.local_addr()?, ws_tls.local_addr()?));
+            let (b, t) = (broker.clone(), tls.clone());
+            accept_tasks.spawn(net::accept_loop(
+                mqtt_tls,
+                limit.clone(),
+                connections.clone(),
+                stop_rx.clone(),
+                move |s, p| net::serve_mqtt_tls(s, p, b.clone(), t.clone()),
+            ));
+            let (b, t) = (broker.clone(), tls.clone());
+            accept_tasks.spawn(net::accept_loop(ws_tls, limit, connections.clone(), stop_rx, move |s, p| {
+                net::serve_websocket_tls(s, p, b.clone(), t.clone())
+            }));
+        }
+        tracing::info!(mqtt = %mqtt_addr, websocket = %ws_addr, tls = ?tls_addrs, "starling listening");
         for bridge in &mut bridges {
             bridge.start();
         }
-        Ok(Server { broker, mqtt_addr, ws_addr, stop_accepting, accept_tasks, connections, bridges })
+        Ok(Server { broker, mqtt_addr, ws_addr, tls_addrs, tls, stop_accepting, accept_tasks, connections, bridges })
     }
 
     pub fn mqtt_addr(&self) -> SocketAddr {
@@ -106,15 +142,29 @@ impl Server {
         self.ws_addr
     }
 
+    /// MQTT over TLS, when `[tls]` is configured.
+    pub fn mqtt_tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addrs.map(|a| a.0)
+    }
+
+    /// The `wss://` port, when `[tls]` is configured.
+    pub fn ws_tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addrs.map(|a| a.1)
+    }
+
     pub fn broker(&self) -> &Arc<Broker> {
         &self.broker
     }
 
-    /// Applies a changed security policy (SIGHUP): the password file, token
-    /// keys, `[[acl]]` rules and roles are read again; connections stay, and
+    /// Applies a changed security policy (SIGHUP): TLS certificates, the
+    /// password file, token keys, `[[acl]]` rules and roles are read again;
+    /// connections stay (TLS ones keep their certificate), and
     /// every check from now on uses the new policy. Listeners, storage and
     /// the rest of the configuration keep what they started with.
     pub fn reload(&self, config: &Config) -> anyhow::Result<()> {
+        if let (Some(tls), Some(tls_config)) = (&self.tls, &config.tls) {
+            tls.reload(tls_config)?;
+        }
         self.broker.security().reload(config)
     }
 

@@ -72,6 +72,8 @@ pub struct AuthRequest<'a> {
     pub protocol: &'static str,
     /// The listener the client reached is bound to a loopback address.
     pub local_listener: bool,
+    /// The common name of a verified client certificate (`tls.cn_as_username`).
+    pub certificate_user: Option<&'a str>,
 }
 
 /// Who a connected client is. Policy (ACL, roles, rate limits, single
@@ -198,7 +200,20 @@ impl Security {
     /// client is anonymous.
     pub async fn authenticate(&self, request: &AuthRequest<'_>) -> Result<Arc<Identity>, AuthRefusal> {
         let policy = self.policy();
-        let result = if request.credentials.is_empty() || policy.chain.is_empty() {
+        let result = if let Some(user) = request.certificate_user {
+            // Authenticated by a client certificate the configured CA signed.
+            match request.credentials.username.as_deref() {
+                Some(name) if !name.is_empty() && name != user => Err(AuthRefusal {
+                    code: reason::BAD_USER_NAME_OR_PASSWORD,
+                    why: format!("username {name:?} is not the client certificate's common name"),
+                }),
+                _ => Ok(Arc::new(Identity {
+                    user: Some(Arc::from(user)),
+                    roles: policy.roles.get(user).cloned().unwrap_or_default(),
+                    ..Default::default()
+                })),
+            }
+        } else if request.credentials.is_empty() || policy.chain.is_empty() {
             if policy.anonymous_allowed(request.local_listener) {
                 Ok(self.anonymous.clone())
             } else {

@@ -29,13 +29,24 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 /// Where a connection comes from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Peer {
     pub addr: SocketAddr,
     pub transport: Transport,
     /// The listener it reached is bound to a loopback address (anonymous
     /// clients are allowed there unless `auth.allow_anonymous = false`).
     pub local_listener: bool,
+    /// The connection is TLS.
+    pub tls: bool,
+    /// With `tls.cn_as_username`: the verified client certificate's common
+    /// name, which authenticates the client as that user.
+    pub certificate_user: Option<Arc<str>>,
+}
+
+impl Peer {
+    pub fn plain(addr: SocketAddr, transport: Transport, local_listener: bool) -> Peer {
+        Peer { addr, transport, local_listener, tls: false, certificate_user: None }
+    }
 }
 
 /// What a client asks for when it connects, in no transport's terms.
@@ -96,6 +107,7 @@ pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Resu
         transport: peer.transport,
         protocol: info.protocol,
         local_listener: peer.local_listener,
+        certificate_user: peer.certificate_user.as_deref(),
     };
     let identity = security.authenticate(&request).await.map_err(|r| Refused { code: r.code, why: r.why })?;
     if let Some(will) = &info.will {

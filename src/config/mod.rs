@@ -27,6 +27,8 @@ pub struct Config {
     pub session: SessionConfig,
     pub storage: StorageConfig,
     pub classes: ClassesConfig,
+    /// TLS listeners (MQTT over TLS, `wss://`); none when absent.
+    pub tls: Option<TlsConfig>,
     /// Who may connect (docs/security.md).
     pub auth: AuthConfig,
     /// What they may touch: `[[acl]]` rules, first match wins.
@@ -54,6 +56,8 @@ pub struct MqttConfig {
     pub topic_alias_maximum: u16,
     /// Connections beyond this are refused at accept.
     pub max_connections: usize,
+    /// Address of the MQTT over TLS listener (only with a `[tls]` section).
+    pub tls_bind: SocketAddr,
 }
 
 impl Default for MqttConfig {
@@ -66,6 +70,7 @@ impl Default for MqttConfig {
             receive_maximum: 100,
             topic_alias_maximum: 64,
             max_connections: 100_000,
+            tls_bind: "127.0.0.1:8883".parse().unwrap(),
         }
     }
 }
@@ -80,12 +85,38 @@ pub struct WebSocketConfig {
     /// requests without an `Origin` and the broker's own pages (an `Origin`
     /// whose host and port equal the request's `Host`); `["*"]`: any page.
     pub allowed_origins: Vec<String>,
+    /// Address of the `wss://` listener (only with a `[tls]` section).
+    pub tls_bind: SocketAddr,
 }
 
 impl Default for WebSocketConfig {
     fn default() -> Self {
-        WebSocketConfig { bind: "127.0.0.1:8083".parse().unwrap(), allowed_origins: Vec::new() }
+        WebSocketConfig {
+            bind: "127.0.0.1:8083".parse().unwrap(),
+            allowed_origins: Vec::new(),
+            tls_bind: "127.0.0.1:8084".parse().unwrap(),
+        }
     }
+}
+
+/// `[tls]`: certificates for the TLS listeners (docs/security.md#tls).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, the server's own certificate first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA certificates that sign client certificates (mTLS).
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// With `client_ca_file`: refuse clients without a certificate.
+    #[serde(default)]
+    pub require_client_cert: bool,
+    /// With `client_ca_file`: a verified client certificate's common name
+    /// is the client's username (authenticated by the certificate).
+    #[serde(default)]
+    pub cn_as_username: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -427,8 +458,17 @@ impl Config {
             problems.push("storage.data_dir is empty: the sled backend needs a directory".to_string());
         }
         self.auth.validate(&self.acl, &mut problems);
+        if let Some(tls) = &self.tls {
+            if tls.client_ca_file.is_none() && (tls.require_client_cert || tls.cn_as_username) {
+                problems.push("tls.require_client_cert and tls.cn_as_username need tls.client_ca_file".to_string());
+            }
+        }
         if self.auth.chain.is_empty() && self.auth.allow_anonymous.is_none() {
-            for (key, bind) in [("mqtt.bind", self.mqtt.bind), ("websocket.bind", self.websocket.bind)] {
+            let mut binds = vec![("mqtt.bind", self.mqtt.bind), ("websocket.bind", self.websocket.bind)];
+            if self.tls.is_some() {
+                binds.extend([("mqtt.tls_bind", self.mqtt.tls_bind), ("websocket.tls_bind", self.websocket.tls_bind)]);
+            }
+            for (key, bind) in binds {
                 if !bind.ip().is_loopback() {
                     problems.push(format!(
                         "{key} = {bind} is not a loopback address and no authentication is configured: \

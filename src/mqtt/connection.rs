@@ -76,11 +76,11 @@ where
     let connect = match Box::pin(tokio::time::timeout(timeout, conn.read_connect())).await {
         Ok(Ok(connect)) => connect,
         Ok(Err(reason)) => {
-            tracing::debug!(peer = %peer.addr, %reason, "connection closed before CONNECT completed");
+            tracing::debug!(peer = %conn.peer.addr, %reason, "connection closed before CONNECT completed");
             return;
         }
         Err(_) => {
-            tracing::debug!(peer = %peer.addr, reason = %CloseReason::ConnectTimeout, "closing");
+            tracing::debug!(peer = %conn.peer.addr, reason = %CloseReason::ConnectTimeout, "closing");
             return;
         }
     };

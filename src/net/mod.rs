@@ -10,6 +10,7 @@
 pub mod api;
 pub mod http;
 pub mod static_files;
+pub mod tls;
 pub mod ws_stream;
 
 use crate::auth::Transport;
@@ -74,15 +75,70 @@ pub async fn accept_loop<F, Fut>(
 
 /// MQTT over TCP.
 pub async fn serve_mqtt(stream: TcpStream, addr: SocketAddr, broker: Arc<Broker>) {
-    let peer =
-        Peer { addr, transport: Transport::MqttTcp, local_listener: broker.config().mqtt.bind.ip().is_loopback() };
+    let peer = Peer::plain(addr, Transport::MqttTcp, broker.config().mqtt.bind.ip().is_loopback());
     crate::mqtt::connection::serve(stream, peer, broker).await
 }
 
-/// The WebSocket port: one HTTP request head, then `/mqtt` (MQTT over
-/// WebSocket), `/ws` (the Protobuf protocol), the API (`/api/`), the web demo
-/// (`/`, `/web/...`), or a plain HTTP answer.
-pub async fn serve_websocket(mut stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
+/// Completes a TLS handshake within the connect timeout; `None` (logged) when it fails.
+async fn tls_handshake(
+    tls: &tls::Tls,
+    stream: TcpStream,
+    addr: SocketAddr,
+    broker: &Broker,
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Option<Arc<str>>)> {
+    let timeout = Duration::from_secs(broker.config().mqtt.connect_timeout_secs);
+    match tokio::time::timeout(timeout, tls.accept(stream)).await {
+        Ok(Ok(accepted)) => Some(accepted),
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %addr, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(peer = %addr, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// MQTT over TLS.
+pub async fn serve_mqtt_tls(stream: TcpStream, addr: SocketAddr, broker: Arc<Broker>, tls: Arc<tls::Tls>) {
+    let Some((stream, certificate_user)) = tls_handshake(&tls, stream, addr, &broker).await else { return };
+    let peer = Peer {
+        addr,
+        transport: Transport::MqttTcp,
+        local_listener: broker.config().mqtt.tls_bind.ip().is_loopback(),
+        tls: true,
+        certificate_user,
+    };
+    crate::mqtt::connection::serve(stream, peer, broker).await
+}
+
+/// The WebSocket port.
+pub async fn serve_websocket(stream: TcpStream, addr: SocketAddr, broker: Arc<Broker>) {
+    let local_listener = broker.config().websocket.bind.ip().is_loopback();
+    serve_websocket_on(stream, Peer::plain(addr, Transport::MqttWebSocket, local_listener), broker).await
+}
+
+/// The `wss://` port: TLS, then the same as the WebSocket port.
+pub async fn serve_websocket_tls(stream: TcpStream, addr: SocketAddr, broker: Arc<Broker>, tls: Arc<tls::Tls>) {
+    let Some((stream, certificate_user)) = tls_handshake(&tls, stream, addr, &broker).await else { return };
+    let peer = Peer {
+        addr,
+        transport: Transport::MqttWebSocket,
+        local_listener: broker.config().websocket.tls_bind.ip().is_loopback(),
+        tls: true,
+        certificate_user,
+    };
+    serve_websocket_on(stream, peer, broker).await
+}
+
+/// One HTTP request head, then `/mqtt` (MQTT over WebSocket), `/ws` (the
+/// Protobuf protocol), the API (`/api/`), the web demo (`/`, `/web/...`), or
+/// a plain HTTP answer. `peer.transport` is set here from the path.
+async fn serve_websocket_on<S>(mut stream: S, mut peer: Peer, broker: Arc<Broker>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
     let mut buf = BytesMut::new();
     let timeout = Duration::from_secs(broker.config().mqtt.connect_timeout_secs);
     let request = match tokio::time::timeout(timeout, http::read_request(&mut stream, &mut buf)).await {
@@ -92,9 +148,8 @@ pub async fn serve_websocket(mut stream: TcpStream, peer: SocketAddr, broker: Ar
         }
         Ok(Err(HeadError::Io)) | Err(_) => return,
     };
-    let local_listener = broker.config().websocket.bind.ip().is_loopback();
     if request.path.starts_with("/api/") {
-        let (status, body) = api::handle(&request, &broker, local_listener);
+        let (status, body) = api::handle(&request, &broker, peer.local_listener);
         return http::respond(&mut stream, status, "application/json", body.as_bytes()).await;
     }
     // The web demo (`/`) and the files it loads (`/web/...`).
@@ -112,7 +167,7 @@ pub async fn serve_websocket(mut stream: TcpStream, peer: SocketAddr, broker: Ar
         }
     };
     if let Err(why) = http::check_origin(&request, &broker.config().websocket.allowed_origins) {
-        tracing::info!(%peer, why, "WebSocket upgrade refused: origin not allowed");
+        tracing::info!(peer = %peer.addr, why, "WebSocket upgrade refused: origin not allowed");
         return http::respond(&mut stream, 403, "text/plain; charset=utf-8", why.as_bytes()).await;
     }
     let (accept_key, protocol) = match http::check_upgrade(&request, accepted) {
@@ -131,10 +186,10 @@ pub async fn serve_websocket(mut stream: TcpStream, peer: SocketAddr, broker: Ar
     let config = WebSocketConfig::default().max_message_size(Some(max)).max_frame_size(Some(max));
     let ws = WebSocketStream::from_partially_read(stream, buf.to_vec(), Role::Server, Some(config)).await;
     if request.path == "/mqtt" {
-        let peer = Peer { addr: peer, transport: Transport::MqttWebSocket, local_listener };
+        peer.transport = Transport::MqttWebSocket;
         crate::mqtt::connection::serve(ws_stream::WsByteStream::new(ws), peer, broker).await
     } else {
-        let peer = Peer { addr: peer, transport: Transport::StarlingV1, local_listener };
+        peer.transport = Transport::StarlingV1;
         crate::wsproto::connection::serve(ws, peer, broker).await
     }
 }
