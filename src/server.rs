@@ -56,6 +56,12 @@ impl Server {
                 Arc::new(store)
             }
         };
+        Server::start_with_store(config, store).await
+    }
+
+    /// Starts on a store the caller opened (tests inject failing stores).
+    pub async fn start_with_store(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Server> {
+        install_crypto_provider();
         let classes = if config.classes.dir.as_os_str().is_empty() {
             crate::classes::ClassSet::default()
         } else {

@@ -147,6 +147,10 @@ pub struct PublishOutcome {
     pub deliveries: usize,
     /// A copy was written to the store: flush before acknowledging.
     pub must_sync: bool,
+    /// A copy owed to the store (a persistent session's delivery, history,
+    /// a retained message) could not be written: not durable, so a QoS 1/2
+    /// publisher must not be acknowledged with success.
+    pub store_failed: bool,
     /// Most targets' outboxes were full while their writers are draining:
     /// one of them, for the publisher to wait on (see [`Broker::publish_paced`]).
     pub congested: Option<Arc<Session>>,
@@ -198,6 +202,8 @@ pub struct Broker {
     classes: class_runtime::ClassRuntime,
     /// Authentication, access control and single sign-on (reloadable).
     security: Security,
+    /// Session timer tasks alive (see `spawn_session_timer`).
+    pending_timers: Arc<AtomicUsize>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -230,6 +236,7 @@ impl Broker {
             topic_order: (0..TOPIC_ORDER_STRIPES).map(|_| Mutex::new(())).collect(),
             classes: class_runtime::ClassRuntime::new(classes),
             security,
+            pending_timers: Arc::new(AtomicUsize::new(0)),
             shutdown,
         });
         broker.restore()?;

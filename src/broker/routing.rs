@@ -28,6 +28,9 @@ impl Broker {
         if let Some(refusal) = outcome.refused {
             return Ack::Refused(refusal);
         }
+        if outcome.store_failed {
+            return Ack::StoreFailed;
+        }
         if outcome.must_sync {
             if let Err(e) = self.sync().await {
                 tracing::error!(error = %e, "store flush failed; refusing to acknowledge as success");
@@ -94,18 +97,26 @@ impl Broker {
             let not_before = rule.max_age_secs.map_or(0, |s| now.saturating_sub(s * 1000));
             match self.store.append_history(&message.to_stored(), rule.keep, not_before) {
                 Ok(()) => outcome.must_sync |= message.qos > QoS::AtMostOnce,
-                Err(e) => tracing::error!(topic = %message.topic, error = %e, "cannot store history"),
+                Err(e) => {
+                    tracing::error!(topic = %message.topic, error = %e, "cannot store history");
+                    outcome.store_failed = true;
+                }
             }
         }
         if message.retain {
-            outcome.must_sync |= self.retain(&message);
+            match self.retain(&message) {
+                Ok(must_sync) => outcome.must_sync |= must_sync,
+                Err(()) => outcome.store_failed = true,
+            }
         }
         Some(AdmittedPublish { message, _in_order: in_order })
     }
 
     /// Sets, replaces or clears (empty payload) the retained message of a topic.
-    /// Returns whether a store write must be flushed before acknowledging.
-    fn retain(&self, message: &Arc<Message>) -> bool {
+    /// Returns whether a store write must be flushed before acknowledging;
+    /// `Err` when the store refused the write (the map is updated anyway: the
+    /// message is retained until a restart).
+    fn retain(&self, message: &Arc<Message>) -> Result<bool, ()> {
         let result = if message.payload.is_empty() {
             self.retained.write().remove(&message.topic);
             self.store.set_retained(message.topic.as_str(), None)
@@ -115,9 +126,9 @@ impl Broker {
         };
         if let Err(e) = result {
             tracing::error!(topic = %message.topic, error = %e, "cannot store retained message");
-            return false;
+            return Err(());
         }
-        message.qos > QoS::AtMostOnce
+        Ok(message.qos > QoS::AtMostOnce)
     }
 
     /// Delivers an admitted message to every matching subscription on this
@@ -161,9 +172,10 @@ impl Broker {
             }
             attempts += 1;
             match sub.session.enqueue(delivery) {
-                Enqueued::Queued { stored } => {
+                Enqueued::Queued { stored, store_failed } => {
                     outcome.deliveries += 1;
                     outcome.must_sync |= stored;
+                    outcome.store_failed |= store_failed;
                 }
                 Enqueued::Full if sub.session.is_draining(now, STALLED_AFTER_MS) => {
                     full += 1;
@@ -179,9 +191,10 @@ impl Broker {
         }
         drop(tree);
         for (session, delivery) in duplicates {
-            if let Some(Enqueued::Queued { stored }) = session.merge_duplicate(delivery) {
+            if let Some(Enqueued::Queued { stored, store_failed }) = session.merge_duplicate(delivery) {
                 outcome.deliveries += 1;
                 outcome.must_sync |= stored;
+                outcome.store_failed |= store_failed;
             }
         }
     }

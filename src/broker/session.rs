@@ -96,6 +96,9 @@ struct SessionState {
     congested: bool,
     /// Per topic class (by index): this client's publish rate limiter.
     rate_buckets: HashMap<usize, TokenBucket>,
+    /// Tasks sleeping for this session (will delay, expiry), cancelled on
+    /// the next attach or when the session ends.
+    timers: Vec<tokio::task::AbortHandle>,
 }
 
 impl std::fmt::Debug for Session {
@@ -129,6 +132,7 @@ impl Session {
                 next_seq: 1,
                 disconnected_at_ms: None,
                 congested: false,
+                timers: Vec::new(),
             }),
             wake: Notify::new(),
             store,
@@ -225,6 +229,10 @@ impl Session {
             let _ = kick.send(CloseReason::TakenOver);
         }
         st.owner = Some(Owner { connection_id, kick: Some(tx), device });
+        // A reconnect cancels the will delay and the expiry of the last disconnect.
+        for timer in st.timers.drain(..) {
+            timer.abort();
+        }
         st.generation += 1;
         st.disconnected_at_ms = None;
         st.send_window = send_window.max(1);
@@ -252,6 +260,20 @@ impl Session {
             true
         } else {
             false
+        }
+    }
+
+    /// Remembers a timer task of this session (see `Broker::spawn_session_timer`).
+    pub fn add_timer(&self, timer: tokio::task::AbortHandle) {
+        let mut st = self.state.lock();
+        st.timers.retain(|t| !t.is_finished());
+        st.timers.push(timer);
+    }
+
+    /// Cancels the session's timer tasks (it ended).
+    pub fn cancel_timers(&self) {
+        for timer in std::mem::take(&mut self.state.lock().timers) {
+            timer.abort();
         }
     }
 
@@ -322,34 +344,39 @@ impl Session {
         });
         match st.outbox.push(delivery) {
             Pushed::Queued { was_empty } => {
-                let mut stored_ok = false;
-                if let Some(stored) = stored {
-                    match self.store.push_delivery(&self.client_id, &stored) {
-                        Ok(()) => stored_ok = true,
-                        Err(e) => tracing::error!(client_id = %self.client_id, error = %e, "cannot store delivery"),
-                    }
-                }
+                let (stored, store_failed) = self.store_delivery(stored);
                 let connected = st.owner.is_some();
                 drop(st);
                 if was_empty && connected {
                     self.wake.notify_one();
                 }
-                Enqueued::Queued { stored: stored_ok }
+                Enqueued::Queued { stored, store_failed }
             }
             Pushed::QueuedDropping(old) => {
                 // Discarded to make room, or replaced by a newer message of its topic.
                 if let Some(seq) = old.seq {
                     let _ = self.store.remove_delivery(&self.client_id, seq);
                 }
-                let mut stored_ok = false;
-                if let Some(stored) = stored {
-                    stored_ok = self.store.push_delivery(&self.client_id, &stored).is_ok();
-                }
-                Enqueued::Queued { stored: stored_ok }
+                let (stored, store_failed) = self.store_delivery(stored);
+                Enqueued::Queued { stored, store_failed }
             }
             Pushed::Refused(_) => {
                 st.congested = true;
                 Enqueued::Full
+            }
+        }
+    }
+
+    /// Writes a persistent session's copy; (written, failed). A failure
+    /// leaves the delivery queued in memory but not durable: the publisher
+    /// must not be told it is (see `PublishOutcome::store_failed`).
+    fn store_delivery(&self, stored: Option<StoredDelivery>) -> (bool, bool) {
+        let Some(stored) = stored else { return (false, false) };
+        match self.store.push_delivery(&self.client_id, &stored) {
+            Ok(()) => (true, false),
+            Err(e) => {
+                tracing::error!(client_id = %self.client_id, error = %e, "cannot store delivery");
+                (false, true)
             }
         }
     }
@@ -585,8 +612,9 @@ impl Session {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {
     /// Queued; `stored` says a copy was written to the store and the
-    /// publisher's acknowledgement must wait for a flush.
-    Queued { stored: bool },
+    /// publisher's acknowledgement must wait for a flush; `store_failed`
+    /// that the copy owed to the store could not be written.
+    Queued { stored: bool, store_failed: bool },
     /// Not queued: QoS 0 for a disconnected session.
     Dropped,
     /// Not queued: the outbox is full (counted in the outbox's `dropped`).

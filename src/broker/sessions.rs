@@ -110,14 +110,15 @@ impl Broker {
                 self.publish_will(session, will);
             } else {
                 let broker = Arc::downgrade(self);
-                let session = session.clone();
+                let timer_session = session.clone();
                 let wait = Duration::from_secs(u64::from(delay.min(expiry)));
-                tokio::spawn(async move {
+                self.spawn_session_timer(session, async move {
                     tokio::time::sleep(wait).await;
                     if let Some(broker) = broker.upgrade() {
-                        // A reconnect before the delay bumps the generation and cancels the will.
-                        if session.generation() == generation && !session.is_connected() {
-                            broker.publish_will(&session, will);
+                        // A reconnect before the delay cancels this task; the
+                        // generation check covers a reconnect racing the wake-up.
+                        if timer_session.generation() == generation && !timer_session.is_connected() {
+                            broker.publish_will(&timer_session, will);
                         }
                     }
                 });
@@ -172,10 +173,11 @@ impl Broker {
         let elapsed = now_ms().saturating_sub(session.disconnected_at_ms().unwrap_or_else(now_ms));
         let wait = Duration::from_millis((u64::from(expiry) * 1000).saturating_sub(elapsed));
         let broker = Arc::downgrade(self);
-        let session = session.clone();
-        tokio::spawn(async move {
+        let timer_session = session.clone();
+        self.spawn_session_timer(session, async move {
             tokio::time::sleep(wait).await;
             let Some(broker) = broker.upgrade() else { return };
+            let session = timer_session;
             let mut sessions = broker.sessions.lock();
             let still_ours = sessions.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, &session));
             if still_ours && session.generation() == generation && !session.is_connected() {
@@ -185,8 +187,34 @@ impl Broker {
         });
     }
 
+    /// Runs one of a session's timers (will delay, expiry) on a task of its
+    /// own. The next attach of the session, or its end, cancels the task, so
+    /// a reconnecting client never leaves a sleeping task (and its will's
+    /// payload) behind. Counted in [`Broker::pending_timers`].
+    fn spawn_session_timer(&self, session: &Session, timer: impl std::future::Future<Output = ()> + Send + 'static) {
+        struct Pending(Arc<AtomicUsize>);
+        impl Drop for Pending {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.pending_timers.fetch_add(1, Ordering::Relaxed);
+        let pending = Pending(self.pending_timers.clone());
+        let task = tokio::spawn(async move {
+            let _pending = pending;
+            timer.await
+        });
+        session.add_timer(task.abort_handle());
+    }
+
+    /// Session timers (will delays, expiries) currently waiting.
+    pub fn pending_timers(&self) -> usize {
+        self.pending_timers.load(Ordering::Relaxed)
+    }
+
     /// Removes a session, its subscriptions and its stored state.
     fn discard_session_locked(&self, sessions: &mut HashMap<Arc<str>, Arc<Session>>, session: &Arc<Session>) {
+        session.cancel_timers();
         if sessions.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, session)) {
             sessions.remove(&session.client_id);
         }

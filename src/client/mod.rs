@@ -162,6 +162,7 @@ pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Resu
             // Silent for 1.5 × keep-alive: closed ([MQTT-3.1.2-22]).
             liveness: (keep_alive_secs > 0).then(|| Duration::from_millis(u64::from(keep_alive_secs) * 1500)),
             routed: 0,
+            finished: false,
         },
         session_present: connected.session_present,
         assigned_client_id: connected.assigned_client_id,
@@ -270,6 +271,20 @@ pub struct Client {
     liveness: Option<Duration>,
     /// Deliveries routed since this task last yielded.
     routed: usize,
+    /// `finish` ran; otherwise dropping the client (a panic in its task)
+    /// still ends the attachment, so a session is never left marked connected.
+    finished: bool,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if self.finished || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        tracing::warn!(client_id = %self.session.client_id, "connection task ended without closing; cleaning up");
+        let will = self.will.take().map(|w| *w);
+        self.broker.disconnected(&self.session, self.connection_id, will, crate::model::WillAction::Publish);
+    }
 }
 
 impl Client {
@@ -350,6 +365,7 @@ impl Client {
         tracing::debug!(client_id = %self.session.client_id, %reason, "connection closed");
         let will = self.will.take().map(|w| *w);
         self.broker.disconnected(&self.session, self.connection_id, will, reason.will_action());
+        self.finished = true;
     }
 
     fn drain<E: Edge>(&mut self, edge: &mut E, outgoing: &mut Vec<Outgoing>) {

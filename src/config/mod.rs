@@ -16,6 +16,11 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+/// Upper bound of `mqtt.max_packet_size`: MQTT's own limit (268,435,460
+/// bytes) less 1 MiB, so a message accepted at the limit still encodes when
+/// delivered with a topic alias, subscription identifiers and an expiry.
+pub const MAX_PACKET_SIZE_LIMIT: u32 = 268_435_460 - 1024 * 1024;
+
 /// The commented default configuration that ships at the top of the repository.
 pub const BUNDLED_CONFIG: &str = include_str!("../../config.toml");
 
@@ -436,8 +441,12 @@ impl Config {
         let mut problems = Vec::new();
         let m = &self.mqtt;
         // 2 bytes of fixed header is the smallest packet; 268,435,460 the largest the encoding allows.
-        if !(16..=268_435_460).contains(&m.max_packet_size) {
-            problems.push(format!("mqtt.max_packet_size = {}: must be between 16 and 268435460", m.max_packet_size));
+        if !(16..=MAX_PACKET_SIZE_LIMIT).contains(&m.max_packet_size) {
+            problems.push(format!(
+                "mqtt.max_packet_size = {}: must be between 16 and {MAX_PACKET_SIZE_LIMIT} (256 MiB less room for \
+                 the properties the broker adds when it delivers)",
+                m.max_packet_size
+            ));
         }
         if m.connect_timeout_secs == 0 {
             problems.push("mqtt.connect_timeout_secs = 0: must be at least 1".to_string());

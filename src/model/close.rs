@@ -36,6 +36,10 @@ pub enum CloseReason {
     CredentialsExpired,
     /// The broker is shutting down.
     ServerShutdown,
+    /// A QoS 1/2 publish could not be accepted and the protocol cannot say
+    /// so in its acknowledgement (MQTT 3.1.1): the connection is closed
+    /// without one, so the client sends the message again.
+    PublishFailed { code: u8, what: String },
     /// Bytes that are not a valid packet or frame: the transport's decoder
     /// names the problem and the reason code (0x81 malformed, 0x95 too large, ...).
     Malformed { code: u8, what: String },
@@ -62,7 +66,7 @@ impl CloseReason {
             CloseReason::CredentialsExpired => Some(reason::MAXIMUM_CONNECT_TIME),
             CloseReason::ServerShutdown => Some(reason::SERVER_SHUTTING_DOWN),
             CloseReason::Malformed { code, .. } => Some(*code),
-            CloseReason::Violation { code, .. } => Some(*code),
+            CloseReason::Violation { code, .. } | CloseReason::PublishFailed { code, .. } => Some(*code),
         }
     }
 
@@ -91,6 +95,7 @@ impl CloseReason {
             CloseReason::ServerShutdown => "server_shutdown",
             CloseReason::Malformed { .. } => "malformed_packet",
             CloseReason::Violation { .. } => "protocol_violation",
+            CloseReason::PublishFailed { .. } => "publish_failed",
         }
     }
 }
@@ -100,7 +105,9 @@ impl std::fmt::Display for CloseReason {
         match self {
             CloseReason::Io(e) => write!(f, "{}: {e}", self.label()),
             CloseReason::Malformed { code, what } => write!(f, "{} (0x{code:02X}): {what}", self.label()),
-            CloseReason::Violation { code, what } => write!(f, "{} (0x{code:02X}): {what}", self.label()),
+            CloseReason::Violation { code, what } | CloseReason::PublishFailed { code, what } => {
+                write!(f, "{} (0x{code:02X}): {what}", self.label())
+            }
             _ => f.write_str(self.label()),
         }
     }

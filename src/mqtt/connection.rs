@@ -33,6 +33,9 @@ const READ_CHUNK: usize = 256;
 /// before it lets subscriber tasks run, so this also bounds how far a
 /// publisher can run ahead of its subscribers' outboxes in one turn.
 const MAX_READ_CHUNK: usize = 64 * 1024;
+/// The largest packet MQTT can encode: a remaining length of 268,435,455
+/// bytes plus the fixed header.
+const MAX_ENCODABLE_PACKET: usize = 268_435_455 + 5;
 /// A write buffer up to this size is kept between writes; larger ones are
 /// given back, so a burst does not pin memory on a connection.
 const SMALL_BUFFER: usize = 256;
@@ -400,6 +403,25 @@ where
             }
             return Ok(());
         }
+        if !self.version.is_v5() {
+            // MQTT 3.1.1 acknowledgements carry no reason code: a PUBACK would
+            // say "accepted". A message the store could not make durable, or
+            // that its class refused, is answered by closing the connection
+            // (the client sends it again later). An ACL denial is acknowledged
+            // and dropped, like Mosquitto, so a client cannot loop on it.
+            match published {
+                Published::StoreFailed => {
+                    return Err(CloseReason::PublishFailed {
+                        code: reason::UNSPECIFIED_ERROR,
+                        what: "the store could not make the message durable".into(),
+                    })
+                }
+                Published::Refused(refusal) => {
+                    return Err(CloseReason::PublishFailed { code: refusal.reason_code(), what: refusal.text().into() })
+                }
+                _ => {}
+            }
+        }
         let code = match published {
             // PUBACK/PUBREC cannot carry 0x96/0x95; 0x97 (quota exceeded) is the closest.
             Published::Refused(refusal) => {
@@ -412,8 +434,6 @@ where
             // A failed PUBREC ends the QoS 2 exchange ([MQTT-4.3.3]).
             client.session().release_incoming_qos2(packet_id);
         }
-        // MQTT 3.1.1 acknowledgements carry no reason: a denied QoS 1/2
-        // publish is acknowledged and dropped (as Mosquitto does).
         let reply = ack(packet_id, code);
         self.write(&if publish.qos == QoS::AtLeastOnce { Packet::PubAck(reply) } else { Packet::PubRec(reply) });
         Ok(())
@@ -493,7 +513,7 @@ where
                 payload: &m.payload,
                 properties: &properties,
             };
-            if publish_len(&publish, version) > self.state.client_max_packet {
+            if publish_len(&publish, version) > self.deliverable_size() {
                 return; // [MQTT-3.1.2-25]: discard as if delivered
             }
             if Arc::strong_count(m) <= 1 {
@@ -536,7 +556,7 @@ where
             payload: &m.payload,
             properties: &properties,
         };
-        if publish_len(&publish, version) > self.state.client_max_packet {
+        if publish_len(&publish, version) > self.deliverable_size() {
             // [MQTT-3.1.2-25]: discard as if delivered. An alias assigned just
             // now was never seen by the client, so it must not be used later.
             if new_alias {
@@ -548,6 +568,13 @@ where
             return;
         }
         encode_publish(&publish, version, &mut self.write_buf);
+    }
+
+    /// The largest PUBLISH this client can be sent: its Maximum Packet Size,
+    /// and never more than the protocol can encode (a message that grew past
+    /// it with per-subscriber properties is discarded, not a panic).
+    fn deliverable_size(&self) -> usize {
+        self.state.client_max_packet.min(MAX_ENCODABLE_PACKET)
     }
 
     /// Whether this delivery is byte-for-byte the same for every subscriber

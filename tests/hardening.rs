@@ -1,0 +1,188 @@
+//! A careless or hostile client, or a failing disk, must not harm the broker
+//! or other clients: acknowledgements never hide a failed write, refusals
+//! over MQTT 3.1.1 are not disguised as success, session timers do not pile
+//! up, settings cannot make the encoder panic.
+
+mod common;
+
+use common::wire::{Door, Wire};
+use common::*;
+use starling::config::Config;
+use starling::mqtt::packet::{LastWill, Packet, Publish, QoS, WillProperties};
+use starling::server::Server;
+use starling::store::{MemoryStore, Store, StoreError, StoredDelivery, StoredMessage, StoredSession};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// A memory store whose writes fail while `failing` is set (a full or broken disk).
+struct FailingStore {
+    inner: MemoryStore,
+    failing: AtomicBool,
+}
+
+impl FailingStore {
+    fn new() -> FailingStore {
+        FailingStore { inner: MemoryStore::new(), failing: AtomicBool::new(false) }
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            Err(StoreError::Io("injected: no space left on device".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Store for FailingStore {
+    fn load_retained(&self) -> Result<Vec<StoredMessage>, StoreError> {
+        self.inner.load_retained()
+    }
+    fn set_retained(&self, topic: &str, message: Option<&StoredMessage>) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.set_retained(topic, message)
+    }
+    fn load_sessions(&self) -> Result<Vec<StoredSession>, StoreError> {
+        self.inner.load_sessions()
+    }
+    fn save_session(&self, session: &StoredSession) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.save_session(session)
+    }
+    fn remove_session(&self, client_id: &str) -> Result<(), StoreError> {
+        self.inner.remove_session(client_id)
+    }
+    fn push_delivery(&self, client_id: &str, delivery: &StoredDelivery) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.push_delivery(client_id, delivery)
+    }
+    fn remove_delivery(&self, client_id: &str, seq: u64) -> Result<(), StoreError> {
+        self.inner.remove_delivery(client_id, seq)
+    }
+    fn load_deliveries(&self, client_id: &str) -> Result<Vec<StoredDelivery>, StoreError> {
+        self.inner.load_deliveries(client_id)
+    }
+    fn append_history(&self, message: &StoredMessage, keep: usize, not_before_ms: u64) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.append_history(message, keep, not_before_ms)
+    }
+    fn load_history(
+        &self,
+        topic: &str,
+        after_id: u64,
+        limit: usize,
+        not_before_ms: u64,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.inner.load_history(topic, after_id, limit, not_before_ms)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
+}
+
+fn publish(topic: &str, packet_id: u16, payload: Vec<u8>) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: topic.into(),
+        packet_id,
+        payload: payload.into(),
+        properties: Default::default(),
+    })
+}
+
+/// After a failing write, MQTT 5 gets PUBACK 0x80 and MQTT 3.1.1 a closed
+/// connection without PUBACK; a bystander keeps receiving.
+#[tokio::test]
+async fn a_failed_store_write_is_never_acknowledged_as_success() {
+    let store = Arc::new(FailingStore::new());
+    let server = Server::start_with_store(memory_config(), store.clone()).await.unwrap();
+    let (m, w) = (server.mqtt_addr(), server.ws_addr());
+    // An offline persistent subscriber: its QoS 1 copies must be stored.
+    let mut persistent = raw::connect_packet(starling::mqtt::packet::ProtocolVersion::V311, "phone");
+    persistent.clean_start = false;
+    let (mut phone, _) = raw::Raw::connect_with(m, persistent).await;
+    phone.send(&raw::subscribe_packet(1, "inbox/#", QoS::AtLeastOnce)).await;
+    assert!(matches!(phone.recv().await, Some(Packet::SubAck(_))));
+    phone.disconnect().await;
+    let mut bystander = Wire::accepted(Door::Tcp5, m, w, "bystander", None, None).await;
+    assert_eq!(bystander.subscribe("inbox/#", QoS::AtMostOnce).await, 0);
+
+    store.failing.store(true, Ordering::SeqCst);
+    let mut v5 = Wire::accepted(Door::Tcp5, m, w, "pub5", None, None).await;
+    assert_eq!(v5.publish("inbox/a", QoS::AtLeastOnce, false, "lost?").await, Some(0x80));
+    let mut v3 = Wire::accepted(Door::Tcp311, m, w, "pub3", None, None).await;
+    v3.send(&publish("inbox/b", 7, b"lost?".to_vec())).await;
+    assert!(v3.recv().await.is_none(), "3.1.1: closed without a PUBACK, so the client sends it again");
+    // The bystander got both (delivery is not the store's business) and is still served.
+    assert_eq!(bystander.expect_publish().await.payload, "lost?");
+    assert_eq!(bystander.expect_publish().await.payload, "lost?");
+    store.failing.store(false, Ordering::SeqCst);
+    assert_eq!(v5.publish("inbox/c", QoS::AtLeastOnce, false, "kept").await, Some(0x00));
+    assert_eq!(bystander.expect_publish().await.payload, "kept");
+    server.shutdown().await.unwrap();
+}
+
+/// A QoS 1 publish refused by its topic class: MQTT 5 PUBACK 0x97, MQTT
+/// 3.1.1 closed (a plain PUBACK would say "accepted").
+#[tokio::test]
+async fn class_refusals_over_mqtt_311_close_the_connection() {
+    let server = start(with_classes(memory_config())).await;
+    let (m, w) = (server.mqtt_addr(), server.ws_addr());
+    let big = vec![b'x'; 20_000]; // chat rooms take at most 16 KiB
+    let mut v5 = Wire::accepted(Door::Tcp5, m, w, "c5", None, None).await;
+    v5.send(&publish("chat/lobby", 3, big.clone())).await;
+    match v5.recv().await {
+        Some(Packet::PubAck(ack)) => assert_eq!(ack.reason_code, 0x97),
+        other => panic!("expected PUBACK 0x97, got {other:?}"),
+    }
+    v5.ping_barrier().await;
+    let mut v3 = Wire::accepted(Door::Ws311, m, w, "c3", None, None).await;
+    v3.send(&publish("chat/lobby", 4, big)).await;
+    assert!(v3.recv().await.is_none());
+    server.shutdown().await.unwrap();
+}
+
+/// Reconnecting cancels the will-delay and session-expiry timers of the
+/// previous disconnect: they do not pile up (each held its will's payload
+/// for as long as the delay, up to decades).
+#[tokio::test]
+async fn reconnecting_cancels_session_timers() {
+    let server = start_memory().await;
+    let (m, w) = (server.mqtt_addr(), server.ws_addr());
+    let mut connect = raw::connect_packet(starling::mqtt::packet::ProtocolVersion::V5, "flaky");
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(3600);
+    connect.will = Some(LastWill {
+        topic: "status/flaky".into(),
+        payload: vec![0u8; 60_000].into(),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: WillProperties { will_delay_interval: Some(3600), ..Default::default() },
+    });
+    for _ in 0..20 {
+        let (mut c, ack) = raw::Raw::connect_with(m, connect.clone()).await;
+        assert_eq!(ack.reason_code, 0);
+        c.ping_barrier().await;
+        drop(c); // no DISCONNECT: the will is armed, the session starts expiring
+        wait_until("the broker to see the connection end", || {
+            server.broker().session("flaky").is_some_and(|s| !s.is_connected())
+        })
+        .await;
+        assert!(server.broker().pending_timers() <= 2, "{} timers pending", server.broker().pending_timers());
+    }
+    let mut last = Wire::accepted(Door::Tcp5, m, w, "other", None, None).await;
+    last.ping_barrier().await;
+    let (mut c, _) = raw::Raw::connect_with(m, connect).await;
+    c.ping_barrier().await;
+    wait_until("the timers to be cancelled", || server.broker().pending_timers() == 0).await;
+    server.shutdown().await.unwrap();
+}
+
+#[test]
+fn max_packet_size_leaves_room_to_encode_deliveries() {
+    let err = Config::from_toml("[mqtt]\nmax_packet_size = 268435460\n", "x.toml").unwrap_err().to_string();
+    assert!(err.contains("mqtt.max_packet_size") && err.contains("267386884"), "{err}");
+    assert!(Config::from_toml("[mqtt]\nmax_packet_size = 267386884\n", "x.toml").is_ok());
+}
