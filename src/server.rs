@@ -15,7 +15,6 @@ use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
 
@@ -74,22 +73,18 @@ impl Server {
         // their links start once the listeners are bound.
         let mut bridges =
             config.bridge.iter().map(|b| Bridge::prepare(&broker, b)).collect::<anyhow::Result<Vec<_>>>()?;
-        let listener = TcpListener::bind(config.mqtt.bind)
-            .await
+        let listener = net::listen(config.mqtt.bind, config.mqtt.backlog)
             .with_context(|| format!("cannot listen on mqtt.bind {}", config.mqtt.bind))?;
         let mqtt_addr = listener.local_addr()?;
-        let ws_listener = TcpListener::bind(config.websocket.bind)
-            .await
+        let ws_listener = net::listen(config.websocket.bind, config.mqtt.backlog)
             .with_context(|| format!("cannot listen on websocket.bind {}", config.websocket.bind))?;
         let ws_addr = ws_listener.local_addr()?;
         let tls = config.tls.as_ref().map(net::tls::Tls::load).transpose()?.map(Arc::new);
         let tls_listeners = match &tls {
             Some(_) => {
-                let mqtt = TcpListener::bind(config.mqtt.tls_bind)
-                    .await
+                let mqtt = net::listen(config.mqtt.tls_bind, config.mqtt.backlog)
                     .with_context(|| format!("cannot listen on mqtt.tls_bind {}", config.mqtt.tls_bind))?;
-                let ws = TcpListener::bind(config.websocket.tls_bind)
-                    .await
+                let ws = net::listen(config.websocket.tls_bind, config.mqtt.backlog)
                     .with_context(|| format!("cannot listen on websocket.tls_bind {}", config.websocket.tls_bind))?;
                 Some((mqtt, ws))
             }
@@ -98,12 +93,23 @@ impl Server {
         let (stop_accepting, stop_rx) = watch::channel(false);
         let accept_tasks = TaskTracker::new();
         let connections = TaskTracker::new();
-        // One limit for all listeners: it bounds connections, whatever the transport.
-        let limit = Arc::new(Semaphore::new(config.mqtt.max_connections));
+        let fd_limit = net::raise_fd_limit();
+        tracing::info!(
+            open_files = fd_limit,
+            "connection ceiling: about this many connections in all (the open-file limit)"
+        );
+        // Each listener has its own connection limit; the per-IP gate is shared.
+        let limit = || Arc::new(Semaphore::new(config.mqtt.max_connections));
+        let gate = net::gate::ConnectionGate::new(net::gate::GateLimits {
+            max_per_ip: config.mqtt.max_connections_per_ip,
+            connects_per_sec: config.mqtt.connects_per_ip_per_sec,
+            limit_loopback: config.mqtt.limit_loopback_peers,
+        });
         let b = broker.clone();
         accept_tasks.spawn(net::accept_loop(
             listener,
-            limit.clone(),
+            limit(),
+            gate.clone(),
             connections.clone(),
             stop_rx.clone(),
             move |s, p| net::serve_mqtt(s, p, b.clone()),
@@ -111,7 +117,8 @@ impl Server {
         let b = broker.clone();
         accept_tasks.spawn(net::accept_loop(
             ws_listener,
-            limit.clone(),
+            limit(),
+            gate.clone(),
             connections.clone(),
             stop_rx.clone(),
             move |s, p| net::serve_websocket(s, p, b.clone()),
@@ -122,15 +129,21 @@ impl Server {
             let (b, t) = (broker.clone(), tls.clone());
             accept_tasks.spawn(net::accept_loop(
                 mqtt_tls,
-                limit.clone(),
+                limit(),
+                gate.clone(),
                 connections.clone(),
                 stop_rx.clone(),
                 move |s, p| net::serve_mqtt_tls(s, p, b.clone(), t.clone()),
             ));
             let (b, t) = (broker.clone(), tls.clone());
-            accept_tasks.spawn(net::accept_loop(ws_tls, limit, connections.clone(), stop_rx, move |s, p| {
-                net::serve_websocket_tls(s, p, b.clone(), t.clone())
-            }));
+            accept_tasks.spawn(net::accept_loop(
+                ws_tls,
+                limit(),
+                gate.clone(),
+                connections.clone(),
+                stop_rx,
+                move |s, p| net::serve_websocket_tls(s, p, b.clone(), t.clone()),
+            ));
         }
         tracing::info!(mqtt = %mqtt_addr, websocket = %ws_addr, tls = ?tls_addrs, "starling listening");
         for bridge in &mut bridges {

@@ -186,3 +186,118 @@ fn max_packet_size_leaves_room_to_encode_deliveries() {
     assert!(err.contains("mqtt.max_packet_size") && err.contains("267386884"), "{err}");
     assert!(Config::from_toml("[mqtt]\nmax_packet_size = 267386884\n", "x.toml").is_ok());
 }
+
+/// A TCP connection from a chosen loopback source address.
+async fn connect_from(source: &str, to: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// CONNECT (3.1.1, keep-alive 30) on `stream`; whether a CONNACK came back.
+async fn mqtt_connects(mut stream: tokio::net::TcpStream, id: &str) -> (bool, tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut out = bytes::BytesMut::new();
+    let connect = raw::connect_packet(starling::mqtt::packet::ProtocolVersion::V311, id);
+    starling::mqtt::encode::encode(
+        &Packet::Connect(Box::new(connect)),
+        starling::mqtt::packet::ProtocolVersion::V311,
+        &mut out,
+    );
+    if stream.write_all(&out).await.is_err() {
+        return (false, stream);
+    }
+    let mut ack = [0u8; 4];
+    let ok = matches!(within("CONNACK or close", stream.read(&mut ack)).await, Ok(4) if ack[0] == 0x20);
+    (ok, stream)
+}
+
+#[tokio::test]
+async fn connections_per_ip_are_limited_and_other_ips_are_not() {
+    let mut config = memory_config();
+    config.mqtt.max_connections_per_ip = 3;
+    config.mqtt.connects_per_ip_per_sec = 0;
+    config.mqtt.limit_loopback_peers = true;
+    let server = start(config).await;
+    let m = server.mqtt_addr();
+    let mut open = Vec::new();
+    for i in 0..3 {
+        let (ok, s) = mqtt_connects(connect_from("127.0.0.1", m).await, &format!("a{i}")).await;
+        assert!(ok, "connection {i} from 127.0.0.1");
+        open.push(s);
+    }
+    let (ok, _) = mqtt_connects(connect_from("127.0.0.1", m).await, "a3").await;
+    assert!(!ok, "a fourth connection from the same address is closed at accept");
+    let (ok, _bystander) = mqtt_connects(connect_from("127.0.0.2", m).await, "b0").await;
+    assert!(ok, "another address is not affected");
+    drop(open.pop());
+    wait_until("the slot to be given back", || server.broker().session("a2").is_none_or(|s| !s.is_connected())).await;
+    let (ok, _) = mqtt_connects(connect_from("127.0.0.1", m).await, "a4").await;
+    assert!(ok, "a freed slot can be used again");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn connect_rate_per_ip_is_limited() {
+    let mut config = memory_config();
+    config.mqtt.max_connections_per_ip = 0;
+    config.mqtt.connects_per_ip_per_sec = 5;
+    config.mqtt.limit_loopback_peers = true;
+    let server = start(config).await;
+    let m = server.mqtt_addr();
+    let mut accepted = 0;
+    let mut kept = Vec::new();
+    for i in 0..20 {
+        let (ok, s) = mqtt_connects(connect_from("127.0.0.3", m).await, &format!("r{i}")).await;
+        accepted += usize::from(ok);
+        kept.push(s);
+    }
+    assert!((5..20).contains(&accepted), "{accepted} of 20 accepted in a burst with a rate of 5/s");
+    let (ok, _) = mqtt_connects(connect_from("127.0.0.4", m).await, "other").await;
+    assert!(ok, "another address is not affected");
+    server.shutdown().await.unwrap();
+}
+
+/// Keep-alive 0 does not mean forever: closed after `idle_timeout_secs` of silence.
+#[tokio::test]
+async fn keep_alive_zero_still_times_out() {
+    let mut config = memory_config();
+    config.mqtt.idle_timeout_secs = 1;
+    let server = start(config).await;
+    let mut connect = raw::connect_packet(starling::mqtt::packet::ProtocolVersion::V5, "silent");
+    connect.keep_alive = 0;
+    let (mut c, ack) = raw::Raw::connect_with(server.mqtt_addr(), connect).await;
+    assert_eq!(ack.reason_code, 0);
+    assert_eq!(c.until_closed().await.map(|d| d.reason_code), Some(0x8D));
+    server.shutdown().await.unwrap();
+}
+
+/// A subscriber that stops reading is closed after `write_timeout_secs`;
+/// its write buffer stays bounded meanwhile, and a reading subscriber of the
+/// same topic receives everything.
+#[tokio::test]
+async fn a_reader_that_stops_reading_is_closed_and_others_keep_receiving() {
+    let mut config = memory_config();
+    config.mqtt.write_timeout_secs = 1;
+    let server = start(config).await;
+    let (m, w) = (server.mqtt_addr(), server.ws_addr());
+    let mut stalled = raw::Raw::connected(m, starling::mqtt::packet::ProtocolVersion::V311, "stalled").await;
+    stalled.send(&raw::subscribe_packet(1, "big/#", QoS::AtMostOnce)).await;
+    assert!(matches!(stalled.recv().await, Some(Packet::SubAck(_))));
+    let mut reader = Wire::accepted(Door::Tcp5, m, w, "reader", None, None).await;
+    assert_eq!(reader.subscribe("big/#", QoS::AtMostOnce).await, 0);
+    let mut publisher = Wire::accepted(Door::Tcp5, m, w, "publisher", None, None).await;
+    let payload = "x".repeat(900_000);
+    for i in 0..40 {
+        publisher.publish(&format!("big/{i}"), QoS::AtMostOnce, false, &payload).await;
+        // The reader keeps up; `stalled` never reads again.
+        assert_eq!(reader.expect_publish().await.topic, format!("big/{i}"));
+    }
+    wait_until("the stalled reader to be closed", || {
+        server.broker().session("stalled").is_none_or(|s| !s.is_connected())
+    })
+    .await;
+    publisher.publish("big/after", QoS::AtMostOnce, false, "small").await;
+    assert_eq!(reader.expect_publish().await.payload, "small");
+    server.shutdown().await.unwrap();
+}

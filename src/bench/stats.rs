@@ -128,16 +128,7 @@ pub fn rss_of(pid: u32) -> Option<(u64, u64)> {
 /// Raises this process's open-file limit to its hard limit (load runs open
 /// tens of thousands of sockets). Returns the new soft limit.
 pub fn raise_fd_limit() -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: plain libc calls with a valid pointer to a local.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        }
-    }
-    lim.rlim_cur
+    crate::net::raise_fd_limit()
 }
 
 #[cfg(test)]

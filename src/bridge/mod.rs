@@ -386,7 +386,7 @@ impl Runner {
     fn pump(&mut self, link: &Link, st: &mut LinkState, drained: &mut Vec<Outgoing>) {
         let pending = st.requests.len() + st.awaiting.len();
         if pending < MAX_PENDING {
-            st.session.drain(drained, MAX_PENDING - pending);
+            st.session.drain(drained, MAX_PENDING - pending, usize::MAX);
             for item in drained.drain(..) {
                 self.outgoing(st, item);
             }

@@ -412,20 +412,25 @@ impl Session {
     /// Moves deliveries from the outbox into `out`, assigning packet ids to
     /// QoS 1/2 ones while the send window allows. Expired messages are
     /// discarded here ([MQTT-3.3.2-5]).
-    pub fn drain(&self, out: &mut Vec<Outgoing>, max: usize) {
+    pub fn drain(&self, out: &mut Vec<Outgoing>, max: usize, max_bytes: usize) {
         let now = super::clock::coarse_now_ms();
         self.last_drain_ms.store(now, Ordering::Relaxed);
         let mut st = self.state.lock();
-        self.drain_locked(&mut st, out, max, now);
+        self.drain_locked(&mut st, out, max, max_bytes, now);
         if st.congested && st.outbox.len() <= st.outbox.capacity() / 2 {
             st.congested = false;
             self.room.notify_waiters();
         }
     }
 
-    fn drain_locked(&self, st: &mut SessionState, out: &mut Vec<Outgoing>, max: usize, now: u64) {
-        while out.len() < max {
+    /// Takes deliveries until `max` items or about `max_bytes` of payload
+    /// and topic (at least one item): a slow reader's write buffer stays
+    /// bounded even when messages are large.
+    fn drain_locked(&self, st: &mut SessionState, out: &mut Vec<Outgoing>, max: usize, max_bytes: usize, now: u64) {
+        let mut bytes = 0usize;
+        while out.len() < max && (bytes < max_bytes || out.is_empty()) {
             let Some(front) = st.outbox.front() else { break };
+            bytes += front.message.payload.len() + front.message.topic.as_str().len();
             if front.message.is_expired(now) {
                 let d = st.outbox.pop().expect("front exists");
                 if let Some(seq) = d.seq {

@@ -21,6 +21,12 @@ impl TokenBucket {
         TokenBucket { rate: rate_per_sec, burst, tokens: burst, last_ms: now_ms }
     }
 
+    /// Whether the bucket would be full at `now_ms` (nothing to remember).
+    pub fn is_full(&self, now_ms: u64) -> bool {
+        let elapsed = now_ms.saturating_sub(self.last_ms) as f64 / 1000.0;
+        self.tokens + elapsed * self.rate >= self.burst
+    }
+
     /// Takes one token if there is one.
     pub fn try_take(&mut self, now_ms: u64) -> bool {
         let elapsed = now_ms.saturating_sub(self.last_ms) as f64 / 1000.0;

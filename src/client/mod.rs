@@ -159,8 +159,13 @@ pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Resu
             kicked: connected.kicked,
             connection_id: connected.connection_id,
             will: info.will.map(Box::new),
-            // Silent for 1.5 × keep-alive: closed ([MQTT-3.1.2-22]).
-            liveness: (keep_alive_secs > 0).then(|| Duration::from_millis(u64::from(keep_alive_secs) * 1500)),
+            // Silent for 1.5 × keep-alive: closed ([MQTT-3.1.2-22]). No
+            // keep-alive still does not mean forever: `mqtt.idle_timeout_secs`.
+            liveness: Some(if keep_alive_secs > 0 {
+                Duration::from_millis(u64::from(keep_alive_secs) * 1500)
+            } else {
+                Duration::from_secs(broker.config().mqtt.idle_timeout_secs)
+            }),
             routed: 0,
             finished: false,
         },
@@ -317,10 +322,20 @@ impl Client {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        let write_timeout = Duration::from_secs(self.broker.config().mqtt.write_timeout_secs);
         loop {
-            // Drain everything the outbox holds, then write once.
+            // Drain what the outbox holds (bounded), then write once. A write
+            // that does not complete in time closes the connection; takeover
+            // and shutdown are still seen while it waits.
             self.drain(edge, &mut outgoing);
-            if let Err(reason) = edge.flush().await {
+            let flushed = tokio::select! {
+                biased;
+                kicked = &mut self.kicked => return kicked.unwrap_or(CloseReason::TakenOver),
+                _ = shutdown.changed() => return CloseReason::ServerShutdown,
+                flushed = edge.flush() => flushed,
+                _ = tokio::time::sleep(write_timeout) => return CloseReason::WriteTimeout,
+            };
+            if let Err(reason) = flushed {
                 return reason;
             }
             if *shutdown.borrow() {
@@ -368,17 +383,26 @@ impl Client {
         self.finished = true;
     }
 
+    /// Moves deliveries from the outbox into the edge's pending write: up to
+    /// `DRAIN_BATCH` items a round while rounds come back full, and never
+    /// much more than `WRITE_BUDGET` bytes before a write, so a reader that
+    /// stops reading pins one bounded buffer, not its whole outbox.
     fn drain<E: Edge>(&mut self, edge: &mut E, outgoing: &mut Vec<Outgoing>) {
+        let mut budget = WRITE_BUDGET;
         loop {
-            self.session.drain(outgoing, E::DRAIN_BATCH);
+            self.session.drain(outgoing, E::DRAIN_BATCH, budget);
             if outgoing.is_empty() {
                 return;
             }
             let full = outgoing.len() == E::DRAIN_BATCH;
             for item in outgoing.drain(..) {
+                if let Outgoing::Publish { delivery, .. } = &item {
+                    let size = delivery.message.payload.len() + delivery.message.topic.as_str().len();
+                    budget = budget.saturating_sub(size);
+                }
                 edge.write_outgoing(self, item);
             }
-            if !full {
+            if !full || budget == 0 {
                 return;
             }
         }
@@ -518,6 +542,10 @@ pub fn history_for(
     }
     broker.history(topic, after_id, limit)
 }
+
+/// Bytes of messages taken from the outbox before a write: bounds the write
+/// buffer of a client that stopped reading (plus one message over it).
+const WRITE_BUDGET: usize = 1024 * 1024;
 
 /// Resolves at `deadline`, or never when there is none: liveness (MQTT
 /// keep-alive, starling.v1 heartbeat) and credential expiry.

@@ -63,6 +63,20 @@ pub struct MqttConfig {
     pub max_connections: usize,
     /// Address of the MQTT over TLS listener (only with a `[tls]` section).
     pub tls_bind: SocketAddr,
+    /// Connections from one IP address beyond this are closed at accept; 0: no limit.
+    pub max_connections_per_ip: usize,
+    /// New connections per second from one IP address (bursts of as many); 0: no limit.
+    pub connects_per_ip_per_sec: u32,
+    /// Apply the per-IP limits to loopback peers too (off: local tools,
+    /// tests and `starling bench` are not throttled).
+    pub limit_loopback_peers: bool,
+    /// Pending-connection queue of each listener; 0: the system's `net.core.somaxconn`.
+    pub backlog: u32,
+    /// A client with keep-alive 0 (starling.v1: heartbeat 0) silent this long is closed.
+    pub idle_timeout_secs: u64,
+    /// A write to a client that does not complete within this time (the client
+    /// stopped reading) closes its connection.
+    pub write_timeout_secs: u64,
 }
 
 impl Default for MqttConfig {
@@ -76,6 +90,12 @@ impl Default for MqttConfig {
             topic_alias_maximum: 64,
             max_connections: 100_000,
             tls_bind: "127.0.0.1:8883".parse().unwrap(),
+            max_connections_per_ip: 1000,
+            connects_per_ip_per_sec: 100,
+            limit_loopback_peers: false,
+            backlog: 0,
+            idle_timeout_secs: 600,
+            write_timeout_secs: 30,
         }
     }
 }
@@ -453,6 +473,12 @@ impl Config {
         }
         if m.receive_maximum == 0 {
             problems.push("mqtt.receive_maximum = 0: must be at least 1 (MQTT 5 forbids 0)".to_string());
+        }
+        if m.idle_timeout_secs == 0 {
+            problems.push("mqtt.idle_timeout_secs = 0: must be at least 1".to_string());
+        }
+        if m.write_timeout_secs == 0 {
+            problems.push("mqtt.write_timeout_secs = 0: must be at least 1".to_string());
         }
         if m.max_connections == 0 {
             problems.push("mqtt.max_connections = 0: must be at least 1".to_string());

@@ -26,6 +26,9 @@ pub enum CloseReason {
     KeepAliveTimeout,
     /// No CONNECT within `mqtt.connect_timeout_secs`.
     ConnectTimeout,
+    /// A write did not complete within `mqtt.write_timeout_secs`: the client
+    /// stopped reading.
+    WriteTimeout,
     /// Another connection with the same client id took the session.
     TakenOver,
     /// Single sign-on: a newer connection of the same user (and device kind)
@@ -60,7 +63,8 @@ impl CloseReason {
             | CloseReason::ClientDisconnectedWithWill
             | CloseReason::PeerClosed
             | CloseReason::Io(_)
-            | CloseReason::ConnectTimeout => None,
+            | CloseReason::ConnectTimeout
+            | CloseReason::WriteTimeout => None,
             CloseReason::KeepAliveTimeout => Some(reason::KEEP_ALIVE_TIMEOUT),
             CloseReason::TakenOver | CloseReason::SignedInElsewhere => Some(reason::SESSION_TAKEN_OVER),
             CloseReason::CredentialsExpired => Some(reason::MAXIMUM_CONNECT_TIME),
@@ -89,6 +93,7 @@ impl CloseReason {
             CloseReason::Io(_) => "io_error",
             CloseReason::KeepAliveTimeout => "keep_alive_timeout",
             CloseReason::ConnectTimeout => "connect_timeout",
+            CloseReason::WriteTimeout => "write_timeout",
             CloseReason::TakenOver => "session_taken_over",
             CloseReason::SignedInElsewhere => "signed_in_elsewhere",
             CloseReason::CredentialsExpired => "credentials_expired",

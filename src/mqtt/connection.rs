@@ -33,6 +33,8 @@ const READ_CHUNK: usize = 256;
 /// before it lets subscriber tasks run, so this also bounds how far a
 /// publisher can run ahead of its subscribers' outboxes in one turn.
 const MAX_READ_CHUNK: usize = 64 * 1024;
+/// Longest the goodbye (DISCONNECT, shutdown) may take.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// The largest packet MQTT can encode: a remaining length of 268,435,455
 /// bytes plus the fixed header.
 const MAX_ENCODABLE_PACKET: usize = 268_435_455 + 5;
@@ -89,10 +91,17 @@ where
     };
     let Some(mut client) = Box::pin(conn.accept_connect(&broker, *connect)).await else { return };
     let reason = client.serve(&mut conn).await;
-    if let (Some(code), true) = (reason.disconnect_code(), conn.version.is_v5()) {
-        conn.send_now(Packet::Disconnect(Disconnect { reason_code: code, properties: Default::default() })).await;
+    // Saying goodbye is bounded: a client that stopped reading must not hold
+    // its task (and session) here.
+    let goodbye = async {
+        if let (Some(code), true) = (reason.disconnect_code(), conn.version.is_v5()) {
+            conn.send_now(Packet::Disconnect(Disconnect { reason_code: code, properties: Default::default() })).await;
+        }
+        let _ = conn.stream.shutdown().await;
+    };
+    if reason != CloseReason::WriteTimeout {
+        let _ = tokio::time::timeout(CLOSE_GRACE, goodbye).await;
     }
-    let _ = conn.stream.shutdown().await;
     client.finish(&reason);
 }
 

@@ -8,6 +8,7 @@
 //! as the kernel offers them; `mqtt.max_connections` bounds it instead).
 
 pub mod api;
+pub mod gate;
 pub mod http;
 pub mod static_files;
 pub mod tls;
@@ -33,11 +34,42 @@ use tokio_util::task::TaskTracker;
 pub const MQTT_SUBPROTOCOLS: &[&str] = &["mqtt", "mqttv3.1"];
 pub use crate::wsproto::SUBPROTOCOL as PROTO_SUBPROTOCOL;
 
+/// Binds a listener with the configured pending-connection queue (0: the
+/// system's `somaxconn`, so a burst of connects is queued rather than lost).
+pub fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let backlog = if backlog == 0 { system_somaxconn() } else { backlog };
+    socket.listen(backlog)
+}
+
+fn system_somaxconn() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(4096)
+}
+
+/// Raises the process's open-file soft limit to its hard limit; returns the
+/// limit in force (each connection takes one file descriptor).
+pub fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain libc calls with a valid pointer to a local.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        }
+    }
+    lim.rlim_cur
+}
+
 /// Accepts connections until `stop` turns true and runs `handle` for each on
-/// its own task, tracked by `tasks` so shutdown can wait for them.
+/// its own task, tracked by `tasks` so shutdown can wait for them. `limit`
+/// bounds this listener's connections, `gate` each source IP's.
 pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
     limit: Arc<Semaphore>,
+    gate: Arc<gate::ConnectionGate>,
     tasks: TaskTracker,
     mut stop: watch::Receiver<bool>,
     handle: F,
@@ -45,17 +77,30 @@ pub async fn accept_loop<F, Fut>(
     F: Fn(TcpStream, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let mut failures = 0u32;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = stop.changed() => return,
         };
         let (stream, peer) = match accepted {
-            Ok(pair) => pair,
+            Ok(pair) => {
+                failures = 0;
+                pair
+            }
             Err(e) => {
-                // EMFILE and friends: log and keep serving the connections we have.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::task::yield_now().await;
+                // EMFILE and friends: keep serving the connections we have,
+                // and back off (1 ms doubling to 1 s) instead of spinning a
+                // core on an accept that keeps failing.
+                failures = failures.saturating_add(1);
+                let wait = Duration::from_millis(1u64 << failures.min(10).saturating_sub(1));
+                if failures == 1 || failures.is_power_of_two() {
+                    tracing::warn!(error = %e, failures, "accept failed; backing off");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => return,
+                }
                 continue;
             }
         };
@@ -63,13 +108,20 @@ pub async fn accept_loop<F, Fut>(
             tracing::warn!(%peer, "connection limit reached (mqtt.max_connections); closing");
             continue;
         };
+        let slot = match gate.admit(peer.ip(), crate::broker::now_ms()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                tracing::debug!(%peer, ?refusal, "connection refused at accept (per-IP limit)");
+                continue;
+            }
+        };
         // Latency matters more than packet count: writers already batch.
         let _ = stream.set_nodelay(true);
         let connection = handle(stream, peer);
         // A combinator, not `async move { connection.await; drop(permit) }`:
         // that block would hold the connection future twice (once captured,
         // once being awaited), doubling every idle connection's task.
-        tasks.spawn(futures_util::FutureExt::map(connection, move |()| drop(permit)));
+        tasks.spawn(futures_util::FutureExt::map(connection, move |()| drop((permit, slot))));
     }
 }
 

@@ -46,7 +46,10 @@ where
     };
     let Some(mut client) = Box::pin(conn.accept_connect(&broker, connect)).await else { return };
     let reason = client.serve(&mut conn).await;
-    conn.close(&reason).await;
+    // Bounded: a client that stopped reading must not hold its task here.
+    if reason != CloseReason::WriteTimeout {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), conn.close(&reason)).await;
+    }
     client.finish(&reason);
 }
 
