@@ -59,8 +59,8 @@ impl Store for FailingStore {
     fn remove_delivery(&self, client_id: &str, seq: u64) -> Result<(), StoreError> {
         self.inner.remove_delivery(client_id, seq)
     }
-    fn load_deliveries(&self, client_id: &str) -> Result<Vec<StoredDelivery>, StoreError> {
-        self.inner.load_deliveries(client_id)
+    fn load_deliveries(&self, client_id: &str, items: usize, bytes: usize) -> Result<Vec<StoredDelivery>, StoreError> {
+        self.inner.load_deliveries(client_id, items, bytes)
     }
     fn append_history(&self, message: &StoredMessage, keep: usize, not_before_ms: u64) -> Result<(), StoreError> {
         self.check()?;
@@ -299,5 +299,171 @@ async fn a_reader_that_stops_reading_is_closed_and_others_keep_receiving() {
     .await;
     publisher.publish("big/after", QoS::AtMostOnce, false, "small").await;
     assert_eq!(reader.expect_publish().await.payload, "small");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn sessions_are_capped_and_a_bystander_keeps_its_own() {
+    let mut config = memory_config();
+    config.session.max_sessions = 3;
+    let server = start(config).await;
+    let (m, w) = (server.mqtt_addr(), server.ws_addr());
+    let mut keep = Vec::new();
+    for i in 0..3 {
+        keep.push(Wire::accepted(Door::Tcp5, m, w, &format!("s{i}"), None, None).await);
+    }
+    let (_, ack) = Wire::connect(Door::Tcp5, m, w, "one-too-many", None, None).await;
+    assert_eq!(ack.reason_code, 0x97);
+    let (_, ack) = Wire::connect(Door::Tcp311, m, w, "one-too-many", None, None).await;
+    assert_eq!(ack.reason_code, 0x88, "3.1.1 return code 3 (server unavailable) reads back as 0x88");
+    // An existing session's client is not a new session: it can take it over.
+    Wire::accepted(Door::Tcp5, m, w, "s0", None, None).await.ping_barrier().await;
+    keep[1].ping_barrier().await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn session_expiry_is_capped_even_for_mqtt_311_and_at_disconnect() {
+    let mut config = memory_config();
+    config.session.max_session_expiry_secs = 60;
+    let server = start(config).await;
+    let m = server.mqtt_addr();
+    let mut connect = raw::connect_packet(starling::mqtt::packet::ProtocolVersion::V5, "v5");
+    connect.properties.session_expiry_interval = Some(u32::MAX);
+    let (c, ack) = raw::Raw::connect_with(m, connect).await;
+    assert_eq!(ack.properties.session_expiry_interval, Some(60), "CONNACK tells the client the cap");
+    c.disconnect().await;
+    assert_eq!(server.broker().session("v5").unwrap().expiry_secs(), 60);
+    let mut connect = raw::connect_packet(starling::mqtt::packet::ProtocolVersion::V311, "v3");
+    connect.clean_start = false;
+    let (c, _) = raw::Raw::connect_with(m, connect).await;
+    c.disconnect().await;
+    assert_eq!(server.broker().session("v3").unwrap().expiry_secs(), 60, "3.1.1 'never' is capped");
+    // Raising it at DISCONNECT is capped too.
+    let mut connect = raw::connect_packet(starling::mqtt::packet::ProtocolVersion::V5, "raise");
+    connect.properties.session_expiry_interval = Some(10);
+    let (mut c, _) = raw::Raw::connect_with(m, connect).await;
+    let mut bye = starling::mqtt::packet::Disconnect::default();
+    bye.properties.session_expiry_interval = Some(1_000_000);
+    c.send(&Packet::Disconnect(bye)).await;
+    c.until_closed().await;
+    wait_until("the disconnect", || server.broker().session("raise").is_some_and(|s| !s.is_connected())).await;
+    assert_eq!(server.broker().session("raise").unwrap().expiry_secs(), 60);
+    server.shutdown().await.unwrap();
+}
+
+/// An offline session's queue is bounded in bytes as well as in messages.
+#[tokio::test]
+async fn queued_bytes_are_capped_per_session() {
+    let mut config = memory_config();
+    config.session.max_queued_bytes = 100_000;
+    let server = start(config).await;
+    let (m, w) = (server.mqtt_addr(), server.ws_addr());
+    let mut connect = raw::connect_packet(starling::mqtt::packet::ProtocolVersion::V311, "offline");
+    connect.clean_start = false;
+    let (mut c, _) = raw::Raw::connect_with(m, connect).await;
+    c.send(&raw::subscribe_packet(1, "bulk/#", QoS::AtLeastOnce)).await;
+    assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
+    c.disconnect().await;
+    let mut online = Wire::accepted(Door::Tcp5, m, w, "online", None, None).await;
+    assert_eq!(online.subscribe("bulk/#", QoS::AtMostOnce).await, 0);
+    let mut publisher = Wire::accepted(Door::Tcp5, m, w, "publisher", None, None).await;
+    let payload = "y".repeat(10_000);
+    for i in 0..30 {
+        publisher.publish(&format!("bulk/{i}"), QoS::AtLeastOnce, false, &payload).await;
+        assert_eq!(online.expect_publish().await.topic, format!("bulk/{i}"));
+    }
+    let session = server.broker().session("offline").unwrap();
+    assert!(session.queued_len() <= 10, "{} queued", session.queued_len());
+    assert!(session.queued_bytes() <= 100_000, "{} bytes queued", session.queued_bytes());
+    server.shutdown().await.unwrap();
+}
+
+/// One SUBSCRIBE with more filters than a client may hold: the first are
+/// granted, the rest refused with 0x97; the session is saved once; others
+/// keep receiving.
+#[tokio::test]
+async fn subscriptions_per_client_are_capped() {
+    let mut config = memory_config();
+    config.session.max_subscriptions_per_client = 100;
+    let server = start(config).await;
+    let (m, w) = (server.mqtt_addr(), server.ws_addr());
+    let mut bystander = Wire::accepted(Door::Tcp5, m, w, "bystander", None, None).await;
+    assert_eq!(bystander.subscribe("news", QoS::AtMostOnce).await, 0);
+    for door in [Door::Tcp5, Door::Tcp311] {
+        let mut greedy = Wire::accepted(door, m, w, "greedy", None, None).await;
+        let filters: Vec<_> = (0..300)
+            .map(|i| starling::mqtt::packet::SubscribeFilter {
+                filter: format!("many/{i}/#"),
+                options: Default::default(),
+            })
+            .collect();
+        greedy
+            .send(&Packet::Subscribe(starling::mqtt::packet::Subscribe {
+                packet_id: 9,
+                filters,
+                properties: Default::default(),
+            }))
+            .await;
+        let codes = match greedy.recv().await {
+            Some(Packet::SubAck(ack)) => ack.reason_codes,
+            other => panic!("expected SUBACK, got {other:?}"),
+        };
+        let refused = if door.v5() { 0x97 } else { 0x80 };
+        assert!(codes[..100].iter().all(|c| *c == 0), "{door:?}");
+        assert!(codes[100..].iter().all(|c| *c == refused), "{door:?}");
+    }
+    let mut publisher = Wire::accepted(Door::Tcp5, m, w, "publisher", None, None).await;
+    publisher.publish("news", QoS::AtMostOnce, false, "still here").await;
+    assert_eq!(bystander.expect_publish().await.payload, "still here");
+    server.shutdown().await.unwrap();
+}
+
+/// A restart restores at most one queue's worth of a session's stored
+/// messages (the rest stay on disk), instead of loading everything.
+#[tokio::test]
+async fn restore_loads_at_most_a_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = sled_config(dir.path());
+    config.session.max_queued_messages = 50;
+    {
+        // More stored deliveries than the queue holds (as a run with a larger
+        // max_queued_messages would have left).
+        let store = starling::store::SledStore::open(dir.path()).unwrap();
+        store
+            .save_session(&StoredSession {
+                client_id: "big".into(),
+                user: None,
+                expiry_secs: 3600,
+                disconnected_at_ms: Some(starling::broker::now_ms()),
+                subscriptions: vec![],
+            })
+            .unwrap();
+        for seq in 1..=500u64 {
+            let message = StoredMessage {
+                id: seq,
+                timestamp_ms: 0,
+                topic: "t".into(),
+                payload: b"p".to_vec(),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                expires_at_ms: None,
+                payload_format_indicator: None,
+                content_type: None,
+                response_topic: None,
+                correlation_data: None,
+                user_properties: vec![],
+            };
+            store
+                .push_delivery(
+                    "big",
+                    &StoredDelivery { seq, message, qos: QoS::AtLeastOnce, retain: false, subscription_ids: vec![] },
+                )
+                .unwrap();
+        }
+        store.flush().unwrap();
+    }
+    let server = start(config).await;
+    assert_eq!(server.broker().session("big").unwrap().queued_len(), 50);
     server.shutdown().await.unwrap();
 }

@@ -172,6 +172,9 @@ impl super::outbox::OutboxItem for Delivery {
     fn conflates_with(&self, other: &Self) -> bool {
         self.message.topic == other.message.topic
     }
+    fn size(&self) -> usize {
+        self.message.payload.len() + self.message.topic.as_str().len()
+    }
 }
 
 /// One subscriber's copy of a message.

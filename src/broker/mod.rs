@@ -100,6 +100,8 @@ pub struct ConnectRequest {
 pub enum ConnectRefused {
     /// The client id names a session of another user: it is left untouched.
     SessionOfAnotherUser,
+    /// `session.max_sessions` sessions exist already.
+    TooManySessions,
 }
 
 pub struct Connected {
@@ -275,6 +277,9 @@ impl Broker {
         let sessions: Vec<_> = self.sessions.lock().values().cloned().collect();
         for session in sessions {
             session.save();
+            // Expiry and will timers hold their session (and so the store):
+            // the broker is stopping, the next start schedules them again.
+            session.cancel_timers();
         }
         self.store.flush()
     }
@@ -301,7 +306,10 @@ impl Broker {
                 continue;
             }
             let mut deliveries = Vec::new();
-            for d in self.store.load_deliveries(&stored.client_id)? {
+            // At most one queue's worth: what is beyond it stays on disk and
+            // comes after the client has taken these.
+            let limit = (max_queued, self.config.session.max_queued_bytes);
+            for d in self.store.load_deliveries(&stored.client_id, limit.0, limit.1)? {
                 self.next_message_id.fetch_max(d.message.id + 1, Ordering::Relaxed);
                 match Message::from_stored(d.message.clone()) {
                     Ok(m) => deliveries.push((d, Arc::new(m))),
@@ -311,6 +319,7 @@ impl Broker {
                 }
             }
             let session = Arc::new(Session::restore(&stored, deliveries, max_queued, self.store.clone()));
+            session.set_max_queued_bytes(self.config.session.max_queued_bytes);
             {
                 let mut tree = self.subscriptions.write();
                 for (filter, record) in session.subscriptions() {

@@ -10,8 +10,11 @@
 //!   live-room comment);
 //! - `Conflate`: keep one pending item per topic, the newest.
 //!
+//! A byte quota works like the capacity: an item that would take the queued
+//! bytes past it is handled as if the outbox were full.
+//!
 //! High-priority items are never discarded to make room; when nothing else
-//! can go they may exceed the capacity, up to twice it. Pure data: no locks,
+//! can go they may exceed the capacity (and the byte quota), up to twice it. Pure data: no locks,
 //! no I/O; the session wraps it in its lock. Must never: grow past twice its
 //! capacity.
 
@@ -26,6 +29,10 @@ pub trait OutboxItem {
     fn high_priority(&self) -> bool;
     /// Items that conflate with each other (same topic).
     fn conflates_with(&self, other: &Self) -> bool;
+    /// Bytes the item pins (payload and topic), for the byte quota.
+    fn size(&self) -> usize {
+        0
+    }
 }
 
 #[derive(Debug)]
@@ -46,24 +53,41 @@ pub struct Outbox<T> {
     items: VecDeque<T>,
     capacity: usize,
     dropped: u64,
+    /// Sum of the queued items' sizes, and its quota (`session.max_queued_bytes`).
+    bytes: usize,
+    max_bytes: usize,
 }
 
 impl<T: OutboxItem> Outbox<T> {
     pub fn new(capacity: usize) -> Self {
-        Outbox { items: VecDeque::new(), capacity: capacity.max(1), dropped: 0 }
+        Outbox { items: VecDeque::new(), capacity: capacity.max(1), dropped: 0, bytes: 0, max_bytes: usize::MAX }
+    }
+
+    /// Sets the byte quota: a new item that would take the queued bytes past
+    /// it is handled like one beyond the capacity.
+    pub fn set_max_bytes(&mut self, max_bytes: usize) {
+        self.max_bytes = max_bytes.max(1);
+    }
+
+    /// Bytes the queued items pin.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn push(&mut self, item: T) -> Pushed<T> {
         let capacity = item.capacity().unwrap_or(self.capacity).max(1);
+        let size = item.size();
         if item.policy() == OutboxPolicy::Conflate {
             if let Some(pending) = self.items.iter_mut().rev().find(|p| p.conflates_with(&item)) {
                 // The newest replaces the pending one, which was never sent.
+                self.bytes = self.bytes - pending.size() + size;
                 return Pushed::QueuedDropping(std::mem::replace(pending, item));
             }
         }
-        if self.items.len() < capacity {
+        if self.items.len() < capacity && self.bytes + size <= self.max_bytes {
             let was_empty = self.items.is_empty();
             self.items.push_back(item);
+            self.bytes += size;
             return Pushed::Queued { was_empty };
         }
         self.dropped += 1;
@@ -74,11 +98,16 @@ impl<T: OutboxItem> Outbox<T> {
             // pushed out by them.
             if let Some(pos) = self.items.iter().position(|p| !p.high_priority() && p.policy() != OutboxPolicy::Queue) {
                 let oldest = self.items.remove(pos).expect("position is valid");
+                self.bytes = self.bytes - oldest.size() + size;
                 self.items.push_back(item);
                 return Pushed::QueuedDropping(oldest);
             }
-            if item.high_priority() && self.items.len() < 2 * capacity {
+            if item.high_priority()
+                && self.items.len() < 2 * capacity
+                && self.bytes + size <= self.max_bytes.saturating_mul(2)
+            {
                 self.items.push_back(item);
+                self.bytes += size;
                 return Pushed::Queued { was_empty: false };
             }
         }
@@ -95,12 +124,22 @@ impl<T: OutboxItem> Outbox<T> {
 impl<T> Outbox<T> {
     /// Appends ignoring capacity: only for restoring what was already accepted
     /// before a restart.
-    pub fn push_unbounded(&mut self, item: T) {
+    pub fn push_unbounded(&mut self, item: T)
+    where
+        T: OutboxItem,
+    {
+        self.bytes += item.size();
         self.items.push_back(item);
     }
 
-    pub fn pop(&mut self) -> Option<T> {
+    pub fn pop(&mut self) -> Option<T>
+    where
+        T: OutboxItem,
+    {
         let item = self.items.pop_front();
+        if let Some(item) = &item {
+            self.bytes -= item.size();
+        }
         // Give a burst's memory back once it has drained: an idle subscriber
         // should not keep a thousand-slot ring allocated.
         if self.items.is_empty() && self.items.capacity() > SHRINK_ABOVE {
@@ -132,6 +171,7 @@ impl<T> Outbox<T> {
     }
 
     pub fn clear(&mut self) -> Vec<T> {
+        self.bytes = 0;
         self.items.drain(..).collect()
     }
 

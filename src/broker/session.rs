@@ -311,6 +311,14 @@ impl Session {
         self.state.lock().subscriptions.remove(filter)
     }
 
+    pub fn subscription_count(&self) -> usize {
+        self.state.lock().subscriptions.len()
+    }
+
+    pub fn has_subscription(&self, filter: &str) -> bool {
+        self.state.lock().subscriptions.contains_key(filter)
+    }
+
     pub fn subscriptions(&self) -> Vec<(String, SubscriptionRecord)> {
         self.state.lock().subscriptions.iter().map(|(f, r)| (f.clone(), r.clone())).collect()
     }
@@ -491,6 +499,16 @@ impl Session {
     /// Sets how many deliveries the outbox holds (default
     /// `session.max_queued_messages`), for sessions that need their own
     /// limit, such as a bridge's. Not stored: set it again after a restart.
+    /// Sets the byte quota of the outbox (`session.max_queued_bytes`).
+    pub fn set_max_queued_bytes(&self, max_bytes: usize) {
+        self.state.lock().outbox.set_max_bytes(max_bytes);
+    }
+
+    /// Bytes queued for this session.
+    pub fn queued_bytes(&self) -> usize {
+        self.state.lock().outbox.bytes()
+    }
+
     pub fn set_max_queued(&self, max_queued: usize) {
         self.state.lock().outbox.set_capacity(max_queued);
     }

@@ -19,8 +19,7 @@ impl Broker {
         } else {
             (request.client_id.clone(), None)
         };
-        let cap = self.config.session.max_session_expiry_secs;
-        let expiry = if cap > 0 { request.session_expiry_secs.min(cap) } else { request.session_expiry_secs };
+        let expiry = self.capped_expiry(request.session_expiry_secs);
         let send_window = request.receive_maximum.min(self.config.session.max_inflight);
 
         let mut sessions = self.sessions.lock();
@@ -34,6 +33,9 @@ impl Broker {
                 (old, true)
             }
             other => {
+                if other.is_none() && sessions.len() >= self.config.session.max_sessions {
+                    return Err(ConnectRefused::TooManySessions);
+                }
                 if let Some(old) = other {
                     // Clean start ends the old session; its connection (if any)
                     // is told it was taken over.
@@ -47,6 +49,7 @@ impl Broker {
                     self.config.session.max_queued_messages,
                     self.store.clone(),
                 ));
+                session.set_max_queued_bytes(self.config.session.max_queued_bytes);
                 sessions.insert(session.client_id.clone(), session.clone());
                 (session, false)
             }
@@ -185,6 +188,16 @@ impl Broker {
                 broker.discard_session_locked(&mut sessions, &session);
             }
         });
+    }
+
+    /// A session expiry within `session.max_session_expiry_secs` (which also
+    /// caps MQTT 3.1.1's "never"), for CONNECT and for an MQTT 5 DISCONNECT
+    /// that raises it.
+    pub fn capped_expiry(&self, requested: u32) -> u32 {
+        match self.config.session.max_session_expiry_secs {
+            0 => requested,
+            cap => requested.min(cap),
+        }
     }
 
     /// Runs one of a session's timers (will delay, expiry) on a task of its

@@ -17,6 +17,20 @@ impl Broker {
         options: SubscriptionOptions,
         identifier: Option<u32>,
     ) -> Result<u8, TopicError> {
+        let granted = self.subscribe_unsaved(session, filter, options, identifier)?;
+        session.save();
+        Ok(granted)
+    }
+
+    /// [`Broker::subscribe`] without saving the session record: a SUBSCRIBE
+    /// of many filters saves once, after the last (see `client::Client::subscribe_all`).
+    pub fn subscribe_unsaved(
+        &self,
+        session: &Arc<Session>,
+        filter: &str,
+        options: SubscriptionOptions,
+        identifier: Option<u32>,
+    ) -> Result<u8, TopicError> {
         let parsed = parse_subscription(filter)?;
         let record = SubscriptionRecord { options, identifier };
         let existed = session.add_subscription(filter, record.clone()).is_some();
@@ -27,7 +41,6 @@ impl Broker {
             let mut tree = self.subscriptions.write();
             insert_subscription(&mut tree, session, parsed.share_group.as_deref(), &parsed.filter, &record);
         }
-        session.save();
         // Retained messages are not sent to shared subscriptions ([MQTT-3.8.4-?], as
         // Mosquitto and EMQX do); retain handling 1 sends them only for a new subscription.
         let send_retained = parsed.share_group.is_none()
@@ -38,13 +51,19 @@ impl Broker {
             };
         if send_retained {
             let now = now_ms();
-            let matching: Vec<Arc<Message>> = self
-                .retained
-                .read()
-                .values()
-                .filter(|m| parsed.filter.matches(&m.topic) && !m.is_expired(now))
-                .cloned()
-                .collect();
+            let retained = self.retained.read();
+            // A filter without wildcards names one topic: a lookup, not a scan.
+            let matching: Vec<Arc<Message>> = if parsed.filter.has_wildcards() {
+                retained.values().filter(|m| parsed.filter.matches(&m.topic) && !m.is_expired(now)).cloned().collect()
+            } else {
+                TopicName::new(parsed.filter.as_ref())
+                    .ok()
+                    .and_then(|t| retained.get(&t).cloned())
+                    .filter(|m| !m.is_expired(now))
+                    .into_iter()
+                    .collect()
+            };
+            drop(retained);
             for message in matching {
                 let qos = message.qos.min(options.qos);
                 session.enqueue(Delivery {

@@ -127,9 +127,15 @@ pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Resu
             user: identity.user.clone(),
             device: identity.device.clone(),
         })
-        .map_err(|ConnectRefused::SessionOfAnotherUser| Refused {
-            code: reason::CLIENT_IDENTIFIER_NOT_VALID,
-            why: "this client id belongs to a session of another user".into(),
+        .map_err(|refused| match refused {
+            ConnectRefused::SessionOfAnotherUser => Refused {
+                code: reason::CLIENT_IDENTIFIER_NOT_VALID,
+                why: "this client id belongs to a session of another user".into(),
+            },
+            ConnectRefused::TooManySessions => Refused {
+                code: reason::QUOTA_EXCEEDED,
+                why: "the broker holds as many sessions as it may (session.max_sessions)".into(),
+            },
         })?;
     if let Some(user) = identity.user.as_deref() {
         let signed_out = match security.single_session() {
@@ -209,6 +215,8 @@ pub enum Subscribed {
     Granted(QoS),
     Denied,
     InvalidFilter(TopicError),
+    /// `session.max_subscriptions_per_client` reached.
+    QuotaExceeded,
 }
 
 impl Subscribed {
@@ -218,6 +226,7 @@ impl Subscribed {
             Subscribed::Granted(qos) => *qos as u8,
             Subscribed::Denied => reason::NOT_AUTHORIZED,
             Subscribed::InvalidFilter(_) => reason::TOPIC_FILTER_INVALID,
+            Subscribed::QuotaExceeded => reason::QUOTA_EXCEEDED,
         }
     }
 }
@@ -477,9 +486,23 @@ impl Client {
         true
     }
 
-    /// Adds a subscription if the access rules allow it; queues the
-    /// retained messages it asks for.
-    pub fn subscribe(&mut self, filter: &str, options: SubscriptionOptions, identifier: Option<u32>) -> Subscribed {
+    /// Adds subscriptions (one SUBSCRIBE's filters) where the access rules
+    /// and the per-client quota allow, queues the retained messages they ask
+    /// for, and saves the session record once.
+    pub fn subscribe_all(
+        &mut self,
+        filters: impl IntoIterator<Item = (String, SubscriptionOptions)>,
+        identifier: Option<u32>,
+    ) -> Vec<Subscribed> {
+        let results: Vec<Subscribed> =
+            filters.into_iter().map(|(filter, options)| self.subscribe_one(&filter, options, identifier)).collect();
+        if results.iter().any(|r| matches!(r, Subscribed::Granted(_))) {
+            self.session.save();
+        }
+        results
+    }
+
+    fn subscribe_one(&mut self, filter: &str, options: SubscriptionOptions, identifier: Option<u32>) -> Subscribed {
         let parsed = match parse_subscription(filter) {
             Ok(parsed) => parsed,
             Err(e) => return Subscribed::InvalidFilter(e),
@@ -488,7 +511,11 @@ impl Client {
             tracing::debug!(client_id = %self.session.client_id, filter, "subscription denied");
             return Subscribed::Denied;
         }
-        match self.broker.subscribe(&self.session, filter, options, identifier) {
+        let max = self.broker.config().session.max_subscriptions_per_client;
+        if self.session.subscription_count() >= max && !self.session.has_subscription(filter) {
+            return Subscribed::QuotaExceeded;
+        }
+        match self.broker.subscribe_unsaved(&self.session, filter, options, identifier) {
             Ok(code) => Subscribed::Granted(QoS::from_u8(code).unwrap_or(QoS::AtMostOnce)),
             Err(e) => Subscribed::InvalidFilter(e),
         }

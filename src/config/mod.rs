@@ -152,13 +152,30 @@ pub struct SessionConfig {
     pub max_inflight: u16,
     /// Messages held for one session (online backlog or offline queue).
     pub max_queued_messages: usize,
-    /// Upper bound on a client's session expiry (seconds); 0 means no cap.
+    /// Upper bound on a client's session expiry (seconds), MQTT 3.1.1
+    /// persistent sessions ("never expires") included; 0 means no cap.
     pub max_session_expiry_secs: u32,
+    /// Bytes (payloads and topics) held for one session; beyond it, new
+    /// messages for that session are handled as if its queue were full.
+    pub max_queued_bytes: usize,
+    /// Sessions the broker holds at once (connected or not); a client that
+    /// would create one more is refused (MQTT 5 0x97, 3.1.1 return code 3).
+    pub max_sessions: usize,
+    /// Subscriptions one session may hold; filters beyond it are refused
+    /// one by one (MQTT 5 SUBACK 0x97, 3.1.1 0x80, starling.v1 0x97).
+    pub max_subscriptions_per_client: usize,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        SessionConfig { max_inflight: 100, max_queued_messages: 1000, max_session_expiry_secs: 0 }
+        SessionConfig {
+            max_inflight: 100,
+            max_queued_messages: 1000,
+            max_session_expiry_secs: 7 * 24 * 3600,
+            max_queued_bytes: 16 * 1024 * 1024,
+            max_sessions: 100_000,
+            max_subscriptions_per_client: 1000,
+        }
     }
 }
 
@@ -485,6 +502,12 @@ impl Config {
         }
         if self.session.max_inflight == 0 {
             problems.push("session.max_inflight = 0: must be at least 1".to_string());
+        }
+        if self.session.max_sessions == 0 {
+            problems.push("session.max_sessions = 0: must be at least 1".to_string());
+        }
+        if self.session.max_queued_bytes < 1024 {
+            problems.push("session.max_queued_bytes: must be at least 1024".to_string());
         }
         if self.session.max_queued_messages == 0 {
             problems.push("session.max_queued_messages = 0: must be at least 1".to_string());

@@ -13,7 +13,7 @@
 
 use crate::auth::Credentials;
 use crate::broker::{now_ms, Broker, Delivery, Message, MessageProperties, Outgoing, NEVER_EXPIRES};
-use crate::client::{self, Client, ConnectInfo, Edge, Peer, Published, Received};
+use crate::client::{self, Client, ConnectInfo, Edge, Peer, Published, Received, Subscribed};
 use crate::model::reason;
 use crate::model::CloseReason;
 use crate::mqtt::decode::{decode, DecodeError};
@@ -343,7 +343,7 @@ where
                             "[MQTT-3.14.2-2] session expiry set at DISCONNECT after 0 at CONNECT",
                         ));
                     }
-                    client.session().set_expiry_secs(expiry);
+                    client.session().set_expiry_secs(client.broker().capped_expiry(expiry));
                 }
                 return Err(if disconnect.reason_code == reason::DISCONNECT_WITH_WILL {
                     CloseReason::ClientDisconnectedWithWill
@@ -478,17 +478,18 @@ where
 
     fn handle_subscribe(&mut self, client: &mut Client, subscribe: Subscribe) -> Result<(), CloseReason> {
         let identifier = subscribe.properties.subscription_identifier;
-        let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
-        for f in &subscribe.filters {
-            if f.options.no_local && f.filter.starts_with("$share/") {
-                return Err(CloseReason::violation(
-                    reason::PROTOCOL_ERROR,
-                    "[MQTT-3.8.3-4] no local on a shared subscription",
-                ));
-            }
-            // The encoder maps failures to 0x80 for 3.1.1 clients.
-            reason_codes.push(client.subscribe(&f.filter, f.options, identifier).reason_code());
+        if subscribe.filters.iter().any(|f| f.options.no_local && f.filter.starts_with("$share/")) {
+            return Err(CloseReason::violation(
+                reason::PROTOCOL_ERROR,
+                "[MQTT-3.8.3-4] no local on a shared subscription",
+            ));
         }
+        // The encoder maps failures to 0x80 for 3.1.1 clients.
+        let reason_codes = client
+            .subscribe_all(subscribe.filters.into_iter().map(|f| (f.filter, f.options)), identifier)
+            .iter()
+            .map(Subscribed::reason_code)
+            .collect();
         // SUBACK goes into the write buffer before the retained messages that
         // the subscription queued, so the client sees them in that order.
         self.write(&Packet::SubAck(SubAck {

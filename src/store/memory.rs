@@ -85,8 +85,25 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn load_deliveries(&self, client_id: &str) -> Result<Vec<StoredDelivery>, StoreError> {
-        Ok(self.lock().deliveries.get(client_id).map(|queue| queue.values().cloned().collect()).unwrap_or_default())
+    fn load_deliveries(
+        &self,
+        client_id: &str,
+        max_items: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredDelivery>, StoreError> {
+        let inner = self.lock();
+        let Some(queue) = inner.deliveries.get(client_id) else { return Ok(Vec::new()) };
+        let mut bytes = 0usize;
+        Ok(queue
+            .values()
+            .take(max_items)
+            .take_while(|d| {
+                let first = bytes == 0;
+                bytes += d.message.payload.len().max(1);
+                first || bytes <= max_bytes
+            })
+            .cloned()
+            .collect())
     }
 
     fn append_history(&self, message: &StoredMessage, keep: usize, not_before_ms: u64) -> Result<(), StoreError> {

@@ -102,8 +102,15 @@ pub trait Store: Send + Sync + 'static {
     fn remove_session(&self, client_id: &str) -> Result<(), StoreError>;
     fn push_delivery(&self, client_id: &str, delivery: &StoredDelivery) -> Result<(), StoreError>;
     fn remove_delivery(&self, client_id: &str, seq: u64) -> Result<(), StoreError>;
-    /// The session's queued deliveries in `seq` order.
-    fn load_deliveries(&self, client_id: &str) -> Result<Vec<StoredDelivery>, StoreError>;
+    /// The session's oldest queued deliveries in `seq` order: at most
+    /// `max_items`, and no more once `max_bytes` of payload is reached
+    /// (at least one), so a restore never loads more than a queue holds.
+    fn load_deliveries(
+        &self,
+        client_id: &str,
+        max_items: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredDelivery>, StoreError>;
     /// Appends a message to its topic's history (topic classes with
     /// history), keyed by topic and message id. Trimming to `keep` newest and
     /// dropping messages published before `not_before_ms` happens here too,

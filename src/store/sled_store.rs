@@ -235,25 +235,36 @@ impl Store for SledStore {
         Ok(())
     }
 
-    fn load_deliveries(&self, client_id: &str) -> Result<Vec<StoredDelivery>, StoreError> {
+    fn load_deliveries(
+        &self,
+        client_id: &str,
+        max_items: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredDelivery>, StoreError> {
         let prefix = delivery_prefix(client_id)?;
-        self.deliveries
-            .scan_prefix(&prefix)
-            .map(|kv| {
-                let (key, value) = kv.map_err(|e| io(&format!("scanning deliveries of {client_id:?}"), e))?;
-                let what = || format!("delivery of {client_id:?}, key {key:?}");
-                let delivery: StoredDelivery = decode(what(), &value)?;
-                // The key decides the order, so a record whose own seq
-                // disagrees with it would be replayed out of order.
-                if key[prefix.len()..] != delivery.seq.to_be_bytes() {
-                    return Err(StoreError::Corrupt {
-                        what: what(),
-                        detail: format!("record says seq {}", delivery.seq),
-                    });
-                }
-                Ok(delivery)
-            })
-            .collect()
+        // Streams the records in key order and stops at the limits: the rest
+        // are never read into memory.
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for delivery in self.deliveries.scan_prefix(&prefix).map(|kv| {
+            let (key, value) = kv.map_err(|e| io(&format!("scanning deliveries of {client_id:?}"), e))?;
+            let what = || format!("delivery of {client_id:?}, key {key:?}");
+            let delivery: StoredDelivery = decode(what(), &value)?;
+            // The key decides the order, so a record whose own seq
+            // disagrees with it would be replayed out of order.
+            if key[prefix.len()..] != delivery.seq.to_be_bytes() {
+                return Err(StoreError::Corrupt { what: what(), detail: format!("record says seq {}", delivery.seq) });
+            }
+            Ok(delivery)
+        }) {
+            let delivery = delivery?;
+            bytes += delivery.message.payload.len().max(1);
+            if out.len() >= max_items || (!out.is_empty() && bytes > max_bytes) {
+                break;
+            }
+            out.push(delivery);
+        }
+        Ok(out)
     }
 
     fn append_history(&self, message: &StoredMessage, keep: usize, not_before_ms: u64) -> Result<(), StoreError> {

@@ -57,7 +57,7 @@ fn delivery(seq: u64, payload: &[u8]) -> StoredDelivery {
 }
 
 fn seqs(store: &dyn Store, client_id: &str) -> Vec<u64> {
-    let deliveries = store.load_deliveries(client_id).unwrap();
+    let deliveries = store.load_deliveries(client_id, usize::MAX, usize::MAX).unwrap();
     deliveries.iter().map(|d| d.seq).collect()
 }
 
@@ -66,7 +66,7 @@ fn seqs(store: &dyn Store, client_id: &str) -> Vec<u64> {
 fn empty_store_loads_nothing(store: &dyn Store) {
     assert!(store.load_retained().unwrap().is_empty());
     assert!(store.load_sessions().unwrap().is_empty());
-    assert!(store.load_deliveries("a").unwrap().is_empty());
+    assert!(store.load_deliveries("a", usize::MAX, usize::MAX).unwrap().is_empty());
     // Removing what is not there is not an error.
     store.remove_session("a").unwrap();
     store.remove_delivery("a", 1).unwrap();
@@ -109,17 +109,17 @@ fn remove_session_removes_only_its_deliveries(store: &dyn Store) {
     }
     assert_eq!(seqs(store, "a"), [1, 2, 3]);
     store.remove_session("a").unwrap();
-    assert!(store.load_deliveries("a").unwrap().is_empty());
+    assert!(store.load_deliveries("a", usize::MAX, usize::MAX).unwrap().is_empty());
     assert_eq!(seqs(store, "ab"), [1, 2, 3]);
     assert_eq!(seqs(store, "b"), [1, 2, 3]);
-    let loaded = store.load_deliveries("ab").unwrap();
+    let loaded = store.load_deliveries("ab", usize::MAX, usize::MAX).unwrap();
     assert!(loaded.iter().all(|d| d.message.payload == b"ab"));
     let sessions = store.load_sessions().unwrap();
     let ids: Vec<&str> = sessions.iter().map(|s| s.client_id.as_str()).collect();
     assert_eq!(ids, ["ab", "b"]);
     // A new session with the same id starts with an empty queue.
     store.save_session(&session("a", 10)).unwrap();
-    assert!(store.load_deliveries("a").unwrap().is_empty());
+    assert!(store.load_deliveries("a", usize::MAX, usize::MAX).unwrap().is_empty());
 }
 
 fn deliveries_in_seq_order(store: &dyn Store) {
@@ -132,7 +132,7 @@ fn deliveries_in_seq_order(store: &dyn Store) {
     assert_eq!(seqs(store, "c"), [1, 2, 4, 5]);
     // Pushing an existing seq replaces it rather than duplicating it.
     store.push_delivery("c", &delivery(2, b"y")).unwrap();
-    let loaded = store.load_deliveries("c").unwrap();
+    let loaded = store.load_deliveries("c", usize::MAX, usize::MAX).unwrap();
     assert_eq!(loaded.len(), 4);
     assert_eq!(loaded[1], delivery(2, b"y"));
 }
@@ -223,7 +223,10 @@ fn sled_reopen_preserves_everything_after_flush() {
     let store = SledStore::open(dir.path()).unwrap();
     assert_eq!(store.load_retained().unwrap(), [message("a", b"r")]);
     assert_eq!(store.load_sessions().unwrap(), [session("c", 30)]);
-    assert_eq!(store.load_deliveries("c").unwrap(), [delivery(255, b"d0"), delivery(256, b"d1")]);
+    assert_eq!(
+        store.load_deliveries("c", usize::MAX, usize::MAX).unwrap(),
+        [delivery(255, b"d0"), delivery(256, b"d1")]
+    );
 }
 
 #[test]
@@ -327,7 +330,7 @@ impl Store for FlushProbe {
     fn remove_delivery(&self, _: &str, _: u64) -> Result<(), StoreError> {
         Ok(())
     }
-    fn load_deliveries(&self, _: &str) -> Result<Vec<StoredDelivery>, StoreError> {
+    fn load_deliveries(&self, _: &str, _: usize, _: usize) -> Result<Vec<StoredDelivery>, StoreError> {
         Ok(vec![])
     }
     fn append_history(&self, _: &StoredMessage, _: usize, _: u64) -> Result<(), StoreError> {
@@ -469,7 +472,10 @@ fn assert_same(sled: &dyn Store, model: &dyn Store) -> Result<(), TestCaseError>
     prop_assert_eq!(sled.load_retained().unwrap(), model.load_retained().unwrap());
     prop_assert_eq!(sled.load_sessions().unwrap(), model.load_sessions().unwrap());
     for client in CLIENTS {
-        prop_assert_eq!(sled.load_deliveries(client).unwrap(), model.load_deliveries(client).unwrap());
+        prop_assert_eq!(
+            sled.load_deliveries(client, usize::MAX, usize::MAX).unwrap(),
+            model.load_deliveries(client, usize::MAX, usize::MAX).unwrap()
+        );
     }
     Ok(())
 }

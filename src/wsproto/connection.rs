@@ -202,17 +202,21 @@ where
                 }
             }
             Body::Subscribe(subscribe) => {
-                let results = subscribe
+                let filters: Vec<(String, SubscriptionOptions)> = subscribe
                     .filters
-                    .iter()
+                    .into_iter()
                     .map(|f| {
                         // The protocol offers QoS 0 and 1; a request for more gets 1.
                         // Absent: the class's default QoS (chat rooms: 1).
                         let asked = f.qos.map(|q| q.min(1)).unwrap_or_else(|| class_default_qos(client, &f.filter));
                         let qos = if asked == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
-                        let options = SubscriptionOptions { qos, ..Default::default() };
-                        pb::SubscribeResult { code: client.subscribe(&f.filter, options, None).reason_code().into() }
+                        (f.filter, SubscriptionOptions { qos, ..Default::default() })
                     })
+                    .collect();
+                let results = client
+                    .subscribe_all(filters, None)
+                    .iter()
+                    .map(|r| pb::SubscribeResult { code: r.reason_code().into() })
                     .collect();
                 self.push(Body::SubAck(pb::SubAck { request_id: subscribe.request_id, results }));
             }
