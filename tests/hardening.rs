@@ -467,3 +467,38 @@ async fn restore_loads_at_most_a_queue() {
     assert_eq!(server.broker().session("big").unwrap().queued_len(), 50);
     server.shutdown().await.unwrap();
 }
+
+/// New retained topics beyond `[retained] max_messages` / `max_bytes` are
+/// refused (MQTT 5 0x97, 3.1.1 closed); replacing and clearing still work.
+#[tokio::test]
+async fn retained_messages_are_capped() {
+    let mut config = memory_config();
+    config.retained.max_messages = 3;
+    config.retained.max_bytes = 10_000;
+    let server = start(config).await;
+    let (m, w) = (server.mqtt_addr(), server.ws_addr());
+    let mut p = Wire::accepted(Door::Tcp5, m, w, "p", None, None).await;
+    for i in 0..3 {
+        assert_eq!(p.publish(&format!("r/{i}"), QoS::AtLeastOnce, true, "v").await, Some(0x10));
+    }
+    assert_eq!(p.publish("r/3", QoS::AtLeastOnce, true, "v").await, Some(0x97), "a fourth topic");
+    assert_eq!(p.publish("r/0", QoS::AtLeastOnce, true, "replaced").await, Some(0x10));
+    assert_eq!(p.publish("r/1", QoS::AtLeastOnce, true, &"x".repeat(20_000)).await, Some(0x97), "too many bytes");
+    assert_eq!(p.publish("r/2", QoS::AtLeastOnce, true, "").await, Some(0x10), "clearing");
+    assert_eq!(p.publish("r/3", QoS::AtLeastOnce, true, "now fits").await, Some(0x10));
+    assert_eq!(server.broker().retained_count(), 3);
+    let mut v3 = Wire::accepted(Door::Tcp311, m, w, "v3", None, None).await;
+    v3.send(&Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        topic: "r/4".into(),
+        packet_id: 1,
+        payload: "v".into(),
+        properties: Default::default(),
+    }))
+    .await;
+    assert!(v3.recv().await.is_none(), "3.1.1: closed, no PUBACK");
+    p.ping_barrier().await;
+    server.shutdown().await.unwrap();
+}

@@ -23,6 +23,9 @@ pub enum Refusal {
     RateLimited,
     /// Payload larger than the class allows (MQTT 5 reason 0x95).
     PayloadTooLarge,
+    /// A new retained message beyond `[retained] max_messages` / `max_bytes`
+    /// (MQTT 5 reason 0x97). Not a class rule, but refused the same way.
+    RetainedQuota,
 }
 
 impl Refusal {
@@ -31,6 +34,7 @@ impl Refusal {
         match self {
             Refusal::RateLimited => crate::model::reason::MESSAGE_RATE_TOO_HIGH,
             Refusal::PayloadTooLarge => crate::model::reason::PACKET_TOO_LARGE,
+            Refusal::RetainedQuota => crate::model::reason::QUOTA_EXCEEDED,
         }
     }
 
@@ -39,6 +43,7 @@ impl Refusal {
         match self {
             Refusal::RateLimited => "over the publish rate limit of this topic's class",
             Refusal::PayloadTooLarge => "payload larger than this topic's class allows",
+            Refusal::RetainedQuota => "the broker holds as many retained messages as it may",
         }
     }
 }

@@ -49,6 +49,9 @@ impl Broker {
     fn sweep_expired_retained(&self, now: u64) {
         let expired: Vec<TopicName> = {
             let retained = self.retained.read();
+            if retained.is_empty() {
+                return;
+            }
             retained.values().filter(|m| m.is_expired(now)).map(|m| m.topic.clone()).collect()
         };
         if expired.is_empty() {
@@ -67,5 +70,10 @@ impl Broker {
     /// Number of retained messages held.
     pub fn retained_count(&self) -> usize {
         self.retained.read().len()
+    }
+
+    /// Bytes (payloads and topics) of the retained messages held.
+    pub fn retained_bytes(&self) -> usize {
+        self.retained.read().bytes()
     }
 }

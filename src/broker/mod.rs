@@ -27,6 +27,7 @@ pub mod clock;
 mod housekeeping;
 pub mod message;
 pub mod outbox;
+mod retained;
 mod routing;
 pub mod session;
 mod sessions;
@@ -188,7 +189,7 @@ pub struct Broker {
     config: Config,
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     subscriptions: RwLock<SubscriptionTree<SubscriberKey, SubscriptionEntry>>,
-    retained: RwLock<HashMap<TopicName, Arc<Message>>>,
+    retained: RwLock<retained::RetainedMap>,
     store: Arc<dyn Store>,
     commit: GroupCommit,
     next_connection_id: AtomicU64,
@@ -230,7 +231,7 @@ impl Broker {
             config,
             sessions: Mutex::new(HashMap::new()),
             subscriptions: RwLock::new(SubscriptionTree::new()),
-            retained: RwLock::new(HashMap::new()),
+            retained: RwLock::new(retained::RetainedMap::default()),
             store,
             commit,
             next_connection_id: AtomicU64::new(1),
@@ -291,7 +292,7 @@ impl Broker {
             self.next_message_id.fetch_max(stored.id + 1, Ordering::Relaxed);
             match Message::from_stored(stored) {
                 Ok(m) if !m.is_expired(now) => {
-                    retained.insert(m.topic.clone(), Arc::new(m));
+                    retained.insert(Arc::new(m));
                 }
                 Ok(m) => self.store.set_retained(m.topic.as_str(), None)?,
                 Err(e) => tracing::warn!(error = %e, "skipping stored retained message with an invalid topic"),

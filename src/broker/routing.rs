@@ -78,6 +78,14 @@ impl Broker {
             &self.topic_order[hash as usize % self.topic_order.len()]
         };
         let now = now_ms();
+        if message.retain && !message.payload.is_empty() {
+            let limits = &self.config.retained;
+            if !self.retained.read().fits(&message, limits.max_messages, limits.max_bytes) {
+                tracing::debug!(topic = %message.topic, "retained message refused: [retained] quota reached");
+                outcome.refused = Some(Refusal::RetainedQuota);
+                return None;
+            }
+        }
         let history = match self.classes.admit(&mut message, now) {
             class_runtime::Admission::Publish { history } => history,
             class_runtime::Admission::Shed => {
@@ -121,7 +129,7 @@ impl Broker {
             self.retained.write().remove(&message.topic);
             self.store.set_retained(message.topic.as_str(), None)
         } else {
-            self.retained.write().insert(message.topic.clone(), message.clone());
+            self.retained.write().insert(message.clone());
             self.store.set_retained(message.topic.as_str(), Some(&message.to_stored()))
         };
         if let Err(e) = result {

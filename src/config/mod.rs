@@ -30,6 +30,7 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub websocket: WebSocketConfig,
     pub session: SessionConfig,
+    pub retained: RetainedConfig,
     pub storage: StorageConfig,
     pub classes: ClassesConfig,
     /// TLS listeners (MQTT over TLS, `wss://`); none when absent.
@@ -176,6 +177,22 @@ impl Default for SessionConfig {
             max_sessions: 100_000,
             max_subscriptions_per_client: 1000,
         }
+    }
+}
+
+/// `[retained]`: how many retained messages the broker holds (in memory and on disk).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetainedConfig {
+    /// Retained topics at most; a new one beyond it is refused (MQTT 5 0x97).
+    pub max_messages: usize,
+    /// Bytes (payloads and topics) of retained messages at most.
+    pub max_bytes: usize,
+}
+
+impl Default for RetainedConfig {
+    fn default() -> Self {
+        RetainedConfig { max_messages: 1_000_000, max_bytes: 512 * 1024 * 1024 }
     }
 }
 
