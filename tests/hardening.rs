@@ -502,3 +502,33 @@ async fn retained_messages_are_capped() {
     p.ping_barrier().await;
     server.shutdown().await.unwrap();
 }
+
+/// Class rate limits key on the user, or the source address when anonymous:
+/// a new client id does not get a fresh allowance.
+#[tokio::test]
+async fn rate_limits_follow_the_sender_not_the_client_id() {
+    let mut config = with_jwt(with_classes(memory_config()));
+    config.mqtt.limit_loopback_peers = true; // this test's clients are all on 127.0.0.1
+    let server = start(config).await;
+    let (m, w) = (server.mqtt_addr(), server.ws_addr());
+    // live/{room}/danmaku: 2 a second, bursts of 5, per sender.
+    let mut a = Wire::accepted(Door::Tcp5, m, w, "anon-a", None, None).await;
+    let mut refused_at = None;
+    for i in 0..8 {
+        let code = a.publish("live/r/danmaku", QoS::AtLeastOnce, false, "hi").await;
+        if code == Some(0x97) {
+            refused_at = Some(i);
+            break;
+        }
+    }
+    assert!(refused_at.is_some_and(|i| i >= 5), "the burst of 5 passes, then refused: {refused_at:?}");
+    drop(a);
+    // Same address, new client id: still over the limit.
+    let mut b = Wire::accepted(Door::Tcp5, m, w, "anon-b", None, None).await;
+    assert_eq!(b.publish("live/r/danmaku", QoS::AtLeastOnce, false, "again").await, Some(0x97));
+    // An authenticated user has a bucket of their own, whatever the address.
+    let alice = token(json!({"sub": "alice"}));
+    let mut c = Wire::accepted(Door::Tcp5, m, w, "alice-1", Some(""), Some(&alice)).await;
+    assert_eq!(c.publish("live/r/danmaku", QoS::AtLeastOnce, false, "mine").await, Some(0x10));
+    server.shutdown().await.unwrap();
+}

@@ -68,7 +68,10 @@ pub struct HistoryRule {
 #[derive(Default)]
 pub struct ClassRuntime {
     pub set: ClassSet,
-    /// Per client id: its token bucket for each rate-limited class (by index).
+    /// Per sender (a message's `rate_key`: user or source address; else its
+    /// client id): its token bucket for each rate-limited class (by index).
+    /// Kept after a session ends (a new client id must not reset it); full,
+    /// idle buckets are forgotten by `forget_quiet_rooms`.
     buckets: DashMap<Arc<str>, Vec<(usize, TokenBucket)>>,
     samplers: Mutex<HashMap<TopicName, RoomSampler>>,
     viewers: Mutex<Viewers>,
@@ -101,7 +104,8 @@ impl ClassRuntime {
             self.refused.fetch_add(1, Ordering::Relaxed);
             return Admission::Refused(Refusal::PayloadTooLarge);
         }
-        if let (Some(limit), Some(sender), false) = (&class.rate_limit, &message.publisher, high_priority) {
+        let sender = message.rate_key.as_ref().or(message.publisher.as_ref());
+        if let (Some(limit), Some(sender), false) = (&class.rate_limit, sender, high_priority) {
             let mut buckets = self.buckets.entry(sender.clone()).or_default();
             let bucket = match buckets.iter_mut().position(|(c, _)| *c == classified.index) {
                 Some(i) => &mut buckets[i].1,
@@ -151,11 +155,6 @@ impl ClassRuntime {
             .then_some(HistoryRule { keep: class.history_messages, max_age_secs: class.history_secs })
     }
 
-    /// A client's session ended: forget its rate limiters.
-    pub fn forget_sender(&self, client_id: &str) {
-        self.buckets.remove(client_id);
-    }
-
     /// A subscription to `filter` was added (+1) or removed (-1). Counted
     /// only for classes with `count_viewers`, by exact filter (a room).
     pub fn viewer_delta(&self, filter: &str, delta: isize) {
@@ -187,5 +186,12 @@ impl ClassRuntime {
     /// Drops samplers of rooms quiet for a minute (they are re-created on demand).
     pub fn forget_quiet_rooms(&self, now_ms: u64) {
         self.samplers.lock().retain(|_, s| !s.quiet_since(now_ms, 60_000));
+        // A sender whose buckets have all refilled has nothing to remember.
+        self.buckets.retain(|_, buckets| !buckets.iter().all(|(_, b)| b.is_full(now_ms)));
+    }
+
+    /// Senders with rate-limit state (bounded by the senders active lately).
+    pub fn rate_limited_senders(&self) -> usize {
+        self.buckets.len()
     }
 }

@@ -46,6 +46,11 @@ pub struct Message {
     /// Client id of the publisher, for the MQTT 5 No Local option. `None` for
     /// messages the broker itself originates.
     pub publisher: Option<Arc<str>>,
+    /// Who is rate limited for it: the authenticated user (`user:NAME`) or,
+    /// for anonymous clients, the source address (`ip:ADDR`), so a new client
+    /// id does not get a fresh allowance. `None`: the publisher's client id
+    /// (bridges, the broker's own messages).
+    pub rate_key: Option<Arc<str>>,
     /// Encoded forms shared by every subscriber that receives the message
     /// unchanged ("encode once, write many"). Filled by transports on first
     /// use; opaque to the broker.
@@ -102,6 +107,7 @@ impl Message {
             expires_at_ms: None,
             properties: MessageProperties::default(),
             publisher: None,
+            rate_key: None,
             wire: WireCache::default(),
             handling: Handling::default(),
         }
@@ -153,6 +159,7 @@ impl Message {
                 user_properties: stored.user_properties,
             },
             publisher: None,
+            rate_key: None,
             wire: WireCache::default(),
             handling: Handling::default(),
         })

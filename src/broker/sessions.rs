@@ -161,6 +161,7 @@ impl Broker {
                 user_properties: props.user_properties,
             },
             publisher: Some(session.client_id.clone()),
+            rate_key: None,
             wire: Default::default(),
             handling: Handling::default(),
         };
@@ -239,7 +240,6 @@ impl Broker {
             self.classes.viewer_delta(&filter, -1);
         }
         drop(tree);
-        self.classes.forget_sender(&session.client_id);
         if let Err(e) = self.store.remove_session(&session.client_id) {
             tracing::error!(client_id = %session.client_id, error = %e, "cannot remove stored session");
         }

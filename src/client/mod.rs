@@ -155,6 +155,7 @@ pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Resu
     } else {
         info.keep_alive_secs
     };
+    let identity_user = identity.user.clone();
     tracing::debug!(peer = %peer.addr, transport = peer.transport.label(), client_id = %connected.session.client_id,
         user = identity.user_name().unwrap_or(""), session_present = connected.session_present, "client connected");
     Ok(Admitted {
@@ -173,6 +174,11 @@ pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Resu
                 Duration::from_secs(broker.config().mqtt.idle_timeout_secs)
             }),
             routed: 0,
+            rate_key: match identity_user.as_deref() {
+                Some(user) => Some(Arc::from(format!("user:{user}"))),
+                None if peer.addr.ip().is_loopback() && !broker.config().mqtt.limit_loopback_peers => None,
+                None => Some(Arc::from(format!("ip:{}", peer.addr.ip()))),
+            },
             finished: false,
         },
         session_present: connected.session_present,
@@ -285,6 +291,10 @@ pub struct Client {
     liveness: Option<Duration>,
     /// Deliveries routed since this task last yielded.
     routed: usize,
+    /// Rate limits key on this: `user:NAME`, or `ip:ADDR` when anonymous;
+    /// `None` (the client id) for anonymous loopback peers unless
+    /// `mqtt.limit_loopback_peers` (local tools and pages share one address).
+    rate_key: Option<Arc<str>>,
     /// `finish` ran; otherwise dropping the client (a panic in its task)
     /// still ends the attachment, so a session is never left marked connected.
     finished: bool,
@@ -432,6 +442,7 @@ impl Client {
     /// admission, routing, durability for QoS > 0).
     pub async fn publish(&mut self, mut message: Message) -> Published {
         message.publisher = Some(self.session.client_id.clone());
+        message.rate_key = self.rate_key.clone();
         if !self.may_publish(&mut message) {
             self.broker.security().count_denied_publish();
             tracing::debug!(client_id = %self.session.client_id, topic = %message.topic, "publish denied");
