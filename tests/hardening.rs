@@ -532,3 +532,49 @@ async fn rate_limits_follow_the_sender_not_the_client_id() {
     assert_eq!(c.publish("live/r/danmaku", QoS::AtLeastOnce, false, "mine").await, Some(0x10));
     server.shutdown().await.unwrap();
 }
+
+/// A client that breaks receive maximum while it keeps sending still reads
+/// the DISCONNECT 0x93 that says why (lingering close), instead of a reset
+/// (paho's test_flow_control2).
+#[tokio::test]
+async fn the_reason_reaches_a_client_that_keeps_sending() {
+    use starling::mqtt::packet::ProtocolVersion::V5;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start_memory().await;
+    let (c, ack) = raw::Raw::connect_with(server.mqtt_addr(), raw::connect_packet(V5, "flood")).await;
+    assert_eq!(ack.reason_code, 0);
+    let mut burst = bytes::BytesMut::new();
+    for id in 1..=150u16 {
+        // QoS 2 publishes never released: the 101st breaks receive maximum (100).
+        let p = raw::publish_packet("flood/q2", QoS::ExactlyOnce, id, "x");
+        starling::mqtt::encode::encode(&Packet::Publish(p), V5, &mut burst);
+    }
+    for _ in 0..400 {
+        let p = raw::publish_packet("flood/q0", QoS::AtMostOnce, 0, &"y".repeat(1000));
+        starling::mqtt::encode::encode(&Packet::Publish(p), V5, &mut burst);
+    }
+    let (mut read, mut write) = c.stream.into_split();
+    let writer = tokio::spawn(async move {
+        let _ = write.write_all(&burst).await;
+        write
+    });
+    let mut buf = bytes::BytesMut::new();
+    let mut reason = None;
+    within("the DISCONNECT", async {
+        loop {
+            while let Ok(Some(p)) = starling::mqtt::decode::decode(&mut buf, Some(V5), usize::MAX) {
+                if let Packet::Disconnect(d) = p {
+                    reason = Some(d.reason_code);
+                }
+            }
+            match read.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    drop(writer.await);
+    assert_eq!(reason, Some(0x93));
+    server.shutdown().await.unwrap();
+}

@@ -335,3 +335,73 @@ async fn message_ids_increase_per_topic_across_publishers() {
     }
     server.shutdown().await.unwrap();
 }
+
+/// Text messages are not part of either WebSocket protocol: on `/ws` the
+/// client gets `Error` 0x82 and a close, on `/mqtt` the connection closes
+/// ([MQTT-6.0.0-1]); a bystander is unaffected.
+#[tokio::test]
+async fn text_messages_are_refused_on_both_paths() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    let server = start_memory().await;
+    let mut bystander = proto(server.ws_addr(), "bystander").await;
+    bystander.subscribe(1, &[("ok", 0)]).await.unwrap();
+    for (path, subprotocol) in [("/ws", "starling.v1"), ("/mqtt", "mqtt")] {
+        let mut request = format!("ws://{}{path}", server.ws_addr()).into_client_request().unwrap();
+        request.headers_mut().insert("Sec-WebSocket-Protocol", subprotocol.parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        if path == "/ws" {
+            let connect =
+                Body::Connect(pb::Connect { client_id: "texty".into(), clean_start: true, ..Default::default() });
+            ws.send(WsMessage::Binary(starling::wsproto::encode(connect))).await.unwrap();
+        } else {
+            let mut out = bytes::BytesMut::new();
+            let connect = raw::connect_packet(starling::mqtt::packet::ProtocolVersion::V5, "texty-mqtt");
+            starling::mqtt::encode::encode(
+                &starling::mqtt::packet::Packet::Connect(Box::new(connect)),
+                starling::mqtt::packet::ProtocolVersion::V5,
+                &mut out,
+            );
+            ws.send(WsMessage::Binary(out.freeze())).await.unwrap();
+        }
+        // The ConnAck / CONNACK.
+        assert!(matches!(within("connack", ws.next()).await, Some(Ok(WsMessage::Binary(_)))));
+        ws.send(WsMessage::Text("hello".into())).await.unwrap();
+        let mut error_code = None;
+        within("the server to close", async {
+            while let Some(Ok(message)) = ws.next().await {
+                if let WsMessage::Binary(data) = message {
+                    if let Ok(Inbound::Frame(Body::Error(e))) = starling::wsproto::decode(&data) {
+                        error_code = Some(e.code);
+                    }
+                }
+            }
+        })
+        .await;
+        if path == "/ws" {
+            assert_eq!(error_code, Some(0x82), "{path}");
+        }
+    }
+    let mut publisher = v4::connect(server.mqtt_addr(), "pub", true).await;
+    publisher.publish_acked("ok", false, "still here").await;
+    assert_eq!(proto_next_publish(&mut bystander).await.payload, "still here");
+    server.shutdown().await.unwrap();
+}
+
+/// A client that sends its HTTP upgrade request one byte at a time, slower
+/// than the connect timeout (slowloris), is closed after it.
+#[tokio::test]
+async fn a_slow_upgrade_request_is_closed_at_the_connect_timeout() {
+    let mut config = memory_config();
+    config.mqtt.connect_timeout_secs = 1;
+    let server = start(config).await;
+    let mut s = tokio::net::TcpStream::connect(server.ws_addr()).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    // Never finishes the head: the broker closes.
+    let mut rest = Vec::new();
+    within("the broker to close a slow upgrade", s.read_to_end(&mut rest)).await.ok();
+    let mut ok = proto(server.ws_addr(), "patient").await;
+    ok.heartbeat().await.unwrap();
+    server.shutdown().await.unwrap();
+}

@@ -93,16 +93,33 @@ where
     let reason = client.serve(&mut conn).await;
     // Saying goodbye is bounded: a client that stopped reading must not hold
     // its task (and session) here.
-    let goodbye = async {
-        if let (Some(code), true) = (reason.disconnect_code(), conn.version.is_v5()) {
-            conn.send_now(Packet::Disconnect(Disconnect { reason_code: code, properties: Default::default() })).await;
-        }
-        let _ = conn.stream.shutdown().await;
-    };
     if reason != CloseReason::WriteTimeout {
+        let goodbye = async {
+            if let (Some(code), true) = (reason.disconnect_code(), conn.version.is_v5()) {
+                conn.send_now(Packet::Disconnect(Disconnect { reason_code: code, properties: Default::default() }))
+                    .await;
+            }
+            let _ = conn.stream.shutdown().await;
+        };
         let _ = tokio::time::timeout(CLOSE_GRACE, goodbye).await;
     }
     client.finish(&reason);
+    if reason.disconnect_code().is_some() && reason != CloseReason::WriteTimeout {
+        // Lingering close: our side is shut for writing; read (and discard)
+        // what the client still sends until it closes, for a short while.
+        // Closing a socket with unread input makes the kernel send a reset,
+        // and a reset can destroy the DISCONNECT before the client reads it.
+        // Boxed: this state must not weigh on every idle connection's task.
+        let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, async {
+            let mut scratch = vec![0u8; 4096];
+            while let Ok(n) = conn.stream.read(&mut scratch).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        }))
+        .await;
+    }
 }
 
 /// The MQTT side of one connection: the socket, its buffers, and the state

@@ -51,6 +51,15 @@ where
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), conn.close(&reason)).await;
     }
     client.finish(&reason);
+    if reason.disconnect_code().is_some() && reason != CloseReason::WriteTimeout {
+        // Lingering close (as for MQTT): read until the client answers our
+        // close frame, so what it still sends cannot reset the connection
+        // before it has read why it was closed.
+        let _ = Box::pin(tokio::time::timeout(std::time::Duration::from_secs(2), async {
+            while let Some(Ok(_)) = conn.ws.next().await {}
+        }))
+        .await;
+    }
 }
 
 /// The starling.v1 side of one connection.
