@@ -405,3 +405,44 @@ async fn a_slow_upgrade_request_is_closed_at_the_connect_timeout() {
     ok.heartbeat().await.unwrap();
     server.shutdown().await.unwrap();
 }
+
+/// A session subscribed at QoS 2 over MQTT and resumed over starling.v1 gets
+/// its QoS 2 messages as QoS 1, and each `PubAck` completes one: more than a
+/// window's worth (max_inflight 100) all arrive.
+#[tokio::test]
+async fn qos2_deliveries_resume_over_starling_v1() {
+    use starling::mqtt::packet::{Packet, ProtocolVersion::V5, PubResp, QoS};
+    let server = start_memory().await;
+    let m = server.mqtt_addr();
+    let mut connect = raw::connect_packet(V5, "dual");
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(300);
+    let (mut c, _) = raw::Raw::connect_with(m, connect).await;
+    c.send(&raw::subscribe_packet(1, "q2/#", QoS::ExactlyOnce)).await;
+    assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
+    c.disconnect().await;
+    let mut publisher = raw::Raw::connected(m, V5, "q2-publisher").await;
+    for id in 1..=150u16 {
+        publisher.send(&Packet::Publish(raw::publish_packet("q2/x", QoS::ExactlyOnce, id, &format!("m{id}")))).await;
+        assert!(matches!(publisher.recv().await, Some(Packet::PubRec(_))));
+        let rel = PubResp { packet_id: id, reason_code: 0, properties: Default::default() };
+        publisher.send(&Packet::PubRel(rel)).await;
+        assert!(matches!(publisher.recv().await, Some(Packet::PubComp(_))));
+    }
+    let connect =
+        pb::Connect { client_id: "dual".into(), clean_start: false, session_expiry_secs: 300, ..Default::default() };
+    let (mut app, ack) =
+        within("starling.v1 connect", ProtoClient::connect(&format!("ws://{}/ws", server.ws_addr()), connect))
+            .await
+            .unwrap();
+    assert!(ack.session_present);
+    let mut got = Vec::new();
+    while got.len() < 150 {
+        let p = proto_next_publish(&mut app).await;
+        assert_eq!(p.qos, 1);
+        app.ack(p.packet_id).await.unwrap();
+        got.push(String::from_utf8(p.payload.to_vec()).unwrap());
+    }
+    assert_eq!(got, (1..=150).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    server.shutdown().await.unwrap();
+}

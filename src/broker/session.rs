@@ -530,6 +530,25 @@ impl Session {
         true
     }
 
+    /// An acknowledgement that completes a delivery whatever its QoS: a
+    /// starling.v1 `PubAck` (the protocol has no QoS 2 exchange, so a QoS 2
+    /// delivery of a session begun over MQTT, or one waiting for PUBCOMP, is
+    /// done when the app acknowledges it). Returns false for an unknown id.
+    pub fn acknowledge(&self, packet_id: u16) -> bool {
+        let mut st = self.state.lock();
+        let Some(pos) = st.inflight.iter().position(|(id, _)| *id == packet_id) else {
+            return false;
+        };
+        let seq = match st.inflight.remove(pos).expect("position is valid").1 {
+            Inflight::Sent(d) => d.seq,
+            Inflight::Released { seq } => seq,
+        };
+        if let Some(seq) = seq {
+            let _ = self.store.remove_delivery(&self.client_id, seq);
+        }
+        true
+    }
+
     /// PUBREC from the client. A failure reason ends the exchange; success
     /// moves it to "released". Returns false for an unknown packet id.
     pub fn pubrec(&self, packet_id: u16, reason_code: u8) -> bool {

@@ -200,13 +200,19 @@ where
         }
         Ok(Err(HeadError::Io)) | Err(_) => return,
     };
+    // Plain HTTP answers are bounded by the write timeout too: a client that
+    // asks for the demo page and stops reading must not hold its task.
+    let write_timeout = Duration::from_secs(broker.config().mqtt.write_timeout_secs);
     if request.path.starts_with("/api/") {
         let (status, body) = api::handle(&request, &broker, peer.local_listener);
-        return http::respond(&mut stream, status, "application/json", body.as_bytes()).await;
+        let answer = http::respond(&mut stream, status, "application/json", body.as_bytes());
+        let _ = tokio::time::timeout(write_timeout, answer).await;
+        return;
     }
     // The web demo (`/`) and the files it loads (`/web/...`).
     if let Some(asset) = static_files::lookup(&request.path).filter(|_| request.header("upgrade").is_none()) {
-        return static_files::serve(&mut stream, &request, asset).await;
+        let _ = tokio::time::timeout(write_timeout, static_files::serve(&mut stream, &request, asset)).await;
+        return;
     }
     let accepted: &[&str] = match request.path.as_str() {
         "/mqtt" => MQTT_SUBPROTOCOLS,

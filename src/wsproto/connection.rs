@@ -201,7 +201,9 @@ where
         match body {
             Body::Publish(publish) => return self.handle_publish(client, publish).await,
             Body::PubAck(ack) => {
-                let known = u16::try_from(ack.packet_id).is_ok_and(|id| client.session().puback(id));
+                // Completes QoS 1 and QoS 2 deliveries alike (QoS 2 of a
+                // session begun over MQTT is delivered here as QoS 1).
+                let known = u16::try_from(ack.packet_id).is_ok_and(|id| client.session().acknowledge(id));
                 if !known {
                     tracing::debug!(
                         client_id = client.client_id(),
