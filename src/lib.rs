@@ -14,6 +14,12 @@
 //! - [`net`]: listeners that accept connections and hand them to a protocol;
 //!   the WebSocket upgrade and routing by path.
 //! - [`bench`]: `starling bench`, the load tool.
+//! - [`fuzz`]: `starling fuzz`, a mutation fuzzer for every parser clients and
+//!   operators can feed.
+//! - [`model`]: the neutral vocabulary (QoS, wills, reason codes, close reasons).
+//! - [`client`]: the client core every transport shares (admission, the
+//!   connected loop, per-operation access checks).
+//! - [`auth`]: authentication providers, access rules, roles, single sign-on.
 //! - [`simulate`]: `starling simulate fleet`, publishers that feed the web demo.
 //! - [`bridge`]: links to other MQTT brokers (rumqttc), attached to the
 //!   core like a client.
@@ -31,6 +37,7 @@ pub mod broker;
 pub mod classes;
 pub mod client;
 pub mod config;
+pub mod fuzz;
 pub mod model;
 pub mod mqtt;
 pub mod net;

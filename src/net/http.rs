@@ -49,42 +49,51 @@ pub enum HeadError {
 /// frames a client sent eagerly) stay in `buf`.
 pub async fn read_request<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut) -> Result<Request, HeadError> {
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(buf) {
-            Ok(httparse::Status::Complete(len)) => {
-                let target = req.path.unwrap_or("/");
-                let (path, query) = match target.split_once('?') {
-                    Some((p, q)) => (p.to_string(), Some(q.to_string())),
-                    None => (target.to_string(), None),
-                };
-                let request = Request {
-                    method: req.method.unwrap_or("").to_string(),
-                    path,
-                    query,
-                    headers: req
-                        .headers
-                        .iter()
-                        .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
-                        .collect(),
-                };
-                let _ = buf.split_to(len);
-                return Ok(request);
-            }
-            Ok(httparse::Status::Partial) => {}
-            Err(httparse::Error::TooManyHeaders) => {
-                return Err(HeadError::Respond(431, "too many request headers (limit 32)\n".into()))
-            }
-            Err(e) => return Err(HeadError::Respond(400, format!("malformed HTTP request: {e}\n"))),
-        }
-        if buf.len() >= MAX_HEAD {
-            return Err(HeadError::Respond(431, format!("request head larger than {MAX_HEAD} bytes\n")));
+        if let Some(request) = parse_head(buf)? {
+            return Ok(request);
         }
         buf.reserve(1024);
         match stream.read_buf(buf).await {
             Ok(0) | Err(_) => return Err(HeadError::Io),
             Ok(_) => {}
         }
+    }
+}
+
+/// Parses a complete request head at the start of `buf` and removes it;
+/// `Ok(None)` while it is incomplete (and under [`MAX_HEAD`]). Pure: the
+/// fuzz harness drives it directly.
+pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Request>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => {
+            let target = req.path.unwrap_or("/");
+            let (path, query) = match target.split_once('?') {
+                Some((p, q)) => (p.to_string(), Some(q.to_string())),
+                None => (target.to_string(), None),
+            };
+            let request = Request {
+                method: req.method.unwrap_or("").to_string(),
+                path,
+                query,
+                headers: req
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                    .collect(),
+            };
+            let _ = buf.split_to(len);
+            Ok(Some(request))
+        }
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+            Err(HeadError::Respond(431, format!("request head larger than {MAX_HEAD} bytes\n")))
+        }
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            Err(HeadError::Respond(431, "too many request headers (limit 32)\n".into()))
+        }
+        Err(e) => Err(HeadError::Respond(400, format!("malformed HTTP request: {e}\n"))),
     }
 }
 
