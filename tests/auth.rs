@@ -637,6 +637,22 @@ async fn password_users_get_roles_from_config() {
     server.shutdown().await.unwrap();
 }
 
+/// Connects as bob every 20 ms until the CONNACK says `code` (a reload is
+/// asynchronous: the signal is handled on the broker's own time).
+async fn bob_gets(m: SocketAddr, w: SocketAddr, code: u8, what: &str) {
+    within(what, async {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(20));
+        loop {
+            tick.tick().await;
+            let (_, ack) = Wire::connect(Door::Tcp5, m, w, "b", Some("bob"), Some("builder")).await;
+            if ack.reason_code == code {
+                return;
+            }
+        }
+    })
+    .await
+}
+
 /// `starling passwd` and SIGHUP against the real binary: a user added while
 /// the broker runs can connect after the reload; connections stay.
 #[tokio::test]
@@ -670,17 +686,7 @@ async fn passwd_and_sighup_reload() {
     let pid = broker.child.id().unwrap() as i32;
     // SAFETY: sending a signal to our own child process.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
-    within("bob to be accepted after the reload", async {
-        let mut tick = tokio::time::interval(std::time::Duration::from_millis(20));
-        loop {
-            tick.tick().await;
-            let (_, ack) = Wire::connect(Door::Tcp5, m, w, "b", Some("bob"), Some("builder")).await;
-            if ack.reason_code == 0 {
-                return;
-            }
-        }
-    })
-    .await;
+    bob_gets(m, w, 0, "bob to be accepted after the reload").await;
     alice.ping_barrier().await;
     // --delete, then reload: bob is refused again.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_starling"))
@@ -689,17 +695,7 @@ async fn passwd_and_sighup_reload() {
         .unwrap();
     assert!(out.status.success());
     assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
-    within("bob to be refused after the second reload", async {
-        let mut tick = tokio::time::interval(std::time::Duration::from_millis(20));
-        loop {
-            tick.tick().await;
-            let (_, ack) = Wire::connect(Door::Tcp5, m, w, "b", Some("bob"), Some("builder")).await;
-            if ack.reason_code == 0x86 {
-                return;
-            }
-        }
-    })
-    .await;
+    bob_gets(m, w, 0x86, "bob to be refused after the second reload").await;
     alice.ping_barrier().await;
     broker.kill_9().await;
 }

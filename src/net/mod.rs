@@ -152,16 +152,14 @@ async fn tls_handshake(
     }
 }
 
+fn tls_peer(addr: SocketAddr, transport: Transport, bind: SocketAddr, certificate_user: Option<Arc<str>>) -> Peer {
+    Peer { addr, transport, local_listener: bind.ip().is_loopback(), tls: true, certificate_user }
+}
+
 /// MQTT over TLS.
 pub async fn serve_mqtt_tls(stream: TcpStream, addr: SocketAddr, broker: Arc<Broker>, tls: Arc<tls::Tls>) {
     let Some((stream, certificate_user)) = tls_handshake(&tls, stream, addr, &broker).await else { return };
-    let peer = Peer {
-        addr,
-        transport: Transport::MqttTcp,
-        local_listener: broker.config().mqtt.tls_bind.ip().is_loopback(),
-        tls: true,
-        certificate_user,
-    };
+    let peer = tls_peer(addr, Transport::MqttTcp, broker.config().mqtt.tls_bind, certificate_user);
     crate::mqtt::connection::serve(stream, peer, broker).await
 }
 
@@ -174,13 +172,7 @@ pub async fn serve_websocket(stream: TcpStream, addr: SocketAddr, broker: Arc<Br
 /// The `wss://` port: TLS, then the same as the WebSocket port.
 pub async fn serve_websocket_tls(stream: TcpStream, addr: SocketAddr, broker: Arc<Broker>, tls: Arc<tls::Tls>) {
     let Some((stream, certificate_user)) = tls_handshake(&tls, stream, addr, &broker).await else { return };
-    let peer = Peer {
-        addr,
-        transport: Transport::MqttWebSocket,
-        local_listener: broker.config().websocket.tls_bind.ip().is_loopback(),
-        tls: true,
-        certificate_user,
-    };
+    let peer = tls_peer(addr, Transport::MqttWebSocket, broker.config().websocket.tls_bind, certificate_user);
     serve_websocket_on(stream, peer, broker).await
 }
 
