@@ -4,7 +4,9 @@
 //! Owns: one task per bridge that keeps a rumqttc connection to the remote
 //! (reconnecting with exponential back-off and jitter), carries messages both
 //! ways according to the topic rules, and reports its state
-//! ([`BridgeStatus`]). Must never: reach into the broker core. A bridge
+//! ([`BridgeStatus`]). While the link is up, the client core's loop
+//! (`client::Client::serve`) drives it through `BridgeEdge`, like any
+//! network connection. Must never: reach into the broker core. A bridge
 //! attaches through the same door as a network client: a persistent session
 //! of its own, `$bridge/{name}`, made with [`Broker::connect`], which
 //! subscribes to the `out` rules, drains its outbox and acknowledges each
@@ -27,7 +29,9 @@ mod link;
 mod rules;
 
 use crate::broker::{Broker, ConnectRequest, Message, Outgoing, Session, WillAction, NEVER_EXPIRES};
+use crate::client::{Client, Edge, Received};
 use crate::config::BridgeConfig;
+use crate::model::CloseReason;
 use crate::model::{QoS, SubscriptionOptions};
 use crate::store::StoreError;
 use link::{AckHandle, Link, LinkEvent, LinkOptions, RemotePublish, Request};
@@ -39,7 +43,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use crate::model::BRIDGE_CLIENT_ID_PREFIX as LOCAL_CLIENT_ID_PREFIX;
@@ -248,7 +252,6 @@ type Flush = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
 /// State of one connection.
 struct LinkState {
     session: Arc<Session>,
-    kicked: oneshot::Receiver<crate::model::CloseReason>,
     /// Requests not yet taken by rumqttc (its channel was full).
     requests: VecDeque<Request>,
     /// Local packet ids (0 for QoS 0) of publishes handed to rumqttc, in
@@ -321,7 +324,6 @@ impl Runner {
             "bridge link up");
         let mut st = LinkState {
             session: connected.session.clone(),
-            kicked: connected.kicked,
             requests: VecDeque::new(),
             awaiting: VecDeque::new(),
             inflight: HashMap::new(),
@@ -336,63 +338,31 @@ impl Runner {
             // Ready once the remote has answered (LinkEvent::SubAck).
             st.requests.push_back(Request::Subscribe(remote_filters));
         }
-        for item in connected.resend {
+        // The bridge is one more client of the core: its loop, drain and
+        // kick handling are the client core's; this edge is the rumqttc link.
+        let (mut client, resend) = crate::client::attach_trusted(&self.broker, connected, &self.client_id);
+        for item in resend {
             self.outgoing(&mut st, item);
         }
-        let end = self.serve(&mut link, &mut st).await;
-        self.broker.disconnected(&st.session, connected.connection_id, None, WillAction::Discard);
+        let mut edge = BridgeEdge { runner: self, link: &mut link, st: &mut st, woke: None, stopped: false };
+        let reason = client.serve(&mut edge).await;
+        let stopped = edge.stopped;
+        let end = if stopped {
+            self.goodbye(&mut link, &mut st).await;
+            End::Stopped
+        } else {
+            let error = match &reason {
+                CloseReason::TakenOver => "the bridge's local session was taken over".to_string(),
+                CloseReason::Io(e) => e.clone(),
+                other => other.to_string(),
+            };
+            End::Lost { was_connected: true, error }
+        };
+        // No will: the session stays (it never expires) and keeps queueing.
+        client.finish(&CloseReason::ClientDisconnected);
         self.shared.link.lock().0 = false;
         self.shared.inflight.store(0, Ordering::Relaxed);
         end
-    }
-
-    async fn serve(&mut self, link: &mut Link, st: &mut LinkState) -> End {
-        let mut drained = Vec::new();
-        loop {
-            self.pump(link, st, &mut drained);
-            tokio::select! {
-                biased;
-                _ = self.stop.changed() => {
-                    self.goodbye(link, st).await;
-                    return End::Stopped;
-                }
-                _ = &mut st.kicked => {
-                    return End::Lost { was_connected: true, error: "the bridge's local session was taken over".into() };
-                }
-                event = link.events.recv() => match event {
-                    Some(LinkEvent::Closed(error)) => return End::Lost { was_connected: true, error },
-                    None => return End::Lost { was_connected: true, error: "link task ended".into() },
-                    Some(event) => self.handle(st, event),
-                },
-                result = async { st.syncing.as_mut().expect("guarded").as_mut().await }, if st.syncing.is_some() => {
-                    st.syncing = None;
-                    if let Err(e) = result {
-                        // Not acknowledged: the remote sends them again on the next connection.
-                        tracing::error!(bridge = %self.shared.name, error = %e, "store flush failed");
-                        return End::Lost { was_connected: true, error: format!("store flush failed: {e}") };
-                    }
-                    for ack in st.syncing_acks.drain(..) {
-                        st.requests.push_back(Request::Ack(ack));
-                    }
-                    self.start_sync(st);
-                }
-                _ = st.session.notified() => {}
-            }
-        }
-    }
-
-    /// Moves deliveries from the session into requests (bounded), then hands
-    /// requests to rumqttc in order until its channel is full.
-    fn pump(&mut self, link: &Link, st: &mut LinkState, drained: &mut Vec<Outgoing>) {
-        let pending = st.requests.len() + st.awaiting.len();
-        if pending < MAX_PENDING {
-            st.session.drain(drained, MAX_PENDING - pending, usize::MAX);
-            for item in drained.drain(..) {
-                self.outgoing(st, item);
-            }
-        }
-        flush_requests(link, st);
-        self.shared.inflight.store(st.inflight.len(), Ordering::Relaxed);
     }
 
     /// The link carries messages both ways: connected, and subscribed on the remote.
@@ -529,6 +499,87 @@ impl Runner {
         })
         .await;
         tracing::info!(bridge = %self.shared.name, "bridge stopped");
+    }
+}
+
+/// What woke the bridge's edge, for `handle`.
+enum Woke {
+    Event(LinkEvent),
+    Synced(Result<(), StoreError>),
+}
+
+/// The bridge as an edge of the client core: its "socket" is the rumqttc
+/// link (requests out, events in) plus the store flush it waits for before
+/// acknowledging remote messages.
+struct BridgeEdge<'a> {
+    runner: &'a mut Runner,
+    link: &'a mut Link,
+    st: &'a mut LinkState,
+    woke: Option<Woke>,
+    /// The bridge was asked to stop (say goodbye to the remote).
+    stopped: bool,
+}
+
+impl Edge for BridgeEdge<'_> {
+    const DRAIN_BATCH: usize = MAX_PENDING;
+
+    /// Out-messages taken from the session but not yet sent by rumqttc are
+    /// bounded: the session's outbox (durable, bounded) keeps the rest.
+    fn room(&self) -> usize {
+        MAX_PENDING.saturating_sub(self.st.requests.len() + self.st.awaiting.len())
+    }
+
+    async fn receive(&mut self) -> Result<Received, CloseReason> {
+        let st = &mut *self.st;
+        tokio::select! {
+            biased;
+            _ = self.runner.stop.changed() => {
+                self.stopped = true;
+                Err(CloseReason::ServerShutdown)
+            }
+            event = self.link.events.recv() => match event {
+                Some(LinkEvent::Closed(error)) => Err(CloseReason::Io(error)),
+                None => Err(CloseReason::Io("link task ended".into())),
+                Some(event) => {
+                    self.woke = Some(Woke::Event(event));
+                    Ok(Received::Data)
+                }
+            },
+            result = async { st.syncing.as_mut().expect("guarded").as_mut().await }, if st.syncing.is_some() => {
+                st.syncing = None;
+                self.woke = Some(Woke::Synced(result));
+                Ok(Received::Data)
+            }
+        }
+    }
+
+    async fn handle(&mut self, _client: &mut Client) -> Result<(), CloseReason> {
+        match self.woke.take() {
+            Some(Woke::Event(event)) => self.runner.handle(self.st, event),
+            Some(Woke::Synced(Err(e))) => {
+                // Not acknowledged: the remote sends them again on the next connection.
+                tracing::error!(bridge = %self.runner.shared.name, error = %e, "store flush failed");
+                return Err(CloseReason::Io(format!("store flush failed: {e}")));
+            }
+            Some(Woke::Synced(Ok(()))) => {
+                for ack in self.st.syncing_acks.drain(..) {
+                    self.st.requests.push_back(Request::Ack(ack));
+                }
+                self.runner.start_sync(self.st);
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn write_outgoing(&mut self, _client: &mut Client, item: Outgoing) {
+        self.runner.outgoing(self.st, item);
+    }
+
+    async fn flush(&mut self) -> Result<(), CloseReason> {
+        flush_requests(self.link, self.st);
+        self.runner.shared.inflight.store(self.st.inflight.len(), Ordering::Relaxed);
+        Ok(())
     }
 }
 

@@ -189,6 +189,30 @@ pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Resu
     })
 }
 
+/// Attaches one of the broker's own clients (a bridge) to the session it
+/// connected with `Broker::connect`: no authentication, no keep-alive, not
+/// subject to the ACL (a superuser identity named `name`). Returns the client
+/// and the deliveries to resend first.
+pub fn attach_trusted(
+    broker: &Arc<Broker>,
+    connected: crate::broker::Connected,
+    name: &str,
+) -> (Client, Vec<Outgoing>) {
+    let client = Client {
+        broker: broker.clone(),
+        session: connected.session,
+        identity: Arc::new(Identity::superuser(name)),
+        kicked: connected.kicked,
+        connection_id: connected.connection_id,
+        will: None,
+        liveness: None,
+        routed: 0,
+        rate_key: None,
+        finished: false,
+    };
+    (client, connected.resend)
+}
+
 /// How a publish ended, for the transport's acknowledgement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Published {
@@ -273,6 +297,11 @@ pub trait Edge: Send {
     fn handle(&mut self, client: &mut Client) -> impl Future<Output = Result<(), CloseReason>> + Send;
     /// Encodes one delivery (or QoS 2 release) into the pending write.
     fn write_outgoing(&mut self, client: &mut Client, item: Outgoing);
+    /// Deliveries the edge can take now (a bridge's bounded request queue);
+    /// network edges take a batch whenever they write.
+    fn room(&self) -> usize {
+        usize::MAX
+    }
     /// Writes everything pending with as few calls as it can.
     fn flush(&mut self) -> impl Future<Output = Result<(), CloseReason>> + Send;
 }
@@ -409,11 +438,15 @@ impl Client {
     fn drain<E: Edge>(&mut self, edge: &mut E, outgoing: &mut Vec<Outgoing>) {
         let mut budget = WRITE_BUDGET;
         loop {
-            self.session.drain(outgoing, E::DRAIN_BATCH, budget);
+            let batch = E::DRAIN_BATCH.min(edge.room());
+            if batch == 0 {
+                return;
+            }
+            self.session.drain(outgoing, batch, budget);
             if outgoing.is_empty() {
                 return;
             }
-            let full = outgoing.len() == E::DRAIN_BATCH;
+            let full = outgoing.len() == batch;
             for item in outgoing.drain(..) {
                 if let Outgoing::Publish { delivery, .. } = &item {
                     let size = delivery.message.payload.len() + delivery.message.topic.as_str().len();
