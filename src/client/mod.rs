@@ -376,14 +376,7 @@ impl Client {
             // that does not complete in time closes the connection; takeover
             // and shutdown are still seen while it waits.
             self.drain(edge, &mut outgoing);
-            let flushed = tokio::select! {
-                biased;
-                kicked = &mut self.kicked => return kicked.unwrap_or(CloseReason::TakenOver),
-                _ = shutdown.changed() => return CloseReason::ServerShutdown,
-                flushed = edge.flush() => flushed,
-                _ = tokio::time::sleep(write_timeout) => return CloseReason::WriteTimeout,
-            };
-            if let Err(reason) = flushed {
+            if let Err(reason) = self.flush_bounded(edge, &mut shutdown, write_timeout).await {
                 return reason;
             }
             if *shutdown.borrow() {
@@ -420,6 +413,34 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// Writes what the edge has pending. Most writes complete at once and
+    /// arm no timer; a blocked one is bounded by `write_timeout` and still
+    /// sees a kick or shutdown. The slow path is boxed: it is rare, and its
+    /// timer must not enlarge every idle connection's task.
+    async fn flush_bounded<E: Edge>(
+        &mut self,
+        edge: &mut E,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+        write_timeout: Duration,
+    ) -> Result<(), CloseReason> {
+        let mut flush = std::pin::pin!(edge.flush());
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(flush.as_mut().poll(cx))).await;
+        if let std::task::Poll::Ready(result) = first {
+            return result;
+        }
+        let kicked = &mut self.kicked;
+        Box::pin(async move {
+            tokio::select! {
+                biased;
+                k = kicked => Err(k.unwrap_or(CloseReason::TakenOver)),
+                _ = shutdown.changed() => Err(CloseReason::ServerShutdown),
+                result = flush => result,
+                _ = tokio::time::sleep(write_timeout) => Err(CloseReason::WriteTimeout),
+            }
+        })
+        .await
     }
 
     /// Ends the session's attachment: publishes or schedules the will, and
