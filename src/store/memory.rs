@@ -108,7 +108,7 @@ impl Store for MemoryStore {
 
     fn append_history(&self, message: &StoredMessage, keep: usize, not_before_ms: u64) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        let trim = super::history_trim_due(inner.history_appends.entry(message.topic.clone()).or_default());
+        let trim = super::history_trim_due_for(&mut inner.history_appends, &message.topic);
         let topic = inner.history.entry(message.topic.clone()).or_default();
         topic.insert(message.id, message.clone());
         if trim {

@@ -500,3 +500,18 @@ proptest! {
         }
     }
 }
+
+/// The per-topic append counters forget everything past a bound instead of
+/// growing with every room that ever existed.
+#[test]
+fn history_counters_stay_bounded() {
+    let mut counters = std::collections::HashMap::new();
+    for i in 0..super::HISTORY_COUNTERS_MAX + 10 {
+        super::history_trim_due_for(&mut counters, &format!("room/{i}"));
+    }
+    assert!(counters.len() <= super::HISTORY_COUNTERS_MAX);
+    // A known topic keeps counting: the first append trims, the next ones do not.
+    let mut counters = std::collections::BTreeMap::new();
+    assert!(super::history_trim_due_for(&mut counters, "a"));
+    assert!(!super::history_trim_due_for(&mut counters, "a"));
+}
