@@ -113,6 +113,12 @@ impl Message {
         }
     }
 
+    /// Bytes the message pins wherever it is held (payload and topic): what
+    /// the queue and retained quotas and the write budget count.
+    pub fn footprint(&self) -> usize {
+        self.payload.len() + self.topic.as_str().len()
+    }
+
     pub fn is_expired(&self, now_ms: u64) -> bool {
         self.expires_at_ms.is_some_and(|at| at <= now_ms)
     }
@@ -180,7 +186,7 @@ impl super::outbox::OutboxItem for Delivery {
         self.message.topic == other.message.topic
     }
     fn size(&self) -> usize {
-        self.message.payload.len() + self.message.topic.as_str().len()
+        self.message.footprint()
     }
 }
 

@@ -15,22 +15,17 @@ pub struct RetainedMap {
     bytes: usize,
 }
 
-/// What a retained message pins: its payload and topic.
-pub fn retained_size(m: &Message) -> usize {
-    m.payload.len() + m.topic.as_str().len()
-}
-
 impl RetainedMap {
     pub fn insert(&mut self, message: Arc<Message>) {
-        self.bytes += retained_size(&message);
+        self.bytes += message.footprint();
         if let Some(old) = self.map.insert(message.topic.clone(), message) {
-            self.bytes -= retained_size(&old);
+            self.bytes -= old.footprint();
         }
     }
 
     pub fn remove(&mut self, topic: &TopicName) -> Option<Arc<Message>> {
         let old = self.map.remove(topic)?;
-        self.bytes -= retained_size(&old);
+        self.bytes -= old.footprint();
         Some(old)
     }
 
@@ -59,7 +54,7 @@ impl RetainedMap {
     pub fn fits(&self, message: &Message, max_messages: usize, max_bytes: usize) -> bool {
         let replaced = self.map.get(&message.topic);
         let count = self.map.len() + usize::from(replaced.is_none());
-        let bytes = self.bytes - replaced.map_or(0, |m| retained_size(m)) + retained_size(message);
+        let bytes = self.bytes - replaced.map_or(0, |m| m.footprint()) + message.footprint();
         count <= max_messages && bytes <= max_bytes
     }
 }

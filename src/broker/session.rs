@@ -420,25 +420,34 @@ impl Session {
     /// Moves deliveries from the outbox into `out`, assigning packet ids to
     /// QoS 1/2 ones while the send window allows. Expired messages are
     /// discarded here ([MQTT-3.3.2-5]).
-    pub fn drain(&self, out: &mut Vec<Outgoing>, max: usize, max_bytes: usize) {
+    /// Returns the bytes (message footprints) it took.
+    pub fn drain(&self, out: &mut Vec<Outgoing>, max: usize, max_bytes: usize) -> usize {
         let now = super::clock::coarse_now_ms();
         self.last_drain_ms.store(now, Ordering::Relaxed);
         let mut st = self.state.lock();
-        self.drain_locked(&mut st, out, max, max_bytes, now);
+        let bytes = self.drain_locked(&mut st, out, max, max_bytes, now);
         if st.congested && st.outbox.len() <= st.outbox.capacity() / 2 {
             st.congested = false;
             self.room.notify_waiters();
         }
+        bytes
     }
 
     /// Takes deliveries until `max` items or about `max_bytes` of payload
     /// and topic (at least one item): a slow reader's write buffer stays
     /// bounded even when messages are large.
-    fn drain_locked(&self, st: &mut SessionState, out: &mut Vec<Outgoing>, max: usize, max_bytes: usize, now: u64) {
+    fn drain_locked(
+        &self,
+        st: &mut SessionState,
+        out: &mut Vec<Outgoing>,
+        max: usize,
+        max_bytes: usize,
+        now: u64,
+    ) -> usize {
         let mut bytes = 0usize;
         while out.len() < max && (bytes < max_bytes || out.is_empty()) {
             let Some(front) = st.outbox.front() else { break };
-            bytes += front.message.payload.len() + front.message.topic.as_str().len();
+            bytes += front.message.footprint();
             if front.message.is_expired(now) {
                 let d = st.outbox.pop().expect("front exists");
                 if let Some(seq) = d.seq {
@@ -459,6 +468,7 @@ impl Session {
             st.inflight.push_back((packet_id, Inflight::Sent(delivery.clone())));
             out.push(Outgoing::Publish { packet_id, dup: false, delivery });
         }
+        bytes
     }
 
     /// Whether this session's writer took deliveries within `window_ms`: a

@@ -211,6 +211,9 @@ pub struct ClassSet {
     classes: Vec<TopicClass>,
     patterns: Vec<Pattern>,
     index: SubscriptionTree<usize, ()>,
+    /// Some class limits who may publish (see `restricts_publishing`);
+    /// decided once when the set is built, asked on every publish.
+    restricts_publishing: bool,
 }
 
 impl std::fmt::Debug for ClassSet {
@@ -275,6 +278,11 @@ impl ClassSet {
             set.add(file, parsed, &mut problems);
         }
         set.check_ambiguity(&mut problems);
+        set.restricts_publishing = set.classes.iter().any(|c| !c.access.publish.iter().any(|r| r == "*"))
+            || set
+                .patterns
+                .iter()
+                .any(|p| p.high_priority && !set.classes[p.class].access.high_priority.iter().any(|r| r == "*"));
         if problems.is_empty() {
             Ok(set)
         } else {

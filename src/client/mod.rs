@@ -463,16 +463,13 @@ impl Client {
             if batch == 0 {
                 return;
             }
-            self.session.drain(outgoing, batch, budget);
+            let taken = self.session.drain(outgoing, batch, budget);
             if outgoing.is_empty() {
                 return;
             }
+            budget = budget.saturating_sub(taken);
             let full = outgoing.len() == batch;
             for item in outgoing.drain(..) {
-                if let Outgoing::Publish { delivery, .. } = &item {
-                    let size = delivery.message.payload.len() + delivery.message.topic.as_str().len();
-                    budget = budget.saturating_sub(size);
-                }
                 edge.write_outgoing(self, item);
             }
             if !full || budget == 0 {

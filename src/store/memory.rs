@@ -18,7 +18,7 @@ struct Inner {
     deliveries: BTreeMap<String, BTreeMap<u64, StoredDelivery>>,
     history: BTreeMap<String, BTreeMap<u64, StoredMessage>>,
     /// Appends per topic since start, for amortised trimming.
-    history_appends: BTreeMap<String, u64>,
+    history_appends: std::collections::HashMap<String, u64>,
 }
 
 #[derive(Default)]

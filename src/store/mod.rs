@@ -137,49 +137,11 @@ pub const HISTORY_COUNTERS_MAX: usize = 100_000;
 
 /// Counts one append to `topic` in `counters` (bounded, see
 /// [`HISTORY_COUNTERS_MAX`]); true when this append trims.
-fn history_trim_due_for<M: HistoryCounters>(counters: &mut M, topic: &str) -> bool {
-    if counters.count() >= HISTORY_COUNTERS_MAX && !counters.has(topic) {
-        counters.reset();
+fn history_trim_due_for(counters: &mut std::collections::HashMap<String, u64>, topic: &str) -> bool {
+    if counters.len() >= HISTORY_COUNTERS_MAX && !counters.contains_key(topic) {
+        *counters = Default::default(); // gives the memory back, unlike clear()
     }
-    history_trim_due(counters.entry(topic))
-}
-
-/// The per-topic append counters of a store (a map of some kind).
-trait HistoryCounters {
-    fn count(&self) -> usize;
-    fn has(&self, topic: &str) -> bool;
-    fn reset(&mut self);
-    fn entry(&mut self, topic: &str) -> &mut u64;
-}
-
-impl HistoryCounters for std::collections::HashMap<String, u64> {
-    fn count(&self) -> usize {
-        self.len()
-    }
-    fn has(&self, topic: &str) -> bool {
-        self.contains_key(topic)
-    }
-    fn reset(&mut self) {
-        *self = Default::default();
-    }
-    fn entry(&mut self, topic: &str) -> &mut u64 {
-        self.entry(topic.to_string()).or_default()
-    }
-}
-
-impl HistoryCounters for std::collections::BTreeMap<String, u64> {
-    fn count(&self) -> usize {
-        self.len()
-    }
-    fn has(&self, topic: &str) -> bool {
-        self.contains_key(topic)
-    }
-    fn reset(&mut self) {
-        self.clear();
-    }
-    fn entry(&mut self, topic: &str) -> &mut u64 {
-        self.entry(topic.to_string()).or_default()
-    }
+    history_trim_due(counters.entry(topic.to_string()).or_default())
 }
 
 /// History is trimmed on one append in this many (of each topic).

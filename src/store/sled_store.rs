@@ -273,7 +273,7 @@ impl Store for SledStore {
         let mut key = prefix.clone();
         key.extend_from_slice(&message.id.to_be_bytes());
         self.history.insert(key, encode("history message", message)?).map_err(|e| io(&context(), e))?;
-        let trim = super::history_trim_due_for(&mut *self.history_appends.lock(), &message.topic);
+        let trim = super::history_trim_due_for(&mut self.history_appends.lock(), &message.topic);
         if !trim {
             return Ok(());
         }

@@ -511,7 +511,7 @@ fn history_counters_stay_bounded() {
     }
     assert!(counters.len() <= super::HISTORY_COUNTERS_MAX);
     // A known topic keeps counting: the first append trims, the next ones do not.
-    let mut counters = std::collections::BTreeMap::new();
+    let mut counters = std::collections::HashMap::new();
     assert!(super::history_trim_due_for(&mut counters, "a"));
     assert!(!super::history_trim_due_for(&mut counters, "a"));
 }
