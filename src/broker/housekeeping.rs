@@ -46,14 +46,10 @@ impl Broker {
 
     /// Removes retained messages whose expiry (MQTT 5 message expiry, or a
     /// class's retained TTL) has passed, from memory and from the store.
+    /// Costs what expired, not what is held.
     fn sweep_expired_retained(&self, now: u64) {
-        let expired: Vec<TopicName> = {
-            let retained = self.retained.read();
-            if retained.is_empty() {
-                return;
-            }
-            retained.values().filter(|m| m.is_expired(now)).map(|m| m.topic.clone()).collect()
-        };
+        // The deadline queue names exactly what expired: no scan.
+        let expired = self.retained.read().expired(now);
         if expired.is_empty() {
             return;
         }

@@ -52,9 +52,10 @@ impl Broker {
         if send_retained {
             let now = now_ms();
             let retained = self.retained.read();
-            // A filter without wildcards names one topic: a lookup, not a scan.
+            // A filter without wildcards names one topic: a lookup; with
+            // wildcards, a walk of the branches the filter can match.
             let matching: Vec<Arc<Message>> = if parsed.filter.has_wildcards() {
-                retained.values().filter(|m| parsed.filter.matches(&m.topic) && !m.is_expired(now)).cloned().collect()
+                retained.matching(&parsed.filter, now)
             } else {
                 TopicName::new(parsed.filter.as_ref())
                     .ok()

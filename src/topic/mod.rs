@@ -16,7 +16,7 @@ mod name;
 mod tree;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use filter::{parse_subscription, SubscriptionFilter, TopicFilter};
 pub use name::TopicName;

@@ -296,12 +296,12 @@ fn join(levels: &[usize], alphabet: &[&str]) -> String {
     levels.iter().map(|&i| alphabet[i]).collect::<Vec<_>>().join("/")
 }
 
-fn filter_strategy() -> impl Strategy<Value = TopicFilter> {
+pub(crate) fn filter_strategy() -> impl Strategy<Value = TopicFilter> {
     prop::collection::vec(0..LEVELS.len(), 1..5)
         .prop_filter_map("invalid filter", |l| TopicFilter::new(&join(&l, &LEVELS)).ok())
 }
 
-fn topic_strategy() -> impl Strategy<Value = TopicName> {
+pub(crate) fn topic_strategy() -> impl Strategy<Value = TopicName> {
     prop::collection::vec(0..TOPIC_LEVELS.len(), 1..5)
         .prop_filter_map("invalid topic", |l| TopicName::new(&join(&l, &TOPIC_LEVELS)).ok())
 }
