@@ -8,9 +8,11 @@
 //! deletions, duplications, splices, length-field tampering), and the
 //! property every target must hold: no panic, whatever the input; decoded
 //! MQTT packets and frames re-encode without panicking.
-//! Must never: touch the network or the disk. It is not coverage-guided
-//! (coverage-guided fuzzers need a nightly toolchain or AFL's compiler here);
-//! docs/security.md says what was run and found.
+//! Must never: touch the network or the disk (but for `--write-corpus`).
+//! This fuzzer is not coverage-guided; it runs anywhere in seconds and is in
+//! the test command. The coverage-guided one (libFuzzer through cargo-fuzz)
+//! lives in `fuzz/` and calls [`check`]; docs/security.md says what each ran
+//! and found.
 
 use crate::config::{Config, BUNDLED_CONFIG};
 use crate::mqtt::packet::*;
@@ -52,7 +54,9 @@ pub fn run(target: &str, inputs: u64, seed: u64) -> Result<Report, String> {
 }
 
 /// The property: parsing never panics (and what parses, encodes again).
-fn check(target: &str, input: &[u8]) {
+/// The coverage-guided targets in `fuzz/` call this too, so both fuzzers
+/// hold every parser to the same property. Panics on an unknown target.
+pub fn check(target: &str, input: &[u8]) {
     match target {
         "mqtt" => {
             for version in [None, Some(ProtocolVersion::V311), Some(ProtocolVersion::V5)] {
@@ -93,11 +97,14 @@ fn check(target: &str, input: &[u8]) {
                 let _ = crate::classes::ClassSet::from_sources(&[("fuzz.toml".to_string(), text.to_string())]);
             }
         }
-        _ => unreachable!("checked by seeds()"),
+        _ => panic!("unknown fuzz target {target:?}; one of {}", TARGETS.join(", ")),
     }
 }
 
-fn seeds(target: &str) -> Option<Vec<Vec<u8>>> {
+/// The seed inputs of `target` (valid inputs made here), or `None` for an
+/// unknown target; `starling fuzz --write-corpus` writes them out for the
+/// coverage-guided fuzzer.
+pub fn seeds(target: &str) -> Option<Vec<Vec<u8>>> {
     Some(match target {
         "mqtt" => mqtt_seeds(),
         "starling-v1" => proto_seeds(),

@@ -1,5 +1,6 @@
 //! The `starling` command line: parse, load the configuration, start.
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use starling::config::{Config, StorageBackend, BUNDLED_CONFIG};
 use starling::server::Server;
@@ -46,6 +47,10 @@ enum Command {
         /// Seed of the mutator (a run is reproducible from its seed).
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Instead of fuzzing, write each target's seed inputs to DIR/<target>/
+        /// (the starting corpus of the coverage-guided fuzzer in fuzz/).
+        #[arg(long, value_name = "DIR")]
+        write_corpus: Option<PathBuf>,
     },
     /// Run the broker.
     Serve {
@@ -95,9 +100,18 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Fuzz { target, inputs, seed } => {
+        Command::Fuzz { target, inputs, seed, write_corpus } => {
             let targets: Vec<&str> =
                 if target == "all" { starling::fuzz::TARGETS.to_vec() } else { vec![target.as_str()] };
+            if let Some(dir) = write_corpus {
+                return match write_seed_corpus(&dir, &targets) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        ExitCode::from(2)
+                    }
+                };
+            }
             // Panics are what we look for: count them, do not print each.
             std::panic::set_hook(Box::new(|_| {}));
             let mut failed = false;
@@ -146,7 +160,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let runtime = tokio::runtime::Runtime::new().expect("cannot start the Tokio runtime");
+            let runtime = starling::server::runtime().expect("cannot start the Tokio runtime");
             match runtime.block_on(serve(config, load)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -280,4 +294,19 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// `starling fuzz --write-corpus DIR`: each target's seeds as DIR/<target>/seed-N.
+fn write_seed_corpus(dir: &std::path::Path, targets: &[&str]) -> anyhow::Result<()> {
+    for target in targets {
+        let seeds = starling::fuzz::seeds(target).ok_or_else(|| anyhow::anyhow!("unknown fuzz target {target:?}"))?;
+        let target_dir = dir.join(target);
+        std::fs::create_dir_all(&target_dir).with_context(|| format!("cannot create {}", target_dir.display()))?;
+        for (i, seed) in seeds.iter().enumerate() {
+            let path = target_dir.join(format!("seed-{i}"));
+            std::fs::write(&path, seed).with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        println!("fuzz {target}: {} seeds in {}", seeds.len(), target_dir.display());
+    }
+    Ok(())
 }

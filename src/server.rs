@@ -28,6 +28,16 @@ pub fn install_crypto_provider() {
 /// How long shutdown waits for connections to say goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// The runtime `starling serve` runs on: Tokio's multi-threaded scheduler,
+/// told when a worker wakes from idle so that the client core keeps the
+/// kernel's order of events (`client::worker_woke_from_idle`).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_unpark(crate::client::worker_woke_from_idle)
+        .build()
+}
+
 pub struct Server {
     broker: Arc<Broker>,
     mqtt_addr: SocketAddr,

@@ -174,6 +174,7 @@ pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Resu
                 Duration::from_secs(broker.config().mqtt.idle_timeout_secs)
             }),
             routed: 0,
+            yield_before_routing: false,
             rate_key: match identity_user.as_deref() {
                 Some(user) => Some(Arc::from(format!("user:{user}"))),
                 None if peer.addr.ip().is_loopback() && !broker.config().mqtt.limit_loopback_peers => None,
@@ -207,6 +208,7 @@ pub fn attach_trusted(
         will: None,
         liveness: None,
         routed: 0,
+        yield_before_routing: false,
         rate_key: None,
         finished: false,
     };
@@ -320,6 +322,8 @@ pub struct Client {
     liveness: Option<Duration>,
     /// Deliveries routed since this task last yielded.
     routed: usize,
+    /// Whether the next publish goes behind the ready tasks first (see `publish`).
+    yield_before_routing: bool,
     /// Rate limits key on this: `user:NAME`, or `ip:ADDR` when anonymous;
     /// `None` (the client id) for anonymous loopback peers unless
     /// `mqtt.limit_loopback_peers` (local tools and pages share one address).
@@ -394,12 +398,14 @@ impl Client {
                         Err(reason) => return reason,
                     }
                     deadline = self.liveness.map(|k| Instant::now() + k);
+                    self.yield_before_routing = read_soon_after_idle();
                     if let Err(reason) = Box::pin(edge.handle(self)).await {
                         return reason;
                     }
                     if std::mem::take(&mut self.routed) > 0 {
-                        // Fairness: after routing, let the subscribers' writers
-                        // run before reading more.
+                        // Fairness: after routing, wait for the next poll of
+                        // the kernel, so the subscribers' writers run (and
+                        // more input gathers) before this task reads again.
                         tokio::task::yield_now().await;
                     }
                 }
@@ -492,6 +498,16 @@ impl Client {
     /// Publishes for this client: access rules first, then the broker (class
     /// admission, routing, durability for QoS > 0).
     pub async fn publish(&mut self, mut message: Message) -> Published {
+        if std::mem::take(&mut self.yield_before_routing) {
+            // Among the first reads since this worker woke from idle: let
+            // every task that is ready run first. When one poll of the kernel
+            // wakes a subscriber's task (its SUBSCRIBE) and then this one,
+            // Tokio runs the task woken last first (its LIFO slot); going
+            // behind the others lets the SUBSCRIBE be handled before this
+            // PUBLISH is routed, as the kernel ordered them
+            // (tests/paho_scenarios.rs, docs/architecture.md).
+            yield_to_back().await;
+        }
         message.publisher = Some(self.session.client_id.clone());
         message.rate_key = self.rate_key.clone();
         if !self.may_publish(&mut message) {
@@ -650,4 +666,46 @@ fn route_budget() -> usize {
     static BUDGET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *BUDGET
         .get_or_init(|| std::env::var("STARLING_ROUTE_BUDGET").ok().and_then(|v| v.parse().ok()).unwrap_or(32 * 1024))
+}
+
+/// Puts this task at the back of its worker's run queue, behind every task
+/// that is ready now. A task that wakes itself while it is being polled is
+/// queued at the back (not in the LIFO slot, and not deferred to the next
+/// poll of the kernel as `tokio::task::yield_now` is, which lets the kernel's
+/// newer events overtake the tasks already queued).
+async fn yield_to_back() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+thread_local! {
+    /// Reads handled on this worker thread since it last woke from idle.
+    static READS_SINCE_IDLE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// How many reads after a worker wakes from idle yield before routing. The
+/// events of one poll of the kernel run right after the wake; under
+/// sustained load workers do not go idle, so the hot path never yields.
+const ORDER_WINDOW_READS: u32 = 256;
+
+/// For the runtime's `on_thread_unpark` hook (`server::runtime`): this
+/// worker thread woke from idle, and the events it now runs came from one
+/// poll of the kernel.
+pub fn worker_woke_from_idle() {
+    READS_SINCE_IDLE.set(0);
+}
+
+/// Counts a read on this worker; whether it is among the first after idle.
+fn read_soon_after_idle() -> bool {
+    let reads = READS_SINCE_IDLE.get();
+    READS_SINCE_IDLE.set(reads.saturating_add(1));
+    reads < ORDER_WINDOW_READS
 }

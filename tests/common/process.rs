@@ -21,11 +21,20 @@ impl BrokerProcess {
     /// Starts the real binary with its data in `dir` and waits for the line
     /// that announces the listening address.
     pub async fn start(dir: &Path) -> BrokerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_starling"))
+        BrokerProcess::start_with_env(dir, &[]).await
+    }
+
+    /// [`BrokerProcess::start`] with extra environment variables.
+    pub async fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> BrokerProcess {
+        // STARLING_TEST_BIN: run the scenarios against another build (a
+        // release binary, say) without rebuilding the tests.
+        let program = std::env::var("STARLING_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_starling").into());
+        let mut child = Command::new(program)
             .args(["serve", "--mqtt-bind", "127.0.0.1:0", "--ws-bind", "127.0.0.1:0", "--data-dir"])
             .arg(dir.join("data"))
             .current_dir(dir)
             .env("RUST_LOG", std::env::var("STARLING_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
