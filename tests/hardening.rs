@@ -75,6 +75,9 @@ impl Store for FailingStore {
     ) -> Result<Vec<StoredMessage>, StoreError> {
         self.inner.load_history(topic, after_id, limit, not_before_ms)
     }
+    fn sweep_history(&self, not_before: &dyn Fn(&str) -> Option<u64>) -> Result<usize, StoreError> {
+        self.inner.sweep_history(not_before)
+    }
     fn flush(&self) -> Result<(), StoreError> {
         self.inner.flush()
     }

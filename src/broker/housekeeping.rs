@@ -6,6 +6,9 @@
 
 use super::*;
 
+/// How often history is swept by age, in seconds.
+pub const HISTORY_SWEEP_EVERY_SECS: u64 = 60;
+
 impl Broker {
     /// Live subscribers of a room (an exact filter of a `count_viewers` class).
     pub fn viewer_count(&self, filter: &str) -> usize {
@@ -29,6 +32,7 @@ impl Broker {
         let broker = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut ticks: u64 = 0;
             loop {
                 tick.tick().await;
                 let Some(broker) = broker.upgrade() else { return };
@@ -40,6 +44,17 @@ impl Broker {
                 }
                 broker.sweep_expired_retained(now);
                 broker.classes.forget_quiet_rooms(now);
+                ticks += 1;
+                if ticks.is_multiple_of(HISTORY_SWEEP_EVERY_SECS)
+                    && !broker.history_sweep_running.swap(true, Ordering::AcqRel)
+                {
+                    // The store is read from disk: off the runtime's threads.
+                    let broker = broker.clone();
+                    tokio::task::spawn_blocking(move || {
+                        broker.sweep_old_history(now_ms());
+                        broker.history_sweep_running.store(false, Ordering::Release);
+                    });
+                }
             }
         });
     }
@@ -59,6 +74,29 @@ impl Broker {
             if retained.get(&topic).is_some_and(|m| m.is_expired(now)) {
                 retained.remove(&topic);
                 let _ = self.store.set_retained(topic.as_str(), None);
+            }
+        }
+    }
+
+    /// Drops history messages older than their class's `history_secs`, in
+    /// every room, written to lately or not (appends trim only the rooms
+    /// that are written to). Runs on a blocking thread every
+    /// [`HISTORY_SWEEP_EVERY_SECS`].
+    pub fn sweep_old_history(&self, now: u64) -> usize {
+        let cutoff = |topic: &str| {
+            let rule = self.classes.history_rule(&TopicName::new(topic).ok()?)?;
+            Some(now.saturating_sub(rule.max_age_secs? * 1000))
+        };
+        match self.store.sweep_history(&cutoff) {
+            Ok(removed) => {
+                if removed > 0 {
+                    tracing::debug!(removed, "old history swept");
+                }
+                removed
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot sweep old history");
+                0
             }
         }
     }

@@ -190,6 +190,8 @@ pub struct Broker {
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     subscriptions: RwLock<SubscriptionTree<SubscriberKey, SubscriptionEntry>>,
     retained: RwLock<retained::RetainedMap>,
+    /// A history sweep is running (at most one at a time).
+    history_sweep_running: std::sync::atomic::AtomicBool,
     store: Arc<dyn Store>,
     commit: GroupCommit,
     next_connection_id: AtomicU64,
@@ -232,6 +234,7 @@ impl Broker {
             sessions: Mutex::new(HashMap::new()),
             subscriptions: RwLock::new(SubscriptionTree::new()),
             retained: RwLock::new(retained::RetainedMap::default()),
+            history_sweep_running: Default::default(),
             store,
             commit,
             next_connection_id: AtomicU64::new(1),

@@ -141,6 +141,20 @@ impl Store for MemoryStore {
         Ok(newest_first)
     }
 
+    fn sweep_history(&self, not_before: &dyn Fn(&str) -> Option<u64>) -> Result<usize, StoreError> {
+        let mut inner = self.lock();
+        let mut removed = 0;
+        inner.history.retain(|topic, messages| {
+            if let Some(cutoff) = not_before(topic) {
+                let before = messages.len();
+                messages.retain(|_, m| m.timestamp_ms >= cutoff);
+                removed += before - messages.len();
+            }
+            !messages.is_empty()
+        });
+        Ok(removed)
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }

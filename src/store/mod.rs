@@ -126,6 +126,13 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
         not_before_ms: u64,
     ) -> Result<Vec<StoredMessage>, StoreError>;
+    /// Drops history older than its topic's age limit: `not_before(topic)`
+    /// is the cutoff in Unix ms, or `None` to leave the topic alone. Reads
+    /// each topic only up to its first message young enough to keep, so a
+    /// sweep costs what it removes plus one message per topic. Returns how
+    /// many messages it removed. This is what ages out rooms that went quiet
+    /// (`append_history` trims only the rooms that are written to).
+    fn sweep_history(&self, not_before: &dyn Fn(&str) -> Option<u64>) -> Result<usize, StoreError>;
     /// Blocks until every write made before the call is durable.
     fn flush(&self) -> Result<(), StoreError>;
 }

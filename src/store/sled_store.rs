@@ -322,6 +322,39 @@ impl Store for SledStore {
         Ok(newest_first)
     }
 
+    fn sweep_history(&self, not_before: &dyn Fn(&str) -> Option<u64>) -> Result<usize, StoreError> {
+        let context = "sweeping old history";
+        let mut removed = 0;
+        let mut from: Vec<u8> = Vec::new();
+        // One topic a turn: find its first key, sweep its oldest messages,
+        // then seek past it ("topic, 0x01" sorts after every "topic, 0x00, id").
+        while let Some(kv) = self.history.range(from.as_slice()..).next() {
+            let (key, _) = kv.map_err(|e| io(context, e))?;
+            let Some(end) = key.iter().position(|b| *b == 0) else {
+                from = key.to_vec();
+                from.push(0);
+                continue;
+            };
+            let topic = String::from_utf8_lossy(&key[..end]).into_owned();
+            if let Some(cutoff) = not_before(&topic) {
+                let mut batch = sled::Batch::default();
+                for kv in self.history.scan_prefix(&key[..=end]) {
+                    let (k, v) = kv.map_err(|e| io(context, e))?;
+                    // Ids grow with time: the first young message ends the walk.
+                    if decode::<StoredMessage>("history message", &v).is_ok_and(|m| m.timestamp_ms >= cutoff) {
+                        break;
+                    }
+                    batch.remove(k);
+                    removed += 1;
+                }
+                self.history.apply_batch(batch).map_err(|e| io(context, e))?;
+            }
+            from = key[..end].to_vec();
+            from.push(1);
+        }
+        Ok(removed)
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map_err(|e| io("flushing sled database", e))?;
         Ok(())

@@ -174,6 +174,26 @@ fn history_kept_trimmed_and_filtered(store: &dyn Store) {
     assert!(store.load_history("chat/zzz", 0, 10, 0).unwrap().is_empty());
 }
 
+fn history_swept_by_age(store: &dyn Store) {
+    for id in 1..=10u64 {
+        store.append_history(&history_message("chat/old", id, id * 100), 100, 0).unwrap();
+        store.append_history(&history_message("chat/kept", 100 + id, id * 100), 100, 0).unwrap();
+        store.append_history(&history_message("chat/x", 200 + id, id * 100), 100, 0).unwrap();
+    }
+    // "chat/old" and "chat/x" age out before 550 (messages 1..=5 go);
+    // "chat/kept" has no age limit.
+    let removed = store.sweep_history(&|topic| (topic != "chat/kept").then_some(550)).unwrap();
+    assert_eq!(removed, 10);
+    let ids = |topic: &str| store.load_history(topic, 0, 100, 0).unwrap().iter().map(|m| m.id).collect::<Vec<_>>();
+    assert_eq!(ids("chat/old"), vec![6, 7, 8, 9, 10]);
+    assert_eq!(ids("chat/x"), vec![206, 207, 208, 209, 210]);
+    assert_eq!(ids("chat/kept").len(), 10);
+    // Everything past its age: the room is gone; a second sweep finds nothing.
+    assert_eq!(store.sweep_history(&|_| Some(u64::MAX)).unwrap(), 20);
+    assert_eq!(store.sweep_history(&|_| Some(u64::MAX)).unwrap(), 0);
+    assert!(ids("chat/old").is_empty());
+}
+
 macro_rules! shared_suite {
     ($($test:ident),* $(,)?) => {
         mod on_memory {
@@ -205,6 +225,7 @@ shared_suite!(
     deliveries_in_seq_order,
     seq_order_is_numeric_across_byte_boundaries,
     history_kept_trimmed_and_filtered,
+    history_swept_by_age,
 );
 
 // ---- sled only: durability and format ----
@@ -338,6 +359,9 @@ impl Store for FlushProbe {
     }
     fn load_history(&self, _: &str, _: u64, _: usize, _: u64) -> Result<Vec<StoredMessage>, StoreError> {
         Ok(vec![])
+    }
+    fn sweep_history(&self, _: &dyn Fn(&str) -> Option<u64>) -> Result<usize, StoreError> {
+        Ok(0)
     }
     fn flush(&self) -> Result<(), StoreError> {
         let covered = self.writes.load(Ordering::SeqCst);
