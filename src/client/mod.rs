@@ -709,3 +709,51 @@ fn read_soon_after_idle() -> bool {
     READS_SINCE_IDLE.set(reads.saturating_add(1));
     reads < ORDER_WINDOW_READS
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::store::MemoryStore;
+
+    /// A connection task that panics (a bug in an edge, say) still ends its
+    /// client: the session is no longer connected (a clean one is gone) and
+    /// the will goes out, as for any connection lost without DISCONNECT.
+    #[tokio::test]
+    async fn a_task_that_panics_still_ends_its_session_and_sends_its_will() {
+        let broker = Broker::new(Config::default(), Arc::new(MemoryStore::new())).unwrap();
+        let peer = Peer {
+            addr: "127.0.0.1:5000".parse().unwrap(),
+            transport: Transport::MqttTcp,
+            local_listener: true,
+            tls: false,
+            certificate_user: None,
+        };
+        let info = ConnectInfo {
+            client_id: "doomed".into(),
+            clean_start: true,
+            session_expiry_secs: 0,
+            receive_maximum: 10,
+            keep_alive_secs: 30,
+            may_lower_keep_alive: true,
+            will: Some(LastWill {
+                topic: "wills/doomed".into(),
+                payload: bytes::Bytes::from_static(b"gone"),
+                qos: QoS::AtMostOnce,
+                retain: true,
+                properties: Default::default(),
+            }),
+            credentials: Credentials::default(),
+            protocol: "5",
+        };
+        let admitted = admit(&broker, &peer, info).await.expect("admitted");
+        assert!(broker.session("doomed").is_some_and(|s| s.is_connected()));
+        let task = tokio::spawn(async move {
+            let _client = admitted.client;
+            panic!("a bug in the connection task");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        assert!(broker.session("doomed").is_none_or(|s| !s.is_connected()), "the session was left connected");
+        assert_eq!(broker.retained_count(), 1, "the will (retained) was not published");
+    }
+}
