@@ -72,12 +72,26 @@ enum Command {
     },
 }
 
-fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+/// Logs to stderr, colour only on a terminal; `RUST_LOG` wins over `level`.
+fn init_logging(log: &starling::config::LogConfig) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::stderr().is_terminal());
+    match log.format {
+        starling::config::LogFormat::Text => builder.init(),
+        starling::config::LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        init_logging(&Default::default());
+    }
     starling::server::install_crypto_provider();
     match cli.command {
         Command::Bench(args) => {
@@ -160,6 +174,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            init_logging(&config.log);
             let runtime = starling::server::runtime().expect("cannot start the Tokio runtime");
             match runtime.block_on(serve(config, load)) {
                 Ok(()) => ExitCode::SUCCESS,

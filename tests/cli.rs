@@ -53,3 +53,63 @@ async fn sigterm_disconnects_clients_with_0x8b_and_exits_cleanly() {
     let status = within("broker exit", broker.child.wait()).await.unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// `[log] format = "json"`: every stderr line is a JSON object, there are no
+/// colour codes (stderr is not a terminal), and a connection's close is
+/// logged once with its reason.
+#[tokio::test]
+async fn json_logs_without_colour_and_one_line_per_closed_connection() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "[log]\nlevel = \"info\"\nformat = \"json\"\n[storage]\nbackend = \"memory\"\n",
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_starling"))
+        .args(["serve", "--mqtt-bind", "127.0.0.1:0", "--ws-bind", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr: std::net::SocketAddr = within("the listening line", async {
+        loop {
+            let line = stdout.next_line().await.unwrap().expect("the broker exited");
+            if let Some(a) = line.strip_prefix("starling: mqtt listening on ") {
+                return a.trim().parse().unwrap();
+            }
+        }
+    })
+    .await;
+    let client = v4::connect(addr, "log-test", true).await;
+    client.client.disconnect().await.unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let closed = within("the close line", async {
+        loop {
+            let line = stderr.next_line().await.unwrap().expect("the broker exited");
+            assert!(!line.contains('\u{1b}'), "a colour code in a log written to a pipe: {line:?}");
+            let event: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"));
+            if event["fields"]["message"] == "connection closed" {
+                return event;
+            }
+        }
+    })
+    .await;
+    assert_eq!(closed["fields"]["client_id"], "log-test", "{closed}");
+    assert!(closed["fields"]["reason"].as_str().is_some_and(|r| !r.is_empty()), "{closed}");
+    assert_eq!(closed["level"], "INFO", "{closed}");
+}
+
+#[test]
+fn a_bad_log_level_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.toml"), "[log]\nlevel = \"starling=loud\"\n").unwrap();
+    let out = starling(dir.path(), &["serve", "--config", "bad.toml"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("log.level"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -452,7 +452,14 @@ impl Client {
     /// Ends the session's attachment: publishes or schedules the will, and
     /// ends or keeps the session, as `reason` decides.
     pub fn finish(mut self, reason: &CloseReason) {
-        tracing::debug!(client_id = %self.session.client_id, %reason, "connection closed");
+        // Once per admitted connection, whatever ended it (connections that
+        // never completed CONNECT are logged at debug level by their edge).
+        tracing::info!(
+            client_id = %self.session.client_id,
+            user = self.identity.user.as_deref().unwrap_or(""),
+            %reason,
+            "connection closed"
+        );
         let will = self.will.take().map(|w| *w);
         self.broker.disconnected(&self.session, self.connection_id, will, reason.will_action());
         self.finished = true;

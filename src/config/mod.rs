@@ -42,6 +42,33 @@ pub struct Config {
     pub http: HttpConfig,
     /// Links to other MQTT brokers (`[[bridge]]` sections), see `docs/bridging.md`.
     pub bridge: Vec<BridgeConfig>,
+    pub log: LogConfig,
+}
+
+/// `[log]`: what the broker writes to stderr.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter directives: a level ("info") or per-module ones
+    /// ("info,starling::auth=debug"). The `RUST_LOG` environment variable,
+    /// when set, takes precedence.
+    pub level: String,
+    /// "text" (one human-readable line an event) or "json" (one JSON object
+    /// a line, for log shippers).
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -493,6 +520,9 @@ impl Config {
     /// Checks values that the types alone cannot; reports every problem with its key.
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
+            problems.push(format!("log.level = {:?}: {e}", self.log.level));
+        }
         let m = &self.mqtt;
         // 2 bytes of fixed header is the smallest packet; 268,435,460 the largest the encoding allows.
         if !(16..=MAX_PACKET_SIZE_LIMIT).contains(&m.max_packet_size) {
