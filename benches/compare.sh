@@ -53,7 +53,7 @@ start_broker() { # NAME -> echoes PID once the port accepts connections
   rm -rf "$dir"; mkdir -p "$dir"
   case $name in
     starling)
-      set -- "$STARLING" serve --storage memory --mqtt-bind 127.0.0.1:$PORT --ws-bind 127.0.0.1:0 ;;
+      set -- "$STARLING" serve --storage memory --mqtt-bind 127.0.0.1:$PORT --ws-bind 127.0.0.1:0 --http-bind 127.0.0.1:0 ;;
     mosquitto)
       # set_tcp_nodelay: Mosquitto's best latency (its default leaves Nagle on).
       printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000\nset_tcp_nodelay true\n' $PORT > "$dir/mosquitto.conf"

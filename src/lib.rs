@@ -30,6 +30,7 @@
 //! → subscription tree → subscriber outboxes → the subscriber's connection
 //! task drains its outbox, encodes, and writes once.
 
+pub mod admin;
 pub mod auth;
 pub mod bench;
 pub mod bridge;

@@ -63,6 +63,9 @@ enum Command {
         /// Address for the WebSocket listener, /mqtt and /ws (overrides websocket.bind).
         #[arg(long)]
         ws_bind: Option<SocketAddr>,
+        /// Address for the admin listener, /healthz, /readyz, /metrics (overrides http.bind).
+        #[arg(long)]
+        http_bind: Option<SocketAddr>,
         /// Directory for sled storage (overrides storage.data_dir).
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -164,8 +167,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Serve { config, mqtt_bind, ws_bind, data_dir, storage } => {
-            let overrides = Overrides { mqtt_bind, ws_bind, data_dir, storage };
+        Command::Serve { config, mqtt_bind, ws_bind, http_bind, data_dir, storage } => {
+            let overrides = Overrides { mqtt_bind, ws_bind, http_bind, data_dir, storage };
             let load = move || load_config(config.clone()).and_then(|c| overrides.apply(c));
             let config = match load() {
                 Ok(c) => c,
@@ -199,6 +202,7 @@ fn load_config(path: Option<PathBuf>) -> Result<Config, starling::config::Config
 struct Overrides {
     mqtt_bind: Option<SocketAddr>,
     ws_bind: Option<SocketAddr>,
+    http_bind: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     storage: Option<String>,
 }
@@ -212,6 +216,9 @@ impl Overrides {
         }
         if let Some(addr) = self.ws_bind {
             config.websocket.bind = addr;
+        }
+        if let Some(addr) = self.http_bind {
+            config.http.bind = addr;
         }
         if let Some(dir) = &self.data_dir {
             config.storage.data_dir = dir.clone();
@@ -262,6 +269,7 @@ async fn serve(
     let mut out = std::io::stdout();
     let _ = writeln!(out, "starling: mqtt listening on {}", server.mqtt_addr());
     let _ = writeln!(out, "starling: websocket listening on {}", server.ws_addr());
+    let _ = writeln!(out, "starling: admin listening on {}", server.admin_addr());
     if let (Some(mqtt), Some(ws)) = (server.mqtt_tls_addr(), server.ws_tls_addr()) {
         let _ = writeln!(out, "starling: mqtt tls listening on {mqtt}");
         let _ = writeln!(out, "starling: websocket tls listening on {ws}");

@@ -42,6 +42,7 @@ pub struct Server {
     broker: Arc<Broker>,
     mqtt_addr: SocketAddr,
     ws_addr: SocketAddr,
+    admin_addr: SocketAddr,
     /// MQTT over TLS and `wss://`, when `[tls]` is configured.
     tls_addrs: Option<(SocketAddr, SocketAddr)>,
     tls: Option<Arc<net::tls::Tls>>,
@@ -89,6 +90,9 @@ impl Server {
         let ws_listener = net::listen(config.websocket.bind, config.mqtt.backlog)
             .with_context(|| format!("cannot listen on websocket.bind {}", config.websocket.bind))?;
         let ws_addr = ws_listener.local_addr()?;
+        let admin_listener = net::listen(config.http.bind, config.mqtt.backlog)
+            .with_context(|| format!("cannot listen on http.bind {}", config.http.bind))?;
+        let admin_addr = admin_listener.local_addr()?;
         let tls = config.tls.as_ref().map(net::tls::Tls::load).transpose()?.map(Arc::new);
         let tls_listeners = match &tls {
             Some(_) => {
@@ -115,6 +119,12 @@ impl Server {
             connects_per_sec: config.mqtt.connects_per_ip_per_sec,
             limit_loopback: config.mqtt.limit_loopback_peers,
         });
+        let admin = Arc::new(crate::admin::AdminState {
+            broker: broker.clone(),
+            gate: gate.clone(),
+            started: std::time::Instant::now(),
+        });
+        accept_tasks.spawn(crate::admin::serve(admin_listener, admin, stop_rx.clone()));
         let b = broker.clone();
         accept_tasks.spawn(net::accept_loop(
             listener,
@@ -159,7 +169,18 @@ impl Server {
         for bridge in &mut bridges {
             bridge.start();
         }
-        Ok(Server { broker, mqtt_addr, ws_addr, tls_addrs, tls, stop_accepting, accept_tasks, connections, bridges })
+        Ok(Server {
+            broker,
+            mqtt_addr,
+            ws_addr,
+            admin_addr,
+            tls_addrs,
+            tls,
+            stop_accepting,
+            accept_tasks,
+            connections,
+            bridges,
+        })
     }
 
     pub fn mqtt_addr(&self) -> SocketAddr {
@@ -167,6 +188,11 @@ impl Server {
     }
 
     /// The WebSocket port: `/mqtt` and `/ws`.
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
     pub fn ws_addr(&self) -> SocketAddr {
         self.ws_addr
     }

@@ -272,6 +272,11 @@ impl Security {
         policy.rules.allows(&subject, action, target)
     }
 
+    /// Whether `[http] api_keys` holds any key.
+    pub fn has_api_keys(&self) -> bool {
+        !self.policy().api_keys.is_empty()
+    }
+
     /// Identity for an HTTP API request: an admin key (superuser), a signed
     /// token, or none (anonymous, where anonymous clients are allowed).
     pub fn authenticate_bearer(&self, authorization: Option<&str>, local_listener: bool) -> Option<Arc<Identity>> {

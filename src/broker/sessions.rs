@@ -251,6 +251,11 @@ impl Broker {
     }
 
     /// Number of known sessions (connected or not).
+    /// Sessions with a live connection (a scan: for metrics, not hot paths).
+    pub fn connected_count(&self) -> usize {
+        self.sessions.lock().values().filter(|s| s.is_connected()).count()
+    }
+
     pub fn session_count(&self) -> usize {
         self.sessions.lock().len()
     }

@@ -134,12 +134,21 @@ fn anyone() -> String {
     "*".to_string()
 }
 
-/// `[http]`: the HTTP API on the WebSocket port.
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+/// `[http]`: the admin listener (health, readiness, metrics) and the keys
+/// of the HTTP APIs (admin listener and `/api/v1` on the WebSocket port).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
+    /// Address of the admin listener (`/healthz`, `/readyz`, `/metrics`).
+    pub bind: std::net::SocketAddr,
     /// Keys accepted as `Authorization: Bearer KEY` (full access to the API).
     pub api_keys: Vec<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { bind: ([127, 0, 0, 1], 18083).into(), api_keys: Vec::new() }
+    }
 }
 
 pub const PROVIDERS: &[&str] = &["password_file", "jwt", "http"];

@@ -17,6 +17,7 @@ pub fn memory_config() -> Config {
     let mut config = Config::default();
     config.mqtt.bind = "127.0.0.1:0".parse().unwrap();
     config.websocket.bind = "127.0.0.1:0".parse().unwrap();
+    config.http.bind = "127.0.0.1:0".parse().unwrap();
     config.storage.backend = StorageBackend::Memory;
     // Plain MQTT unless a test asks for the shipped topic classes.
     config.classes.dir = std::path::PathBuf::new();

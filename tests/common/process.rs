@@ -30,7 +30,16 @@ impl BrokerProcess {
         // release binary, say) without rebuilding the tests.
         let program = std::env::var("STARLING_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_starling").into());
         let mut child = Command::new(program)
-            .args(["serve", "--mqtt-bind", "127.0.0.1:0", "--ws-bind", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--mqtt-bind",
+                "127.0.0.1:0",
+                "--ws-bind",
+                "127.0.0.1:0",
+                "--http-bind",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(dir.join("data"))
             .current_dir(dir)
             .env("RUST_LOG", std::env::var("STARLING_TEST_LOG").unwrap_or_else(|_| "warn".into()))

@@ -1,0 +1,102 @@
+//! The admin listener (`[http] bind`): who may call it, `/healthz`,
+//! `/readyz`, and `/metrics` after known traffic, checked by Prometheus's
+//! own `promtool`.
+
+mod common;
+
+use common::*;
+use std::net::SocketAddr;
+
+/// GET `path` on the admin listener: status and body.
+async fn get(addr: SocketAddr, path: &str, key: Option<&str>) -> (u16, String) {
+    let url = format!("http://{addr}{path}");
+    let key = key.map(str::to_string);
+    tokio::task::spawn_blocking(move || {
+        let mut request = ureq::get(&url).timeout(WAIT);
+        if let Some(key) = key {
+            request = request.set("Authorization", &format!("Bearer {key}"));
+        }
+        match request.call() {
+            Ok(response) => (response.status(), response.into_string().unwrap()),
+            Err(ureq::Error::Status(code, response)) => (code, response.into_string().unwrap()),
+            Err(e) => panic!("GET {url}: {e}"),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer_loopback_without_keys() {
+    let server = start_memory().await;
+    let (status, body) = get(server.admin_addr(), "/healthz", None).await;
+    assert_eq!((status, json(&body)["status"].as_str()), (200, Some("ok")));
+    let (status, body) = get(server.admin_addr(), "/readyz", None).await;
+    assert_eq!((status, json(&body)["status"].as_str()), (200, Some("ready")));
+    let (status, body) = get(server.admin_addr(), "/nope", None).await;
+    assert_eq!((status, json(&body)["code"].as_str()), (404, Some("not_found")));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn with_keys_configured_every_route_wants_one() {
+    let mut config = memory_config();
+    config.http.api_keys = vec!["s3cret-admin-key".into()];
+    let server = start(config).await;
+    let addr = server.admin_addr();
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let (status, body) = get(addr, path, None).await;
+        assert_eq!((status, json(&body)["code"].as_str()), (401, Some("unauthorized")), "{path} without a key");
+        let (status, _) = get(addr, path, Some("wrong")).await;
+        assert_eq!(status, 401, "{path} with a wrong key");
+        let (status, _) = get(addr, path, Some("s3cret-admin-key")).await;
+        assert_eq!(status, 200, "{path} with the key");
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn metrics_count_known_traffic_and_pass_promtool() {
+    let server = start_memory().await;
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        clients.push(v4::connect(server.mqtt_addr(), &format!("metrics-{i}"), true).await);
+    }
+    clients[0].publish_acked("metrics/a", true, "one").await;
+    clients[0].publish_acked("metrics/b", true, "two").await;
+    let (status, text) = get(server.admin_addr(), "/metrics", None).await;
+    assert_eq!(status, 200);
+    for line in [
+        "starling_clients_connected 3",
+        "starling_sessions 3",
+        "starling_retained_messages 2",
+        "starling_auth_failures_total 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no line {line:?} in:\n{text}");
+    }
+    // Prometheus's own checker (the test command installs it).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("metrics.txt");
+    std::fs::write(&file, &text).unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("promtool check metrics < {}", file.display()))
+        .output()
+        .expect("promtool runs (the test command installs Debian's prometheus package)");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A client gone is counted out.
+    clients.pop().unwrap().client.disconnect().await.unwrap();
+    wait_until("the disconnect", || server.broker().connected_count() == 2).await;
+    let (_, text) = get(server.admin_addr(), "/metrics", None).await;
+    assert!(text.lines().any(|l| l == "starling_clients_connected 2"), "{text}");
+    server.shutdown().await.unwrap();
+}
