@@ -19,14 +19,12 @@ use axum::{Json, Router};
 use prometheus::{Encoder, IntCounter, IntGauge, Registry, TextEncoder};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 use tokio::sync::watch;
 
 /// What the routes read.
 pub struct AdminState {
     pub broker: Arc<Broker>,
     pub gate: Arc<ConnectionGate>,
-    pub started: Instant,
 }
 
 /// Serves the admin routes on `listener` until `stop` turns true.
@@ -127,7 +125,7 @@ pub fn render_metrics(state: &AdminState) -> prometheus::Result<String> {
     gauge("retained_messages", "Retained messages held", broker.retained_count())?;
     gauge("retained_bytes", "Bytes (payloads and topics) of the retained messages", broker.retained_bytes())?;
     gauge("pending_timers", "Will-delay and session-expiry timers armed", broker.pending_timers())?;
-    gauge("uptime_seconds", "Seconds since the broker started", state.started.elapsed().as_secs() as usize)?;
+    gauge("uptime_seconds", "Seconds since the broker started", broker.started.elapsed().as_secs() as usize)?;
     counter("auth_failures_total", "Refused credentials and tokens", broker.security().failures())?;
     counter("publishes_denied_total", "Publishes the ACL refused", broker.security().denied_publishes())?;
     counter(
@@ -135,6 +133,17 @@ pub fn render_metrics(state: &AdminState) -> prometheus::Result<String> {
         "Connections refused at accept by the per-IP limits",
         state.gate.refused(),
     )?;
+    let stats = &broker.stats;
+    counter(
+        "messages_received_total",
+        "PUBLISHes accepted from clients (all transports)",
+        stats.messages_received.get(),
+    )?;
+    counter("bytes_received_total", "Payload bytes of the messages received", stats.bytes_received.get())?;
+    counter("messages_sent_total", "Deliveries written to clients (all transports)", stats.messages_sent.get())?;
+    counter("bytes_sent_total", "Payload and topic bytes of the deliveries sent", stats.bytes_sent.get())?;
+    counter("connects_total", "Connections admitted (after authentication)", stats.connects.get())?;
+    counter("disconnects_total", "Admitted connections that ended", stats.disconnects.get())?;
     let (shed, refused) = broker.class_counters();
     counter("class_messages_shed_total", "Messages shed by topic-class sampling", shed)?;
     counter("class_publishes_refused_total", "Publishes refused by topic-class limits", refused)?;

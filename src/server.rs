@@ -119,11 +119,7 @@ impl Server {
             connects_per_sec: config.mqtt.connects_per_ip_per_sec,
             limit_loopback: config.mqtt.limit_loopback_peers,
         });
-        let admin = Arc::new(crate::admin::AdminState {
-            broker: broker.clone(),
-            gate: gate.clone(),
-            started: std::time::Instant::now(),
-        });
+        let admin = Arc::new(crate::admin::AdminState { broker: broker.clone(), gate: gate.clone() });
         accept_tasks.spawn(crate::admin::serve(admin_listener, admin, stop_rx.clone()));
         let b = broker.clone();
         accept_tasks.spawn(net::accept_loop(

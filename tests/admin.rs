@@ -1,6 +1,6 @@
-//! The admin listener (`[http] bind`): who may call it, `/healthz`,
-//! `/readyz`, and `/metrics` after known traffic, checked by Prometheus's
-//! own `promtool`.
+//! Watching the broker: the admin listener (`[http] bind`: who may call it,
+//! `/healthz`, `/readyz`, and `/metrics` after known traffic, checked by
+//! Prometheus's own `promtool`) and the `$SYS/broker/...` topics.
 
 mod common;
 
@@ -75,6 +75,8 @@ async fn metrics_count_known_traffic_and_pass_promtool() {
         "starling_sessions 3",
         "starling_retained_messages 2",
         "starling_auth_failures_total 0",
+        "starling_messages_received_total 2",
+        "starling_connects_total 3",
     ] {
         assert!(text.lines().any(|l| l == line), "no line {line:?} in:\n{text}");
     }
@@ -98,5 +100,55 @@ async fn metrics_count_known_traffic_and_pass_promtool() {
     wait_until("the disconnect", || server.broker().connected_count() == 2).await;
     let (_, text) = get(server.admin_addr(), "/metrics", None).await;
     assert!(text.lines().any(|l| l == "starling_clients_connected 2"), "{text}");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn sys_topics_carry_mosquittos_names_and_hash_does_not_match_them() {
+    let mut config = memory_config();
+    config.sys.interval_secs = 1;
+    // $SYS is readable only where a rule says so.
+    config.acl.push(starling::config::AclRule {
+        user: "*".into(),
+        client: "sys-watcher".into(),
+        action: starling::config::AclAction::Subscribe,
+        topic: "$SYS/#".into(),
+        permission: starling::config::Permission::Allow,
+    });
+    let server = start(config).await;
+    let mut everything = v4::connect(server.mqtt_addr(), "hash", true).await;
+    everything.subscribe("#", v4::QoS::AtMostOnce).await;
+    let mut watcher = v4::connect(server.mqtt_addr(), "sys-watcher", true).await;
+    watcher.subscribe("$SYS/broker/#", v4::QoS::AtMostOnce).await;
+    // Retained: the latest values arrive at once (then every second).
+    let mut seen = std::collections::HashMap::new();
+    within("the $SYS topics", async {
+        while seen.len() < 10 {
+            let p = watcher.next_publish().await;
+            seen.insert(p.topic.clone(), String::from_utf8(p.payload.to_vec()).unwrap());
+        }
+    })
+    .await;
+    assert!(seen["$SYS/broker/version"].starts_with("starling "), "{seen:?}");
+    assert!(seen["$SYS/broker/uptime"].ends_with(" seconds"), "{seen:?}");
+    for name in ["clients/connected", "clients/total", "messages/received", "messages/sent", "subscriptions/count"] {
+        let value = &seen[&format!("$SYS/broker/{name}")];
+        assert!(value.parse::<u64>().is_ok(), "$SYS/broker/{name} = {value:?}");
+    }
+    // An update after both subscribed, then a marker: "#" gets the marker
+    // and nothing from $SYS before it.
+    let before = seen["$SYS/broker/uptime"].clone();
+    within("a $SYS update", async {
+        loop {
+            let p = watcher.next_publish().await;
+            if p.topic == "$SYS/broker/uptime" && String::from_utf8_lossy(&p.payload) != before {
+                return;
+            }
+        }
+    })
+    .await;
+    watcher.publish_acked("plain/marker", false, "m").await;
+    let first = everything.next_publish().await;
+    assert_eq!(first.topic, "plain/marker", "a filter starting with # matched a $SYS topic");
     server.shutdown().await.unwrap();
 }

@@ -42,6 +42,10 @@ impl Broker {
                     let payload = if count == 0 { bytes::Bytes::new() } else { count.to_string().into() };
                     broker.publish(Message::new(topic, payload, QoS::AtMostOnce, true));
                 }
+                let sys_every = broker.config.sys.interval_secs;
+                if sys_every > 0 && ticks.is_multiple_of(sys_every) {
+                    broker.publish_sys();
+                }
                 broker.sweep_expired_retained(now);
                 broker.classes.forget_quiet_rooms(now);
                 ticks += 1;
@@ -75,6 +79,28 @@ impl Broker {
                 retained.remove(&topic);
                 let _ = self.store.set_retained(topic.as_str(), None);
             }
+        }
+    }
+
+    /// Publishes the `$SYS/broker/...` topics (Mosquitto's names and
+    /// meanings), retained, so a subscriber gets the latest at once.
+    pub fn publish_sys(&self) {
+        let stats = &self.stats;
+        let topics: [(&str, String); 10] = [
+            ("version", format!("starling {}", env!("CARGO_PKG_VERSION"))),
+            ("uptime", format!("{} seconds", self.started.elapsed().as_secs())),
+            ("clients/connected", self.connected_count().to_string()),
+            ("clients/total", self.session_count().to_string()),
+            ("messages/received", stats.messages_received.get().to_string()),
+            ("messages/sent", stats.messages_sent.get().to_string()),
+            ("bytes/received", stats.bytes_received.get().to_string()),
+            ("bytes/sent", stats.bytes_sent.get().to_string()),
+            ("retained messages/count", self.retained_count().to_string()),
+            ("subscriptions/count", self.subscriptions.read().len().to_string()),
+        ];
+        for (name, value) in topics {
+            let Ok(topic) = TopicName::new(&format!("$SYS/broker/{name}")) else { continue };
+            self.publish(Message::new(topic, value.into(), QoS::AtMostOnce, true));
         }
     }
 

@@ -31,6 +31,7 @@ mod retained;
 mod routing;
 pub mod session;
 mod sessions;
+pub mod stats;
 mod subscriptions;
 
 pub use class_runtime::Refusal;
@@ -190,6 +191,10 @@ pub struct Broker {
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     subscriptions: RwLock<SubscriptionTree<SubscriberKey, SubscriptionEntry>>,
     retained: RwLock<retained::RetainedMap>,
+    /// Traffic counters (`/metrics`, `$SYS`).
+    pub stats: stats::Stats,
+    /// When the broker started (uptime).
+    pub started: std::time::Instant,
     /// A history sweep is running (at most one at a time).
     history_sweep_running: std::sync::atomic::AtomicBool,
     store: Arc<dyn Store>,
@@ -235,6 +240,8 @@ impl Broker {
             subscriptions: RwLock::new(SubscriptionTree::new()),
             retained: RwLock::new(retained::RetainedMap::default()),
             history_sweep_running: Default::default(),
+            stats: Default::default(),
+            started: std::time::Instant::now(),
             store,
             commit,
             next_connection_id: AtomicU64::new(1),

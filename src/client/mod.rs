@@ -158,6 +158,7 @@ pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Resu
     let identity_user = identity.user.clone();
     tracing::debug!(peer = %peer.addr, transport = peer.transport.label(), client_id = %connected.session.client_id,
         user = identity.user_name().unwrap_or(""), session_present = connected.session_present, "client connected");
+    broker.stats.connects.add(1);
     Ok(Admitted {
         client: Client {
             broker: broker.clone(),
@@ -199,6 +200,7 @@ pub fn attach_trusted(
     connected: crate::broker::Connected,
     name: &str,
 ) -> (Client, Vec<Outgoing>) {
+    broker.stats.connects.add(1);
     let client = Client {
         broker: broker.clone(),
         session: connected.session,
@@ -341,6 +343,7 @@ impl Drop for Client {
         tracing::warn!(client_id = %self.session.client_id, "connection task ended without closing; cleaning up");
         let will = self.will.take().map(|w| *w);
         self.broker.disconnected(&self.session, self.connection_id, will, crate::model::WillAction::Publish);
+        self.broker.stats.disconnects.add(1);
     }
 }
 
@@ -462,6 +465,7 @@ impl Client {
         );
         let will = self.will.take().map(|w| *w);
         self.broker.disconnected(&self.session, self.connection_id, will, reason.will_action());
+        self.broker.stats.disconnects.add(1);
         self.finished = true;
     }
 
@@ -480,6 +484,8 @@ impl Client {
             if outgoing.is_empty() {
                 return;
             }
+            self.broker.stats.messages_sent.add(outgoing.len() as u64);
+            self.broker.stats.bytes_sent.add(taken as u64);
             budget = budget.saturating_sub(taken);
             let full = outgoing.len() == batch;
             for item in outgoing.drain(..) {
@@ -505,6 +511,9 @@ impl Client {
     /// Publishes for this client: access rules first, then the broker (class
     /// admission, routing, durability for QoS > 0).
     pub async fn publish(&mut self, mut message: Message) -> Published {
+        let stats = &self.broker.stats;
+        stats.messages_received.add(1);
+        stats.bytes_received.add(message.payload.len() as u64);
         if std::mem::take(&mut self.yield_before_routing) {
             // Among the first reads since this worker woke from idle: let
             // every task that is ready run first. When one poll of the kernel

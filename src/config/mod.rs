@@ -43,6 +43,21 @@ pub struct Config {
     /// Links to other MQTT brokers (`[[bridge]]` sections), see `docs/bridging.md`.
     pub bridge: Vec<BridgeConfig>,
     pub log: LogConfig,
+    pub sys: SysConfig,
+}
+
+/// `[sys]`: the broker's own `$SYS/broker/...` topics.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SysConfig {
+    /// Seconds between updates of the `$SYS/broker/...` topics; 0: none.
+    pub interval_secs: u64,
+}
+
+impl Default for SysConfig {
+    fn default() -> Self {
+        SysConfig { interval_secs: 10 }
+    }
 }
 
 /// `[log]`: what the broker writes to stderr.

@@ -18,6 +18,8 @@ pub fn memory_config() -> Config {
     config.mqtt.bind = "127.0.0.1:0".parse().unwrap();
     config.websocket.bind = "127.0.0.1:0".parse().unwrap();
     config.http.bind = "127.0.0.1:0".parse().unwrap();
+    // No $SYS topics unless a test asks: they would count as retained messages.
+    config.sys.interval_secs = 0;
     config.storage.backend = StorageBackend::Memory;
     // Plain MQTT unless a test asks for the shipped topic classes.
     config.classes.dir = std::path::PathBuf::new();
