@@ -1231,17 +1231,9 @@ async fn the_binary_exits_non_zero_on_a_bad_class_file() {
     std::fs::create_dir(dir.path().join("topics")).unwrap();
     std::fs::write(dir.path().join("topics").join("broken.toml"), BAD_BURST).unwrap();
     let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_starling"))
-        .args([
-            "serve",
-            "--mqtt-bind",
-            "127.0.0.1:0",
-            "--ws-bind",
-            "127.0.0.1:0",
-            "--http-bind",
-            "127.0.0.1:0",
-            "--storage",
-            "memory",
-        ])
+        .arg("serve")
+        .args(common::process::EPHEMERAL_LISTENERS)
+        .args(["--storage", "memory"])
         .current_dir(dir.path())
         .kill_on_drop(true)
         .output();

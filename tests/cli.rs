@@ -67,7 +67,8 @@ async fn json_logs_without_colour_and_one_line_per_closed_connection() {
     )
     .unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_starling"))
-        .args(["serve", "--mqtt-bind", "127.0.0.1:0", "--ws-bind", "127.0.0.1:0", "--http-bind", "127.0.0.1:0"])
+        .arg("serve")
+        .args(common::process::EPHEMERAL_LISTENERS)
         .current_dir(dir.path())
         .env_remove("RUST_LOG")
         .stdout(std::process::Stdio::piped())

@@ -8,6 +8,11 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// `starling serve` flags that put every listener on an ephemeral loopback
+/// port (tests run in parallel).
+pub const EPHEMERAL_LISTENERS: [&str; 6] =
+    ["--mqtt-bind", "127.0.0.1:0", "--ws-bind", "127.0.0.1:0", "--http-bind", "127.0.0.1:0"];
+
 /// A `starling serve` process on an ephemeral loopback port.
 pub struct BrokerProcess {
     pub child: Child,
@@ -30,16 +35,9 @@ impl BrokerProcess {
         // release binary, say) without rebuilding the tests.
         let program = std::env::var("STARLING_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_starling").into());
         let mut child = Command::new(program)
-            .args([
-                "serve",
-                "--mqtt-bind",
-                "127.0.0.1:0",
-                "--ws-bind",
-                "127.0.0.1:0",
-                "--http-bind",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
+            .arg("serve")
+            .args(EPHEMERAL_LISTENERS)
+            .arg("--data-dir")
             .arg(dir.join("data"))
             .current_dir(dir)
             .env("RUST_LOG", std::env::var("STARLING_TEST_LOG").unwrap_or_else(|_| "warn".into()))
