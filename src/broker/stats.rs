@@ -33,7 +33,11 @@ fn slot() -> usize {
 
 impl StripedCounter {
     pub fn add(&self, n: u64) {
-        self.slots[slot()].fetch_add(n, Ordering::Relaxed);
+        self.add_at(slot(), n);
+    }
+
+    fn add_at(&self, slot: usize, n: u64) {
+        self.slots[slot].fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn get(&self) -> u64 {
@@ -56,6 +60,22 @@ pub struct Stats {
     pub connects: StripedCounter,
     /// Admitted connections that ended, whatever the reason.
     pub disconnects: StripedCounter,
+}
+
+impl Stats {
+    /// A message accepted from a client: one slot lookup for both counters.
+    pub fn received(&self, payload_bytes: usize) {
+        let slot = slot();
+        self.messages_received.add_at(slot, 1);
+        self.bytes_received.add_at(slot, payload_bytes as u64);
+    }
+
+    /// A batch of deliveries taken for a client's write.
+    pub fn sent(&self, messages: usize, bytes: usize) {
+        let slot = slot();
+        self.messages_sent.add_at(slot, messages as u64);
+        self.bytes_sent.add_at(slot, bytes as u64);
+    }
 }
 
 #[cfg(test)]

@@ -484,8 +484,7 @@ impl Client {
             if outgoing.is_empty() {
                 return;
             }
-            self.broker.stats.messages_sent.add(outgoing.len() as u64);
-            self.broker.stats.bytes_sent.add(taken as u64);
+            self.broker.stats.sent(outgoing.len(), taken);
             budget = budget.saturating_sub(taken);
             let full = outgoing.len() == batch;
             for item in outgoing.drain(..) {
@@ -511,9 +510,7 @@ impl Client {
     /// Publishes for this client: access rules first, then the broker (class
     /// admission, routing, durability for QoS > 0).
     pub async fn publish(&mut self, mut message: Message) -> Published {
-        let stats = &self.broker.stats;
-        stats.messages_received.add(1);
-        stats.bytes_received.add(message.payload.len() as u64);
+        self.broker.stats.received(message.payload.len());
         if std::mem::take(&mut self.yield_before_routing) {
             // Among the first reads since this worker woke from idle: let
             // every task that is ready run first. When one poll of the kernel
