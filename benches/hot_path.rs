@@ -108,6 +108,13 @@ fn routing(c: &mut Criterion) {
                     receive_maximum: 100,
                     user: None,
                     device: None,
+                    attachment: starling::broker::Attachment {
+                        transport: starling::auth::Transport::MqttTcp,
+                        protocol: "5",
+                        peer: None,
+                        keep_alive_secs: 0,
+                        connected_at_ms: 0,
+                    },
                 })
                 .expect("fresh client ids");
             broker.subscribe(&connected.session, "live/room1/danmaku", SubscriptionOptions::default(), None).unwrap();

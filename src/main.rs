@@ -52,6 +52,10 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         write_corpus: Option<PathBuf>,
     },
+    /// Check a broker end to end: connect, subscribe, publish, receive the
+    /// message back, and report the round trip. Exit 0 when it got through;
+    /// otherwise 1, naming the step that failed. Works against any MQTT broker.
+    Probe(ProbeArgs),
     /// Run the broker.
     Serve {
         /// Configuration file. Default: ./config.toml if it exists, else the built-in defaults.
@@ -107,6 +111,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Probe(args) => probe(args),
         Command::Simulate(args) => {
             let runtime = tokio::runtime::Runtime::new().expect("cannot start the Tokio runtime");
             match runtime.block_on(starling::simulate::run(args)) {
@@ -332,4 +337,109 @@ fn write_seed_corpus(dir: &std::path::Path, targets: &[&str]) -> anyhow::Result<
         println!("fuzz {target}: {} seeds in {}", seeds.len(), target_dir.display());
     }
     Ok(())
+}
+
+#[derive(clap::Args)]
+struct ProbeArgs {
+    /// The broker, `host:port` (MQTT port for mqtt, WebSocket port otherwise).
+    address: String,
+    #[arg(long, value_enum, default_value = "mqtt")]
+    transport: starling::probe::ProbeTransport,
+    /// TLS (MQTT over TCP), verifying the broker with --cafile.
+    #[arg(long)]
+    tls: bool,
+    #[arg(long, value_name = "FILE")]
+    cafile: Option<PathBuf>,
+    #[arg(long)]
+    username: Option<String>,
+    #[arg(long)]
+    password: Option<String>,
+    /// A signed token (starling.v1 `Connect.token`; the MQTT password otherwise).
+    #[arg(long)]
+    token: Option<String>,
+    /// The topic to subscribe and publish on.
+    #[arg(long, default_value = "starling/probe")]
+    topic: String,
+    /// Bound on the whole check: `5s`, `500ms`.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    timeout: std::time::Duration,
+    /// One JSON object on stdout instead of a line of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `5s`, `500ms`, `2m`, or plain seconds.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 5s or 500ms"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("{text:?}: the unit is ms, s or m")),
+    };
+    if !(seconds > 0.0 && seconds < 86_400.0) {
+        return Err(format!("{text:?}: between 1ms and a day"));
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
+fn probe(args: ProbeArgs) -> ExitCode {
+    let tls = match (args.tls, args.transport) {
+        (false, _) => None,
+        (true, starling::probe::ProbeTransport::Mqtt) => match starling::probe::tls_config(args.cafile.as_deref()) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(2);
+            }
+        },
+        (true, _) => {
+            eprintln!("error: --tls is supported with --transport mqtt");
+            return ExitCode::from(2);
+        }
+    };
+    let target = starling::probe::ProbeTarget {
+        address: args.address.clone(),
+        transport: args.transport,
+        tls,
+        username: args.username,
+        password: args.password,
+        token: args.token,
+        client_id: format!("starling-probe-{:08x}", rand::random::<u32>()),
+        topic: args.topic,
+        timeout: args.timeout,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a Tokio runtime");
+    let outcome = runtime.block_on(starling::probe::run(&target));
+    let transport = args.transport.label();
+    match outcome {
+        Ok(rtt) => {
+            let ms = rtt.as_secs_f64() * 1000.0;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "address": args.address, "transport": transport, "rtt_ms": ms})
+                );
+            } else {
+                println!("ok: {transport} {} round trip {ms:.2} ms", args.address);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "address": args.address, "transport": transport,
+                        "step": failure.step.label(), "error": failure.error})
+                );
+            } else {
+                println!("failed: {transport} {}: {failure}", args.address);
+            }
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -50,6 +50,7 @@ pub struct Server {
     accept_tasks: TaskTracker,
     connections: TaskTracker,
     bridges: Vec<Bridge>,
+    canary: Arc<crate::monitor::Canary>,
 }
 
 impl Server {
@@ -119,7 +120,17 @@ impl Server {
             connects_per_sec: config.mqtt.connects_per_ip_per_sec,
             limit_loopback: config.mqtt.limit_loopback_peers,
         });
-        let admin = Arc::new(crate::admin::AdminState { broker: broker.clone(), gate: gate.clone() });
+        let canary = Arc::new(crate::monitor::Canary::default());
+        if config.monitor.interval_secs > 0 {
+            let probes = crate::monitor::probes(mqtt_addr, ws_addr, broker.security().canary_secret(), &config.monitor);
+            accept_tasks.spawn(crate::monitor::run(canary.clone(), probes, config.monitor.clone(), stop_rx.clone()));
+        }
+        let admin = Arc::new(crate::admin::AdminState {
+            broker: broker.clone(),
+            gate: gate.clone(),
+            bridges: bridges.iter().map(Bridge::monitor).collect(),
+            canary: canary.clone(),
+        });
         accept_tasks.spawn(crate::admin::serve(admin_listener, admin, stop_rx.clone()));
         let b = broker.clone();
         accept_tasks.spawn(net::accept_loop(
@@ -176,6 +187,7 @@ impl Server {
             accept_tasks,
             connections,
             bridges,
+            canary,
         })
     }
 
@@ -217,6 +229,11 @@ impl Server {
             tls.reload(tls_config)?;
         }
         self.broker.security().reload(config)
+    }
+
+    /// The canary's last results (`[monitor]`).
+    pub fn canary(&self) -> &crate::monitor::Canary {
+        &self.canary
     }
 
     /// The state of every configured bridge, in configuration order.

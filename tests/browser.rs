@@ -159,3 +159,40 @@ async fn simulate_fleet_publishes_every_vehicle_in_the_maps_format() {
     assert!(published >= 5, "{stdout}");
     server.shutdown().await.unwrap();
 }
+
+/// The admin listener's status page in headless Chromium
+/// (tests/js/status_page_test.mjs): connections, live rates, the busiest
+/// topic and the canary, all fed by `/api/v1/stats`.
+#[tokio::test]
+async fn the_status_page_shows_connections_rates_top_topics_and_the_canary() {
+    let mut config = memory_config();
+    config.monitor.interval_secs = 1;
+    let server = start(config).await;
+    let mut subscriber = v4::connect(server.mqtt_addr(), "status-sub", true).await;
+    subscriber.subscribe("fleet/+/position", v4::QoS::AtMostOnce).await;
+    let publisher = v4::connect(server.mqtt_addr(), "status-pub", true).await;
+    // Steady traffic for the charts while the page runs (a load, not a wait).
+    let traffic = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(5));
+        loop {
+            tick.tick().await;
+            let _ = publisher.client.publish("fleet/car-7/position", v4::QoS::AtMostOnce, false, "1,2").await;
+        }
+    });
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("status-page");
+    std::fs::create_dir_all(&shots).unwrap();
+    let url = format!("http://{}/", server.admin_addr());
+    let args = [url, shots.display().to_string(), "2".into(), "fleet/car-7/position".into()];
+    let mut page = NodeScript::start(&[], &format!("{ROOT}/tests/js/status_page_test.mjs"), &args);
+    page.expect("READY").await;
+    let connections: usize = page.line().await.strip_prefix("CONNECTIONS ").unwrap().parse().unwrap();
+    assert!(connections >= 2);
+    page.expect("TOPIC fleet/car-7/position").await;
+    let rate: f64 = page.line().await.strip_prefix("RATE ").unwrap().parse().unwrap();
+    assert!(rate > 0.0);
+    let canary = page.line().await;
+    assert!(canary.starts_with("CANARY ") && canary.contains("mqtt") && canary.contains("ok"), "{canary}");
+    page.finish().await;
+    traffic.abort();
+    server.shutdown().await.unwrap();
+}

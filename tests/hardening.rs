@@ -78,6 +78,9 @@ impl Store for FailingStore {
     fn sweep_history(&self, not_before: &dyn Fn(&str) -> Option<u64>) -> Result<usize, StoreError> {
         self.inner.sweep_history(not_before)
     }
+    fn history_topics(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.inner.history_topics(prefix, limit)
+    }
     fn flush(&self) -> Result<(), StoreError> {
         self.inner.flush()
     }

@@ -34,15 +34,27 @@ pub enum Transport {
     MqttWebSocket,
     StarlingV1,
     Http,
+    /// The broker's own clients: bridges.
+    Bridge,
 }
 
 impl Transport {
+    /// Every transport, in the order of [`Transport::index`] (metrics).
+    pub const ALL: [Transport; 5] =
+        [Transport::MqttTcp, Transport::MqttWebSocket, Transport::StarlingV1, Transport::Http, Transport::Bridge];
+
+    /// Position in [`Transport::ALL`]: per-transport counters index by it.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Transport::MqttTcp => "mqtt",
             Transport::MqttWebSocket => "ws-mqtt",
             Transport::StarlingV1 => "ws-proto",
             Transport::Http => "http",
+            Transport::Bridge => "bridge",
         }
     }
 }
@@ -147,7 +159,13 @@ pub struct Security {
     anonymous: Arc<Identity>,
     failures: AtomicU64,
     denied_publishes: AtomicU64,
+    /// The canary's password (user [`CANARY_USER`]): random, never written
+    /// anywhere, so only this process's own canary can use it.
+    canary_secret: String,
 }
+
+/// The user the broker's own canary connects as (`monitor.rs`).
+pub const CANARY_USER: &str = "$canary";
 
 impl Security {
     /// Builds the policy: reads the password file and the token key. Errors
@@ -158,6 +176,7 @@ impl Security {
             anonymous: Arc::new(Identity::default()),
             failures: AtomicU64::new(0),
             denied_publishes: AtomicU64::new(0),
+            canary_secret: format!("{:032x}", rand::random::<u128>()),
         })
     }
 
@@ -199,6 +218,12 @@ impl Security {
     /// With no provider configured, credentials are not checked and the
     /// client is anonymous.
     pub async fn authenticate(&self, request: &AuthRequest<'_>) -> Result<Arc<Identity>, AuthRefusal> {
+        if request.credentials.username.as_deref() == Some(CANARY_USER)
+            && request.credentials.password.as_ref().is_some_and(|p| constant_time_eq(p, self.canary_secret.as_bytes()))
+        {
+            // The broker's own canary: a superuser (it publishes to `$canary/...`).
+            return Ok(Arc::new(Identity::superuser(CANARY_USER)));
+        }
         let policy = self.policy();
         let result = if let Some(user) = request.certificate_user {
             // Authenticated by a client certificate the configured CA signed.
@@ -270,6 +295,11 @@ impl Security {
             granted: identity.granted.as_ref(),
         };
         policy.rules.allows(&subject, action, target)
+    }
+
+    /// The canary's password (for `monitor.rs` only).
+    pub fn canary_secret(&self) -> &str {
+        &self.canary_secret
     }
 
     /// Whether `[http] api_keys` holds any key.

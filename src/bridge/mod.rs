@@ -80,6 +80,28 @@ pub struct BridgeStatus {
     pub inflight: usize,
 }
 
+/// Reads a bridge's state from anywhere (see [`Bridge::monitor`]).
+#[derive(Clone)]
+pub struct BridgeMonitor(Arc<Shared>);
+
+impl BridgeMonitor {
+    pub fn status(&self) -> BridgeStatus {
+        let s = &self.0;
+        let (connected, last_error) = s.link.lock().clone();
+        BridgeStatus {
+            name: s.name.clone(),
+            address: s.address.clone(),
+            connected,
+            last_error,
+            connects: s.connects.load(Ordering::Relaxed),
+            messages_in: s.messages_in.load(Ordering::Relaxed),
+            messages_out: s.messages_out.load(Ordering::Relaxed),
+            queue_depth: s.session.lock().queued_len(),
+            inflight: s.inflight.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// State shared between a bridge's task and its handle.
 struct Shared {
     name: String,
@@ -154,19 +176,12 @@ impl Bridge {
     }
 
     pub fn status(&self) -> BridgeStatus {
-        let s = &self.shared;
-        let (connected, last_error) = s.link.lock().clone();
-        BridgeStatus {
-            name: s.name.clone(),
-            address: s.address.clone(),
-            connected,
-            last_error,
-            connects: s.connects.load(Ordering::Relaxed),
-            messages_in: s.messages_in.load(Ordering::Relaxed),
-            messages_out: s.messages_out.load(Ordering::Relaxed),
-            queue_depth: s.session.lock().queued_len(),
-            inflight: s.inflight.load(Ordering::Relaxed),
-        }
+        self.monitor().status()
+    }
+
+    /// A handle that reads this bridge's state (for the admin API).
+    pub fn monitor(&self) -> BridgeMonitor {
+        BridgeMonitor(self.shared.clone())
     }
 
     /// Asks the task to stop: it sends DISCONNECT to the remote and detaches
@@ -196,6 +211,13 @@ fn local_connect_request(client_id: &str, window: u16) -> ConnectRequest {
         // `$bridge/` ids, so nobody else can own this session.
         user: None,
         device: None,
+        attachment: crate::broker::Attachment {
+            transport: crate::auth::Transport::Bridge,
+            protocol: "bridge",
+            peer: None,
+            keep_alive_secs: 0,
+            connected_at_ms: crate::broker::now_ms(),
+        },
     }
 }
 

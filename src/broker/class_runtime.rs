@@ -79,6 +79,28 @@ pub struct ClassRuntime {
     pub shed: AtomicU64,
     /// Publishes refused by rate limits or payload limits.
     pub refused: AtomicU64,
+    /// Deliveries not made, by class slot (0: no class, else index + 1)
+    /// and [`DropReason`].
+    drops: Box<[[AtomicU64; DropReason::LABELS.len()]]>,
+}
+
+/// Why a delivery (or a whole message) did not reach a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The subscriber's outbox was full (`queue` policy): refused.
+    QueueFull,
+    /// An older message was discarded to make room (`drop_oldest`).
+    DropOldest,
+    /// An older message of the same topic was replaced (`conflate`).
+    Conflated,
+    /// The room's sampling shed the message (counted once per message).
+    Sampled,
+    /// QoS 0 for a disconnected session.
+    Offline,
+}
+
+impl DropReason {
+    pub const LABELS: [&'static str; 5] = ["queue_full", "drop_oldest", "conflated", "sampled", "offline"];
 }
 
 #[derive(Default)]
@@ -89,7 +111,32 @@ struct Viewers {
 
 impl ClassRuntime {
     pub fn new(set: ClassSet) -> ClassRuntime {
-        ClassRuntime { set, ..Default::default() }
+        let slots = set.classes().len() + 1;
+        let drops = (0..slots).map(|_| Default::default()).collect();
+        ClassRuntime { set, drops, ..Default::default() }
+    }
+
+    /// Counts a delivery not made; `class_slot` is `Handling::class`.
+    pub fn count_drop(&self, class_slot: usize, reason: DropReason) {
+        if let Some(row) = self.drops.get(class_slot) {
+            row[reason as usize].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Every (class name, reason, count) with a count above zero; class
+    /// "none" for topics of no class.
+    pub fn drop_counts(&self) -> Vec<(&str, &'static str, u64)> {
+        let mut out = Vec::new();
+        for (slot, row) in self.drops.iter().enumerate() {
+            let class = if slot == 0 { "none" } else { self.set.classes()[slot - 1].name.as_str() };
+            for (reason, count) in DropReason::LABELS.iter().zip(row.iter()) {
+                let count = count.load(Ordering::Relaxed);
+                if count > 0 {
+                    out.push((class, *reason, count));
+                }
+            }
+        }
+        out
     }
 
     /// Applies the topic's class to a publish: may refuse it, shed it, or
@@ -120,7 +167,12 @@ impl ClassRuntime {
             }
         }
         message.qos = message.qos.min(class.max_qos);
-        message.handling = Handling { policy: class.outbox_policy, capacity: class.outbox_capacity, high_priority };
+        message.handling = Handling {
+            policy: class.outbox_policy,
+            capacity: class.outbox_capacity,
+            high_priority,
+            class: u16::try_from(classified.index + 1).unwrap_or(u16::MAX),
+        };
         let mut history = None;
         match class.persistence {
             PersistenceMode::None => {}
@@ -142,6 +194,7 @@ impl ClassRuntime {
             });
             if !sampler.admit(now_ms) {
                 self.shed.fetch_add(1, Ordering::Relaxed);
+                self.count_drop(classified.index + 1, DropReason::Sampled);
                 return Admission::Shed;
             }
         }

@@ -21,6 +21,11 @@ impl Broker {
     }
 
     /// Messages shed by sampling and publishes refused by class limits so far.
+    /// The topic classes at run time (their drop counters, for `/metrics`).
+    pub fn classes_runtime(&self) -> &class_runtime::ClassRuntime {
+        &self.classes
+    }
+
     pub fn class_counters(&self) -> (u64, u64) {
         (self.classes.shed.load(Ordering::Relaxed), self.classes.refused.load(Ordering::Relaxed))
     }
@@ -85,20 +90,36 @@ impl Broker {
     /// Publishes the `$SYS/broker/...` topics (Mosquitto's names and
     /// meanings), retained, so a subscriber gets the latest at once.
     pub fn publish_sys(&self) {
+        use super::stats::total;
         let stats = &self.stats;
         let topics: [(&str, String); 10] = [
             ("version", format!("starling {}", env!("CARGO_PKG_VERSION"))),
             ("uptime", format!("{} seconds", self.started.elapsed().as_secs())),
             ("clients/connected", self.connected_count().to_string()),
             ("clients/total", self.session_count().to_string()),
-            ("messages/received", stats.messages_received.get().to_string()),
-            ("messages/sent", stats.messages_sent.get().to_string()),
-            ("bytes/received", stats.bytes_received.get().to_string()),
-            ("bytes/sent", stats.bytes_sent.get().to_string()),
+            ("messages/received", total(&stats.messages_received()).to_string()),
+            ("messages/sent", total(&stats.messages_sent()).to_string()),
+            ("bytes/received", total(&stats.bytes_received()).to_string()),
+            ("bytes/sent", total(&stats.bytes_sent()).to_string()),
             ("retained messages/count", self.retained_count().to_string()),
-            ("subscriptions/count", self.subscriptions.read().len().to_string()),
+            ("subscriptions/count", self.subscription_count().to_string()),
         ];
-        for (name, value) in topics {
+        let counts = [
+            total(&stats.messages_received()),
+            total(&stats.messages_sent()),
+            total(&stats.bytes_received()),
+            total(&stats.bytes_sent()),
+            stats.connects().iter().sum(),
+        ];
+        let loads = self.sys_load.lock().update(counts, std::time::Instant::now());
+        let load_topics = super::stats::LoadAverages::NAMES.iter().zip(loads).flat_map(|(name, averages)| {
+            ["1min", "5min", "15min"]
+                .into_iter()
+                .zip(averages)
+                .map(move |(window, value)| (format!("load/{name}/{window}"), format!("{value:.2}")))
+        });
+        let all = topics.into_iter().map(|(n, v)| (n.to_string(), v)).chain(load_topics);
+        for (name, value) in all {
             let Ok(topic) = TopicName::new(&format!("$SYS/broker/{name}")) else { continue };
             self.publish(Message::new(topic, value.into(), QoS::AtMostOnce, true));
         }

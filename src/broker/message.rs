@@ -67,6 +67,8 @@ pub struct Handling {
     pub capacity: Option<usize>,
     /// Never sampled, never discarded to make room.
     pub high_priority: bool,
+    /// The topic class's index + 1; 0: no class (drop counters by class).
+    pub class: u16,
 }
 
 /// Lazily encoded frames of one message, one slot per wire format.

@@ -26,6 +26,7 @@ pub mod class_runtime;
 pub mod clock;
 mod housekeeping;
 pub mod message;
+mod operators;
 pub mod outbox;
 mod retained;
 mod routing;
@@ -36,8 +37,9 @@ mod subscriptions;
 
 pub use class_runtime::Refusal;
 pub use message::{now_ms, Delivery, Handling, Message, MessageProperties};
-pub use session::{Enqueued, Outgoing, Session, SubscriptionRecord, NEVER_EXPIRES};
+pub use session::{Attachment, Enqueued, Outgoing, Session, SessionLoad, SubscriptionRecord, NEVER_EXPIRES};
 
+pub use operators::Closed;
 pub use routing::AdmittedPublish;
 use sessions::session_has_expired;
 use subscriptions::insert_subscription;
@@ -95,6 +97,8 @@ pub struct ConnectRequest {
     pub user: Option<Arc<str>>,
     /// The device kind the connection signed in with (single sign-on).
     pub device: Option<Arc<str>>,
+    /// Who connects, for operators.
+    pub attachment: Attachment,
 }
 
 /// Why [`Broker::connect`] refused.
@@ -162,6 +166,8 @@ pub struct PublishOutcome {
     pub refused: Option<Refusal>,
     /// The topic's class shed the message (a sampled room): accepted, not delivered.
     pub shed: bool,
+    /// The id the message was given (0 when it was refused or shed).
+    pub message_id: u64,
 }
 
 /// What a publisher's acknowledgement should say.
@@ -197,6 +203,8 @@ pub struct Broker {
     pub started: std::time::Instant,
     /// A history sweep is running (at most one at a time).
     history_sweep_running: std::sync::atomic::AtomicBool,
+    /// Moving averages behind `$SYS/broker/load/...`.
+    sys_load: Mutex<stats::LoadAverages>,
     store: Arc<dyn Store>,
     commit: GroupCommit,
     next_connection_id: AtomicU64,
@@ -240,6 +248,7 @@ impl Broker {
             subscriptions: RwLock::new(SubscriptionTree::new()),
             retained: RwLock::new(retained::RetainedMap::default()),
             history_sweep_running: Default::default(),
+            sys_load: Default::default(),
             stats: Default::default(),
             started: std::time::Instant::now(),
             store,
@@ -273,6 +282,11 @@ impl Broker {
     }
 
     /// A receiver that turns `true` when the broker shuts down.
+    /// How the store's group-commit flushes go (for `/metrics`).
+    pub fn commit_metrics(&self) -> &crate::store::CommitMetrics {
+        self.commit.metrics()
+    }
+
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
     }

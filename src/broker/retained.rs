@@ -100,6 +100,41 @@ impl RetainedMap {
         }
     }
 
+    /// Topics with a retained message that start with `prefix`, in byte
+    /// order, at most `limit` (for operators). Walks only the branches that
+    /// can lead to the prefix.
+    pub fn topics(&self, prefix: &str, limit: usize) -> Vec<String> {
+        let mut found = Vec::new();
+        // Depth first with one path buffer: an entry holds the length of its
+        // parent's path (`None` at the top), which is still in the buffer
+        // when the entry is popped (its subtree is walked before a sibling
+        // of the parent), so a deep topic costs its length, not its square.
+        let mut path = String::new();
+        let mut stack: Vec<(&str, &Node, Option<usize>)> =
+            self.root.children.iter().map(|(l, n)| (&**l, n, None)).collect();
+        while let Some((level, node, parent_len)) = stack.pop() {
+            match parent_len {
+                None => path.clear(),
+                Some(len) => {
+                    path.truncate(len);
+                    path.push('/');
+                }
+            }
+            path.push_str(level);
+            if !path.starts_with(prefix) && !prefix.starts_with(path.as_str()) {
+                continue;
+            }
+            if node.message.is_some() && path.starts_with(prefix) {
+                found.push(path.clone());
+            }
+            let len = path.len();
+            stack.extend(node.children.iter().map(|(level, child)| (&**level, child, Some(len))));
+        }
+        found.sort();
+        found.truncate(limit);
+        found
+    }
+
     pub fn get(&self, topic: &TopicName) -> Option<&Arc<Message>> {
         let mut node = &self.root;
         for level in topic.levels() {
@@ -243,11 +278,26 @@ mod tests {
     }
 
     #[test]
+    fn topics_are_listed_by_prefix_in_order() {
+        let mut map = RetainedMap::default();
+        for t in ["fleet/car-2/pos", "fleet/car-1/pos", "fleet", "chat/a", "$SYS/broker/uptime", "fleet/car-1"] {
+            map.insert(message(&TopicName::new(t).unwrap(), "p", None));
+        }
+        assert_eq!(map.topics("fleet/", 10), ["fleet/car-1", "fleet/car-1/pos", "fleet/car-2/pos"]);
+        assert_eq!(map.topics("fleet", 2), ["fleet", "fleet/car-1"]);
+        assert_eq!(map.topics("fleet/car-1/", 10), ["fleet/car-1/pos"]);
+        assert_eq!(map.topics("$SYS", 10), ["$SYS/broker/uptime"]);
+        assert_eq!(map.topics("", 100).len(), 6);
+        assert!(map.topics("nothing", 10).is_empty());
+    }
+
+    #[test]
     fn a_topic_of_thousands_of_levels_is_walked_without_recursion() {
         let topic = TopicName::new(&"/".repeat(40_000)).unwrap();
         let mut map = RetainedMap::default();
         map.insert(message(&topic, "deep", None));
         assert_eq!(map.matching(&TopicFilter::new("#").unwrap(), 0).len(), 1);
+        assert_eq!(map.topics("", 10), [topic.as_str()]);
         assert!(map.remove(&topic).is_some());
         assert_eq!(map.node_count(), 1);
     }

@@ -9,6 +9,8 @@
 //! store under the tree lock beyond a persistent session's delivery record,
 //! or hold a lock across an `.await`.
 
+use super::class_runtime::DropReason;
+use super::stats::Limit;
 use super::subscriptions::pick_shared_member;
 use super::*;
 
@@ -61,6 +63,7 @@ impl Broker {
     pub fn publish(&self, message: Message) -> PublishOutcome {
         let mut outcome = PublishOutcome::default();
         if let Some(admitted) = self.admit(message, &mut outcome) {
+            outcome.message_id = admitted.message.id;
             self.route_local(&admitted.message, &mut outcome);
         }
         outcome
@@ -82,6 +85,7 @@ impl Broker {
             let limits = &self.config.retained;
             if !self.retained.read().fits(&message, limits.max_messages, limits.max_bytes) {
                 tracing::debug!(topic = %message.topic, "retained message refused: [retained] quota reached");
+                self.stats.limit_hit(Limit::RetainedMessages);
                 outcome.refused = Some(Refusal::RetainedQuota);
                 return None;
             }
@@ -93,6 +97,11 @@ impl Broker {
                 return None;
             }
             class_runtime::Admission::Refused(refusal) => {
+                self.stats.limit_hit(match refusal {
+                    Refusal::RateLimited => Limit::PublishRate,
+                    Refusal::PayloadTooLarge => Limit::ClassPayloadSize,
+                    Refusal::RetainedQuota => Limit::RetainedMessages,
+                });
                 outcome.refused = Some(refusal);
                 return None;
             }
@@ -151,6 +160,7 @@ impl Broker {
         let (mut attempts, mut full) = (0usize, 0usize);
         let mut congested: Option<Arc<Session>> = None;
         let now = clock::coarse_now_ms();
+        let class_slot = usize::from(message.handling.class);
         let tree = self.subscriptions.read();
         tree.for_each_match(&message.topic, |_key, entry| {
             let sub = match entry {
@@ -180,18 +190,25 @@ impl Broker {
             }
             attempts += 1;
             match sub.session.enqueue(delivery) {
-                Enqueued::Queued { stored, store_failed } => {
+                Enqueued::Queued { stored, store_failed, displaced } => {
                     outcome.deliveries += 1;
                     outcome.must_sync |= stored;
                     outcome.store_failed |= store_failed;
-                }
-                Enqueued::Full if sub.session.is_draining(now, STALLED_AFTER_MS) => {
-                    full += 1;
-                    if congested.is_none() {
-                        congested = Some(sub.session.clone());
+                    if displaced {
+                        self.count_displaced(message);
                     }
                 }
-                Enqueued::Full | Enqueued::Dropped => {}
+                Enqueued::Full => {
+                    self.classes.count_drop(class_slot, DropReason::QueueFull);
+                    self.stats.limit_hit(Limit::QueuedMessages);
+                    if sub.session.is_draining(now, STALLED_AFTER_MS) {
+                        full += 1;
+                        if congested.is_none() {
+                            congested = Some(sub.session.clone());
+                        }
+                    }
+                }
+                Enqueued::Dropped => self.classes.count_drop(class_slot, DropReason::Offline),
             }
         });
         if full * 2 > attempts {
@@ -199,12 +216,22 @@ impl Broker {
         }
         drop(tree);
         for (session, delivery) in duplicates {
-            if let Some(Enqueued::Queued { stored, store_failed }) = session.merge_duplicate(delivery) {
+            if let Some(Enqueued::Queued { stored, store_failed, .. }) = session.merge_duplicate(delivery) {
                 outcome.deliveries += 1;
                 outcome.must_sync |= stored;
                 outcome.store_failed |= store_failed;
             }
         }
+    }
+
+    /// Counts the message a `drop_oldest` or `conflate` outbox discarded
+    /// to take this one.
+    fn count_displaced(&self, message: &Message) {
+        let reason = match message.handling.policy {
+            crate::classes::OutboxPolicy::Conflate => DropReason::Conflated,
+            _ => DropReason::DropOldest,
+        };
+        self.classes.count_drop(usize::from(message.handling.class), reason);
     }
 
     /// Recent messages of a topic whose class keeps history, oldest first:

@@ -11,11 +11,13 @@
 
 use super::message::{now_ms, Delivery, Message};
 use super::outbox::{Outbox, Pushed};
+use crate::auth::Transport;
 use crate::classes::policy::TokenBucket;
 use crate::model::{CloseReason, QoS, SubscriptionOptions};
 use crate::store::{Store, StoredDelivery, StoredSession, StoredSubscription};
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{oneshot, Notify};
@@ -46,8 +48,29 @@ enum Inflight {
     Released { seq: Option<u64> },
 }
 
+/// What a session holds undelivered (see [`Session::load`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionLoad {
+    pub queued: usize,
+    pub queued_bytes: usize,
+    pub inflight: usize,
+}
+
+/// Who is attached to a session, for operators (the admin API, metrics).
+/// Boxed in the session while connected, so offline sessions do not pay for it.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub transport: Transport,
+    /// "3.1.1", "5", "starling.v1" or "bridge".
+    pub protocol: &'static str,
+    pub peer: Option<SocketAddr>,
+    pub keep_alive_secs: u32,
+    pub connected_at_ms: u64,
+}
+
 /// The connection currently attached to the session.
 struct Owner {
+    attachment: Box<Attachment>,
     connection_id: u64,
     /// Fired with the reason to make that connection close (takeover,
     /// single sign-on).
@@ -202,6 +225,21 @@ impl Session {
         self.state.lock().owner.is_some()
     }
 
+    /// The connection attached now, if any.
+    pub fn attachment(&self) -> Option<Attachment> {
+        self.state.lock().owner.as_ref().map(|o| (*o.attachment).clone())
+    }
+
+    /// Asks the attached connection, if any, to close with `reason`; it
+    /// stays the owner until it detaches, so the session ends the normal way.
+    /// Returns whether a connection was asked.
+    pub fn ask_to_close(&self, reason: CloseReason) -> bool {
+        match self.state.lock().owner.as_mut().and_then(|o| o.kick.take()) {
+            Some(kick) => kick.send(reason).is_ok(),
+            None => false,
+        }
+    }
+
     /// When the session was last disconnected (Unix ms), `None` while connected.
     pub fn disconnected_at_ms(&self) -> Option<u64> {
         self.state.lock().disconnected_at_ms
@@ -222,13 +260,14 @@ impl Session {
         connection_id: u64,
         send_window: u16,
         device: Option<Arc<str>>,
+        attachment: Attachment,
     ) -> (oneshot::Receiver<CloseReason>, Vec<Outgoing>) {
         let (tx, rx) = oneshot::channel();
         let mut st = self.state.lock();
         if let Some(kick) = st.owner.take().and_then(|old| old.kick) {
             let _ = kick.send(CloseReason::TakenOver);
         }
-        st.owner = Some(Owner { connection_id, kick: Some(tx), device });
+        st.owner = Some(Owner { attachment: Box::new(attachment), connection_id, kick: Some(tx), device });
         // A reconnect cancels the will delay and the expiry of the last disconnect.
         for timer in st.timers.drain(..) {
             timer.abort();
@@ -358,7 +397,7 @@ impl Session {
                 if was_empty && connected {
                     self.wake.notify_one();
                 }
-                Enqueued::Queued { stored, store_failed }
+                Enqueued::Queued { stored, store_failed, displaced: false }
             }
             Pushed::QueuedDropping(old) => {
                 // Discarded to make room, or replaced by a newer message of its topic.
@@ -366,7 +405,7 @@ impl Session {
                     let _ = self.store.remove_delivery(&self.client_id, seq);
                 }
                 let (stored, store_failed) = self.store_delivery(stored);
-                Enqueued::Queued { stored, store_failed }
+                Enqueued::Queued { stored, store_failed, displaced: true }
             }
             Pushed::Refused(_) => {
                 st.congested = true;
@@ -504,6 +543,13 @@ impl Session {
 
     pub fn queued_len(&self) -> usize {
         self.state.lock().outbox.len()
+    }
+
+    /// Queued deliveries, their bytes, and QoS 1/2 deliveries in flight
+    /// (sent, not yet acknowledged), under one lock: for operators.
+    pub fn load(&self) -> SessionLoad {
+        let st = self.state.lock();
+        SessionLoad { queued: st.outbox.len(), queued_bytes: st.outbox.bytes(), inflight: st.inflight.len() }
     }
 
     /// Sets how many deliveries the outbox holds (default
@@ -666,7 +712,7 @@ pub enum Enqueued {
     /// Queued; `stored` says a copy was written to the store and the
     /// publisher's acknowledgement must wait for a flush; `store_failed`
     /// that the copy owed to the store could not be written.
-    Queued { stored: bool, store_failed: bool },
+    Queued { stored: bool, store_failed: bool, displaced: bool },
     /// Not queued: QoS 0 for a disconnected session.
     Dropped,
     /// Not queued: the outbox is full (counted in the outbox's `dropped`).

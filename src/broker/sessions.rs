@@ -55,7 +55,7 @@ impl Broker {
             }
         };
         drop(sessions);
-        let (kicked, resend) = session.attach(connection_id, send_window, request.device.clone());
+        let (kicked, resend) = session.attach(connection_id, send_window, request.device.clone(), request.attachment);
         if session.is_persistent() {
             session.save();
         } else if session_present {
@@ -227,7 +227,11 @@ impl Broker {
     }
 
     /// Removes a session, its subscriptions and its stored state.
-    fn discard_session_locked(&self, sessions: &mut HashMap<Arc<str>, Arc<Session>>, session: &Arc<Session>) {
+    pub(super) fn discard_session_locked(
+        &self,
+        sessions: &mut HashMap<Arc<str>, Arc<Session>>,
+        session: &Arc<Session>,
+    ) {
         session.cancel_timers();
         if sessions.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, session)) {
             sessions.remove(&session.client_id);

@@ -14,6 +14,7 @@
 
 use crate::auth::acl::Action;
 use crate::auth::{AuthRequest, Credentials, Identity, Transport};
+use crate::broker::stats::{Limit, RefusedBecause};
 use crate::broker::{
     now_ms, Ack, Broker, ConnectRefused, ConnectRequest, HistoryError, Message, Outgoing, Refusal, Session,
 };
@@ -92,7 +93,11 @@ pub struct Admitted {
 
 /// Checks who the client is and attaches it to its session.
 pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Result<Admitted, Refused> {
-    let refuse = |code: u8, why: String| Err(Refused { code, why });
+    // Every refusal is counted by reason (`starling_connects_refused_total`).
+    let refuse = |code: u8, why: String| {
+        broker.stats.refused(RefusedBecause::from_code(code));
+        Err(Refused { code, why })
+    };
     if info.client_id.starts_with(crate::model::BRIDGE_CLIENT_ID_PREFIX) {
         return refuse(
             reason::CLIENT_IDENTIFIER_NOT_VALID,
@@ -109,7 +114,10 @@ pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Resu
         local_listener: peer.local_listener,
         certificate_user: peer.certificate_user.as_deref(),
     };
-    let identity = security.authenticate(&request).await.map_err(|r| Refused { code: r.code, why: r.why })?;
+    let identity = match security.authenticate(&request).await {
+        Ok(identity) => identity,
+        Err(r) => return refuse(r.code, r.why),
+    };
     if let Some(will) = &info.will {
         if let Err(e) = TopicName::new(&will.topic) {
             return refuse(reason::TOPIC_NAME_INVALID, format!("will topic: {e}"));
@@ -118,6 +126,12 @@ pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Resu
             return refuse(reason::NOT_AUTHORIZED, format!("not allowed to publish the will topic {:?}", will.topic));
         }
     }
+    let max_keep_alive = u32::from(broker.config().mqtt.max_keep_alive_secs);
+    let keep_alive_secs = if info.may_lower_keep_alive && info.keep_alive_secs > max_keep_alive {
+        max_keep_alive
+    } else {
+        info.keep_alive_secs
+    };
     let connected = broker
         .connect(ConnectRequest {
             client_id: info.client_id,
@@ -126,16 +140,30 @@ pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Resu
             receive_maximum: info.receive_maximum,
             user: identity.user.clone(),
             device: identity.device.clone(),
+            attachment: crate::broker::Attachment {
+                transport: peer.transport,
+                protocol: info.protocol,
+                peer: Some(peer.addr),
+                keep_alive_secs,
+                connected_at_ms: now_ms(),
+            },
         })
-        .map_err(|refused| match refused {
-            ConnectRefused::SessionOfAnotherUser => Refused {
-                code: reason::CLIENT_IDENTIFIER_NOT_VALID,
-                why: "this client id belongs to a session of another user".into(),
-            },
-            ConnectRefused::TooManySessions => Refused {
-                code: reason::QUOTA_EXCEEDED,
-                why: "the broker holds as many sessions as it may (session.max_sessions)".into(),
-            },
+        .map_err(|refused| {
+            let refused = match refused {
+                ConnectRefused::SessionOfAnotherUser => Refused {
+                    code: reason::CLIENT_IDENTIFIER_NOT_VALID,
+                    why: "this client id belongs to a session of another user".into(),
+                },
+                ConnectRefused::TooManySessions => {
+                    broker.stats.limit_hit(Limit::Sessions);
+                    Refused {
+                        code: reason::QUOTA_EXCEEDED,
+                        why: "the broker holds as many sessions as it may (session.max_sessions)".into(),
+                    }
+                }
+            };
+            broker.stats.refused(RefusedBecause::from_code(refused.code));
+            refused
         })?;
     if let Some(user) = identity.user.as_deref() {
         let signed_out = match security.single_session() {
@@ -149,18 +177,13 @@ pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Resu
             tracing::debug!(user, signed_out, "single sign-on: older connections asked to close");
         }
     }
-    let max_keep_alive = u32::from(broker.config().mqtt.max_keep_alive_secs);
-    let keep_alive_secs = if info.may_lower_keep_alive && info.keep_alive_secs > max_keep_alive {
-        max_keep_alive
-    } else {
-        info.keep_alive_secs
-    };
     let identity_user = identity.user.clone();
     tracing::debug!(peer = %peer.addr, transport = peer.transport.label(), client_id = %connected.session.client_id,
         user = identity.user_name().unwrap_or(""), session_present = connected.session_present, "client connected");
-    broker.stats.connects.add(1);
+    broker.stats.connected(peer.transport);
     Ok(Admitted {
         client: Client {
+            transport: peer.transport,
             broker: broker.clone(),
             session: connected.session,
             identity,
@@ -200,8 +223,9 @@ pub fn attach_trusted(
     connected: crate::broker::Connected,
     name: &str,
 ) -> (Client, Vec<Outgoing>) {
-    broker.stats.connects.add(1);
+    broker.stats.connected(Transport::Bridge);
     let client = Client {
+        transport: Transport::Bridge,
         broker: broker.clone(),
         session: connected.session,
         identity: Arc::new(Identity::superuser(name)),
@@ -312,6 +336,8 @@ pub trait Edge: Send {
 
 /// A connected client: its session, identity and the loop that serves it.
 pub struct Client {
+    /// For the traffic counters.
+    transport: Transport,
     broker: Arc<Broker>,
     session: Arc<Session>,
     identity: Arc<Identity>,
@@ -343,7 +369,7 @@ impl Drop for Client {
         tracing::warn!(client_id = %self.session.client_id, "connection task ended without closing; cleaning up");
         let will = self.will.take().map(|w| *w);
         self.broker.disconnected(&self.session, self.connection_id, will, crate::model::WillAction::Publish);
-        self.broker.stats.disconnects.add(1);
+        self.broker.stats.disconnected(&CloseReason::Io("the connection's task ended without closing".into()));
     }
 }
 
@@ -465,7 +491,10 @@ impl Client {
         );
         let will = self.will.take().map(|w| *w);
         self.broker.disconnected(&self.session, self.connection_id, will, reason.will_action());
-        self.broker.stats.disconnects.add(1);
+        self.broker.stats.disconnected(reason);
+        if let CloseReason::Malformed { code: reason::PACKET_TOO_LARGE, .. } = reason {
+            self.broker.stats.limit_hit(Limit::PacketSize);
+        }
         self.finished = true;
     }
 
@@ -484,12 +513,17 @@ impl Client {
             if outgoing.is_empty() {
                 return;
             }
-            self.broker.stats.sent(outgoing.len(), taken);
             budget = budget.saturating_sub(taken);
             let full = outgoing.len() == batch;
+            let mut by_qos = [0u64; 3];
             for item in outgoing.drain(..) {
+                if let Outgoing::Publish { delivery, .. } = &item {
+                    by_qos[delivery.qos as usize] += 1;
+                    sample_delivery_latency(&self.broker, delivery.message.timestamp_ms);
+                }
                 edge.write_outgoing(self, item);
             }
+            self.broker.stats.sent(self.transport, by_qos, taken);
             if !full || budget == 0 {
                 return;
             }
@@ -510,7 +544,8 @@ impl Client {
     /// Publishes for this client: access rules first, then the broker (class
     /// admission, routing, durability for QoS > 0).
     pub async fn publish(&mut self, mut message: Message) -> Published {
-        self.broker.stats.received(message.payload.len());
+        self.broker.stats.received(self.transport, message.qos, message.payload.len());
+        self.broker.stats.topics.publish(message.topic.as_str());
         if std::mem::take(&mut self.yield_before_routing) {
             // Among the first reads since this worker woke from idle: let
             // every task that is ready run first. When one poll of the kernel
@@ -604,6 +639,7 @@ impl Client {
         }
         let max = self.broker.config().session.max_subscriptions_per_client;
         if self.session.subscription_count() >= max && !self.session.has_subscription(filter) {
+            self.broker.stats.limit_hit(Limit::SubscriptionsPerClient);
             return Subscribed::QuotaExceeded;
         }
         match self.broker.subscribe_unsaved(&self.session, filter, options, identifier) {
@@ -627,6 +663,27 @@ impl Client {
         history_for(&self.broker, &self.identity, &self.session.client_id, topic, after_id, limit)
     }
 }
+
+/// Records the publish-to-delivery latency of one delivery in
+/// [`LATENCY_SAMPLE_EVERY`] (per thread): a clock read per delivery would
+/// cost the fan-out path more than the histogram is worth.
+fn sample_delivery_latency(broker: &Broker, accepted_at_ms: u64) {
+    thread_local! {
+        static DELIVERIES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+    let due = DELIVERIES.with(|n| {
+        let next = n.get().wrapping_add(1);
+        n.set(next);
+        next % LATENCY_SAMPLE_EVERY == 0
+    });
+    if due && accepted_at_ms > 0 {
+        let waited_ms = now_ms().saturating_sub(accepted_at_ms);
+        broker.stats.delivery_latency.observe(waited_ms as f64 / 1000.0);
+    }
+}
+
+/// One delivery in this many has its latency recorded.
+const LATENCY_SAMPLE_EVERY: u32 = 64;
 
 /// Whether `identity` may subscribe to `filter` (no `$share/` prefix): the
 /// ACL, then the roles of every class the filter reaches.

@@ -44,6 +44,30 @@ pub struct Config {
     pub bridge: Vec<BridgeConfig>,
     pub log: LogConfig,
     pub sys: SysConfig,
+    pub monitor: MonitorConfig,
+}
+
+/// `[monitor]`: the built-in canary, which publishes a probe through each of
+/// the broker's listeners to a subscriber of its own and times the round trip.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorConfig {
+    /// Seconds between rounds; 0: no canary.
+    pub interval_secs: u64,
+    /// A round trip slower than this (ms) counts as slow: logged, alerted,
+    /// and `/readyz` says so (it stays ready: slow is not down).
+    pub threshold_ms: u64,
+    /// Bound on one probe (ms): no answer by then is a failure.
+    pub timeout_ms: u64,
+    /// POSTed a JSON alert when a listener's state changes (ok, slow,
+    /// failing), at most once per change.
+    pub alert_webhook: Option<String>,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig { interval_secs: 10, threshold_ms: 500, timeout_ms: 5000, alert_webhook: None }
+    }
 }
 
 /// `[sys]`: the broker's own `$SYS/broker/...` topics.

@@ -39,6 +39,8 @@ pub enum CloseReason {
     CredentialsExpired,
     /// The broker is shutting down.
     ServerShutdown,
+    /// An operator closed the connection (`DELETE /api/v1/clients/{id}`).
+    AdministrativeAction,
     /// A QoS 1/2 publish could not be accepted and the protocol cannot say
     /// so in its acknowledgement (MQTT 3.1.1): the connection is closed
     /// without one, so the client sends the message again.
@@ -69,6 +71,7 @@ impl CloseReason {
             CloseReason::TakenOver | CloseReason::SignedInElsewhere => Some(reason::SESSION_TAKEN_OVER),
             CloseReason::CredentialsExpired => Some(reason::MAXIMUM_CONNECT_TIME),
             CloseReason::ServerShutdown => Some(reason::SERVER_SHUTTING_DOWN),
+            CloseReason::AdministrativeAction => Some(reason::ADMINISTRATIVE_ACTION),
             CloseReason::Malformed { code, .. } => Some(*code),
             CloseReason::Violation { code, .. } | CloseReason::PublishFailed { code, .. } => Some(*code),
         }
@@ -84,7 +87,32 @@ impl CloseReason {
         }
     }
 
-    /// Short stable label for logs and (later) metrics.
+    /// Every label [`CloseReason::label`] gives, in [`CloseReason::index`] order.
+    pub const LABELS: [&'static str; 15] = [
+        "client_disconnect",
+        "client_disconnect_with_will",
+        "peer_closed",
+        "io_error",
+        "keep_alive_timeout",
+        "connect_timeout",
+        "write_timeout",
+        "session_taken_over",
+        "signed_in_elsewhere",
+        "credentials_expired",
+        "server_shutdown",
+        "administrative_action",
+        "malformed_packet",
+        "protocol_violation",
+        "publish_failed",
+    ];
+
+    /// Position of the label in [`CloseReason::LABELS`] (per-reason counters).
+    pub fn index(&self) -> usize {
+        let label = self.label();
+        Self::LABELS.iter().position(|l| *l == label).expect("every label is listed")
+    }
+
+    /// Short stable label for logs and metrics.
     pub fn label(&self) -> &'static str {
         match self {
             CloseReason::ClientDisconnected => "client_disconnect",
@@ -98,6 +126,7 @@ impl CloseReason {
             CloseReason::SignedInElsewhere => "signed_in_elsewhere",
             CloseReason::CredentialsExpired => "credentials_expired",
             CloseReason::ServerShutdown => "server_shutdown",
+            CloseReason::AdministrativeAction => "administrative_action",
             CloseReason::Malformed { .. } => "malformed_packet",
             CloseReason::Violation { .. } => "protocol_violation",
             CloseReason::PublishFailed { .. } => "publish_failed",

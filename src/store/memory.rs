@@ -155,6 +155,18 @@ impl Store for MemoryStore {
         Ok(removed)
     }
 
+    fn history_topics(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .history
+            .range(prefix.to_string()..)
+            .take_while(|(topic, _)| topic.starts_with(prefix))
+            .filter(|(_, messages)| !messages.is_empty())
+            .take(limit)
+            .map(|(topic, _)| topic.clone())
+            .collect())
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }

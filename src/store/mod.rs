@@ -15,7 +15,7 @@ mod sled_store;
 #[cfg(test)]
 mod tests;
 
-pub use commit::GroupCommit;
+pub use commit::{CommitMetrics, GroupCommit};
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
@@ -133,6 +133,10 @@ pub trait Store: Send + Sync + 'static {
     /// many messages it removed. This is what ages out rooms that went quiet
     /// (`append_history` trims only the rooms that are written to).
     fn sweep_history(&self, not_before: &dyn Fn(&str) -> Option<u64>) -> Result<usize, StoreError>;
+    /// Topics holding history that start with `prefix`, in byte order, at
+    /// most `limit` (for operators: `GET /api/v1/topics`). Reads one key per
+    /// topic.
+    fn history_topics(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError>;
     /// Blocks until every write made before the call is durable.
     fn flush(&self) -> Result<(), StoreError>;
 }

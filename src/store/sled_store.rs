@@ -355,6 +355,26 @@ impl Store for SledStore {
         Ok(removed)
     }
 
+    fn history_topics(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let context = "listing history topics";
+        let mut topics = Vec::new();
+        let mut from = prefix.as_bytes().to_vec();
+        // One key a topic: read the first, then seek past the topic
+        // ("topic, 0x01" sorts after every "topic, 0x00, id").
+        while topics.len() < limit {
+            let Some(kv) = self.history.range(from.as_slice()..).next() else { break };
+            let (key, _) = kv.map_err(|e| io(context, e))?;
+            if !key.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            let end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
+            topics.push(String::from_utf8_lossy(&key[..end]).into_owned());
+            from = key[..end].to_vec();
+            from.push(1);
+        }
+        Ok(topics)
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map_err(|e| io("flushing sled database", e))?;
         Ok(())

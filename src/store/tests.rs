@@ -182,6 +182,10 @@ fn history_swept_by_age(store: &dyn Store) {
     }
     // "chat/old" and "chat/x" age out before 550 (messages 1..=5 go);
     // "chat/kept" has no age limit.
+    assert_eq!(store.history_topics("chat/", 10).unwrap(), ["chat/kept", "chat/old", "chat/x"]);
+    assert_eq!(store.history_topics("chat/o", 10).unwrap(), ["chat/old"]);
+    assert_eq!(store.history_topics("", 2).unwrap(), ["chat/kept", "chat/old"]);
+    assert!(store.history_topics("zzz", 10).unwrap().is_empty());
     let removed = store.sweep_history(&|topic| (topic != "chat/kept").then_some(550)).unwrap();
     assert_eq!(removed, 10);
     let ids = |topic: &str| store.load_history(topic, 0, 100, 0).unwrap().iter().map(|m| m.id).collect::<Vec<_>>();
@@ -192,6 +196,7 @@ fn history_swept_by_age(store: &dyn Store) {
     assert_eq!(store.sweep_history(&|_| Some(u64::MAX)).unwrap(), 20);
     assert_eq!(store.sweep_history(&|_| Some(u64::MAX)).unwrap(), 0);
     assert!(ids("chat/old").is_empty());
+    assert!(store.history_topics("chat/", 10).unwrap().is_empty());
 }
 
 macro_rules! shared_suite {
@@ -362,6 +367,9 @@ impl Store for FlushProbe {
     }
     fn sweep_history(&self, _: &dyn Fn(&str) -> Option<u64>) -> Result<usize, StoreError> {
         Ok(0)
+    }
+    fn history_topics(&self, _: &str, _: usize) -> Result<Vec<String>, StoreError> {
+        Ok(vec![])
     }
     fn flush(&self) -> Result<(), StoreError> {
         let covered = self.writes.load(Ordering::SeqCst);

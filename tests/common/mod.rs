@@ -20,6 +20,8 @@ pub fn memory_config() -> Config {
     config.http.bind = "127.0.0.1:0".parse().unwrap();
     // No $SYS topics unless a test asks: they would count as retained messages.
     config.sys.interval_secs = 0;
+    // No canary unless a test asks: its probes would count as clients and traffic.
+    config.monitor.interval_secs = 0;
     config.storage.backend = StorageBackend::Memory;
     // Plain MQTT unless a test asks for the shipped topic classes.
     config.classes.dir = std::path::PathBuf::new();
@@ -567,6 +569,7 @@ pub mod raw {
     }
 }
 
+pub mod hook;
 pub mod node;
 pub mod process;
 pub mod wire;

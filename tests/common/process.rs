@@ -20,6 +20,8 @@ pub struct BrokerProcess {
     pub addr: SocketAddr,
     /// The WebSocket port (`/mqtt`, `/ws`).
     pub ws_addr: SocketAddr,
+    /// The admin HTTP listener.
+    pub admin_addr: SocketAddr,
 }
 
 impl BrokerProcess {
@@ -49,8 +51,8 @@ impl BrokerProcess {
             .expect("starling binary starts");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let (addr, ws_addr) = super::within("the broker's listening lines", async {
-            let (mut mqtt, mut ws) = (None, None);
+        let (addr, ws_addr, admin_addr) = super::within("the broker's listening lines", async {
+            let (mut mqtt, mut ws, mut admin) = (None, None, None);
             while let Some(line) = lines.next_line().await.unwrap() {
                 if let Some(a) = line.strip_prefix("starling: mqtt listening on ") {
                     mqtt = Some(a.trim().parse().unwrap());
@@ -58,8 +60,11 @@ impl BrokerProcess {
                 if let Some(a) = line.strip_prefix("starling: websocket listening on ") {
                     ws = Some(a.trim().parse().unwrap());
                 }
-                if let (Some(m), Some(w)) = (mqtt, ws) {
-                    return (m, w);
+                if let Some(a) = line.strip_prefix("starling: admin listening on ") {
+                    admin = Some(a.trim().parse().unwrap());
+                }
+                if let (Some(m), Some(w), Some(a)) = (mqtt, ws, admin) {
+                    return (m, w, a);
                 }
             }
             panic!("broker exited before listening");
@@ -67,7 +72,7 @@ impl BrokerProcess {
         .await;
         // Keep reading so the broker never writes into a closed pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        BrokerProcess { child, addr, ws_addr }
+        BrokerProcess { child, addr, ws_addr, admin_addr }
     }
 
     /// SIGKILL: no shutdown path runs, nothing is flushed on the way out.

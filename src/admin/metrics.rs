@@ -1,0 +1,279 @@
+//! `GET /metrics`: the broker's counters and gauges in Prometheus's text
+//! format, read at scrape time. Names, labels and meanings: docs/operations.md
+//! ("Metrics"); docs/grafana/starling.json is built on them.
+//!
+//! Owns: the metric names and labels. Must never: keep its own counts (the
+//! broker's `Stats`, the class runtime, the group commit and the bridges
+//! keep them; this only reads), or be read on a hot path.
+
+use super::{error, AdminState};
+use crate::auth::Transport;
+use crate::broker::stats::{ByTransportQos, Limit, RefusedBecause};
+use crate::model::CloseReason;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use prometheus::core::Collector;
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
+    match render_metrics(&state) {
+        Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "metrics", &e.to_string()),
+    }
+}
+
+const QOS_LABELS: [&str; 3] = ["0", "1", "2"];
+
+/// A fresh registry filled from the broker's state, every metric prefixed `starling_`.
+struct Metrics {
+    registry: Registry,
+}
+
+impl Metrics {
+    fn register(&self, collector: impl Collector + 'static) -> prometheus::Result<()> {
+        self.registry.register(Box::new(collector))
+    }
+
+    fn gauge(&self, name: &str, help: &str, value: usize) -> prometheus::Result<()> {
+        let g = IntGauge::new(name, help)?;
+        g.set(i64::try_from(value).unwrap_or(i64::MAX));
+        self.register(g)
+    }
+
+    fn counter(&self, name: &str, help: &str, value: u64) -> prometheus::Result<()> {
+        let c = IntCounter::new(name, help)?;
+        c.inc_by(value);
+        self.register(c)
+    }
+
+    /// A counter family: one series per `(label values, value)`.
+    fn counters<'a>(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        series: impl IntoIterator<Item = (Vec<&'a str>, u64)>,
+    ) -> prometheus::Result<()> {
+        let family = IntCounterVec::new(Opts::new(name, help), labels)?;
+        for (values, value) in series {
+            family.with_label_values(&values).inc_by(value);
+        }
+        self.register(family)
+    }
+
+    fn gauges<'a>(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        series: impl IntoIterator<Item = (Vec<&'a str>, i64)>,
+    ) -> prometheus::Result<()> {
+        let family = IntGaugeVec::new(Opts::new(name, help), labels)?;
+        for (values, value) in series {
+            family.with_label_values(&values).set(value);
+        }
+        self.register(family)
+    }
+
+    /// A by-transport-and-QoS table, the transports that carried nothing left out.
+    fn by_transport_qos(&self, name: &str, help: &str, table: &ByTransportQos) -> prometheus::Result<()> {
+        let series = Transport::ALL.iter().zip(table.iter()).flat_map(|(transport, row)| {
+            let seen = row.iter().any(|n| *n > 0);
+            QOS_LABELS
+                .iter()
+                .zip(row.iter())
+                .filter(move |_| seen)
+                .map(move |(qos, n)| (vec![transport.label(), *qos], *n))
+        });
+        self.counters(name, help, &["transport", "qos"], series)
+    }
+}
+
+/// The metrics, read from the broker's counters at scrape time, in
+/// Prometheus's text format.
+pub fn render_metrics(state: &AdminState) -> prometheus::Result<String> {
+    let broker = &state.broker;
+    let m = Metrics { registry: Registry::new_custom(Some("starling".into()), None)? };
+    let stats = &broker.stats;
+
+    // Connections and sessions: one scan of the sessions map.
+    let mut connections: BTreeMap<(&'static str, &'static str), i64> = BTreeMap::new();
+    let (mut online, mut offline) = (0i64, 0i64);
+    let (mut queued, mut queued_bytes, mut inflight) = (0usize, 0usize, 0usize);
+    for session in broker.sessions_snapshot() {
+        match session.attachment() {
+            Some(a) => {
+                online += 1;
+                *connections.entry((a.transport.label(), a.protocol)).or_default() += 1;
+            }
+            None => offline += 1,
+        }
+        let load = session.load();
+        queued += load.queued;
+        queued_bytes += load.queued_bytes;
+        inflight += load.inflight;
+    }
+    m.gauges(
+        "connections",
+        "Live connections by transport and protocol",
+        &["transport", "protocol"],
+        connections.iter().map(|((t, p), n)| (vec![*t, *p], *n)),
+    )?;
+    m.gauges(
+        "sessions",
+        "Sessions held, by whether a connection is attached",
+        &["state"],
+        [(vec!["online"], online), (vec!["offline"], offline)],
+    )?;
+    m.gauge("clients_connected", "Sessions with a live connection", online as usize)?;
+    m.gauge("queued_messages", "Deliveries waiting in outboxes (all sessions)", queued)?;
+    m.gauge("queued_bytes", "Bytes of the deliveries waiting in outboxes", queued_bytes)?;
+    m.gauge("inflight_messages", "QoS 1/2 deliveries sent and not yet acknowledged", inflight)?;
+    m.gauge(
+        "subscriptions",
+        "Subscriptions in the tree (a client's, or a shared group's)",
+        broker.subscription_count(),
+    )?;
+    m.gauge("retained_messages", "Retained messages held", broker.retained_count())?;
+    m.gauge("retained_bytes", "Bytes (payloads and topics) of the retained messages", broker.retained_bytes())?;
+    m.gauge("pending_timers", "Will-delay and session-expiry timers armed", broker.pending_timers())?;
+    m.gauge("uptime_seconds", "Seconds since the broker started", broker.started.elapsed().as_secs() as usize)?;
+
+    // Connects and disconnects.
+    m.counters(
+        "connects_total",
+        "Connections admitted (after authentication), by transport",
+        &["transport"],
+        Transport::ALL.iter().zip(stats.connects()).filter(|(_, n)| *n > 0).map(|(t, n)| (vec![t.label()], n)),
+    )?;
+    let mut refused = stats.refusals();
+    refused[RefusedBecause::ConnectionLimit as usize] += state.gate.refused();
+    m.counters(
+        "connects_refused_total",
+        "Connections refused, by reason (connection_limit: the per-IP limits at accept)",
+        &["reason"],
+        RefusedBecause::LABELS.iter().zip(refused).map(|(r, n)| (vec![*r], n)),
+    )?;
+    m.counters(
+        "disconnects_total",
+        "Admitted connections that ended, by close reason",
+        &["reason"],
+        CloseReason::LABELS.iter().zip(stats.disconnects()).filter(|(_, n)| *n > 0).map(|(r, n)| (vec![*r], n)),
+    )?;
+
+    // Traffic.
+    m.by_transport_qos(
+        "messages_received_total",
+        "PUBLISHes accepted from clients, by transport and QoS",
+        &stats.messages_received(),
+    )?;
+    m.by_transport_qos("bytes_received_total", "Payload bytes of the messages received", &stats.bytes_received())?;
+    m.by_transport_qos(
+        "messages_sent_total",
+        "Deliveries written to clients, by transport and QoS",
+        &stats.messages_sent(),
+    )?;
+    m.by_transport_qos(
+        "bytes_sent_total",
+        "Payload and topic bytes of the deliveries sent (a write's bytes count under its highest QoS)",
+        &stats.bytes_sent(),
+    )?;
+    m.counters(
+        "deliveries_dropped_total",
+        "Deliveries not made, by topic class and reason (sampled: whole messages shed by a room's sampling)",
+        &["class", "reason"],
+        broker.classes_runtime().drop_counts().into_iter().map(|(c, r, n)| (vec![c, r], n)),
+    )?;
+    m.register(stats.delivery_latency.clone())?;
+
+    // Store.
+    let commit = broker.commit_metrics();
+    m.register(commit.flush_seconds.clone())?;
+    m.register(commit.batch_size.clone())?;
+    m.gauge(
+        "store_up",
+        "1 when the store's last flush succeeded",
+        usize::from(commit.last_ok.load(std::sync::atomic::Ordering::Relaxed)),
+    )?;
+
+    // Security and limits.
+    m.counter("auth_failures_total", "Refused credentials and tokens", broker.security().failures())?;
+    m.counter("publishes_denied_total", "Publishes the ACL refused", broker.security().denied_publishes())?;
+    m.counter(
+        "connections_refused_per_ip_total",
+        "Connections refused at accept by the per-IP limits",
+        state.gate.refused(),
+    )?;
+    let mut hits = stats.limit_hits();
+    hits[Limit::Connections as usize] += state.gate.refused();
+    m.counters(
+        "limit_hits_total",
+        "Times a configured limit refused something, by limit",
+        &["limit"],
+        Limit::LABELS.iter().zip(hits).map(|(l, n)| (vec![*l], n)),
+    )?;
+    let (shed, class_refused) = broker.class_counters();
+    m.counter("class_messages_shed_total", "Messages shed by topic-class sampling", shed)?;
+    m.counter("class_publishes_refused_total", "Publishes refused by topic-class limits", class_refused)?;
+
+    // Bridges.
+    let bridges: Vec<_> = state.bridges.iter().map(|b| b.status()).collect();
+    m.gauges(
+        "bridge_up",
+        "1 when the bridge's link to its remote is up",
+        &["bridge"],
+        bridges.iter().map(|b| (vec![b.name.as_str()], i64::from(b.connected))),
+    )?;
+    m.counters(
+        "bridge_connects_total",
+        "Successful connections of the bridge to its remote",
+        &["bridge"],
+        bridges.iter().map(|b| (vec![b.name.as_str()], b.connects)),
+    )?;
+    m.counters(
+        "bridge_messages_total",
+        "Messages the bridge carried: in (from the remote), out (to it)",
+        &["bridge", "direction"],
+        bridges.iter().flat_map(|b| {
+            [(vec![b.name.as_str(), "in"], b.messages_in), (vec![b.name.as_str(), "out"], b.messages_out)]
+        }),
+    )?;
+    m.gauges(
+        "bridge_queue_depth",
+        "Out-messages waiting in the bridge's session",
+        &["bridge"],
+        bridges.iter().map(|b| (vec![b.name.as_str()], b.queue_depth as i64)),
+    )?;
+
+    // The canary.
+    let canary = state.canary.results();
+    m.gauges(
+        "canary_up",
+        "1 when the canary's last probe through the listener got its message back",
+        &["listener"],
+        canary.iter().map(|r| (vec![r.listener], i64::from(r.ok))),
+    )?;
+    let rtt = prometheus::GaugeVec::new(
+        Opts::new("canary_rtt_seconds", "Round trip of the canary's last successful probe through the listener"),
+        &["listener"],
+    )?;
+    for r in &canary {
+        if let Some(ms) = r.rtt_ms {
+            rtt.with_label_values(&[r.listener]).set(ms / 1000.0);
+        }
+    }
+    m.register(rtt)?;
+    m.counters(
+        "canary_failures_total",
+        "Canary probes that failed, by listener",
+        &["listener"],
+        canary.iter().map(|r| (vec![r.listener], r.failures)),
+    )?;
+
+    let mut out = Vec::new();
+    TextEncoder::new().encode(&m.registry.gather(), &mut out)?;
+    Ok(String::from_utf8(out).expect("the text encoder writes UTF-8"))
+}
