@@ -171,7 +171,11 @@ pub async fn run(
             let mut target = probe.target.clone();
             // A fresh client id each round: nothing to take over, nothing left behind.
             target.client_id = format!("$canary-{}-{:08x}", probe.listener, rand::random::<u32>());
-            let outcome = probe::run(&target).await;
+            // Shutdown does not wait for a probe of listeners that are closing.
+            let outcome = tokio::select! {
+                outcome = probe::run(&target) => outcome,
+                _ = stop.changed() => return,
+            };
             let (previous, result) = canary.record(probe.listener, outcome, threshold);
             report(&config, previous, &result);
         }
