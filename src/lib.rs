@@ -44,6 +44,7 @@ pub mod monitor;
 pub mod mqtt;
 pub mod net;
 pub mod probe;
+pub mod push;
 pub mod server;
 pub mod simulate;
 pub mod store;

@@ -345,7 +345,8 @@ struct ProbeArgs {
     address: String,
     #[arg(long, value_enum, default_value = "mqtt")]
     transport: starling::probe::ProbeTransport,
-    /// TLS (MQTT over TCP), verifying the broker with --cafile.
+    /// TLS (MQTT over TLS, or wss:// for the WebSocket transports),
+    /// verifying the broker with --cafile.
     #[arg(long)]
     tls: bool,
     #[arg(long, value_name = "FILE")]
@@ -388,19 +389,15 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 }
 
 fn probe(args: ProbeArgs) -> ExitCode {
-    let tls = match (args.tls, args.transport) {
-        (false, _) => None,
-        (true, starling::probe::ProbeTransport::Mqtt) => match starling::probe::tls_config(args.cafile.as_deref()) {
+    let tls = match args.tls {
+        false => None,
+        true => match starling::probe::tls_config(args.cafile.as_deref()) {
             Ok(config) => Some(config),
             Err(e) => {
                 eprintln!("error: {e:#}");
                 return ExitCode::from(2);
             }
         },
-        (true, _) => {
-            eprintln!("error: --tls is supported with --transport mqtt");
-            return ExitCode::from(2);
-        }
     };
     let target = starling::probe::ProbeTarget {
         address: args.address.clone(),

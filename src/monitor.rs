@@ -112,12 +112,19 @@ impl Canary {
 pub struct Probe {
     pub listener: &'static str,
     pub target: ProbeTarget,
+    /// A TLS listener: trust exactly the certificate in this file (read
+    /// again each round, so a reloaded certificate is followed).
+    pub pin: Option<std::path::PathBuf>,
 }
 
-/// The probes for the broker's plain listeners, signed in as the canary.
+/// The probes for the broker's listeners, signed in as the canary: the
+/// plain ones, and the TLS ones (`tls`: their addresses and the
+/// certificate file) unless they require client certificates, which the
+/// canary does not have.
 pub fn probes(
     mqtt: std::net::SocketAddr,
     ws: std::net::SocketAddr,
+    tls: Option<(std::net::SocketAddr, std::net::SocketAddr, &crate::config::TlsConfig)>,
     secret: &str,
     config: &MonitorConfig,
 ) -> Vec<Probe> {
@@ -130,10 +137,26 @@ pub fn probes(
         };
         std::net::SocketAddr::new(ip, addr.port()).to_string()
     };
-    [(ProbeTransport::Mqtt, mqtt), (ProbeTransport::WsMqtt, ws), (ProbeTransport::WsProto, ws)]
+    let mut listeners: Vec<(&'static str, ProbeTransport, std::net::SocketAddr, Option<std::path::PathBuf>)> = vec![
+        ("mqtt", ProbeTransport::Mqtt, mqtt, None),
+        ("ws-mqtt", ProbeTransport::WsMqtt, ws, None),
+        ("ws-proto", ProbeTransport::WsProto, ws, None),
+    ];
+    if let Some((mqtts, wss, tls)) = tls {
+        if tls.require_client_cert {
+            tracing::info!("canary: the TLS listeners require client certificates and are not probed");
+        } else {
+            let pin = Some(tls.cert_file.clone());
+            listeners.push(("mqtt-tls", ProbeTransport::Mqtt, mqtts, pin.clone()));
+            listeners.push(("wss-mqtt", ProbeTransport::WsMqtt, wss, pin.clone()));
+            listeners.push(("wss-proto", ProbeTransport::WsProto, wss, pin));
+        }
+    }
+    listeners
         .into_iter()
-        .map(|(transport, addr)| Probe {
-            listener: transport.label(),
+        .map(|(listener, transport, addr, pin)| Probe {
+            listener,
+            pin,
             target: ProbeTarget {
                 address: loopback(addr),
                 transport,
@@ -142,7 +165,7 @@ pub fn probes(
                 password: Some(secret.into()),
                 token: None,
                 client_id: String::new(),
-                topic: format!("$canary/{}", transport.label()),
+                topic: format!("$canary/{listener}"),
                 timeout: Duration::from_millis(config.timeout_ms.max(1)),
             },
         })
@@ -171,6 +194,14 @@ pub async fn run(
             let mut target = probe.target.clone();
             // A fresh client id each round: nothing to take over, nothing left behind.
             target.client_id = format!("$canary-{}-{:08x}", probe.listener, rand::random::<u32>());
+            if let Some(cert) = &probe.pin {
+                match probe::pinned_tls_config(cert) {
+                    Ok(config) => target.tls = Some(config),
+                    Err(e) => {
+                        tracing::warn!(listener = probe.listener, error = %e, "canary: cannot read the certificate")
+                    }
+                }
+            }
             // Shutdown does not wait for a probe of listeners that are closing.
             let outcome = tokio::select! {
                 outcome = probe::run(&target) => outcome,
@@ -221,4 +252,59 @@ fn report(config: &MonitorConfig, previous: Option<Health>, result: &CanaryResul
             tracing::warn!(webhook = %url, error = %e, "canary alert not delivered");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listeners(
+        tls: Option<(std::net::SocketAddr, std::net::SocketAddr, &crate::config::TlsConfig)>,
+    ) -> Vec<&'static str> {
+        let addr: std::net::SocketAddr = "0.0.0.0:1883".parse().unwrap();
+        probes(addr, addr, tls, "secret", &MonitorConfig::default()).iter().map(|p| p.listener).collect()
+    }
+
+    #[test]
+    fn tls_listeners_are_probed_unless_they_require_client_certificates() {
+        let addr: std::net::SocketAddr = "127.0.0.1:8883".parse().unwrap();
+        let mut tls = crate::config::TlsConfig {
+            cert_file: "server.pem".into(),
+            key_file: "server.key".into(),
+            client_ca_file: None,
+            require_client_cert: false,
+            cn_as_username: false,
+        };
+        assert_eq!(listeners(None), ["mqtt", "ws-mqtt", "ws-proto"]);
+        assert_eq!(
+            listeners(Some((addr, addr, &tls))),
+            ["mqtt", "ws-mqtt", "ws-proto", "mqtt-tls", "wss-mqtt", "wss-proto"]
+        );
+        tls.require_client_cert = true;
+        assert_eq!(listeners(Some((addr, addr, &tls))), ["mqtt", "ws-mqtt", "ws-proto"]);
+    }
+
+    #[test]
+    fn a_listener_on_every_address_is_probed_on_loopback() {
+        let addr: std::net::SocketAddr = "0.0.0.0:1883".parse().unwrap();
+        let probes = probes(addr, addr, None, "secret", &MonitorConfig::default());
+        assert_eq!(probes[0].target.address, "127.0.0.1:1883");
+        assert_eq!(probes[0].target.username.as_deref(), Some(crate::auth::CANARY_USER));
+    }
+
+    #[test]
+    fn one_alert_per_change_of_state() {
+        let canary = Canary::default();
+        let threshold = Duration::from_millis(100);
+        let fail = || Err(probe::ProbeFailure { step: probe::Step::Connect, error: "refused".into() });
+        let (previous, r) = canary.record("mqtt", Ok(Duration::from_millis(1)), threshold);
+        assert_eq!((previous, r.state), (None, Health::Ok));
+        let (previous, r) = canary.record("mqtt", Ok(Duration::from_millis(500)), threshold);
+        assert_eq!((previous, r.state), (Some(Health::Ok), Health::Slow));
+        let (previous, r) = canary.record("mqtt", fail(), threshold);
+        assert_eq!((previous, r.state, r.failures), (Some(Health::Slow), Health::Failing, 1));
+        assert_eq!(canary.failing(), ["mqtt: connect failed: refused"]);
+        let (_, r) = canary.record("mqtt", fail(), threshold);
+        assert_eq!(r.failures, 2);
+    }
 }

@@ -54,7 +54,7 @@ pub struct ProbeTarget {
     /// `host:port`.
     pub address: String,
     pub transport: ProbeTransport,
-    /// TLS (MQTT over TCP only), with the CA to verify the broker against.
+    /// TLS (`mqtts`, `wss`), with what to verify the broker against.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub username: Option<String>,
     pub password: Option<String>,
@@ -130,11 +130,33 @@ fn set(step: &std::sync::Mutex<Step>, to: Step) {
 /// A byte stream or a WebSocket carrying MQTT packets.
 enum MqttLink {
     Stream(Box<dyn Stream>),
-    Ws(Box<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>>),
+    Ws(Box<tokio_tungstenite::WebSocketStream<Box<dyn Stream>>>),
 }
 
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// TCP to the target, then TLS when it asks for it.
+async fn open_stream(target: &ProbeTarget) -> Result<Box<dyn Stream>, String> {
+    let tcp = tokio::net::TcpStream::connect(&target.address).await.map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    let Some(config) = &target.tls else { return Ok(Box::new(tcp)) };
+    let host = target.address.rsplit_once(':').map_or(target.address.as_str(), |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("{host:?} as a TLS server name: {e}"))?;
+    let tls = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    Ok(Box::new(tls))
+}
+
+/// `ws://` or `wss://` to the target's `path`.
+fn ws_url(target: &ProbeTarget, path: &str) -> String {
+    let scheme = if target.tls.is_some() { "wss" } else { "ws" };
+    format!("{scheme}://{}{path}", target.address)
+}
 
 struct Mqtt {
     link: MqttLink,
@@ -145,32 +167,15 @@ const V311: ProtocolVersion = ProtocolVersion::V311;
 
 impl Mqtt {
     async fn open(target: &ProbeTarget) -> Result<Mqtt, String> {
+        let stream = open_stream(target).await?;
         let link = match target.transport {
             ProbeTransport::WsMqtt => {
-                let url = format!("ws://{}/mqtt", target.address);
-                let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+                let mut request = ws_url(target, "/mqtt").into_client_request().map_err(|e| e.to_string())?;
                 request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
-                let (ws, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| e.to_string())?;
+                let (ws, _) = tokio_tungstenite::client_async(request, stream).await.map_err(|e| e.to_string())?;
                 MqttLink::Ws(Box::new(ws))
             }
-            _ => {
-                let tcp = tokio::net::TcpStream::connect(&target.address).await.map_err(|e| e.to_string())?;
-                let _ = tcp.set_nodelay(true);
-                match &target.tls {
-                    None => MqttLink::Stream(Box::new(tcp)),
-                    Some(config) => {
-                        let host = target.address.rsplit_once(':').map_or(target.address.as_str(), |(h, _)| h);
-                        let host = host.trim_start_matches('[').trim_end_matches(']');
-                        let name = rustls::pki_types::ServerName::try_from(host.to_string())
-                            .map_err(|e| format!("{host:?} as a TLS server name: {e}"))?;
-                        let tls = tokio_rustls::TlsConnector::from(config.clone())
-                            .connect(name, tcp)
-                            .await
-                            .map_err(|e| format!("TLS handshake: {e}"))?;
-                        MqttLink::Stream(Box::new(tls))
-                    }
-                }
-            }
+            _ => MqttLink::Stream(stream),
         };
         Ok(Mqtt { link, buf: BytesMut::new() })
     }
@@ -283,7 +288,7 @@ async fn probe_mqtt(target: &ProbeTarget, step: &std::sync::Mutex<Step>) -> Resu
 }
 
 async fn probe_proto(target: &ProbeTarget, step: &std::sync::Mutex<Step>) -> Result<Duration, ProbeFailure> {
-    let url = format!("ws://{}/ws", target.address);
+    let url = ws_url(target, "/ws");
     let connect = pb::Connect {
         client_id: target.client_id.clone(),
         clean_start: true,
@@ -291,7 +296,8 @@ async fn probe_proto(target: &ProbeTarget, step: &std::sync::Mutex<Step>) -> Res
         username: target.username.clone().unwrap_or_default(),
         ..Default::default()
     };
-    let (mut client, _) = ProtoClient::connect(&url, connect).await.map_err(|e| fail(Step::Connect, e))?;
+    let stream = open_stream(target).await.map_err(|e| fail(Step::Connect, e))?;
+    let (mut client, _) = ProtoClient::connect_over(stream, &url, connect).await.map_err(|e| fail(Step::Connect, e))?;
     set(step, Step::Subscribe);
     let ack = client.subscribe(1, &[(&target.topic, 1)]).await.map_err(|e| fail(Step::Subscribe, e))?;
     if ack.results.first().is_none_or(|r| r.code >= 0x80) {
@@ -349,4 +355,66 @@ fn rustls_pemfile_certs(
         anyhow::bail!("{}: no certificate in it", path.display());
     }
     Ok(certs)
+}
+
+/// A TLS client configuration that trusts exactly the certificate in
+/// `cert_file` (the broker's own, first in its chain), whatever name it is
+/// reached by: the canary probing its own TLS listeners.
+pub fn pinned_tls_config(cert_file: &std::path::Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let pem = std::fs::read(cert_file).map_err(|e| anyhow::anyhow!("{}: {e}", cert_file.display()))?;
+    let leaf = rustls_pemfile_certs(&pem, cert_file)?.remove(0);
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = Arc::new(Pinned { leaf, provider: provider.clone() });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Accepts one certificate, by its exact bytes; signatures are still checked.
+#[derive(Debug)]
+struct Pinned {
+    leaf: rustls::pki_types::CertificateDer<'static>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.leaf.as_ref() {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General("not the broker's own certificate".into()))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
 }

@@ -121,10 +121,6 @@ impl Server {
             limit_loopback: config.mqtt.limit_loopback_peers,
         });
         let canary = Arc::new(crate::monitor::Canary::default());
-        if config.monitor.interval_secs > 0 {
-            let probes = crate::monitor::probes(mqtt_addr, ws_addr, broker.security().canary_secret(), &config.monitor);
-            accept_tasks.spawn(crate::monitor::run(canary.clone(), probes, config.monitor.clone(), stop_rx.clone()));
-        }
         let admin = Arc::new(crate::admin::AdminState {
             broker: broker.clone(),
             gate: gate.clone(),
@@ -168,9 +164,15 @@ impl Server {
                 limit(),
                 gate.clone(),
                 connections.clone(),
-                stop_rx,
+                stop_rx.clone(),
                 move |s, p| net::serve_websocket_tls(s, p, b.clone(), t.clone()),
             ));
+        }
+        if config.monitor.interval_secs > 0 {
+            let tls = tls_addrs.zip(config.tls.as_ref()).map(|((mqtt, ws), tls)| (mqtt, ws, tls));
+            let probes =
+                crate::monitor::probes(mqtt_addr, ws_addr, tls, broker.security().canary_secret(), &config.monitor);
+            accept_tasks.spawn(crate::monitor::run(canary.clone(), probes, config.monitor.clone(), stop_rx.clone()));
         }
         tracing::info!(mqtt = %mqtt_addr, websocket = %ws_addr, tls = ?tls_addrs, "starling listening");
         for bridge in &mut bridges {

@@ -81,6 +81,15 @@ impl Store for FailingStore {
     fn history_topics(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
         self.inner.history_topics(prefix, limit)
     }
+    fn push_queue_add(&self, seq: u64, event: &[u8]) -> Result<(), StoreError> {
+        self.inner.push_queue_add(seq, event)
+    }
+    fn push_queue_remove(&self, seq: u64) -> Result<(), StoreError> {
+        self.inner.push_queue_remove(seq)
+    }
+    fn push_queue_load(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.inner.push_queue_load()
+    }
     fn flush(&self) -> Result<(), StoreError> {
         self.inner.flush()
     }

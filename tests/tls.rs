@@ -344,3 +344,42 @@ async fn certificates_reload_without_dropping_connections() {
     v4::connect_with(rumqttc_tls(tls, "after", client_config(&pki.path("new-ca.pem"), None))).await;
     server.shutdown().await.unwrap();
 }
+
+/// The canary probes the TLS listeners too (MQTT over TLS, MQTT and
+/// starling.v1 over wss://), trusting exactly the broker's certificate;
+/// `starling probe --tls` verifies against a CA, on every transport.
+#[tokio::test]
+async fn the_canary_and_starling_probe_go_through_the_tls_listeners() {
+    let pki = pki();
+    let mut config = tls_config(&pki, false);
+    config.monitor.interval_secs = 1;
+    let server = start(config).await;
+    wait_until("six canary results, all ok", || {
+        let results = server.canary().results();
+        results.len() == 6 && results.iter().all(|r| r.ok)
+    })
+    .await;
+    let mut listeners: Vec<&str> = server.canary().results().iter().map(|r| r.listener).collect();
+    listeners.sort();
+    assert_eq!(listeners, ["mqtt", "mqtt-tls", "ws-mqtt", "ws-proto", "wss-mqtt", "wss-proto"]);
+
+    let (mqtts, wss) = (server.mqtt_tls_addr().unwrap(), server.ws_tls_addr().unwrap());
+    for (transport, addr) in [("mqtt", mqtts), ("ws-mqtt", wss), ("ws-proto", wss)] {
+        let out =
+            probe_cli(&[&addr.to_string(), "--transport", transport, "--tls", "--cafile", &pki.s("ca.pem")]).await;
+        assert!(out.status.success(), "{transport}: {}", String::from_utf8_lossy(&out.stdout));
+    }
+    // A CA that did not sign the broker's certificate: refused at connect.
+    let out = probe_cli(&[&mqtts.to_string(), "--tls", "--cafile", &pki.s("alice.pem"), "--json"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["step"], "connect");
+    assert!(report["error"].as_str().unwrap().contains("TLS handshake"), "{report}");
+    server.shutdown().await.unwrap();
+}
+
+async fn probe_cli(args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_starling"));
+    command.arg("probe").args(args).arg("--timeout").arg("5s");
+    within("starling probe", command.output()).await.unwrap()
+}

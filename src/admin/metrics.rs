@@ -248,6 +248,31 @@ pub fn render_metrics(state: &AdminState) -> prometheus::Result<String> {
         bridges.iter().map(|b| (vec![b.name.as_str()], b.queue_depth as i64)),
     )?;
 
+    // The offline push webhook.
+    if let Some(push) = &broker.push {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &push.counters;
+        let (watching, queued) = push.depths();
+        m.gauge("push_watching", "QoS 1/2 deliveries watched for their acknowledgement", watching)?;
+        m.gauge("push_queue_depth", "Push events waiting to be POSTed to the webhook", queued)?;
+        m.counters(
+            "push_webhook_calls_total",
+            "Calls of the push webhook, by result",
+            &["result"],
+            [(vec!["ok"], c.calls_ok.load(Relaxed)), (vec!["error"], c.calls_failed.load(Relaxed))],
+        )?;
+        m.counters(
+            "push_deliveries_total",
+            "Watched deliveries by outcome: pushed (not acknowledged in time, or recipient offline), acknowledged, not_watched (push.max_pending reached)",
+            &["outcome"],
+            [
+                (vec!["pushed"], c.queued.load(Relaxed)),
+                (vec!["acknowledged"], c.acknowledged.load(Relaxed)),
+                (vec!["not_watched"], c.not_watched.load(Relaxed)),
+            ],
+        )?;
+    }
+
     // The canary.
     let canary = state.canary.results();
     m.gauges(

@@ -52,6 +52,18 @@ impl Broker {
                     broker.publish_sys();
                 }
                 broker.sweep_expired_retained(now);
+                if broker.push.is_some() && !broker.push_sweep_running.swap(true, Ordering::AcqRel) {
+                    // Asks sessions and writes the store: off the runtime's threads.
+                    let broker = broker.clone();
+                    tokio::task::spawn_blocking(move || {
+                        if let Some(push) = &broker.push {
+                            push.sweep(now, |session| {
+                                broker.session(&session.client_id).is_some_and(|s| std::ptr::eq(&*s, session))
+                            });
+                        }
+                        broker.push_sweep_running.store(false, Ordering::Release);
+                    });
+                }
                 broker.classes.forget_quiet_rooms(now);
                 ticks += 1;
                 if ticks.is_multiple_of(HISTORY_SWEEP_EVERY_SECS)

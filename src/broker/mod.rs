@@ -205,6 +205,9 @@ pub struct Broker {
     history_sweep_running: std::sync::atomic::AtomicBool,
     /// Moving averages behind `$SYS/broker/load/...`.
     sys_load: Mutex<stats::LoadAverages>,
+    /// The offline push fallback, when `[push] webhook` is set.
+    pub push: Option<Arc<crate::push::Push>>,
+    push_sweep_running: std::sync::atomic::AtomicBool,
     store: Arc<dyn Store>,
     commit: GroupCommit,
     next_connection_id: AtomicU64,
@@ -242,7 +245,18 @@ impl Broker {
         let security = Security::from_config(&config)?;
         let commit = GroupCommit::new(store.clone());
         let (shutdown, _) = watch::channel(false);
+        let push = match config.push.webhook {
+            Some(_) => {
+                let names: Vec<&str> = classes.classes().iter().map(|c| c.name.as_str()).collect();
+                let push = Arc::new(crate::push::Push::new(config.push.clone(), &names, store.clone())?);
+                tokio::spawn(push.clone().run_sender(shutdown.subscribe()));
+                Some(push)
+            }
+            None => None,
+        };
         let broker = Arc::new(Broker {
+            push,
+            push_sweep_running: Default::default(),
             config,
             sessions: Mutex::new(HashMap::new()),
             subscriptions: RwLock::new(SubscriptionTree::new()),

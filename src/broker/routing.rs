@@ -189,8 +189,14 @@ impl Broker {
                 return;
             }
             attempts += 1;
+            let qos = delivery.qos;
             match sub.session.enqueue(delivery) {
                 Enqueued::Queued { stored, store_failed, displaced } => {
+                    if let Some(push) = &self.push {
+                        if qos > QoS::AtMostOnce && push.watches(class_slot) {
+                            push.watch(&sub.session, message);
+                        }
+                    }
                     outcome.deliveries += 1;
                     outcome.must_sync |= stored;
                     outcome.store_failed |= store_failed;

@@ -545,6 +545,15 @@ impl Session {
         self.state.lock().outbox.len()
     }
 
+    /// Whether the message `message_id` still waits here undelivered:
+    /// queued, or sent and not acknowledged (a QoS 2 delivery whose PUBREC
+    /// came back counts as delivered). A scan: for the push sweeper only.
+    pub fn holds_undelivered(&self, message_id: u64) -> bool {
+        let st = self.state.lock();
+        st.outbox.iter().any(|d| d.message.id == message_id)
+            || st.inflight.iter().any(|(_, e)| matches!(e, Inflight::Sent(d) if d.message.id == message_id))
+    }
+
     /// Queued deliveries, their bytes, and QoS 1/2 deliveries in flight
     /// (sent, not yet acknowledged), under one lock: for operators.
     pub fn load(&self) -> SessionLoad {

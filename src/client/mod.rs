@@ -483,12 +483,14 @@ impl Client {
     pub fn finish(mut self, reason: &CloseReason) {
         // Once per admitted connection, whatever ended it (connections that
         // never completed CONNECT are logged at debug level by their edge).
-        tracing::info!(
-            client_id = %self.session.client_id,
-            user = self.identity.user.as_deref().unwrap_or(""),
-            %reason,
-            "connection closed"
-        );
+        // The canary's own probes (several every interval) at debug: they
+        // would drown the log, and their failures are logged by the canary.
+        let user = self.identity.user.as_deref().unwrap_or("");
+        if user == crate::auth::CANARY_USER {
+            tracing::debug!(client_id = %self.session.client_id, user, %reason, "connection closed");
+        } else {
+            tracing::info!(client_id = %self.session.client_id, user, %reason, "connection closed");
+        }
         let will = self.will.take().map(|w| *w);
         self.broker.disconnected(&self.session, self.connection_id, will, reason.will_action());
         self.broker.stats.disconnected(reason);

@@ -45,6 +45,40 @@ pub struct Config {
     pub log: LogConfig,
     pub sys: SysConfig,
     pub monitor: MonitorConfig,
+    pub push: PushConfig,
+}
+
+/// `[push]`: the offline push fallback. A QoS 1/2 delivery in one of
+/// `classes` not acknowledged within `ack_timeout_secs` (or queued for an
+/// offline persistent session) is POSTed to `webhook`, signed with `secret`,
+/// so the app's server can send an APNs/FCM notification.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// Where to POST; none: no pushes.
+    pub webhook: Option<String>,
+    /// HMAC-SHA256 key of `X-Starling-Signature` (required with a webhook).
+    pub secret: String,
+    pub ack_timeout_secs: u64,
+    /// Topic classes whose deliveries are watched.
+    pub classes: Vec<String>,
+    /// Deliveries watched at once; beyond, new ones are not watched (counted).
+    pub max_pending: usize,
+    /// Bytes of the payload sent as `preview`.
+    pub preview_bytes: usize,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            webhook: None,
+            secret: String::new(),
+            ack_timeout_secs: 15,
+            classes: vec!["chat".into()],
+            max_pending: 100_000,
+            preview_bytes: 100,
+        }
+    }
 }
 
 /// `[monitor]`: the built-in canary, which publishes a probe through each of
@@ -559,6 +593,17 @@ impl Config {
     /// Checks values that the types alone cannot; reports every problem with its key.
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
+        if let Some(url) = &self.push.webhook {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                problems.push(format!("push.webhook = {url:?}: must be an http:// or https:// URL"));
+            }
+            if self.push.secret.len() < 16 {
+                problems.push("push.secret: set one of at least 16 characters to sign the webhook's calls".into());
+            }
+            if self.push.ack_timeout_secs == 0 {
+                problems.push("push.ack_timeout_secs = 0: must be at least 1".into());
+            }
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
             problems.push(format!("log.level = {:?}: {e}", self.log.level));
         }
@@ -664,6 +709,14 @@ mod tests {
         let err =
             Config::from_toml("[mqtt]\nreceive_maximum = 0\nmax_packet_size = 1\n", "x.toml").unwrap_err().to_string();
         assert!(err.contains("mqtt.receive_maximum") && err.contains("mqtt.max_packet_size"), "{err}");
+    }
+
+    #[test]
+    fn a_push_webhook_needs_a_url_and_a_secret() {
+        let err = Config::from_toml("[push]\nwebhook = \"ftp://x\"\n", "x.toml").unwrap_err().to_string();
+        assert!(err.contains("push.webhook") && err.contains("push.secret"), "{err}");
+        let ok = "[push]\nwebhook = \"https://app.example/push\"\nsecret = \"0123456789abcdef\"\n";
+        assert_eq!(Config::from_toml(ok, "x.toml").unwrap().push.ack_timeout_secs, 15);
     }
 
     const BRIDGE: &str = r#"

@@ -19,6 +19,7 @@ struct Inner {
     history: BTreeMap<String, BTreeMap<u64, StoredMessage>>,
     /// Appends per topic since start, for amortised trimming.
     history_appends: std::collections::HashMap<String, u64>,
+    push: BTreeMap<u64, Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -153,6 +154,20 @@ impl Store for MemoryStore {
             !messages.is_empty()
         });
         Ok(removed)
+    }
+
+    fn push_queue_add(&self, seq: u64, event: &[u8]) -> Result<(), StoreError> {
+        self.lock().push.insert(seq, event.to_vec());
+        Ok(())
+    }
+
+    fn push_queue_remove(&self, seq: u64) -> Result<(), StoreError> {
+        self.lock().push.remove(&seq);
+        Ok(())
+    }
+
+    fn push_queue_load(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        Ok(self.lock().push.iter().map(|(s, e)| (*s, e.clone())).collect())
     }
 
     fn history_topics(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {

@@ -137,6 +137,12 @@ pub trait Store: Send + Sync + 'static {
     /// most `limit` (for operators: `GET /api/v1/topics`). Reads one key per
     /// topic.
     fn history_topics(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError>;
+    /// The offline-push queue (`[push]`): an event waiting to be POSTed,
+    /// under its sequence number (opaque bytes: the push module's JSON).
+    fn push_queue_add(&self, seq: u64, event: &[u8]) -> Result<(), StoreError>;
+    fn push_queue_remove(&self, seq: u64) -> Result<(), StoreError>;
+    /// Every queued event, oldest first.
+    fn push_queue_load(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
     /// Blocks until every write made before the call is durable.
     fn flush(&self) -> Result<(), StoreError>;
 }

@@ -23,6 +23,8 @@ pub struct SledStore {
     sessions: sled::Tree,
     deliveries: sled::Tree,
     history: sled::Tree,
+    /// The offline-push queue: big-endian sequence number → event.
+    push: sled::Tree,
     /// Appends per topic since open, for amortised trimming.
     history_appends: parking_lot::Mutex<std::collections::HashMap<String, u64>>,
 }
@@ -110,6 +112,7 @@ impl SledStore {
             sessions: tree("sessions")?,
             deliveries: tree("deliveries")?,
             history: tree("history")?,
+            push: tree("push")?,
             history_appends: Default::default(),
             db,
         })
@@ -353,6 +356,30 @@ impl Store for SledStore {
             from.push(1);
         }
         Ok(removed)
+    }
+
+    fn push_queue_add(&self, seq: u64, event: &[u8]) -> Result<(), StoreError> {
+        self.push.insert(seq.to_be_bytes(), event).map_err(|e| io("queueing a push", e))?;
+        Ok(())
+    }
+
+    fn push_queue_remove(&self, seq: u64) -> Result<(), StoreError> {
+        self.push.remove(seq.to_be_bytes()).map_err(|e| io("removing a sent push", e))?;
+        Ok(())
+    }
+
+    fn push_queue_load(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.push
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.map_err(|e| io("loading the push queue", e))?;
+                let seq = <[u8; 8]>::try_from(k.as_ref()).map(u64::from_be_bytes).map_err(|_| StoreError::Corrupt {
+                    what: "push queue key".into(),
+                    detail: format!("expected 8 bytes, found {}", k.len()),
+                })?;
+                Ok((seq, v.to_vec()))
+            })
+            .collect()
     }
 
     fn history_topics(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {

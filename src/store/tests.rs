@@ -199,6 +199,16 @@ fn history_swept_by_age(store: &dyn Store) {
     assert!(store.history_topics("chat/", 10).unwrap().is_empty());
 }
 
+fn push_queue_kept_in_order(store: &dyn Store) {
+    for seq in [3u64, 1, 300] {
+        store.push_queue_add(seq, format!("event {seq}").as_bytes()).unwrap();
+    }
+    store.push_queue_remove(1).unwrap();
+    store.push_queue_remove(99).unwrap();
+    let queued = store.push_queue_load().unwrap();
+    assert_eq!(queued, vec![(3, b"event 3".to_vec()), (300, b"event 300".to_vec())]);
+}
+
 macro_rules! shared_suite {
     ($($test:ident),* $(,)?) => {
         mod on_memory {
@@ -231,6 +241,7 @@ shared_suite!(
     seq_order_is_numeric_across_byte_boundaries,
     history_kept_trimmed_and_filtered,
     history_swept_by_age,
+    push_queue_kept_in_order,
 );
 
 // ---- sled only: durability and format ----
@@ -369,6 +380,15 @@ impl Store for FlushProbe {
         Ok(0)
     }
     fn history_topics(&self, _: &str, _: usize) -> Result<Vec<String>, StoreError> {
+        Ok(vec![])
+    }
+    fn push_queue_add(&self, _: u64, _: &[u8]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn push_queue_remove(&self, _: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn push_queue_load(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         Ok(vec![])
     }
     fn flush(&self) -> Result<(), StoreError> {

@@ -10,6 +10,7 @@ use super::{decode, encode, pb, FrameError, Inbound, HEARTBEAT};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use pb::frame::Body;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -30,8 +31,10 @@ pub enum ClientError {
     Refused { code: u32, reason: String },
 }
 
-pub struct Client {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+/// A connection over `S`: a plain TCP stream by default, or any byte stream
+/// (a TLS stream for `wss://`, see [`Client::connect_over`]).
+pub struct Client<S = MaybeTlsStream<TcpStream>> {
+    ws: WebSocketStream<S>,
 }
 
 impl Client {
@@ -46,6 +49,25 @@ impl Client {
     /// Opens `url`, sends `connect` and waits for the `ConnAck`; a refusal is an error.
     pub async fn connect(url: &str, connect: pb::Connect) -> Result<(Client, pb::ConnAck), ClientError> {
         let mut client = Client::open(url).await?;
+        client.send(Body::Connect(connect)).await?;
+        match client.recv().await? {
+            Inbound::Frame(Body::ConnAck(ack)) if ack.reason_code == 0 => Ok((client, ack)),
+            Inbound::Frame(Body::ConnAck(ack)) => {
+                Err(ClientError::Refused { code: ack.reason_code, reason: ack.reason })
+            }
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    /// Upgrades `stream` (already connected, TLS done if any) to a WebSocket
+    /// for `url`, sends `connect` and waits for the `ConnAck`.
+    pub async fn connect_over(stream: S, url: &str, connect: pb::Connect) -> Result<(Self, pb::ConnAck), ClientError> {
+        let mut request = url.into_client_request()?;
+        request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(super::SUBPROTOCOL));
+        let (ws, _response) = tokio_tungstenite::client_async(request, stream).await?;
+        let mut client = Client { ws };
         client.send(Body::Connect(connect)).await?;
         match client.recv().await? {
             Inbound::Frame(Body::ConnAck(ack)) if ack.reason_code == 0 => Ok((client, ack)),
