@@ -168,3 +168,46 @@ async fn sys_topics_carry_mosquittos_names_and_hash_does_not_match_them() {
     assert_eq!(first.topic, "plain/marker", "a filter starting with # matched a $SYS topic");
     server.shutdown().await.unwrap();
 }
+
+/// docs/grafana/starling.json is built on the names `/metrics` exports:
+/// every `starling_*` name the dashboard queries is in the output of a
+/// broker with a bridge, the canary, the push webhook and some traffic.
+#[tokio::test]
+async fn the_grafana_dashboard_queries_only_exported_metrics() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../docs/grafana/starling.json")).expect("the dashboard is JSON");
+    assert_eq!(dashboard["uid"], "starling");
+    let text = dashboard.to_string();
+    let mut wanted: Vec<String> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("starling_"))
+        .map(|w| w.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count").to_string())
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    assert!(wanted.len() > 20, "{wanted:?}");
+
+    let mut config = memory_config();
+    config.monitor.interval_secs = 1;
+    config.push.webhook = Some("http://127.0.0.1:9/push".into());
+    config.push.secret = "a-secret-of-sixteen-chars".into();
+    config.bridge = starling::config::Config::from_toml(
+        "[[bridge]]\nname = \"up\"\naddress = \"127.0.0.1:1\"\n[[bridge.topics]]\nfilter = \"b/#\"\ndirection = \"out\"\n",
+        "test bridge",
+    )
+    .unwrap()
+    .bridge;
+    let server = start(config).await;
+    // Traffic, a disconnect, and a drop (QoS 0 for an offline session).
+    let mut offline = v4::connect(server.mqtt_addr(), "offline", false).await;
+    offline.subscribe("g/#", v4::QoS::AtMostOnce).await;
+    offline.disconnect().await;
+    let mut c = v4::connect(server.mqtt_addr(), "grafana", true).await;
+    c.publish_acked("g/x", false, "1").await;
+    wait_until("the canary's first round", || server.canary().results().len() == 3).await;
+    let (_, metrics) = get(server.admin_addr(), "/metrics", None).await;
+    for name in &wanted {
+        assert!(metrics.contains(&format!("# TYPE {name} ")), "the dashboard queries {name}, not exported:\n{metrics}");
+    }
+    server.shutdown().await.unwrap();
+}
