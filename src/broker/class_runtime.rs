@@ -116,10 +116,10 @@ impl ClassRuntime {
         ClassRuntime { set, drops, ..Default::default() }
     }
 
-    /// Counts a delivery not made; `class_slot` is `Handling::class`.
-    pub fn count_drop(&self, class_slot: usize, reason: DropReason) {
+    /// Counts `n` deliveries not made; `class_slot` is `Handling::class`.
+    pub fn count_drops(&self, class_slot: usize, reason: DropReason, n: u64) {
         if let Some(row) = self.drops.get(class_slot) {
-            row[reason as usize].fetch_add(1, Ordering::Relaxed);
+            row[reason as usize].fetch_add(n, Ordering::Relaxed);
         }
     }
 
@@ -194,7 +194,7 @@ impl ClassRuntime {
             });
             if !sampler.admit(now_ms) {
                 self.shed.fetch_add(1, Ordering::Relaxed);
-                self.count_drop(classified.index + 1, DropReason::Sampled);
+                self.count_drops(classified.index + 1, DropReason::Sampled, 1);
                 return Admission::Shed;
             }
         }

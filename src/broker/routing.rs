@@ -161,6 +161,8 @@ impl Broker {
         let mut congested: Option<Arc<Session>> = None;
         let now = clock::coarse_now_ms();
         let class_slot = usize::from(message.handling.class);
+        // Counted once per message, not per delivery (a slow fan-out refuses many).
+        let (mut refused, mut displaced_count, mut offline) = (0u64, 0u64, 0u64);
         let tree = self.subscriptions.read();
         tree.for_each_match(&message.topic, |_key, entry| {
             let sub = match entry {
@@ -200,13 +202,10 @@ impl Broker {
                     outcome.deliveries += 1;
                     outcome.must_sync |= stored;
                     outcome.store_failed |= store_failed;
-                    if displaced {
-                        self.count_displaced(message);
-                    }
+                    displaced_count += u64::from(displaced);
                 }
                 Enqueued::Full => {
-                    self.classes.count_drop(class_slot, DropReason::QueueFull);
-                    self.stats.limit_hit(Limit::QueuedMessages);
+                    refused += 1;
                     if sub.session.is_draining(now, STALLED_AFTER_MS) {
                         full += 1;
                         if congested.is_none() {
@@ -214,13 +213,23 @@ impl Broker {
                         }
                     }
                 }
-                Enqueued::Dropped => self.classes.count_drop(class_slot, DropReason::Offline),
+                Enqueued::Dropped => offline += 1,
             }
         });
         if full * 2 > attempts {
             outcome.congested = congested;
         }
         drop(tree);
+        if refused > 0 {
+            self.classes.count_drops(class_slot, DropReason::QueueFull, refused);
+            self.stats.limit_hit_n(Limit::QueuedMessages, refused);
+        }
+        if displaced_count > 0 {
+            self.count_displaced(message, displaced_count);
+        }
+        if offline > 0 {
+            self.classes.count_drops(class_slot, DropReason::Offline, offline);
+        }
         for (session, delivery) in duplicates {
             if let Some(Enqueued::Queued { stored, store_failed, .. }) = session.merge_duplicate(delivery) {
                 outcome.deliveries += 1;
@@ -232,12 +241,12 @@ impl Broker {
 
     /// Counts the message a `drop_oldest` or `conflate` outbox discarded
     /// to take this one.
-    fn count_displaced(&self, message: &Message) {
+    fn count_displaced(&self, message: &Message, n: u64) {
         let reason = match message.handling.policy {
             crate::classes::OutboxPolicy::Conflate => DropReason::Conflated,
             _ => DropReason::DropOldest,
         };
-        self.classes.count_drop(usize::from(message.handling.class), reason);
+        self.classes.count_drops(usize::from(message.handling.class), reason, n);
     }
 
     /// Recent messages of a topic whose class keeps history, oldest first:

@@ -197,7 +197,11 @@ impl Stats {
     }
 
     pub fn limit_hit(&self, limit: Limit) {
-        add(&self.mine().limit_hits[limit as usize], 1);
+        self.limit_hit_n(limit, 1);
+    }
+
+    pub fn limit_hit_n(&self, limit: Limit, n: u64) {
+        add(&self.mine().limit_hits[limit as usize], n);
     }
 
     pub fn messages_received(&self) -> ByTransportQos {

@@ -199,6 +199,7 @@ pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Resu
             }),
             routed: 0,
             yield_before_routing: false,
+            batches: 0,
             rate_key: match identity_user.as_deref() {
                 Some(user) => Some(Arc::from(format!("user:{user}"))),
                 None if peer.addr.ip().is_loopback() && !broker.config().mqtt.limit_loopback_peers => None,
@@ -235,6 +236,7 @@ pub fn attach_trusted(
         liveness: None,
         routed: 0,
         yield_before_routing: false,
+        batches: 0,
         rate_key: None,
         finished: false,
     };
@@ -352,6 +354,8 @@ pub struct Client {
     routed: usize,
     /// Whether the next publish goes behind the ready tasks first (see `publish`).
     yield_before_routing: bool,
+    /// Write batches so far (latency sampling).
+    batches: u32,
     /// Rate limits key on this: `user:NAME`, or `ip:ADDR` when anonymous;
     /// `None` (the client id) for anonymous loopback peers unless
     /// `mqtt.limit_loopback_peers` (local tools and pages share one address).
@@ -518,10 +522,15 @@ impl Client {
             budget = budget.saturating_sub(taken);
             let full = outgoing.len() == batch;
             let mut by_qos = [0u64; 3];
+            self.batches = self.batches.wrapping_add(1);
+            if self.batches.is_multiple_of(LATENCY_SAMPLE_EVERY) {
+                if let Some(Outgoing::Publish { delivery, .. }) = outgoing.first() {
+                    sample_delivery_latency(&self.broker, delivery.message.timestamp_ms);
+                }
+            }
             for item in outgoing.drain(..) {
                 if let Outgoing::Publish { delivery, .. } = &item {
                     by_qos[delivery.qos as usize] += 1;
-                    sample_delivery_latency(&self.broker, delivery.message.timestamp_ms);
                 }
                 edge.write_outgoing(self, item);
             }
@@ -666,26 +675,19 @@ impl Client {
     }
 }
 
-/// Records the publish-to-delivery latency of one delivery in
-/// [`LATENCY_SAMPLE_EVERY`] (per thread): a clock read per delivery would
-/// cost the fan-out path more than the histogram is worth.
+/// Records the publish-to-delivery latency of a batch's first delivery. Called
+/// for one write batch in [`LATENCY_SAMPLE_EVERY`] of each client: a clock
+/// read per delivery would cost the fan-out path more than the histogram is
+/// worth.
 fn sample_delivery_latency(broker: &Broker, accepted_at_ms: u64) {
-    thread_local! {
-        static DELIVERIES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-    }
-    let due = DELIVERIES.with(|n| {
-        let next = n.get().wrapping_add(1);
-        n.set(next);
-        next % LATENCY_SAMPLE_EVERY == 0
-    });
-    if due && accepted_at_ms > 0 {
+    if accepted_at_ms > 0 {
         let waited_ms = now_ms().saturating_sub(accepted_at_ms);
         broker.stats.delivery_latency.observe(waited_ms as f64 / 1000.0);
     }
 }
 
-/// One delivery in this many has its latency recorded.
-const LATENCY_SAMPLE_EVERY: u32 = 64;
+/// One write batch in this many (per client) has its first delivery's latency recorded.
+const LATENCY_SAMPLE_EVERY: u32 = 16;
 
 /// Whether `identity` may subscribe to `filter` (no `$share/` prefix): the
 /// ACL, then the roles of every class the filter reaches.
