@@ -502,21 +502,13 @@ async fn list_bridges(State(state): State<Shared>) -> Json<Value> {
 async fn stats(State(state): State<Shared>) -> Json<Value> {
     use crate::broker::stats::total;
     let broker = &state.broker;
+    let sessions = broker.session_summary();
     let mut by_transport: BTreeMap<&str, usize> =
         ["mqtt", "ws-mqtt", "ws-proto", "bridge"].into_iter().map(|t| (t, 0)).collect();
-    let (mut online, mut offline, mut queued, mut inflight) = (0, 0, 0, 0);
-    for session in broker.sessions_snapshot() {
-        match session.attachment() {
-            Some(a) => {
-                online += 1;
-                *by_transport.entry(a.transport.label()).or_default() += 1;
-            }
-            None => offline += 1,
-        }
-        let load = session.load();
-        queued += load.queued;
-        inflight += load.inflight;
+    for ((transport, _), n) in &sessions.connections {
+        *by_transport.entry(transport).or_default() += n;
     }
+    let (online, offline, queued, inflight) = (sessions.online, sessions.offline, sessions.queued, sessions.inflight);
     let stats = &broker.stats;
     let top: Vec<Value> = stats
         .topics

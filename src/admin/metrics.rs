@@ -15,7 +15,6 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use prometheus::core::Collector;
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
@@ -100,38 +99,24 @@ pub fn render_metrics(state: &AdminState) -> prometheus::Result<String> {
     let stats = &broker.stats;
 
     // Connections and sessions: one scan of the sessions map.
-    let mut connections: BTreeMap<(&'static str, &'static str), i64> = BTreeMap::new();
-    let (mut online, mut offline) = (0i64, 0i64);
-    let (mut queued, mut queued_bytes, mut inflight) = (0usize, 0usize, 0usize);
-    for session in broker.sessions_snapshot() {
-        match session.attachment() {
-            Some(a) => {
-                online += 1;
-                *connections.entry((a.transport.label(), a.protocol)).or_default() += 1;
-            }
-            None => offline += 1,
-        }
-        let load = session.load();
-        queued += load.queued;
-        queued_bytes += load.queued_bytes;
-        inflight += load.inflight;
-    }
+    let sessions = broker.session_summary();
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
     m.gauges(
         "connections",
         "Live connections by transport and protocol",
         &["transport", "protocol"],
-        connections.iter().map(|((t, p), n)| (vec![*t, *p], *n)),
+        sessions.connections.iter().map(|((t, p), n)| (vec![*t, *p], count(*n))),
     )?;
     m.gauges(
         "sessions",
         "Sessions held, by whether a connection is attached",
         &["state"],
-        [(vec!["online"], online), (vec!["offline"], offline)],
+        [(vec!["online"], count(sessions.online)), (vec!["offline"], count(sessions.offline))],
     )?;
-    m.gauge("clients_connected", "Sessions with a live connection", online as usize)?;
-    m.gauge("queued_messages", "Deliveries waiting in outboxes (all sessions)", queued)?;
-    m.gauge("queued_bytes", "Bytes of the deliveries waiting in outboxes", queued_bytes)?;
-    m.gauge("inflight_messages", "QoS 1/2 deliveries sent and not yet acknowledged", inflight)?;
+    m.gauge("clients_connected", "Sessions with a live connection", sessions.online)?;
+    m.gauge("queued_messages", "Deliveries waiting in outboxes (all sessions)", sessions.queued)?;
+    m.gauge("queued_bytes", "Bytes of the deliveries waiting in outboxes", sessions.queued_bytes)?;
+    m.gauge("inflight_messages", "QoS 1/2 deliveries sent and not yet acknowledged", sessions.inflight)?;
     m.gauge(
         "subscriptions",
         "Subscriptions in the tree (a client's, or a shared group's)",

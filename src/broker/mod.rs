@@ -39,7 +39,7 @@ pub use class_runtime::Refusal;
 pub use message::{now_ms, Delivery, Handling, Message, MessageProperties};
 pub use session::{Attachment, Enqueued, Outgoing, Session, SessionLoad, SubscriptionRecord, NEVER_EXPIRES};
 
-pub use operators::Closed;
+pub use operators::{Closed, SessionSummary};
 pub use routing::AdmittedPublish;
 use sessions::session_has_expired;
 use subscriptions::insert_subscription;

@@ -20,7 +20,40 @@ pub enum Closed {
     NoSuchClient,
 }
 
+/// Totals over every session (see [`Broker::session_summary`]).
+#[derive(Debug, Default)]
+pub struct SessionSummary {
+    /// Live connections by (transport label, protocol).
+    pub connections: std::collections::BTreeMap<(&'static str, &'static str), usize>,
+    pub online: usize,
+    pub offline: usize,
+    pub queued: usize,
+    pub queued_bytes: usize,
+    pub inflight: usize,
+}
+
 impl Broker {
+    /// Connections, sessions and undelivered totals in one scan of the
+    /// sessions (for `/metrics` and `/api/v1/stats`).
+    pub fn session_summary(&self) -> SessionSummary {
+        let sessions: Vec<_> = self.sessions.lock().values().cloned().collect();
+        let mut summary = SessionSummary::default();
+        for session in sessions {
+            match session.attachment() {
+                Some(a) => {
+                    summary.online += 1;
+                    *summary.connections.entry((a.transport.label(), a.protocol)).or_default() += 1;
+                }
+                None => summary.offline += 1,
+            }
+            let load = session.load();
+            summary.queued += load.queued;
+            summary.queued_bytes += load.queued_bytes;
+            summary.inflight += load.inflight;
+        }
+        summary
+    }
+
     /// Every session, connected or not, ordered by client id.
     pub fn sessions_snapshot(&self) -> Vec<Arc<Session>> {
         let mut sessions: Vec<_> = self.sessions.lock().values().cloned().collect();
