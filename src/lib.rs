@@ -23,6 +23,8 @@
 //! - [`simulate`]: `starling simulate fleet`, publishers that feed the web demo.
 //! - [`bridge`]: links to other MQTT brokers (rumqttc), attached to the
 //!   core like a client.
+//! - [`files`]: files in chat: resumable uploads (tus 1.0) and downloads on
+//!   the WebSocket port, stored once by content.
 //! - [`server`]: wires the pieces together; what `starling serve` and the
 //!   tests start.
 //!
@@ -38,6 +40,7 @@ pub mod broker;
 pub mod classes;
 pub mod client;
 pub mod config;
+pub mod files;
 pub mod fuzz;
 pub mod model;
 pub mod monitor;

@@ -79,8 +79,19 @@ impl Server {
             crate::classes::ClassSet::load_dir(&config.classes.dir)
                 .map_err(|e| anyhow::anyhow!("invalid topic classes in {}:\n{e}", config.classes.dir.display()))?
         };
-        let broker =
-            Broker::with_classes(config.clone(), store, classes).context("cannot restore state from the store")?;
+        let broker = Broker::with_classes(config.clone(), store.clone(), classes)
+            .context("cannot restore state from the store")?;
+        let files = if config.files.enabled {
+            let (config, store) = (config.clone(), store.clone());
+            let files = tokio::task::spawn_blocking(move || crate::files::Files::open(&config, store))
+                .await?
+                .context("cannot open the uploaded files (files.dir)")?;
+            let files = Arc::new(files);
+            broker.attach_files(files.clone());
+            Some(files)
+        } else {
+            None
+        };
         // Bridges' local sessions exist (and queue) before any client can publish;
         // their links start once the listeners are bound.
         let mut bridges =
@@ -128,6 +139,9 @@ impl Server {
             canary: canary.clone(),
         });
         accept_tasks.spawn(crate::admin::serve(admin_listener, admin, stop_rx.clone()));
+        if let Some(files) = files {
+            accept_tasks.spawn(crate::files::run_sweeper(files, stop_rx.clone()));
+        }
         let b = broker.clone();
         accept_tasks.spawn(net::accept_loop(
             listener,

@@ -90,6 +90,15 @@ impl Store for FailingStore {
     fn push_queue_load(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         self.inner.push_queue_load()
     }
+    fn files_put(&self, key: &str, record: &[u8]) -> Result<(), StoreError> {
+        self.inner.files_put(key, record)
+    }
+    fn files_remove(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.files_remove(key)
+    }
+    fn files_load(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.inner.files_load()
+    }
     fn flush(&self) -> Result<(), StoreError> {
         self.inner.flush()
     }

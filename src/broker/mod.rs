@@ -207,6 +207,9 @@ pub struct Broker {
     sys_load: Mutex<stats::LoadAverages>,
     /// The offline push fallback, when `[push] webhook` is set.
     pub push: Option<Arc<crate::push::Push>>,
+    /// Uploaded files (`[files]`), attached by the server once it opened
+    /// them (a broker built for a unit test has none).
+    files: std::sync::OnceLock<Arc<crate::files::Files>>,
     push_sweep_running: std::sync::atomic::AtomicBool,
     store: Arc<dyn Store>,
     commit: GroupCommit,
@@ -257,6 +260,7 @@ impl Broker {
         let broker = Arc::new(Broker {
             push,
             push_sweep_running: Default::default(),
+            files: Default::default(),
             config,
             sessions: Mutex::new(HashMap::new()),
             subscriptions: RwLock::new(SubscriptionTree::new()),
@@ -282,6 +286,16 @@ impl Broker {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Uploaded files, when `[files]` is enabled.
+    pub fn files(&self) -> Option<&Arc<crate::files::Files>> {
+        self.files.get()
+    }
+
+    /// Attaches the files the server opened (once).
+    pub fn attach_files(&self, files: Arc<crate::files::Files>) {
+        let _ = self.files.set(files);
     }
 
     /// Authentication, access control and single sign-on.

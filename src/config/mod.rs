@@ -7,11 +7,13 @@
 //! file.
 
 mod auth;
+mod files;
 
 pub use auth::{
     AclAction, AclRule, AuthConfig, FailMode, HttpConfig, HttpHookConfig, JwtConfig, Permission, SingleSession,
     UserRoles,
 };
+pub use files::FilesConfig;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,6 +48,8 @@ pub struct Config {
     pub sys: SysConfig,
     pub monitor: MonitorConfig,
     pub push: PushConfig,
+    /// Resumable uploads (tus) and downloads on the WebSocket port.
+    pub files: FilesConfig,
 }
 
 /// `[push]`: the offline push fallback. A QoS 1/2 delivery in one of
@@ -66,6 +70,19 @@ pub struct PushConfig {
     pub max_pending: usize,
     /// Bytes of the payload sent as `preview`.
     pub preview_bytes: usize,
+}
+
+impl Config {
+    /// Where uploaded files live: `files.dir`, or `files` under the data
+    /// directory; `None` with the memory backend and no `files.dir` (the
+    /// files then live in a temporary directory: nothing survives a restart).
+    pub fn files_dir(&self) -> Option<PathBuf> {
+        match (&self.files.dir, self.storage.backend) {
+            (Some(dir), _) => Some(dir.clone()),
+            (None, StorageBackend::Sled) => Some(self.storage.data_dir.join("files")),
+            (None, StorageBackend::Memory) => None,
+        }
+    }
 }
 
 impl Default for PushConfig {
@@ -647,6 +664,7 @@ impl Config {
             problems.push("storage.data_dir is empty: the sled backend needs a directory".to_string());
         }
         self.auth.validate(&self.acl, &mut problems);
+        self.files.validate(&mut problems);
         if let Some(tls) = &self.tls {
             if tls.client_ca_file.is_none() && (tls.require_client_cert || tls.cn_as_username) {
                 problems.push("tls.require_client_cert and tls.cn_as_username need tls.client_ca_file".to_string());

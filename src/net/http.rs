@@ -20,6 +20,9 @@ pub struct Request {
     pub query: Option<String>,
     /// Header names lower-cased.
     pub headers: Vec<(String, String)>,
+    /// The head's bytes as received (handed on when another server, such as
+    /// the files endpoint's, reads the request itself).
+    pub head: bytes::Bytes,
 }
 
 impl Request {
@@ -82,8 +85,9 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Request>, HeadError> {
                     .iter()
                     .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
                     .collect(),
+                head: bytes::Bytes::new(),
             };
-            let _ = buf.split_to(len);
+            let request = Request { head: buf.split_to(len).freeze(), ..request };
             Ok(Some(request))
         }
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
@@ -169,18 +173,23 @@ pub fn check_upgrade(req: &Request, accepted: &[&str]) -> Result<(String, String
 /// equal the request's `Host` (the broker's own pages), and those listed
 /// in `allowed` (`"*"`: any). `Err` carries the 403 body.
 pub fn check_origin(req: &Request, allowed: &[String]) -> Result<(), String> {
-    let Some(origin) = req.header("origin") else { return Ok(()) };
+    match req.header("origin") {
+        Some(origin) => origin_allowed(origin, req.header("host"), allowed),
+        None => Ok(()),
+    }
+}
+
+/// The rule of [`check_origin`] for a request that has an `Origin` (the files
+/// endpoint applies it to its CORS requests too).
+pub fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> Result<(), String> {
     if allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)) {
         return Ok(());
     }
     let origin_host = origin.split_once("://").map(|(_, rest)| rest).unwrap_or(origin).trim_end_matches('/');
-    if req.header("host").is_some_and(|host| host.eq_ignore_ascii_case(origin_host)) {
+    if host.is_some_and(|host| host.eq_ignore_ascii_case(origin_host)) {
         return Ok(());
     }
-    Err(format!(
-        "WebSocket connections from pages at {origin} are not allowed here; \
-         add it to websocket.allowed_origins\n"
-    ))
+    Err(format!("requests from pages at {origin} are not allowed here; add it to websocket.allowed_origins\n"))
 }
 
 /// Sends the 101 response that completes an upgrade checked by [`check_upgrade`].

@@ -2,7 +2,8 @@
 //!
 //! Owns: the accept loops, the connection limit shared by all listeners,
 //! socket options, and routing WebSocket upgrades by path (`/mqtt`, `/ws`);
-//! plain requests go to the API (`/api/`) or the web demo (`/`, `/web/`).
+//! plain requests go to the files endpoint (`/files/`, `crate::files`), the
+//! API (`/api/`) or the web demo (`/`, `/web/`).
 //! Must never: parse protocol bytes past the HTTP upgrade, or pace the accept
 //! loop with sleeps (a burst of thousands of connects must be taken as fast
 //! as the kernel offers them; `mqtt.max_connections` bounds it instead).
@@ -195,6 +196,18 @@ where
     // Plain HTTP answers are bounded by the write timeout too: a client that
     // asks for the demo page and stops reading must not hold its task.
     let write_timeout = Duration::from_secs(broker.config().mqtt.write_timeout_secs);
+    if crate::files::http::handles(&request.path) {
+        let Some(files) = broker.files().cloned() else {
+            let body = "file uploads are off on this broker (files.enabled = false)\n";
+            return http::respond(&mut stream, 404, "text/plain; charset=utf-8", body.as_bytes()).await;
+        };
+        // The files endpoint reads the request itself (hyper): give it the
+        // head back, followed by whatever body bytes already arrived.
+        let mut head = BytesMut::from(&request.head[..]);
+        head.extend_from_slice(&buf);
+        peer.transport = Transport::Http;
+        return crate::files::http::serve(stream, head.freeze(), peer, broker, files).await;
+    }
     if request.path.starts_with("/api/") {
         let (status, body) = api::handle(&request, &broker, peer.local_listener);
         let answer = http::respond(&mut stream, status, "application/json", body.as_bytes());

@@ -20,6 +20,7 @@ struct Inner {
     /// Appends per topic since start, for amortised trimming.
     history_appends: std::collections::HashMap<String, u64>,
     push: BTreeMap<u64, Vec<u8>>,
+    files: BTreeMap<String, Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -168,6 +169,20 @@ impl Store for MemoryStore {
 
     fn push_queue_load(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         Ok(self.lock().push.iter().map(|(s, e)| (*s, e.clone())).collect())
+    }
+
+    fn files_put(&self, key: &str, record: &[u8]) -> Result<(), StoreError> {
+        self.lock().files.insert(key.to_string(), record.to_vec());
+        Ok(())
+    }
+
+    fn files_remove(&self, key: &str) -> Result<(), StoreError> {
+        self.lock().files.remove(key);
+        Ok(())
+    }
+
+    fn files_load(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        Ok(self.lock().files.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 
     fn history_topics(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {

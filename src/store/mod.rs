@@ -143,6 +143,12 @@ pub trait Store: Send + Sync + 'static {
     fn push_queue_remove(&self, seq: u64) -> Result<(), StoreError>;
     /// Every queued event, oldest first.
     fn push_queue_load(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    /// Uploaded files' records (`crate::files`): opaque bytes (the files
+    /// module's JSON) under a key it chooses.
+    fn files_put(&self, key: &str, record: &[u8]) -> Result<(), StoreError>;
+    fn files_remove(&self, key: &str) -> Result<(), StoreError>;
+    /// Every file record, in key order (read once at start).
+    fn files_load(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// Blocks until every write made before the call is durable.
     fn flush(&self) -> Result<(), StoreError>;
 }

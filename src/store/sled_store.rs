@@ -25,6 +25,8 @@ pub struct SledStore {
     history: sled::Tree,
     /// The offline-push queue: big-endian sequence number → event.
     push: sled::Tree,
+    /// Uploaded files' records: key → the files module's JSON.
+    files: sled::Tree,
     /// Appends per topic since open, for amortised trimming.
     history_appends: parking_lot::Mutex<std::collections::HashMap<String, u64>>,
 }
@@ -113,6 +115,7 @@ impl SledStore {
             deliveries: tree("deliveries")?,
             history: tree("history")?,
             push: tree("push")?,
+            files: tree("files")?,
             history_appends: Default::default(),
             db,
         })
@@ -378,6 +381,28 @@ impl Store for SledStore {
                     detail: format!("expected 8 bytes, found {}", k.len()),
                 })?;
                 Ok((seq, v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn files_put(&self, key: &str, record: &[u8]) -> Result<(), StoreError> {
+        self.files.insert(key.as_bytes(), record).map_err(|e| io("saving a file record", e))?;
+        Ok(())
+    }
+
+    fn files_remove(&self, key: &str) -> Result<(), StoreError> {
+        self.files.remove(key.as_bytes()).map_err(|e| io("removing a file record", e))?;
+        Ok(())
+    }
+
+    fn files_load(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.files
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.map_err(|e| io("loading file records", e))?;
+                let key = String::from_utf8(k.to_vec())
+                    .map_err(|_| StoreError::Corrupt { what: "file record key".into(), detail: "not UTF-8".into() })?;
+                Ok((key, v.to_vec()))
             })
             .collect()
     }

@@ -209,6 +209,15 @@ fn push_queue_kept_in_order(store: &dyn Store) {
     assert_eq!(queued, vec![(3, b"event 3".to_vec()), (300, b"event 300".to_vec())]);
 }
 
+fn file_records_put_replace_remove(store: &dyn Store) {
+    store.files_put("f/b", b"one").unwrap();
+    store.files_put("f/a", b"two").unwrap();
+    store.files_put("f/b", b"three").unwrap();
+    store.files_remove("f/a").unwrap();
+    store.files_remove("f/missing").unwrap();
+    assert_eq!(store.files_load().unwrap(), vec![("f/b".to_string(), b"three".to_vec())]);
+}
+
 macro_rules! shared_suite {
     ($($test:ident),* $(,)?) => {
         mod on_memory {
@@ -242,6 +251,7 @@ shared_suite!(
     history_kept_trimmed_and_filtered,
     history_swept_by_age,
     push_queue_kept_in_order,
+    file_records_put_replace_remove,
 );
 
 // ---- sled only: durability and format ----
@@ -389,6 +399,15 @@ impl Store for FlushProbe {
         Ok(())
     }
     fn push_queue_load(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        Ok(vec![])
+    }
+    fn files_put(&self, _: &str, _: &[u8]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn files_remove(&self, _: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn files_load(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         Ok(vec![])
     }
     fn flush(&self) -> Result<(), StoreError> {
