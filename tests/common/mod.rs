@@ -570,6 +570,7 @@ pub mod raw {
 }
 
 pub mod hook;
+pub mod http;
 pub mod node;
 pub mod process;
 pub mod wire;
