@@ -9,8 +9,10 @@
 //! `UPDATE_DEMO_SCREENSHOT=1` the test also copies one to docs/demo.png.
 
 mod common;
+
 use common::node::NodeScript;
 use common::*;
+use sha2::Digest;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -194,5 +196,42 @@ async fn the_status_page_shows_connections_rates_top_topics_and_the_canary() {
     assert!(canary.starts_with("CANARY ") && canary.contains("mqtt") && canary.contains("ok"), "{canary}");
     page.finish().await;
     traffic.abort();
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_picture_dropped_into_the_chat_shows_for_everyone_and_the_second_upload_is_instant() {
+    let server = start(with_classes(memory_config())).await;
+    let mut mqtt = v4::connect(server.mqtt_addr(), "rust-side", true).await;
+    mqtt.subscribe("chat/demo", v4::QoS::AtLeastOnce).await;
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-files");
+    std::fs::create_dir_all(&shots).unwrap();
+    let args = [format!("http://{}/", server.ws_addr()), shots.display().to_string()];
+    let mut browser = NodeScript::start(&[], &format!("{ROOT}/tests/js/files_demo_test.mjs"), &args);
+
+    // A drops a picture: uploaded over tus with a moving progress bar...
+    browser.expect("UPLOADED noise.png instant=false progress=true error=none").await;
+    // ...and B sees it as a thumbnail, live and again from history.
+    browser.expect("THUMBNAIL ada:noise.png:image/png:true 900x600").await;
+    browser.expect("HISTORY 900x600").await;
+    // The same picture pasted again: instant, no body sent.
+    browser.expect("UPLOADED AGAIN instant=true error=none").await;
+    browser.expect("THUMBNAILS 900x600,900x600").await;
+    browser.finish().await;
+
+    // MQTT subscribers get the file message of docs/scenarios.md.
+    let publish = mqtt.next_publish().await;
+    let message: serde_json::Value = serde_json::from_slice(&publish.payload).unwrap();
+    assert_eq!((message["type"].as_str(), message["name"].as_str()), (Some("file"), Some("noise.png")));
+    assert_eq!((message["mime"].as_str(), message["from"].as_str()), (Some("image/png"), Some("ada")));
+    let id = message["id"].as_str().unwrap();
+    let file = common::http::request(server.ws_addr(), "GET", &format!("/files/{id}"), &[], b"").await;
+    assert_eq!(file.status, 200);
+    assert_eq!(file.body.len() as u64, message["size"].as_u64().unwrap());
+    let sha: String = sha2::Sha256::digest(&file.body).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(message["sha256"].as_str(), Some(sha.as_str()));
+    if std::env::var_os("UPDATE_DEMO_SCREENSHOT").is_some() {
+        std::fs::copy(shots.join("files-b.png"), format!("{ROOT}/docs/demo-files.png")).unwrap();
+    }
     server.shutdown().await.unwrap();
 }

@@ -44,6 +44,8 @@ pub static ASSETS: &[Asset] = &[
     asset!("/web/demo/demo.css", "demo/demo.css", CSS),
     asset!("/web/starling-client.js", "starling-client.js", JS),
     asset!("/web/starling_pb.js", "starling_pb.js", JS),
+    asset!("/web/starling-files.js", "starling-files.js", JS),
+    asset!("/web/vendor/tus.js", "vendor/tus.js", JS),
     asset!("/web/vendor/protobufjs-minimal.js", "vendor/protobufjs-minimal.js", JS),
     asset!("/web/vendor/long.js", "vendor/long.js", JS),
     asset!("/web/importmap.json", "importmap.json", JSON),

@@ -33,12 +33,18 @@ impl BrokerProcess {
 
     /// [`BrokerProcess::start`] with extra environment variables.
     pub async fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> BrokerProcess {
+        BrokerProcess::start_with_listeners(dir, env, &EPHEMERAL_LISTENERS).await
+    }
+
+    /// [`BrokerProcess::start`] with the listeners' flags given (a test that
+    /// restarts the broker where its clients expect it passes fixed ports).
+    pub async fn start_with_listeners(dir: &Path, env: &[(&str, &str)], listeners: &[&str]) -> BrokerProcess {
         // STARLING_TEST_BIN: run the scenarios against another build (a
         // release binary, say) without rebuilding the tests.
         let program = std::env::var("STARLING_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_starling").into());
         let mut child = Command::new(program)
             .arg("serve")
-            .args(EPHEMERAL_LISTENERS)
+            .args(listeners)
             .arg("--data-dir")
             .arg(dir.join("data"))
             .current_dir(dir)
@@ -80,6 +86,12 @@ impl BrokerProcess {
         self.child.start_kill().unwrap();
         let _ = tokio::time::timeout(WAIT, self.child.wait()).await;
     }
+}
+
+/// A loopback port free at the time of the call (for a broker that must
+/// come back on the same port after a restart).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Runs a mosquitto client to completion (bounded by [`WAIT`]) and returns stdout.

@@ -5,7 +5,11 @@
  *
  * - Chat, `chat/demo`: subscribe, fetch the room's history, show both in
  *   message-id order; send at QoS 1. Payload: JSON `{"name": "ada", "text":
- *   "hi"}` (any other payload is shown as plain text).
+ *   "hi"}` (any other payload is shown as plain text). Files: drop or paste
+ *   one (or pick it with the paper clip); web/starling-files.js uploads it to /files/
+ *   with tus-js-client (a progress bar; instant when this browser's address
+ *   uploaded the same content before) and sends the file message of
+ *   docs/scenarios.md plus `"from"`, the sender. Pictures show as thumbnails.
  * - Live stream, `live/demo/danmaku`: comments (plain text) fly over a fake
  *   video; sent at QoS 0. The broker keeps the room's viewer count in the
  *   retained topic `$SYS/viewers/live/demo/danmaku` and answers a viewer over
@@ -19,6 +23,7 @@
  * `window.demoState` holds what the panels show, for tests and curious readers.
  */
 import { StarlingClient } from "/web/starling-client.js";
+import { fileMessage, isFileMessage, uploadFile } from "/web/starling-files.js";
 
 const ROOM = "chat/demo";
 const LIVE = "live/demo/danmaku";
@@ -34,7 +39,8 @@ const state = (window.demoState = {
   ready: false, // subscribed and history loaded
   connected: false,
   clientId: "",
-  chat: [], // {id (BigInt message id), name, text, at}, in message-id order
+  chat: [], // {id (BigInt message id), name, text, at, file?}, in message-id order
+  uploads: [], // files this page sent: {name, size, progress (0..1), progressEvents, instant, done, error}
   danmaku: [], // comments received, oldest first
   viewers: 0,
   vehicles: {}, // vehicle id -> {x, y, at}
@@ -102,12 +108,19 @@ function addChat(m) {
   if (state.chat.some((c) => c.id === m.messageId)) return;
   let name = "";
   let text = m.text();
+  let file;
   try {
-    ({ name, text } = JSON.parse(text));
+    const payload = JSON.parse(text);
+    if (isFileMessage(payload)) {
+      file = payload;
+      ({ from: name, name: text } = payload);
+    } else {
+      ({ name, text } = payload);
+    }
   } catch {
     // not the demo's JSON: show the payload as it is
   }
-  const entry = { id: m.messageId, name: String(name ?? ""), text: String(text ?? ""), at: m.timestampMs };
+  const entry = { id: m.messageId, name: String(name ?? ""), text: String(text ?? ""), at: m.timestampMs, file };
   const index = state.chat.findIndex((c) => c.id > entry.id);
   const at = index < 0 ? state.chat.length : index;
   state.chat.splice(at, 0, entry);
@@ -116,13 +129,87 @@ function addChat(m) {
   const who = li.appendChild(document.createElement("b"));
   who.textContent = entry.name || "mqtt";
   who.style.color = color(entry.name);
-  li.append(" ", entry.text);
+  if (file) showFile(li, file);
+  else li.append(" ", entry.text);
   const time = li.appendChild(document.createElement("time"));
   time.textContent = new Date(entry.at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   const log = $("chat-log");
   log.insertBefore(li, log.children[at] ?? null);
   log.scrollTop = log.scrollHeight;
 }
+
+/** A file message: a thumbnail for pictures, a download link for the rest. */
+function showFile(li, file) {
+  const href = `/files/${file.id}`;
+  const link = li.appendChild(document.createElement("a"));
+  link.href = href;
+  link.target = "_blank";
+  link.rel = "noopener";
+  if (String(file.mime).startsWith("image/")) {
+    const img = link.appendChild(document.createElement("img"));
+    img.className = "thumb";
+    img.src = href;
+    img.alt = String(file.name);
+    img.loading = "lazy";
+  } else {
+    link.textContent = `📄 ${file.name} (${Math.ceil(Number(file.size) / 1024)} KB)`;
+  }
+}
+
+/** Uploads a dropped, pasted or picked file, then sends its message to the room. */
+async function sendFile(file) {
+  const upload = { name: file.name, size: file.size, progress: 0, progressEvents: 0, instant: false, done: false };
+  state.uploads.push(upload);
+  const bar = $("chat-progress");
+  bar.hidden = false;
+  bar.value = 0;
+  try {
+    const uploaded = await uploadFile(file, {
+      endpoint: `${location.origin}/files/`,
+      onProgress: (sent, total) => {
+        upload.progressEvents += 1;
+        upload.progress = bar.value = total ? sent / total : 1;
+      },
+    });
+    upload.instant = uploaded.instant;
+    await client.publish(ROOM, JSON.stringify({ ...fileMessage(uploaded), from: nameInput.value }), { qos: 1 });
+    upload.done = true;
+    if (uploaded.instant) notice($("chat-notice"), `${file.name}: sent at once (already uploaded before)`);
+  } catch (error) {
+    upload.error = error.message;
+    refused($("chat-notice"), error);
+  } finally {
+    bar.hidden = true;
+  }
+}
+
+function notice(where, text) {
+  where.textContent = text;
+  clearTimeout(where.timer);
+  where.timer = setTimeout(() => (where.textContent = ""), 5000);
+}
+
+const chatPanel = $("chat");
+chatPanel.addEventListener("dragover", (e) => {
+  e.preventDefault();
+  chatPanel.classList.add("dropping");
+});
+chatPanel.addEventListener("dragleave", () => chatPanel.classList.remove("dropping"));
+chatPanel.addEventListener("drop", (e) => {
+  e.preventDefault();
+  chatPanel.classList.remove("dropping");
+  for (const file of e.dataTransfer?.files ?? []) sendFile(file);
+});
+document.addEventListener("paste", (e) => {
+  const files = [...(e.clipboardData?.files ?? [])];
+  if (files.length === 0) return; // text: the input takes it
+  e.preventDefault();
+  for (const file of files) sendFile(file);
+});
+$("chat-file").addEventListener("change", (e) => {
+  for (const file of e.target.files) sendFile(file);
+  e.target.value = "";
+});
 
 $("chat-form").addEventListener("submit", async (e) => {
   e.preventDefault();

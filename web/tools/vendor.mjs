@@ -1,7 +1,7 @@
-// Writes web/vendor/: the runtime of protobufjs and long.js as ES modules, so
-// that a browser can load starling-client.js without a bundler (the page maps
-// "protobufjs/minimal.js" to vendor/protobufjs-minimal.js with an import map;
-// see starling-client.js). Run `npm run vendor` after updating protobufjs.
+// Writes web/vendor/: the runtime of protobufjs and long.js, and the browser
+// build of tus-js-client, as ES modules, so that a browser can load
+// starling-client.js and starling-files.js without a bundler (the page maps
+// "protobufjs/minimal.js" and "tus-js-client" to vendor/ with an import map). Run `npm run vendor` after updating protobufjs.
 //
 // `--check` writes nothing: it fails when web/vendor/ or web/starling_pb.js
 // (regenerated with the `gen` script into a temporary file) differs from what
@@ -31,6 +31,16 @@ const wanted = {
     "protobuf.util.Long = Long;",
     "protobuf.configure();",
     "export default protobuf;",
+    "",
+  ].join("\n"),
+  "vendor/tus.js": [
+    `// tus-js-client ${version("tus-js-client")} (MIT), dist/tus.min.js as an ES module.`,
+    "// Written by tools/vendor.mjs (npm run vendor); do not edit. The bundle sets",
+    "// globalThis.tus; starling-files.js imports { Upload } from it.",
+    read("node_modules/tus-js-client/dist/tus.min.js").replace(/\n\/\/# sourceMappingURL=.*\s*$/, ""),
+    "const tus = globalThis.tus;",
+    "export const Upload = tus.Upload;",
+    "export default tus;",
     "",
   ].join("\n"),
 };
