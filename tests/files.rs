@@ -431,6 +431,22 @@ async fn instant_upload_only_for_content_the_owner_already_uploaded() {
     let path = reply.header("location").unwrap().to_string();
     assert_eq!(patch(addr, &path, &bob, 0, &[], &bytes).await.offset(), 100_000);
     assert_eq!(blobs(&server), 1, "still stored once");
+
+    // What operators see.
+    let metrics = request(server.admin_addr(), "GET", "/metrics", &[("Connection", "close")], b"").await.text();
+    for line in [
+        "starling_files 3",
+        "starling_files_unfinished 0",
+        "starling_files_stored_bytes 100000",
+        "starling_files_declared_bytes 300000",
+        "starling_file_uploads_total{outcome=\"created\"} 4",
+        "starling_file_uploads_total{outcome=\"instant\"} 1",
+        "starling_file_uploads_total{outcome=\"completed\"} 2",
+        "starling_file_upload_refusals_total{reason=\"checksum\"} 1",
+        "starling_file_upload_bytes_total 300000",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
 }
 
 #[tokio::test]

@@ -233,6 +233,39 @@ pub fn render_metrics(state: &AdminState) -> prometheus::Result<String> {
         bridges.iter().map(|b| (vec![b.name.as_str()], b.queue_depth as i64)),
     )?;
 
+    // Files in chat (tus uploads).
+    if let Some(files) = broker.files() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &files.counters;
+        let totals = files.totals();
+        m.gauge("files", "Finished files (each upload its own, content stored once)", totals.files)?;
+        m.gauge("files_unfinished", "Uploads still receiving bytes", totals.unfinished)?;
+        m.gauge(
+            "files_declared_bytes",
+            "Bytes of every file and upload at its declared length (what quotas count)",
+            totals.declared_bytes as usize,
+        )?;
+        m.gauge("files_stored_bytes", "Bytes in the content store (each content once)", totals.stored_bytes as usize)?;
+        m.counters(
+            "file_uploads_total",
+            "Uploads by outcome: created, instant (complete at creation: content the owner uploaded before), completed, expired",
+            &["outcome"],
+            [
+                (vec!["created"], c.created.load(Relaxed)),
+                (vec!["instant"], c.instant.load(Relaxed)),
+                (vec!["completed"], c.completed.load(Relaxed)),
+                (vec!["expired"], c.expired.load(Relaxed)),
+            ],
+        )?;
+        m.counters(
+            "file_upload_refusals_total",
+            "Upload requests refused, by reason: limit (413), checksum (460)",
+            &["reason"],
+            [(vec!["limit"], c.refused_limit.load(Relaxed)), (vec!["checksum"], c.refused_checksum.load(Relaxed))],
+        )?;
+        m.counter("file_upload_bytes_total", "Body bytes received by uploads", c.bytes_received.load(Relaxed))?;
+    }
+
     // The offline push webhook.
     if let Some(push) = &broker.push {
         use std::sync::atomic::Ordering::Relaxed;

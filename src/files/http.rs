@@ -382,6 +382,7 @@ async fn append(
             hasher.update(&data);
         }
         written += data.len() as u64;
+        files.counters.bytes_received.fetch_add(data.len() as u64, Ordering::Relaxed);
         while data.has_remaining() {
             let n = file.write(data.chunk()).await.map_err(io("cannot write the upload's file"))?;
             data.advance(n);
@@ -523,6 +524,7 @@ fn tus_response(status: StatusCode, files: &Files) -> hyper::http::response::Bui
 }
 
 fn failure(error: &FileError, files: &Files) -> Response<Body> {
+    files.count_refusal(error);
     let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let message = error.message();
     tus_response(status, files)

@@ -32,6 +32,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// One upload, finished or not: what the store keeps under `f/{id}`.
@@ -137,6 +138,15 @@ fn io_error(what: &str, e: std::io::Error) -> FileError {
     FileError::Internal(format!("{what}: {e}"))
 }
 
+/// A snapshot of [`Files::totals`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilesTotals {
+    pub files: usize,
+    pub unfinished: usize,
+    pub declared_bytes: u64,
+    pub stored_bytes: u64,
+}
+
 /// Finished content, stored once.
 #[derive(Debug, Clone, Copy)]
 struct Blob {
@@ -186,8 +196,25 @@ impl Index {
     }
 }
 
+/// What happened to uploads since start (`/metrics`).
+#[derive(Debug, Default)]
+pub struct FilesCounters {
+    pub created: AtomicU64,
+    /// Created complete: the owner uploaded the content before.
+    pub instant: AtomicU64,
+    pub completed: AtomicU64,
+    /// Body bytes written to uploads.
+    pub bytes_received: AtomicU64,
+    /// Refused with 413 (size, quota, count or storage limit).
+    pub refused_limit: AtomicU64,
+    /// Refused with 460 (a chunk's or the whole file's checksum).
+    pub refused_checksum: AtomicU64,
+    pub expired: AtomicU64,
+}
+
 /// The uploaded files of one broker.
 pub struct Files {
+    pub counters: FilesCounters,
     config: FilesConfig,
     dir: PathBuf,
     /// The directory is ours alone and removed on drop (memory backend).
@@ -228,7 +255,14 @@ impl Files {
             std::fs::create_dir_all(dir.join(sub))
                 .map_err(|e| anyhow::anyhow!("cannot create files.dir {}: {e}", dir.join(sub).display()))?;
         }
-        let files = Files { config: config.files.clone(), dir, temporary, store, index: Mutex::new(Index::default()) };
+        let files = Files {
+            counters: FilesCounters::default(),
+            config: config.files.clone(),
+            dir,
+            temporary,
+            store,
+            index: Mutex::new(Index::default()),
+        };
         files.load()?;
         Ok(files)
     }
@@ -387,6 +421,7 @@ impl Files {
                     && index.files.values().any(|f| f.owner == requester.owner && f.sha256.as_deref() == Some(sha))
             });
             if let Some(sha) = instant {
+                self.counters.instant.fetch_add(1, Relaxed);
                 let sha = sha.to_string();
                 record.offset = length;
                 record.sha256 = Some(sha.clone());
@@ -407,6 +442,7 @@ impl Files {
             index.files.insert(record.id.clone(), record.clone());
         }
         self.sync().await?;
+        self.counters.created.fetch_add(1, Relaxed);
         Ok(record)
     }
 
@@ -530,6 +566,7 @@ impl Files {
             }
             index.files.insert(record.id.clone(), record.clone());
         }
+        self.counters.completed.fetch_add(1, Relaxed);
         Ok(record)
     }
 
@@ -595,6 +632,7 @@ impl Files {
         };
         for id in &expired {
             self.remove_record(id)?;
+            self.counters.expired.fetch_add(1, Relaxed);
         }
         if !expired.is_empty() {
             self.store.flush()?;
@@ -609,10 +647,26 @@ impl Files {
         std::time::Duration::from_secs((self.config.incomplete_expiry_secs / 4).clamp(1, 60))
     }
 
-    /// Files and unfinished uploads, and bytes held at declared lengths.
-    pub fn totals(&self) -> (usize, u64) {
+    /// Finished files, unfinished uploads, bytes held at declared lengths,
+    /// and bytes on disk in the content store.
+    pub fn totals(&self) -> FilesTotals {
         let index = self.index.lock();
-        (index.files.len(), index.total_bytes)
+        let unfinished = index.files.values().filter(|f| !f.is_complete()).count();
+        FilesTotals {
+            files: index.files.len() - unfinished,
+            unfinished,
+            declared_bytes: index.total_bytes,
+            stored_bytes: index.blobs.values().map(|b| b.length).sum(),
+        }
+    }
+
+    /// Counts a refusal by its status (for `/metrics`).
+    pub fn count_refusal(&self, error: &FileError) {
+        match error {
+            FileError::TooLarge(_) => self.counters.refused_limit.fetch_add(1, Relaxed),
+            FileError::Checksum(_) => self.counters.refused_checksum.fetch_add(1, Relaxed),
+            _ => 0,
+        };
     }
 }
 
