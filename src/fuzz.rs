@@ -1,7 +1,8 @@
 //! `starling fuzz`: a mutation fuzzer for every parser a client or an
 //! operator can feed: the MQTT decoder (3.1.1 and 5, CONNECT included), the
 //! starling.v1 frame decoder, the HTTP request-head parser, topic names and
-//! filters, and the configuration and topic-class loaders.
+//! filters, the configuration and topic-class loaders, and the tus headers
+//! of the files endpoint.
 //!
 //! Owns: seed inputs (valid packets, frames, heads, files made here), a
 //! deterministic mutator (bit flips, interesting bytes, insertions,
@@ -20,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Every target, by name.
-pub const TARGETS: &[&str] = &["mqtt", "starling-v1", "http-head", "topic", "config", "classes"];
+pub const TARGETS: &[&str] = &["mqtt", "starling-v1", "http-head", "topic", "config", "classes", "tus"];
 
 /// What a run did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +98,24 @@ pub fn check(target: &str, input: &[u8]) {
                 let _ = crate::classes::ClassSet::from_sources(&[("fuzz.toml".to_string(), text.to_string())]);
             }
         }
+        "tus" => {
+            // One header value a line: every parser of `files::tus` reads each.
+            use crate::files::tus;
+            for line in String::from_utf8_lossy(input).lines() {
+                if let Ok(pairs) = tus::parse_metadata(line) {
+                    let _ = tus::claimed_sha256(&pairs);
+                    let name = tus::metadata_text(&pairs, "filename");
+                    let mime = tus::safe_content_type(tus::metadata_text(&pairs, "filetype").as_deref());
+                    let _ = tus::content_disposition(name.as_deref(), tus::shown_inline(&mime));
+                }
+                let _ = tus::parse_checksum(line);
+                for length in [0, 1, 1000, u64::MAX] {
+                    let _ = tus::parse_range(Some(line), length);
+                }
+                let _ = tus::content_disposition(Some(line), false);
+                let _ = tus::valid_id(line);
+            }
+        }
         _ => panic!("unknown fuzz target {target:?}; one of {}", TARGETS.join(", ")),
     }
 }
@@ -130,6 +149,13 @@ pub fn seeds(target: &str) -> Option<Vec<Vec<u8>>> {
             files.push(b"name = \"x\"\npatterns = [\"x/{a}\"]\n".to_vec());
             files
         }
+        "tus" => vec![
+            b"filename d29ybGRfZG9taW5hdGlvbl9wbGFuLnBkZg==,is_confidential,filetype aW1hZ2UvcG5n".to_vec(),
+            b"sha256 n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=,private dHJ1ZQ==".to_vec(),
+            b"sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0=\nsha256 n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=".to_vec(),
+            b"bytes=0-499\nbytes=-500\nbytes=9500-\nbytes=0-0,-1".to_vec(),
+            "0123456789abcdef0123456789abcdef\ncaf\u{e9} \"x\".png".as_bytes().to_vec(),
+        ],
         _ => return None,
     })
 }

@@ -36,9 +36,9 @@ enum Command {
         delete: bool,
     },
     /// Mutation-fuzz the parsers (MQTT, starling.v1, HTTP head, topics,
-    /// config, topic classes): every target must survive any input.
+    /// config, topic classes, tus headers): every target must survive any input.
     Fuzz {
-        /// A target, or "all": mqtt, starling-v1, http-head, topic, config, classes.
+        /// A target, or "all": mqtt, starling-v1, http-head, topic, config, classes, tus.
         #[arg(long, default_value = "all")]
         target: String,
         /// Inputs per target.

@@ -383,3 +383,36 @@ async fn probe_cli(args: &[&str]) -> std::process::Output {
     command.arg("probe").args(args).arg("--timeout").arg("5s");
     within("starling probe", command.output()).await.unwrap()
 }
+
+/// Files over `https://` on the `wss://` port: the JavaScript helper and
+/// tus-js-client upload, and the second upload is instant, in Node trusting
+/// the test CA.
+#[tokio::test]
+async fn files_upload_over_https_on_the_wss_port() {
+    starling::server::install_crypto_provider();
+    let pki = pki();
+    let server = start(tls_config(&pki, false)).await;
+    let wss = server.ws_tls_addr().unwrap();
+    let file = pki.path("picture.bin");
+    std::fs::write(&file, vec![42u8; 700_000]).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js/tus_upload_test.mjs");
+    let out = within(
+        "tus-js-client over https",
+        Command::new("node")
+            .arg(script)
+            .arg("instant")
+            .arg(format!("https://localhost:{}", wss.port()))
+            .arg(&file)
+            .env("NODE_EXTRA_CA_CERTS", pki.path("ca.pem"))
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("FIRST instant=false methods=POST,HEAD,PATCH"), "{stdout}");
+    assert!(lines[1].starts_with("SECOND instant=true methods=POST,HEAD"), "{stdout}");
+    server.shutdown().await.unwrap();
+}
