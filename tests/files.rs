@@ -242,6 +242,11 @@ async fn a_wrong_offset_conflicts_and_malformed_requests_are_named() {
     let reply = create(addr, &[], 10, "filename not-base64!").await;
     assert_eq!(reply.status, 400);
     assert!(reply.text().contains("base64"), "{}", reply.text());
+    // An empty file is complete at creation.
+    let reply = create(addr, &[], 0, "").await;
+    assert_eq!((reply.status, reply.offset()), (201, 0));
+    let empty = get(addr, reply.header("location").unwrap(), &[]).await;
+    assert_eq!((empty.status, empty.body.len()), (200, 0));
     assert_eq!(head(addr, "/files/0123456789abcdef0123456789abcdef", &[]).await.status, 404);
     assert_eq!(head(addr, "/files/../../etc/passwd", &[]).await.status, 404);
     // X-HTTP-Method-Override: PATCH over POST.

@@ -249,14 +249,25 @@ async fn create(headers: &HeaderMap, body: Incoming, requester: &Requester, cont
         "files: upload created"
     );
     let with_upload = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) == Some(tus::OFFSET_OCTET_STREAM);
-    if with_upload && !record.is_complete() {
-        // creation-with-upload: the body is the first chunk.
-        match files.begin_write(requester, &record.id, 0, now_ms()) {
-            Ok((lease, started)) => match append(headers, body, lease, started, None, files).await {
-                Ok(updated) => record = updated,
-                Err(e) => tracing::debug!(id = record.id, error = e.message(), "files: first chunk not taken"),
-            },
+    if (with_upload || record.length == 0) && !record.is_complete() {
+        // creation-with-upload: the body is the first chunk. An empty file
+        // is complete at once (its "last byte" never comes).
+        let (lease, started) = match files.begin_write(requester, &record.id, 0, now_ms()) {
+            Ok(pair) => pair,
             Err(e) => return failure(&e, files),
+        };
+        let appended = if record.length == 0 {
+            files.finish(&lease).await
+        } else {
+            append(headers, body, lease, started, None, files).await
+        };
+        match appended {
+            Ok(updated) => record = updated,
+            Err(e) => {
+                // The upload exists; the client HEADs it and resumes.
+                tracing::debug!(id = record.id, error = e.message(), "files: first chunk not taken whole");
+                record = files.get(requester, &record.id, now_ms()).unwrap_or(record);
+            }
         }
     }
     let mut builder = tus_response(StatusCode::CREATED, files)
