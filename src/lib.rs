@@ -25,6 +25,8 @@
 //!   core like a client.
 //! - [`files`]: files in chat: resumable uploads (tus 1.0) and downloads on
 //!   the WebSocket port, stored once by content.
+//! - [`cluster`]: several nodes as one broker over NATS: forwarding,
+//!   interest-based NATS subscriptions, the topic ↔ subject mapping.
 //! - [`server`]: wires the pieces together; what `starling serve` and the
 //!   tests start.
 //!
@@ -39,6 +41,7 @@ pub mod bridge;
 pub mod broker;
 pub mod classes;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod files;
 pub mod fuzz;

@@ -81,6 +81,11 @@ impl Server {
         };
         let broker = Broker::with_classes(config.clone(), store.clone(), classes)
             .context("cannot restore state from the store")?;
+        if let Some(cluster_config) = &config.cluster {
+            let cluster = crate::cluster::Cluster::start(cluster_config, &broker).await?;
+            tracing::info!(node = cluster.node(), "cluster: this node joins over NATS");
+            broker.attach_cluster(cluster);
+        }
         let files = if config.files.enabled {
             let (config, store) = (config.clone(), store.clone());
             let files = tokio::task::spawn_blocking(move || crate::files::Files::open(&config, store))

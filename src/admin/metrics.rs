@@ -233,6 +233,39 @@ pub fn render_metrics(state: &AdminState) -> prometheus::Result<String> {
         bridges.iter().map(|b| (vec![b.name.as_str()], b.queue_depth as i64)),
     )?;
 
+    // The cluster backplane (NATS).
+    if let Some(cluster) = broker.cluster() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &cluster.counters;
+        m.gauge(
+            "cluster_connected",
+            "1 while this node's NATS connection is up (0: degraded, local delivery only)",
+            usize::from(cluster.is_connected()),
+        )?;
+        m.gauge(
+            "cluster_interest_filters",
+            "Distinct filters this node's sessions hold (one NATS interest each)",
+            cluster.interest_count(),
+        )?;
+        m.gauge(
+            "cluster_nats_subscriptions",
+            "NATS subscriptions held for that interest (a /# filter takes two)",
+            cluster.subscriptions.load(Relaxed),
+        )?;
+        m.counters(
+            "cluster_messages_total",
+            "Messages over NATS by direction: forwarded (to other nodes), received (from them, delivered here), duplicate (a second copy: two filters matched), dropped (not forwarded: the queue to NATS was full), malformed",
+            &["direction"],
+            [
+                (vec!["forwarded"], c.forwarded.load(Relaxed)),
+                (vec!["received"], c.received.load(Relaxed)),
+                (vec!["duplicate"], c.duplicates.load(Relaxed)),
+                (vec!["dropped"], c.forward_dropped.load(Relaxed)),
+                (vec!["malformed"], c.malformed.load(Relaxed)),
+            ],
+        )?;
+    }
+
     // Files in chat (tus uploads).
     if let Some(files) = broker.files() {
         use std::sync::atomic::Ordering::Relaxed;

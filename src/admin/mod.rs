@@ -155,5 +155,12 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
     if !failing.is_empty() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "canary_failing", &format!("canary: {}", failing.join("; ")));
     }
-    Json(serde_json::json!({ "status": "ready" })).into_response()
+    // A node without NATS still serves its own clients: ready, but degraded.
+    match state.broker.cluster() {
+        Some(cluster) if !cluster.is_connected() => {
+            Json(serde_json::json!({ "status": "degraded", "cluster": "degraded" })).into_response()
+        }
+        Some(_) => Json(serde_json::json!({ "status": "ready", "cluster": "connected" })).into_response(),
+        None => Json(serde_json::json!({ "status": "ready" })).into_response(),
+    }
 }

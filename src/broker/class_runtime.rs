@@ -201,6 +201,21 @@ impl ClassRuntime {
         Admission::Publish { history }
     }
 
+    /// How a message another node admitted is handled here (its class's
+    /// outbox policy), without this node's rate limits or sampling: those
+    /// were applied where it was published.
+    pub fn handling(&self, topic: &crate::topic::TopicName, high_priority: bool) -> Handling {
+        match self.set.classify(topic) {
+            Some(classified) => Handling {
+                policy: classified.class.outbox_policy,
+                capacity: classified.class.outbox_capacity,
+                high_priority: high_priority || classified.high_priority,
+                class: u16::try_from(classified.index + 1).unwrap_or(u16::MAX),
+            },
+            None => Handling { high_priority, ..Handling::default() },
+        }
+    }
+
     /// The history rule of `topic`'s class, if it keeps history.
     pub fn history_rule(&self, topic: &TopicName) -> Option<HistoryRule> {
         let class = self.set.classify(topic)?.class;

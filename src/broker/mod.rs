@@ -210,6 +210,8 @@ pub struct Broker {
     /// Uploaded files (`[files]`), attached by the server once it opened
     /// them (a broker built for a unit test has none).
     files: std::sync::OnceLock<Arc<crate::files::Files>>,
+    /// The cluster backplane, when `[cluster]` is set (attached at start).
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     push_sweep_running: std::sync::atomic::AtomicBool,
     store: Arc<dyn Store>,
     commit: GroupCommit,
@@ -261,6 +263,7 @@ impl Broker {
             push,
             push_sweep_running: Default::default(),
             files: Default::default(),
+            cluster: Default::default(),
             config,
             sessions: Mutex::new(HashMap::new()),
             subscriptions: RwLock::new(SubscriptionTree::new()),
@@ -296,6 +299,32 @@ impl Broker {
     /// Attaches the files the server opened (once).
     pub fn attach_files(&self, files: Arc<crate::files::Files>) {
         let _ = self.files.set(files);
+    }
+
+    /// The cluster backplane, when `[cluster]` is set.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Attaches the cluster backplane (once, before clients connect) and
+    /// declares the interest of every session restored from the store.
+    pub fn attach_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        for session in sessions {
+            for (filter, _) in session.subscriptions() {
+                cluster.interest(&filter, 1);
+            }
+        }
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// A session added (+1) or removed (-1) its subscription to `filter`:
+    /// viewer counts and the cluster's interest follow.
+    fn interest_changed(&self, filter: &str, delta: isize) {
+        self.classes.viewer_delta(filter, delta);
+        if let Some(cluster) = self.cluster.get() {
+            cluster.interest(filter, delta);
+        }
     }
 
     /// Authentication, access control and single sign-on.

@@ -64,9 +64,50 @@ impl Broker {
         let mut outcome = PublishOutcome::default();
         if let Some(admitted) = self.admit(message, &mut outcome) {
             outcome.message_id = admitted.message.id;
+            if let Some(cluster) = self.cluster.get() {
+                cluster.forward(&admitted.message);
+            }
             self.route_local(&admitted.message, &mut outcome);
         }
         outcome
+    }
+
+    /// Delivers a message another node admitted (the cluster backplane):
+    /// handled by this node's class for its topic, kept in this node's
+    /// history and retained messages as the origin kept it, and routed to
+    /// the local subscribers, once however many of this node's filters it
+    /// matched. Never forwarded again. Returns whether it was delivered
+    /// (false: a second copy).
+    pub fn route_remote(&self, mut message: Message, origin: &str, cluster: &crate::cluster::Cluster) -> bool {
+        message.handling = self.classes.handling(&message.topic, message.handling.high_priority);
+        // Ids stay the origin's, so every node shows a message under one id;
+        // this node's next ids go above it (a Lamport clock: ids stay unique
+        // unless two nodes publish at the same moment, see docs/cluster.md).
+        self.next_message_id.fetch_max(message.id + 1, Ordering::Relaxed);
+        let _in_order = self.order_stripe(message.topic.as_str()).lock();
+        if !cluster.first_sighting(origin, message.id) {
+            return false;
+        }
+        let message = Arc::new(message);
+        if let Some(rule) = self.classes.history_rule(&message.topic) {
+            let not_before = rule.max_age_secs.map_or(0, |s| now_ms().saturating_sub(s * 1000));
+            if let Err(e) = self.store.append_history(&message.to_stored(), rule.keep, not_before) {
+                tracing::warn!(topic = %message.topic, error = %e, "cannot store a remote message's history");
+            }
+        }
+        if message.retain {
+            let _ = self.retain(&message);
+        }
+        let mut outcome = PublishOutcome::default();
+        self.route_local(&message, &mut outcome);
+        true
+    }
+
+    /// The topic-order lock of `topic` (one of a fixed set of stripes).
+    fn order_stripe(&self, topic: &str) -> &parking_lot::Mutex<()> {
+        static STRIPE_HASH: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
+        let hash = STRIPE_HASH.get_or_init(ahash::RandomState::new).hash_one(topic);
+        &self.topic_order[hash as usize % self.topic_order.len()]
     }
 
     /// Applies the topic's class (refuse, shed, adjust), stamps the message
@@ -75,11 +116,7 @@ impl Broker {
     /// `outcome`). The returned guard keeps the topic's order until routing
     /// is done, so every subscriber sees a topic's messages in id order.
     pub fn admit(&self, mut message: Message, outcome: &mut PublishOutcome) -> Option<AdmittedPublish<'_>> {
-        let stripe = {
-            static STRIPE_HASH: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
-            let hash = STRIPE_HASH.get_or_init(ahash::RandomState::new).hash_one(message.topic.as_str());
-            &self.topic_order[hash as usize % self.topic_order.len()]
-        };
+        let stripe = self.order_stripe(message.topic.as_str());
         let now = now_ms();
         if message.retain && !message.payload.is_empty() {
             let limits = &self.config.retained;

@@ -241,7 +241,7 @@ impl Broker {
             if let Ok(parsed) = parse_subscription(&filter) {
                 remove_subscription(&mut tree, session, parsed.share_group.as_deref(), &parsed.filter);
             }
-            self.classes.viewer_delta(&filter, -1);
+            self.interest_changed(&filter, -1);
         }
         drop(tree);
         if let Err(e) = self.store.remove_session(&session.client_id) {

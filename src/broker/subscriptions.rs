@@ -35,7 +35,7 @@ impl Broker {
         let record = SubscriptionRecord { options, identifier };
         let existed = session.add_subscription(filter, record.clone()).is_some();
         if !existed {
-            self.classes.viewer_delta(filter, 1);
+            self.interest_changed(filter, 1);
         }
         {
             let mut tree = self.subscriptions.write();
@@ -84,7 +84,7 @@ impl Broker {
         if session.remove_subscription(filter).is_none() {
             return false;
         }
-        self.classes.viewer_delta(filter, -1);
+        self.interest_changed(filter, -1);
         if let Ok(parsed) = parse_subscription(filter) {
             let mut tree = self.subscriptions.write();
             remove_subscription(&mut tree, session, parsed.share_group.as_deref(), &parsed.filter);

@@ -7,12 +7,14 @@
 //! file.
 
 mod auth;
+mod cluster;
 mod files;
 
 pub use auth::{
     AclAction, AclRule, AuthConfig, FailMode, HttpConfig, HttpHookConfig, JwtConfig, Permission, SingleSession,
     UserRoles,
 };
+pub use cluster::ClusterConfig;
 pub use files::FilesConfig;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -50,6 +52,8 @@ pub struct Config {
     pub push: PushConfig,
     /// Resumable uploads (tus) and downloads on the WebSocket port.
     pub files: FilesConfig,
+    /// Several nodes as one broker over NATS; none when absent.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// `[push]`: the offline push fallback. A QoS 1/2 delivery in one of
@@ -665,6 +669,9 @@ impl Config {
         }
         self.auth.validate(&self.acl, &mut problems);
         self.files.validate(&mut problems);
+        if let Some(cluster) = &self.cluster {
+            cluster.validate(&mut problems);
+        }
         if let Some(tls) = &self.tls {
             if tls.client_ca_file.is_none() && (tls.require_client_cert || tls.cn_as_username) {
                 problems.push("tls.require_client_cert and tls.cn_as_username need tls.client_ca_file".to_string());

@@ -571,6 +571,7 @@ pub mod raw {
 
 pub mod hook;
 pub mod http;
+pub mod nats;
 pub mod node;
 pub mod process;
 pub mod wire;

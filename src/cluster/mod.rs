@@ -1,0 +1,332 @@
+//! The cluster backplane: several starling nodes share one topic space
+//! through NATS (docs/cluster.md). Without `[cluster]` none of this runs.
+//!
+//! - **Forwarding.** Every message a client publishes on this node (after
+//!   admission: class, id, time) is handed to a task that publishes it on
+//!   NATS under its topic's subject ([`subjects`]). The hand-off is a bounded
+//!   channel: a local subscriber never waits for NATS, and when NATS is slow
+//!   or gone the channel fills and further messages are not forwarded
+//!   (counted) while local delivery goes on. Topics starting with `$`
+//!   (`$SYS`, the canary's) stay on their node.
+//! - **Interest.** The node subscribes on NATS only to the subjects of the
+//!   filters its own sessions hold, refcounted: 10,000 local subscribers of
+//!   one room cost one NATS subscription. Changes go, in order, to a task
+//!   that subscribes and unsubscribes.
+//! - **Receiving.** Each NATS subscription's messages are decoded and handed
+//!   to `Broker::route_remote`. A message matching several of the node's
+//!   filters arrives once per filter; the first sighting (origin node and
+//!   message id, remembered for the last [`SEEN`] messages) is delivered,
+//!   under the topic's order lock, so each local subscription gets it once
+//!   and in order.
+//!
+//! Owns: the NATS connection, the interest counts, the wire format of a
+//! forwarded message, the cluster's counters and state.
+//! Must never: block a publisher on NATS, or forward a message it received
+//! from NATS (that would loop).
+
+pub mod subjects;
+
+use crate::broker::{Broker, Message};
+use crate::config::ClusterConfig;
+use crate::store::StoredMessage;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+use tokio::sync::mpsc;
+
+/// Message sightings remembered to drop the second copy of a message that
+/// matched two of this node's filters.
+pub const SEEN: usize = 65_536;
+
+/// A forwarded message on the wire (postcard).
+#[derive(Debug, Serialize, Deserialize)]
+struct WireMessage {
+    /// The node that admitted it.
+    origin: String,
+    high_priority: bool,
+    message: StoredMessage,
+}
+
+/// What happened since start (`/metrics`).
+#[derive(Debug, Default)]
+pub struct ClusterCounters {
+    /// Messages handed to NATS.
+    pub forwarded: AtomicU64,
+    /// Messages not forwarded: the queue to NATS was full.
+    pub forward_dropped: AtomicU64,
+    /// Messages received from other nodes and delivered here.
+    pub received: AtomicU64,
+    /// Second copies dropped (a message that matched two filters).
+    pub duplicates: AtomicU64,
+    /// Payloads from NATS that did not decode.
+    pub malformed: AtomicU64,
+}
+
+enum InterestChange {
+    Add(String),
+    Remove(String),
+}
+
+/// The bounded memory of recent (origin, id) sightings.
+#[derive(Default)]
+struct Seen {
+    set: HashSet<(u64, u64)>,
+    order: VecDeque<(u64, u64)>,
+}
+
+impl Seen {
+    /// True the first time.
+    fn first(&mut self, key: (u64, u64)) -> bool {
+        if !self.set.insert(key) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > SEEN {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+/// This node's membership in the cluster.
+pub struct Cluster {
+    node: String,
+    prefix: String,
+    client: async_nats::Client,
+    forward: mpsc::Sender<(String, Bytes)>,
+    interest: Mutex<HashMap<String, usize>>,
+    changes: mpsc::UnboundedSender<InterestChange>,
+    seen: Mutex<Seen>,
+    connected: Arc<AtomicBool>,
+    /// NATS subscriptions held (a `/#` filter takes two).
+    pub subscriptions: AtomicUsize,
+    pub counters: ClusterCounters,
+}
+
+impl Cluster {
+    /// Connects to NATS (retrying in the background if it is not up yet)
+    /// and starts the forwarding and interest tasks for `broker`.
+    pub async fn start(config: &ClusterConfig, broker: &Arc<Broker>) -> anyhow::Result<Arc<Cluster>> {
+        let node = config.node_name();
+        let connected = Arc::new(AtomicBool::new(false));
+        let mut options = async_nats::ConnectOptions::new()
+            .name(format!("starling {node}"))
+            .no_echo()
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .reconnect_delay_callback(|attempts| {
+                std::time::Duration::from_millis((50u64 << attempts.min(6)).min(2000))
+            });
+        if let Some(token) = &config.token {
+            options = options.token(token.clone());
+        }
+        if let Some(file) = &config.credentials_file {
+            options = options
+                .credentials_file(file)
+                .await
+                .map_err(|e| anyhow::anyhow!("cluster.credentials_file {}: {e}", file.display()))?;
+        }
+        if let Some(ca) = &config.tls_ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+        let events = connected.clone();
+        let event_node = node.clone();
+        options = options.event_callback(move |event| {
+            let (events, node) = (events.clone(), event_node.clone());
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        events.store(true, Relaxed);
+                        tracing::info!(node, "cluster: connected to NATS");
+                    }
+                    async_nats::Event::Disconnected => {
+                        events.store(false, Relaxed);
+                        tracing::warn!(node, "cluster: lost NATS; local delivery goes on, other nodes are not reached");
+                    }
+                    other => tracing::info!(node, event = %other, "cluster: NATS event"),
+                }
+            }
+        });
+        let urls: Vec<async_nats::ServerAddr> = config
+            .nats_urls
+            .iter()
+            .map(|u| u.parse().map_err(|e| anyhow::anyhow!("cluster.nats_urls: {u:?}: {e}")))
+            .collect::<anyhow::Result<_>>()?;
+        let client = options.connect(urls).await.map_err(|e| anyhow::anyhow!("cluster: cannot use NATS: {e}"))?;
+        if client.connection_state() == async_nats::connection::State::Connected {
+            connected.store(true, Relaxed);
+        }
+        let (forward, forward_rx) = mpsc::channel(config.forward_queue);
+        let (changes, changes_rx) = mpsc::unbounded_channel();
+        let cluster = Arc::new(Cluster {
+            node,
+            prefix: config.subject_prefix.clone(),
+            client,
+            forward,
+            interest: Mutex::new(HashMap::new()),
+            changes,
+            seen: Mutex::new(Seen::default()),
+            connected,
+            subscriptions: AtomicUsize::new(0),
+            counters: ClusterCounters::default(),
+        });
+        tokio::spawn(run_forwarder(cluster.client.clone(), forward_rx));
+        tokio::spawn(run_interest(Arc::downgrade(&cluster), Arc::downgrade(broker), changes_rx));
+        Ok(cluster)
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Whether the NATS connection is up (down: degraded, local only).
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Relaxed)
+    }
+
+    /// Distinct filters this node holds interest in.
+    pub fn interest_count(&self) -> usize {
+        self.interest.lock().len()
+    }
+
+    /// Hands an admitted message to NATS for the other nodes; never waits.
+    pub fn forward(&self, message: &Message) {
+        if message.topic.as_str().starts_with('$') {
+            return; // $SYS and the canary's topics are each node's own
+        }
+        let wire = WireMessage {
+            origin: self.node.clone(),
+            high_priority: message.handling.high_priority,
+            message: message.to_stored(),
+        };
+        let payload = match postcard::to_allocvec(&wire) {
+            Ok(bytes) => Bytes::from(bytes),
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: cannot encode a message");
+                return;
+            }
+        };
+        let subject = subjects::topic_subject(&self.prefix, message.topic.as_str());
+        match self.forward.try_send((subject, payload)) {
+            Ok(()) => self.counters.forwarded.fetch_add(1, Relaxed),
+            Err(_) => self.counters.forward_dropped.fetch_add(1, Relaxed),
+        };
+    }
+
+    /// A session added (+1) or removed (-1) a subscription to `filter`
+    /// (`$share/group/` prefix and all): the NATS subscriptions follow the
+    /// first and the last.
+    pub fn interest(&self, filter: &str, delta: isize) {
+        let Ok(parsed) = crate::topic::parse_subscription(filter) else { return };
+        let filter = parsed.filter.as_str().to_string();
+        let mut interest = self.interest.lock();
+        let count = interest.entry(filter.clone()).or_insert(0);
+        let before = *count;
+        *count = count.saturating_add_signed(delta);
+        let after = *count;
+        if after == 0 {
+            interest.remove(&filter);
+        }
+        // Sent under the lock: the task sees changes in the order they happened.
+        if before == 0 && after > 0 {
+            let _ = self.changes.send(InterestChange::Add(filter));
+        } else if before > 0 && after == 0 {
+            let _ = self.changes.send(InterestChange::Remove(filter));
+        }
+    }
+
+    /// Whether this is the first sighting of a message (origin, id); called
+    /// under the topic's order lock.
+    pub fn first_sighting(&self, origin: &str, id: u64) -> bool {
+        let origin = ahash_of(origin);
+        let first = self.seen.lock().first((origin, id));
+        if !first {
+            self.counters.duplicates.fetch_add(1, Relaxed);
+        }
+        first
+    }
+}
+
+fn ahash_of(s: &str) -> u64 {
+    static STATE: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
+    STATE.get_or_init(ahash::RandomState::new).hash_one(s)
+}
+
+/// Publishes what `forward` queued, in order; async-nats batches the writes.
+async fn run_forwarder(client: async_nats::Client, mut queue: mpsc::Receiver<(String, Bytes)>) {
+    while let Some((subject, payload)) = queue.recv().await {
+        if let Err(e) = client.publish(subject, payload).await {
+            tracing::debug!(error = %e, "cluster: publish to NATS failed");
+        }
+    }
+}
+
+/// Applies interest changes in order: a NATS subscription (and its
+/// receiving task) per filter held.
+async fn run_interest(
+    cluster: Weak<Cluster>,
+    broker: Weak<Broker>,
+    mut changes: mpsc::UnboundedReceiver<InterestChange>,
+) {
+    let mut receivers: HashMap<String, Vec<tokio::task::JoinHandle<()>>> = HashMap::new();
+    while let Some(change) = changes.recv().await {
+        let Some(node) = cluster.upgrade() else { return };
+        match change {
+            InterestChange::Add(filter) => {
+                let mut tasks = Vec::new();
+                for subject in subjects::filter_subjects(&node.prefix, &filter) {
+                    match node.client.subscribe(subject.clone()).await {
+                        Ok(subscriber) => {
+                            node.subscriptions.fetch_add(1, Relaxed);
+                            tasks.push(tokio::spawn(receive(subscriber, cluster.clone(), broker.clone())));
+                        }
+                        Err(e) => tracing::warn!(subject, error = %e, "cluster: cannot subscribe on NATS"),
+                    }
+                }
+                receivers.insert(filter, tasks);
+            }
+            InterestChange::Remove(filter) => {
+                for task in receivers.remove(&filter).unwrap_or_default() {
+                    // Dropping the subscriber (with the task) unsubscribes on NATS.
+                    task.abort();
+                    node.subscriptions.fetch_sub(1, Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Delivers what one NATS subscription receives.
+async fn receive(mut subscriber: async_nats::Subscriber, cluster: Weak<Cluster>, broker: Weak<Broker>) {
+    while let Some(nats_message) = subscriber.next().await {
+        let (Some(node), Some(broker)) = (cluster.upgrade(), broker.upgrade()) else { return };
+        let wire: WireMessage = match postcard::from_bytes(&nats_message.payload) {
+            Ok(wire) => wire,
+            Err(e) => {
+                node.counters.malformed.fetch_add(1, Relaxed);
+                tracing::debug!(subject = %nats_message.subject, error = %e, "cluster: undecodable message");
+                continue;
+            }
+        };
+        if wire.origin == node.node {
+            continue; // our own, echoed by a NATS that ignored no_echo
+        }
+        let mut message = match Message::from_stored(wire.message) {
+            Ok(message) => message,
+            Err(_) => {
+                node.counters.malformed.fetch_add(1, Relaxed);
+                continue;
+            }
+        };
+        message.handling.high_priority = wire.high_priority;
+        if broker.route_remote(message, &wire.origin, &node) {
+            node.counters.received.fetch_add(1, Relaxed);
+        }
+    }
+}

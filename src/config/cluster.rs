@@ -1,0 +1,87 @@
+//! `[cluster]`: several starling nodes acting as one broker over NATS
+//! (docs/cluster.md). Absent: a single node that never touches NATS.
+//!
+//! Owns: the shape, defaults and validation of the section.
+//! Must never: connect anywhere (`crate::cluster` does, at start).
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The NATS servers (`nats://host:port`), any of which will do.
+    pub nats_urls: Vec<String>,
+    /// This node's name, unique in the cluster. Unset: the host name.
+    pub node: Option<String>,
+    /// A NATS `.creds` file (JWT and nkey seed).
+    pub credentials_file: Option<PathBuf>,
+    /// A NATS token.
+    pub token: Option<String>,
+    /// CA certificate(s) to trust for `tls://` NATS servers.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Replicas of the JetStream streams and buckets (3 on a real NATS cluster).
+    pub stream_replicas: usize,
+    /// First token of every subject starling uses, so that several clusters
+    /// can share one NATS.
+    pub subject_prefix: String,
+    /// Messages waiting to be handed to NATS; beyond (NATS slow or gone),
+    /// new ones are not forwarded to other nodes (counted; local delivery
+    /// goes on).
+    pub forward_queue: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            nats_urls: vec!["nats://127.0.0.1:4222".into()],
+            node: None,
+            credentials_file: None,
+            token: None,
+            tls_ca_file: None,
+            stream_replicas: 1,
+            subject_prefix: "starling".into(),
+            forward_queue: 65_536,
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub(super) fn validate(&self, problems: &mut Vec<String>) {
+        if self.nats_urls.is_empty() {
+            problems.push("cluster.nats_urls is empty: list at least one NATS server".into());
+        }
+        for url in &self.nats_urls {
+            if !["nats://", "tls://", "ws://", "wss://"].iter().any(|s| url.starts_with(s)) && url.contains("://") {
+                problems.push(format!("cluster.nats_urls: {url:?} is not a nats:// or tls:// URL"));
+            }
+        }
+        let token_ok =
+            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if let Some(node) = &self.node {
+            if !token_ok(node) {
+                problems.push(format!("cluster.node = {node:?}: use letters, digits, - and _"));
+            }
+        }
+        if !token_ok(&self.subject_prefix) {
+            problems.push(format!("cluster.subject_prefix = {:?}: use letters, digits, - and _", self.subject_prefix));
+        }
+        if !(1..=5).contains(&self.stream_replicas) {
+            problems.push("cluster.stream_replicas: must be between 1 and 5 (JetStream's limit)".into());
+        }
+        if self.forward_queue == 0 {
+            problems.push("cluster.forward_queue = 0: must be at least 1".into());
+        }
+    }
+
+    /// This node's name: `node`, or the host name.
+    pub fn node_name(&self) -> String {
+        self.node.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"))
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "starling".into())
+        })
+    }
+}

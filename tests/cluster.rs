@@ -1,0 +1,230 @@
+//! Several starling nodes as one broker over a real nats-server
+//! (docs/cluster.md): a message published on any node reaches every
+//! matching subscriber on every node, on every transport, once; interest is
+//! refcounted per filter; a node whose NATS is gone keeps serving its own
+//! clients and joins again when NATS is back.
+
+mod common;
+
+use common::nats::NatsServer;
+use common::*;
+use starling::config::{ClusterConfig, Config};
+use starling::server::Server;
+use starling::wsproto::client::Client as ProtoClient;
+use starling::wsproto::pb;
+use std::time::Duration;
+
+fn node_config(nats: &NatsServer, node: &str) -> Config {
+    let mut config = with_classes(memory_config());
+    config.cluster =
+        Some(ClusterConfig { nats_urls: vec![nats.url()], node: Some(node.into()), ..ClusterConfig::default() });
+    config
+}
+
+async fn nodes(nats: &NatsServer, n: usize) -> Vec<Server> {
+    let mut servers = Vec::new();
+    for i in 1..=n {
+        servers.push(start(node_config(nats, &format!("n{i}"))).await);
+    }
+    servers
+}
+
+async fn proto(server: &Server, id: &str) -> ProtoClient {
+    let connect = pb::Connect { client_id: id.into(), clean_start: true, ..Default::default() };
+    let url = format!("ws://{}/ws", server.ws_addr());
+    within("starling.v1 connect", ProtoClient::connect(&url, connect)).await.unwrap().0
+}
+
+async fn mqtt_ws(server: &Server, id: &str) -> v4::Client {
+    let addr = server.ws_addr();
+    let mut o = v4::MqttOptions::new(id, format!("ws://{addr}/mqtt"), addr.port());
+    o.set_transport(rumqttc::Transport::Ws);
+    v4::connect_with(o).await.0
+}
+
+/// Publishes `probe` messages on `topic` from `publisher` until `receiver`
+/// gets one: the other node's NATS subscription is in place. Returns the
+/// number of probes the receiver will have seen at most once each.
+async fn until_routed(publisher: &mut v4::Client, receiver: &mut v4::Client, topic: &str) {
+    within("the other node's interest to reach NATS", async {
+        loop {
+            publisher.publish_acked(topic, false, "probe").await;
+            let got = tokio::time::timeout(Duration::from_millis(100), receiver.events.recv()).await;
+            if let Ok(Some(Ok(v4::Incoming::Publish(p)))) = got {
+                if p.payload.as_ref() == b"probe" {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    // Drain the probes still on their way (each follows the first in order).
+    publisher.publish_acked(topic, false, "end of probes").await;
+    receiver
+        .next_matching("the end of the probes", |p| match p {
+            v4::Incoming::Publish(p) if p.payload.as_ref() == b"end of probes" => Some(()),
+            _ => None,
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_message_published_on_one_node_reaches_every_node_and_transport_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path()).await;
+    let servers = nodes(&nats, 3).await;
+    let (n1, n2, n3) = (&servers[0], &servers[1], &servers[2]);
+
+    let mut tcp = v4::connect(n1.mqtt_addr(), "tcp-on-n1", true).await;
+    tcp.subscribe("news/+", v4::QoS::AtLeastOnce).await;
+    let mut ws = mqtt_ws(n3, "ws-on-n3").await;
+    ws.subscribe("news/#", v4::QoS::AtLeastOnce).await;
+    let mut app = proto(n3, "app-on-n3").await;
+    within("suback", app.subscribe(1, &[("news/today", 1)])).await.unwrap();
+    let mut local = v4::connect(n2.mqtt_addr(), "local-on-n2", true).await;
+    local.subscribe("news/today", v4::QoS::AtLeastOnce).await;
+
+    let mut publisher = v4::connect(n2.mqtt_addr(), "publisher-on-n2", true).await;
+    until_routed(&mut publisher, &mut tcp, "news/today").await;
+    until_routed(&mut publisher, &mut ws, "news/today").await;
+    // Everyone skips what came before a marker (the app on n3 shares n3's
+    // NATS subscriptions with ws: routed too).
+    publisher.publish_acked("news/today", false, "start").await;
+    for client in [&mut tcp, &mut ws, &mut local] {
+        client
+            .next_matching("the start marker", |p| match p {
+                v4::Incoming::Publish(p) if p.payload.as_ref() == b"start" => Some(()),
+                _ => None,
+            })
+            .await;
+    }
+    while within("the start marker", app.next_publish()).await.unwrap().payload.as_ref() != b"start" {}
+
+    for i in 0..20 {
+        publisher.publish_acked("news/today", false, format!("m{i}")).await;
+    }
+    publisher.publish_acked("news/today", false, "last").await;
+    // Every subscriber, on every node and transport, gets m0..m19 once and in order.
+    for (name, client) in [("tcp on n1", &mut tcp), ("ws on n3", &mut ws), ("local on n2", &mut local)] {
+        let mut got = Vec::new();
+        loop {
+            let p = client.next_publish().await;
+            let text = String::from_utf8_lossy(&p.payload).into_owned();
+            if text == "last" {
+                break;
+            }
+            got.push(text);
+        }
+        let expected: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+        assert_eq!(got, expected, "{name}");
+    }
+    let mut got = Vec::new();
+    loop {
+        let p = within("app publish", app.next_publish()).await.unwrap();
+        let text = String::from_utf8_lossy(&p.payload).into_owned();
+        if text == "last" {
+            break;
+        }
+        got.push(text);
+    }
+    assert_eq!(got, (0..20).map(|i| format!("m{i}")).collect::<Vec<_>>(), "starling.v1 on n3");
+    // n3 got each message over NATS once, though two of its filters match.
+    let n3_cluster = n3.broker().cluster().unwrap();
+    assert!(n3_cluster.counters.received.load(std::sync::atomic::Ordering::Relaxed) >= 21);
+    for server in servers {
+        server.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn interest_is_one_nats_subscription_per_filter_however_many_subscribers() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path()).await;
+    let servers = nodes(&nats, 2).await;
+    let (n1, n2) = (&servers[0], &servers[1]);
+    let cluster = n1.broker().cluster().unwrap().clone();
+    let mut viewers = Vec::new();
+    for i in 0..50 {
+        let mut c = v4::connect(n1.mqtt_addr(), &format!("viewer-{i}"), true).await;
+        c.subscribe("room/1", v4::QoS::AtMostOnce).await;
+        viewers.push(c);
+    }
+    let mut wide = v4::connect(n1.mqtt_addr(), "wide", true).await;
+    wide.subscribe("room/#", v4::QoS::AtMostOnce).await;
+    assert_eq!(cluster.interest_count(), 2, "room/1 and room/#");
+    wait_until("two filters' NATS subscriptions (room/# takes two)", || {
+        cluster.subscriptions.load(std::sync::atomic::Ordering::Relaxed) == 3
+    })
+    .await;
+
+    let mut publisher = v4::connect(n2.mqtt_addr(), "publisher", true).await;
+    until_routed(&mut publisher, &mut wide, "room/1").await;
+    publisher.publish_acked("room/1", false, "hello room").await;
+    publisher.publish_acked("room/1", false, "bye").await;
+    for viewer in viewers.iter_mut().chain(std::iter::once(&mut wide)) {
+        let p = viewer
+            .next_matching("hello room", |p| match p {
+                v4::Incoming::Publish(p)
+                    if p.payload.as_ref() != b"probe" && p.payload.as_ref() != b"end of probes" =>
+                {
+                    Some(p.clone())
+                }
+                _ => None,
+            })
+            .await;
+        assert_eq!(p.payload.as_ref(), b"hello room");
+        assert_eq!(viewer.next_publish().await.payload.as_ref(), b"bye", "one copy, then the next message");
+    }
+    // The last subscriber of a filter gone: its NATS subscription goes too.
+    for viewer in viewers {
+        viewer.disconnect().await;
+    }
+    wait_until("room/1's interest to end", || cluster.interest_count() == 1).await;
+    wait_until("its NATS subscription to end", || {
+        cluster.subscriptions.load(std::sync::atomic::Ordering::Relaxed) == 2
+    })
+    .await;
+    for server in servers {
+        server.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn without_nats_a_node_serves_its_own_clients_and_rejoins_when_nats_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = NatsServer::start(dir.path()).await;
+    let servers = nodes(&nats, 2).await;
+    let (n1, n2) = (&servers[0], &servers[1]);
+    let mut remote = v4::connect(n1.mqtt_addr(), "on-n1", true).await;
+    remote.subscribe("chat/x", v4::QoS::AtLeastOnce).await;
+    let mut local = v4::connect(n2.mqtt_addr(), "local-on-n2", true).await;
+    local.subscribe("chat/x", v4::QoS::AtLeastOnce).await;
+    let mut publisher = v4::connect(n2.mqtt_addr(), "publisher", true).await;
+    until_routed(&mut publisher, &mut remote, "chat/x").await;
+
+    nats.kill().await;
+    let cluster = n2.broker().cluster().unwrap().clone();
+    wait_until("n2 to notice NATS is gone", || !cluster.is_connected()).await;
+    let ready = common::http::request(n2.admin_addr(), "GET", "/readyz", &[("Connection", "close")], b"").await;
+    assert_eq!(ready.status, 200, "still serving its own clients");
+    assert!(ready.text().contains("\"cluster\":\"degraded\""), "{}", ready.text());
+    // Local delivery goes on.
+    while local.next_publish().await.payload.as_ref() != b"end of probes" {}
+    publisher.publish_acked("chat/x", false, "while NATS is down").await;
+    assert_eq!(local.next_publish().await.payload.as_ref(), b"while NATS is down");
+
+    nats.restart().await;
+    wait_until("n2 to reconnect", || cluster.is_connected()).await;
+    // Interest is renewed on reconnect: routing resumes.
+    until_routed(&mut publisher, &mut remote, "chat/x").await;
+    publisher.publish_acked("chat/x", false, "back").await;
+    remote
+        .next_matching("the message after NATS came back", |p| match p {
+            v4::Incoming::Publish(p) if p.payload.as_ref() == b"back" => Some(()),
+            _ => None,
+        })
+        .await;
+    for server in servers {
+        server.shutdown().await.unwrap();
+    }
+}

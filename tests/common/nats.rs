@@ -1,0 +1,56 @@
+//! A real `nats-server` (Debian's package; the test command installs it)
+//! with JetStream on, its own data directory and a free loopback port, for
+//! the cluster tests.
+
+use super::{within, WAIT};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use tokio::process::{Child, Command};
+
+pub struct NatsServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl NatsServer {
+    /// Starts nats-server on a free port and waits until it takes connections.
+    pub async fn start(dir: &Path) -> NatsServer {
+        let port = super::process::free_port();
+        let mut server = NatsServer { child: None, port, dir: dir.to_path_buf() };
+        server.restart().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it again on the same port and data directory.
+    pub async fn restart(&mut self) {
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("nats-server runs (the test command installs Debian's nats-server)");
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        within("nats-server to listen", async {
+            while tokio::net::TcpStream::connect(&addr).await.is_err() {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+
+    /// SIGKILL: the server is gone at once.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.start_kill().unwrap();
+            let _ = tokio::time::timeout(WAIT, child.wait()).await;
+        }
+    }
+}
