@@ -228,3 +228,70 @@ async fn without_nats_a_node_serves_its_own_clients_and_rejoins_when_nats_return
         server.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_client_id_is_unique_cluster_wide_and_single_sign_on_holds_across_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path()).await;
+    let mut servers = Vec::new();
+    for node in ["n1", "n2"] {
+        let mut config = with_jwt(node_config(&nats, node));
+        config.auth.single_session = starling::config::SingleSession::User;
+        servers.push(start(config).await);
+    }
+    let (n1, n2) = (&servers[0], &servers[1]);
+    // The same client id on another node: the first connection is taken over (0x8E).
+    let mut first = v5::connect(n1.mqtt_addr(), "device-7").await;
+    let _second = v5::connect(n2.mqtt_addr(), "device-7").await;
+    assert_eq!(
+        first.disconnected().await.map(|d| d.reason_code),
+        Some(rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::SessionTakenOver)
+    );
+    // Single sign-on per user: alice signing in on n2 closes her connection on n1.
+    let alice = token(json!({ "sub": "alice" }));
+    let mut laptop = v5::connect_token(n1.mqtt_addr(), "alice-laptop", &alice).await;
+    let bob = token(json!({ "sub": "bob" }));
+    let mut bobs = v5::connect_token(n1.mqtt_addr(), "bob-1", &bob).await;
+    let _phone = v5::connect_token(n2.mqtt_addr(), "alice-phone", &alice).await;
+    assert_eq!(
+        laptop.disconnected().await.map(|d| d.reason_code),
+        Some(rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::SessionTakenOver)
+    );
+    // Bob is untouched.
+    bobs.subscribe("bob/x", v5::QoS::AtMostOnce).await;
+    for server in servers {
+        server.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_persistent_session_moves_to_the_node_its_client_reconnects_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path()).await;
+    let servers = nodes(&nats, 2).await;
+    let (n1, n2) = (&servers[0], &servers[1]);
+    let mut phone = v4::connect(n1.mqtt_addr(), "phone", false).await;
+    phone.subscribe("inbox/phone", v4::QoS::AtLeastOnce).await;
+    phone.disconnect().await;
+    // Queued on n1 while the phone is away.
+    let mut sender = v4::connect(n1.mqtt_addr(), "sender", true).await;
+    for i in 0..5 {
+        sender.publish_acked("inbox/phone", false, format!("while away {i}")).await;
+    }
+    // The phone comes back through the load balancer, to n2: its
+    // subscription and its five messages follow it.
+    let mut phone = v4::connect(n2.mqtt_addr(), "phone", false).await;
+    for i in 0..5 {
+        assert_eq!(phone.next_publish().await.payload.as_ref(), format!("while away {i}").as_bytes());
+    }
+    let n1_cluster = n1.broker().cluster().unwrap().clone();
+    wait_until("n1 to have ended its copy of the session", || n1.broker().session("phone").is_none()).await;
+    assert_eq!(n1_cluster.counters.sessions_handed_over.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // New messages published on n1 reach the phone on n2.
+    until_routed(&mut sender, &mut phone, "inbox/phone").await;
+    sender.publish_acked("inbox/phone", false, "after the move").await;
+    assert_eq!(phone.next_publish().await.payload.as_ref(), b"after the move");
+    for server in servers {
+        server.shutdown().await.unwrap();
+    }
+}

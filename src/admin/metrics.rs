@@ -264,6 +264,15 @@ pub fn render_metrics(state: &AdminState) -> prometheus::Result<String> {
                 (vec!["malformed"], c.malformed.load(Relaxed)),
             ],
         )?;
+        m.counters(
+            "cluster_session_moves_total",
+            "Sessions moved between nodes (a client reconnected elsewhere): handed_over (from this node), taken_over (to it)",
+            &["direction"],
+            [
+                (vec!["handed_over"], c.sessions_handed_over.load(Relaxed)),
+                (vec!["taken_over"], c.sessions_taken_over.load(Relaxed)),
+            ],
+        )?;
     }
 
     // Files in chat (tus uploads).

@@ -42,6 +42,7 @@ pub use session::{Attachment, Enqueued, Outgoing, Session, SessionLoad, Subscrip
 pub use operators::{Closed, SessionSummary};
 pub use routing::AdmittedPublish;
 use sessions::session_has_expired;
+pub use sessions::HandedOver;
 use subscriptions::insert_subscription;
 
 use crate::auth::Security;

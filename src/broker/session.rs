@@ -362,6 +362,18 @@ impl Session {
         self.state.lock().subscriptions.iter().map(|(f, r)| (f.clone(), r.clone())).collect()
     }
 
+    /// Every delivery not yet acknowledged, oldest first: in flight (sent,
+    /// waiting for PUBACK/PUBREC), then queued. For handing the session to
+    /// another node.
+    pub fn undelivered(&self) -> Vec<Delivery> {
+        let st = self.state.lock();
+        let inflight = st.inflight.iter().filter_map(|(_, i)| match i {
+            Inflight::Sent(d) => Some(d.clone()),
+            Inflight::Released { .. } => None,
+        });
+        inflight.chain(st.outbox.iter().cloned()).collect()
+    }
+
     // ---- outbound ------------------------------------------------------
 
     /// Queues a delivery. For a persistent session a QoS 1/2 delivery is

@@ -8,6 +8,13 @@
 use super::subscriptions::remove_subscription;
 use super::*;
 
+/// What a node hands to the node a client moved to (see [`Broker::hand_over`]).
+pub struct HandedOver {
+    pub subscriptions: Vec<(String, SubscriptionRecord)>,
+    /// Undelivered messages, oldest first.
+    pub deliveries: Vec<Delivery>,
+}
+
 impl Broker {
     /// Creates, resumes or takes over the client's session. A session of
     /// another user is refused and left untouched.
@@ -247,6 +254,53 @@ impl Broker {
         if let Err(e) = self.store.remove_session(&session.client_id) {
             tracing::error!(client_id = %session.client_id, error = %e, "cannot remove stored session");
         }
+    }
+
+    /// Another node took `client_id` (a cluster claim): this node's session
+    /// of it, if it belongs to `user`, is closed with
+    /// [`CloseReason::TakenOver`] and ended here. Returns what the new node
+    /// needs to continue it (subscriptions and undelivered messages) when
+    /// `keep_state` (the client did not ask for a clean start) and the
+    /// session was persistent.
+    pub fn hand_over(&self, client_id: &str, user: Option<&str>, keep_state: bool) -> Option<HandedOver> {
+        let mut sessions = self.sessions.lock();
+        let session = sessions.get(client_id).cloned()?;
+        if session.user.as_deref() != user {
+            tracing::warn!(client_id, "cluster: another node took a client id of another user; left alone here");
+            return None;
+        }
+        let state = (keep_state && session.is_persistent())
+            .then(|| HandedOver { subscriptions: session.subscriptions(), deliveries: session.undelivered() });
+        // Expiry 0: the disconnect that follows ends the session here.
+        session.set_expiry_secs(0);
+        let connected = session.ask_to_close(CloseReason::TakenOver);
+        if !connected {
+            self.discard_session_locked(&mut sessions, &session);
+        }
+        state
+    }
+
+    /// The state of a session another node handed over, added to this
+    /// node's session of `client_id` (if it is still there and of the same
+    /// user): its subscriptions, then its undelivered messages, queued.
+    pub fn take_over_state(
+        &self,
+        client_id: &str,
+        user: Option<&str>,
+        subscriptions: Vec<(String, SubscriptionRecord)>,
+        deliveries: Vec<Delivery>,
+    ) -> bool {
+        let Some(session) = self.session(client_id).filter(|s| s.user.as_deref() == user) else { return false };
+        for (filter, record) in subscriptions {
+            if !session.has_subscription(&filter) {
+                let _ = self.subscribe_unsaved(&session, &filter, record.options, record.identifier);
+            }
+        }
+        session.save();
+        for delivery in deliveries {
+            session.enqueue(delivery);
+        }
+        true
     }
 
     /// The session of `client_id`, connected or not.

@@ -165,6 +165,16 @@ pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Resu
             broker.stats.refused(RefusedBecause::from_code(refused.code));
             refused
         })?;
+    if let Some(cluster) = broker.cluster() {
+        // The client id (and single sign-on) hold cluster-wide: the node
+        // that had this client closes it there and hands its session over.
+        cluster.claim(
+            &connected.session.client_id,
+            identity.user.as_deref(),
+            identity.device.as_deref(),
+            info.clean_start,
+        );
+    }
     if let Some(user) = identity.user.as_deref() {
         let signed_out = match security.single_session() {
             SingleSession::Off => 0,

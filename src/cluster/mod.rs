@@ -51,6 +51,27 @@ struct WireMessage {
     message: StoredMessage,
 }
 
+/// "This node now has `client_id`": every other node closes its
+/// connection of that client, and hands the session over unless the client
+/// asked for a clean start.
+#[derive(Debug, Serialize, Deserialize)]
+struct Claim {
+    node: String,
+    client_id: String,
+    user: Option<String>,
+    device: Option<String>,
+    clean_start: bool,
+}
+
+/// A session's state, from the node that had it to the node that took it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Handover {
+    client_id: String,
+    user: Option<String>,
+    subscriptions: Vec<crate::store::StoredSubscription>,
+    deliveries: Vec<crate::store::StoredDelivery>,
+}
+
 /// What happened since start (`/metrics`).
 #[derive(Debug, Default)]
 pub struct ClusterCounters {
@@ -64,6 +85,10 @@ pub struct ClusterCounters {
     pub duplicates: AtomicU64,
     /// Payloads from NATS that did not decode.
     pub malformed: AtomicU64,
+    /// Sessions this node handed to another node (a client connected there).
+    pub sessions_handed_over: AtomicU64,
+    /// Sessions this node took over from another node.
+    pub sessions_taken_over: AtomicU64,
 }
 
 enum InterestChange {
@@ -177,6 +202,10 @@ impl Cluster {
             counters: ClusterCounters::default(),
         });
         tokio::spawn(run_forwarder(cluster.client.clone(), forward_rx));
+        let claims = cluster.client.subscribe(format!("{}.c.claim", cluster.prefix)).await?;
+        tokio::spawn(run_claims(claims, Arc::downgrade(&cluster), Arc::downgrade(broker)));
+        let handovers = cluster.client.subscribe(format!("{}.c.handover.{}", cluster.prefix, cluster.node)).await?;
+        tokio::spawn(run_handovers(handovers, Arc::downgrade(&cluster), Arc::downgrade(broker)));
         tokio::spawn(run_interest(Arc::downgrade(&cluster), Arc::downgrade(broker), changes_rx));
         Ok(cluster)
     }
@@ -239,6 +268,25 @@ impl Cluster {
         } else if before > 0 && after == 0 {
             let _ = self.changes.send(InterestChange::Remove(filter));
         }
+    }
+
+    /// A client connected here: tells the other nodes (fire and forget; the
+    /// connect does not wait).
+    pub fn claim(&self, client_id: &str, user: Option<&str>, device: Option<&str>, clean_start: bool) {
+        let claim = Claim {
+            node: self.node.clone(),
+            client_id: client_id.to_string(),
+            user: user.map(str::to_string),
+            device: device.map(str::to_string),
+            clean_start,
+        };
+        let Ok(payload) = postcard::to_allocvec(&claim) else { return };
+        let (client, subject) = (self.client.clone(), format!("{}.c.claim", self.prefix));
+        tokio::spawn(async move {
+            if let Err(e) = client.publish(subject, Bytes::from(payload)).await {
+                tracing::debug!(error = %e, "cluster: cannot send a claim");
+            }
+        });
     }
 
     /// Whether this is the first sighting of a message (origin, id); called
@@ -327,6 +375,96 @@ async fn receive(mut subscriber: async_nats::Subscriber, cluster: Weak<Cluster>,
         message.handling.high_priority = wire.high_priority;
         if broker.route_remote(message, &wire.origin, &node) {
             node.counters.received.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// Other nodes' claims: close and hand over what this node had of the
+/// client; apply single sign-on for the claiming user.
+async fn run_claims(mut claims: async_nats::Subscriber, cluster: Weak<Cluster>, broker: Weak<Broker>) {
+    use crate::config::SingleSession;
+    while let Some(nats_message) = claims.next().await {
+        let (Some(node), Some(broker)) = (cluster.upgrade(), broker.upgrade()) else { return };
+        let Ok(claim) = postcard::from_bytes::<Claim>(&nats_message.payload) else {
+            node.counters.malformed.fetch_add(1, Relaxed);
+            continue;
+        };
+        if claim.node == node.node {
+            continue;
+        }
+        if let Some(crate::broker::HandedOver { subscriptions, deliveries }) =
+            broker.hand_over(&claim.client_id, claim.user.as_deref(), !claim.clean_start)
+        {
+            let handover = Handover {
+                client_id: claim.client_id.clone(),
+                user: claim.user.clone(),
+                subscriptions: subscriptions
+                    .into_iter()
+                    .map(|(filter, r)| crate::store::StoredSubscription {
+                        filter,
+                        options: r.options,
+                        identifier: r.identifier,
+                    })
+                    .collect(),
+                deliveries: deliveries
+                    .into_iter()
+                    .map(|d| crate::store::StoredDelivery {
+                        seq: 0,
+                        message: d.message.to_stored(),
+                        qos: d.qos,
+                        retain: d.retain,
+                        subscription_ids: d.subscription_ids,
+                    })
+                    .collect(),
+            };
+            if let Ok(payload) = postcard::to_allocvec(&handover) {
+                let subject = format!("{}.c.handover.{}", node.prefix, claim.node);
+                if node.client.publish(subject, Bytes::from(payload)).await.is_ok() {
+                    node.counters.sessions_handed_over.fetch_add(1, Relaxed);
+                    tracing::info!(client_id = claim.client_id, to = claim.node, "cluster: session handed over");
+                }
+            }
+        }
+        if let Some(user) = claim.user.as_deref() {
+            match broker.security().single_session() {
+                SingleSession::Off => 0,
+                SingleSession::User => broker.sign_out_others(user, false, None, u64::MAX),
+                SingleSession::UserDevice => broker.sign_out_others(user, true, claim.device.as_deref(), u64::MAX),
+            };
+        }
+    }
+}
+
+/// Sessions other nodes hand to this one.
+async fn run_handovers(mut handovers: async_nats::Subscriber, cluster: Weak<Cluster>, broker: Weak<Broker>) {
+    while let Some(nats_message) = handovers.next().await {
+        let (Some(node), Some(broker)) = (cluster.upgrade(), broker.upgrade()) else { return };
+        let Ok(handover) = postcard::from_bytes::<Handover>(&nats_message.payload) else {
+            node.counters.malformed.fetch_add(1, Relaxed);
+            continue;
+        };
+        let subscriptions = handover
+            .subscriptions
+            .into_iter()
+            .map(|s| (s.filter, crate::broker::SubscriptionRecord { options: s.options, identifier: s.identifier }))
+            .collect();
+        let deliveries = handover
+            .deliveries
+            .into_iter()
+            .filter_map(|d| {
+                let message = Message::from_stored(d.message).ok()?;
+                Some(crate::broker::Delivery {
+                    message: Arc::new(message),
+                    qos: d.qos,
+                    retain: d.retain,
+                    subscription_ids: d.subscription_ids,
+                    seq: None,
+                })
+            })
+            .collect();
+        if broker.take_over_state(&handover.client_id, handover.user.as_deref(), subscriptions, deliveries) {
+            node.counters.sessions_taken_over.fetch_add(1, Relaxed);
+            tracing::info!(client_id = handover.client_id, "cluster: session taken over from another node");
         }
     }
 }
