@@ -295,3 +295,63 @@ async fn a_persistent_session_moves_to_the_node_its_client_reconnects_to() {
         server.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_shared_subscription_gives_each_message_to_one_member_in_the_whole_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path()).await;
+    let servers = nodes(&nats, 2).await;
+    let (n1, n2) = (&servers[0], &servers[1]);
+    let mut workers = Vec::new();
+    for (i, server) in [n1, n1, n2, n2].into_iter().enumerate() {
+        let mut w = v4::connect(server.mqtt_addr(), &format!("worker-{i}"), true).await;
+        w.subscribe("$share/workers/jobs/#", v4::QoS::AtLeastOnce).await;
+        workers.push(w);
+    }
+    for server in [n1, n2] {
+        let cluster = server.broker().cluster().unwrap().clone();
+        // jobs/# takes two subjects: two queue subscriptions per node.
+        wait_until("the group's queue subscriptions", || {
+            cluster.subscriptions.load(std::sync::atomic::Ordering::Relaxed) == 2
+        })
+        .await;
+    }
+    // A plain subscriber on n2 gets every job, beside the group.
+    let mut auditor = v4::connect(n2.mqtt_addr(), "auditor", true).await;
+    auditor.subscribe("jobs/#", v4::QoS::AtLeastOnce).await;
+    let mut publisher = v4::connect(n1.mqtt_addr(), "dispatcher", true).await;
+    until_routed(&mut publisher, &mut auditor, "jobs/warmup").await;
+
+    let jobs = 40;
+    for i in 0..jobs {
+        publisher.publish_acked("jobs/new", false, format!("job {i}")).await;
+    }
+    for i in 0..jobs {
+        assert_eq!(auditor.next_publish().await.payload.as_ref(), format!("job {i}").as_bytes());
+    }
+    // Every job reached exactly one worker, and workers on both nodes worked.
+    let mut seen = std::collections::BTreeMap::new();
+    let mut per_node = [0usize; 2];
+    within("every job at one worker", async {
+        while seen.values().filter(|&&n| n > 0).count() < jobs {
+            for (i, w) in workers.iter_mut().enumerate() {
+                while let Ok(Some(Ok(v4::Incoming::Publish(p)))) =
+                    tokio::time::timeout(Duration::from_millis(20), w.events.recv()).await
+                {
+                    let text = String::from_utf8_lossy(&p.payload).into_owned();
+                    if text.starts_with("job ") {
+                        *seen.entry(text).or_insert(0usize) += 1;
+                        per_node[i / 2] += 1;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(seen.values().all(|&n| n == 1), "a job reached two workers: {seen:?}");
+    assert_eq!(per_node.iter().sum::<usize>(), jobs);
+    assert!(per_node[0] > 0 && per_node[1] > 0, "balanced across nodes: {per_node:?}");
+    for server in servers {
+        server.shutdown().await.unwrap();
+    }
+}

@@ -264,6 +264,11 @@ pub fn render_metrics(state: &AdminState) -> prometheus::Result<String> {
                 (vec!["malformed"], c.malformed.load(Relaxed)),
             ],
         )?;
+        m.counter(
+            "cluster_shared_received_total",
+            "Messages a shared subscription's NATS queue group gave this node",
+            c.shared_received.load(Relaxed),
+        )?;
         m.counters(
             "cluster_session_moves_total",
             "Sessions moved between nodes (a client reconnected elsewhere): handed_over (from this node), taken_over (to it)",

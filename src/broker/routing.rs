@@ -14,6 +14,17 @@ use super::stats::Limit;
 use super::subscriptions::pick_shared_member;
 use super::*;
 
+/// Which shared-subscription groups a routing pass serves.
+#[derive(Debug, Clone, Copy)]
+pub enum SharedScope<'a> {
+    /// Every group: a single node, or a cluster node without NATS.
+    All,
+    /// None: in a cluster the groups are served through NATS queue groups.
+    Nothing,
+    /// One group on one filter (a message its NATS queue group gave this node).
+    Only { group: &'a str, filter: &'a TopicFilter },
+}
+
 /// A message that passed admission, with its topic's order held until it
 /// is routed.
 pub struct AdmittedPublish<'a> {
@@ -64,10 +75,21 @@ impl Broker {
         let mut outcome = PublishOutcome::default();
         if let Some(admitted) = self.admit(message, &mut outcome) {
             outcome.message_id = admitted.message.id;
-            if let Some(cluster) = self.cluster.get() {
-                cluster.forward(&admitted.message);
-            }
-            self.route_local(&admitted.message, &mut outcome);
+            // In a cluster, shared subscriptions are served through NATS
+            // queue groups (one member in the whole cluster per message);
+            // without NATS, this node's members are all there is.
+            let shared = match self.cluster.get() {
+                Some(cluster) => {
+                    cluster.forward(&admitted.message);
+                    if cluster.is_connected() {
+                        SharedScope::Nothing
+                    } else {
+                        SharedScope::All
+                    }
+                }
+                None => SharedScope::All,
+            };
+            self.route_local_scoped(&admitted.message, &mut outcome, shared);
         }
         outcome
     }
@@ -99,8 +121,18 @@ impl Broker {
             let _ = self.retain(&message);
         }
         let mut outcome = PublishOutcome::default();
-        self.route_local(&message, &mut outcome);
+        self.route_local_scoped(&message, &mut outcome, SharedScope::Nothing);
         true
+    }
+
+    /// Delivers a message NATS's queue group for `$share/{group}/{filter}`
+    /// gave this node: to one of this node's members of that group only
+    /// (every other subscriber got it through the plain path).
+    pub fn route_shared(&self, mut message: Message, group: &str, filter: &TopicFilter) {
+        message.handling = self.classes.handling(&message.topic, message.handling.high_priority);
+        self.next_message_id.fetch_max(message.id + 1, Ordering::Relaxed);
+        let mut outcome = PublishOutcome::default();
+        self.route_local_scoped(&Arc::new(message), &mut outcome, SharedScope::Only { group, filter });
     }
 
     /// The topic-order lock of `topic` (one of a fixed set of stripes).
@@ -189,6 +221,12 @@ impl Broker {
     /// node: one pass over the tree under its read lock, enqueueing to each
     /// session's outbox (and the store, for a persistent session's QoS > 0 copy).
     pub fn route_local(&self, message: &Arc<Message>, outcome: &mut PublishOutcome) {
+        self.route_local_scoped(message, outcome, SharedScope::All)
+    }
+
+    /// [`Broker::route_local`], serving the shared-subscription groups that
+    /// `shared` says.
+    pub fn route_local_scoped(&self, message: &Arc<Message>, outcome: &mut PublishOutcome, shared: SharedScope<'_>) {
         // Deliver while holding the tree's read lock (the lock order allows
         // session locks inside it): no target list, no reference-count
         // traffic, one pass. Readers never block each other; only
@@ -201,19 +239,7 @@ impl Broker {
         // Counted once per message, not per delivery (a slow fan-out refuses many).
         let (mut refused, mut displaced_count, mut offline) = (0u64, 0u64, 0u64);
         let tree = self.subscriptions.read();
-        tree.for_each_match(&message.topic, |_key, entry| {
-            let sub = match entry {
-                SubscriptionEntry::Client(sub) => {
-                    if sub.options.no_local && message.publisher.as_deref() == Some(&*sub.session.client_id) {
-                        return;
-                    }
-                    sub
-                }
-                SubscriptionEntry::Shared { members, next } => match pick_shared_member(members, next) {
-                    Some(sub) => sub,
-                    None => return,
-                },
-            };
+        let mut deliver = |sub: &Subscriber| {
             let delivery = Delivery {
                 message: message.clone(),
                 qos: message.qos.min(sub.options.qos),
@@ -252,7 +278,31 @@ impl Broker {
                 }
                 Enqueued::Dropped => offline += 1,
             }
-        });
+        };
+        match shared {
+            SharedScope::Only { group, filter } => {
+                let key = SubscriberKey::SharedGroup(Arc::from(group));
+                if let Some(SubscriptionEntry::Shared { members, next }) = tree.get(filter, &key) {
+                    if let Some(sub) = pick_shared_member(members, next) {
+                        deliver(sub);
+                    }
+                }
+            }
+            SharedScope::All | SharedScope::Nothing => tree.for_each_match(&message.topic, |_key, entry| match entry {
+                SubscriptionEntry::Client(sub) => {
+                    if !(sub.options.no_local && message.publisher.as_deref() == Some(&*sub.session.client_id)) {
+                        deliver(sub);
+                    }
+                }
+                SubscriptionEntry::Shared { members, next } => {
+                    if matches!(shared, SharedScope::All) {
+                        if let Some(sub) = pick_shared_member(members, next) {
+                            deliver(sub);
+                        }
+                    }
+                }
+            }),
+        }
         if full * 2 > attempts {
             outcome.congested = congested;
         }

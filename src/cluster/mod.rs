@@ -81,6 +81,8 @@ pub struct ClusterCounters {
     pub forward_dropped: AtomicU64,
     /// Messages received from other nodes and delivered here.
     pub received: AtomicU64,
+    /// Messages a shared subscription's queue group gave this node.
+    pub shared_received: AtomicU64,
     /// Second copies dropped (a message that matched two filters).
     pub duplicates: AtomicU64,
     /// Payloads from NATS that did not decode.
@@ -91,9 +93,16 @@ pub struct ClusterCounters {
     pub sessions_taken_over: AtomicU64,
 }
 
+/// A filter, or a shared subscription's group and filter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct InterestKey {
+    group: Option<String>,
+    filter: String,
+}
+
 enum InterestChange {
-    Add(String),
-    Remove(String),
+    Add(InterestKey),
+    Remove(InterestKey),
 }
 
 /// The bounded memory of recent (origin, id) sightings.
@@ -124,8 +133,10 @@ pub struct Cluster {
     node: String,
     prefix: String,
     client: async_nats::Client,
+    /// Holds the queue-group subscriptions (echo on).
+    shared_client: async_nats::Client,
     forward: mpsc::Sender<(String, Bytes)>,
-    interest: Mutex<HashMap<String, usize>>,
+    interest: Mutex<HashMap<InterestKey, usize>>,
     changes: mpsc::UnboundedSender<InterestChange>,
     seen: Mutex<Seen>,
     connected: Arc<AtomicBool>,
@@ -183,7 +194,32 @@ impl Cluster {
             .iter()
             .map(|u| u.parse().map_err(|e| anyhow::anyhow!("cluster.nats_urls: {u:?}: {e}")))
             .collect::<anyhow::Result<_>>()?;
-        let client = options.connect(urls).await.map_err(|e| anyhow::anyhow!("cluster: cannot use NATS: {e}"))?;
+        let client =
+            options.connect(urls.clone()).await.map_err(|e| anyhow::anyhow!("cluster: cannot use NATS: {e}"))?;
+        // Queue-group subscriptions (shared subscriptions) live on a second
+        // connection: the first one does not echo, and a group's member on
+        // this node must get its share of what this node publishes too.
+        let mut shared_options = async_nats::ConnectOptions::new()
+            .name(format!("starling {node} shared"))
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .reconnect_delay_callback(|attempts| {
+                std::time::Duration::from_millis((50u64 << attempts.min(6)).min(2000))
+            });
+        if let Some(token) = &config.token {
+            shared_options = shared_options.token(token.clone());
+        }
+        if let Some(file) = &config.credentials_file {
+            shared_options = shared_options
+                .credentials_file(file)
+                .await
+                .map_err(|e| anyhow::anyhow!("cluster.credentials_file {}: {e}", file.display()))?;
+        }
+        if let Some(ca) = &config.tls_ca_file {
+            shared_options = shared_options.add_root_certificates(ca.clone());
+        }
+        let shared_client =
+            shared_options.connect(urls).await.map_err(|e| anyhow::anyhow!("cluster: cannot use NATS: {e}"))?;
         if client.connection_state() == async_nats::connection::State::Connected {
             connected.store(true, Relaxed);
         }
@@ -193,6 +229,7 @@ impl Cluster {
             node,
             prefix: config.subject_prefix.clone(),
             client,
+            shared_client,
             forward,
             interest: Mutex::new(HashMap::new()),
             changes,
@@ -219,7 +256,7 @@ impl Cluster {
         self.connected.load(Relaxed)
     }
 
-    /// Distinct filters this node holds interest in.
+    /// Distinct filters (and shared groups' filters) this node holds interest in.
     pub fn interest_count(&self) -> usize {
         self.interest.lock().len()
     }
@@ -253,20 +290,20 @@ impl Cluster {
     /// first and the last.
     pub fn interest(&self, filter: &str, delta: isize) {
         let Ok(parsed) = crate::topic::parse_subscription(filter) else { return };
-        let filter = parsed.filter.as_str().to_string();
+        let key = InterestKey { group: parsed.share_group.clone(), filter: parsed.filter.as_str().to_string() };
         let mut interest = self.interest.lock();
-        let count = interest.entry(filter.clone()).or_insert(0);
+        let count = interest.entry(key.clone()).or_insert(0);
         let before = *count;
         *count = count.saturating_add_signed(delta);
         let after = *count;
         if after == 0 {
-            interest.remove(&filter);
+            interest.remove(&key);
         }
         // Sent under the lock: the task sees changes in the order they happened.
         if before == 0 && after > 0 {
-            let _ = self.changes.send(InterestChange::Add(filter));
+            let _ = self.changes.send(InterestChange::Add(key));
         } else if before > 0 && after == 0 {
-            let _ = self.changes.send(InterestChange::Remove(filter));
+            let _ = self.changes.send(InterestChange::Remove(key));
         }
     }
 
@@ -322,25 +359,43 @@ async fn run_interest(
     broker: Weak<Broker>,
     mut changes: mpsc::UnboundedReceiver<InterestChange>,
 ) {
-    let mut receivers: HashMap<String, Vec<tokio::task::JoinHandle<()>>> = HashMap::new();
+    let mut receivers: HashMap<InterestKey, Vec<tokio::task::JoinHandle<()>>> = HashMap::new();
     while let Some(change) = changes.recv().await {
         let Some(node) = cluster.upgrade() else { return };
         match change {
-            InterestChange::Add(filter) => {
+            InterestChange::Add(key) => {
                 let mut tasks = Vec::new();
-                for subject in subjects::filter_subjects(&node.prefix, &filter) {
-                    match node.client.subscribe(subject.clone()).await {
+                for subject in subjects::filter_subjects(&node.prefix, &key.filter) {
+                    let subscribed = match &key.group {
+                        None => node.client.subscribe(subject.clone()).await,
+                        Some(group) => {
+                            // One queue group per shared subscription (group and filter).
+                            let queue = subjects::queue_group(&node.prefix, group, &key.filter);
+                            node.shared_client.queue_subscribe(subject.clone(), queue).await
+                        }
+                    };
+                    match subscribed {
                         Ok(subscriber) => {
                             node.subscriptions.fetch_add(1, Relaxed);
-                            tasks.push(tokio::spawn(receive(subscriber, cluster.clone(), broker.clone())));
+                            let task = match &key.group {
+                                None => tokio::spawn(receive(subscriber, cluster.clone(), broker.clone())),
+                                Some(group) => tokio::spawn(receive_shared(
+                                    subscriber,
+                                    group.clone(),
+                                    key.filter.clone(),
+                                    cluster.clone(),
+                                    broker.clone(),
+                                )),
+                            };
+                            tasks.push(task);
                         }
                         Err(e) => tracing::warn!(subject, error = %e, "cluster: cannot subscribe on NATS"),
                     }
                 }
-                receivers.insert(filter, tasks);
+                receivers.insert(key, tasks);
             }
-            InterestChange::Remove(filter) => {
-                for task in receivers.remove(&filter).unwrap_or_default() {
+            InterestChange::Remove(key) => {
+                for task in receivers.remove(&key).unwrap_or_default() {
                     // Dropping the subscriber (with the task) unsubscribes on NATS.
                     task.abort();
                     node.subscriptions.fetch_sub(1, Relaxed);
@@ -466,5 +521,34 @@ async fn run_handovers(mut handovers: async_nats::Subscriber, cluster: Weak<Clus
             node.counters.sessions_taken_over.fetch_add(1, Relaxed);
             tracing::info!(client_id = handover.client_id, "cluster: session taken over from another node");
         }
+    }
+}
+
+/// Delivers what a shared subscription's queue group gives this node: to
+/// one of this node's members of the group. Messages this node published
+/// come here too (the group may pick this node).
+async fn receive_shared(
+    mut subscriber: async_nats::Subscriber,
+    group: String,
+    filter: String,
+    cluster: Weak<Cluster>,
+    broker: Weak<Broker>,
+) {
+    let Ok(filter) = crate::topic::TopicFilter::new(&filter) else { return };
+    while let Some(nats_message) = subscriber.next().await {
+        let (Some(node), Some(broker)) = (cluster.upgrade(), broker.upgrade()) else { return };
+        let Some(message) = postcard::from_bytes::<WireMessage>(&nats_message.payload)
+            .ok()
+            .and_then(|wire| Some((wire.high_priority, Message::from_stored(wire.message).ok()?)))
+            .map(|(high_priority, mut message)| {
+                message.handling.high_priority = high_priority;
+                message
+            })
+        else {
+            node.counters.malformed.fetch_add(1, Relaxed);
+            continue;
+        };
+        broker.route_shared(message, &group, &filter);
+        node.counters.shared_received.fetch_add(1, Relaxed);
     }
 }

@@ -53,6 +53,22 @@ pub fn filter_subjects(prefix: &str, filter: &str) -> Vec<String> {
     parent.into_iter().chain(std::iter::once(subject)).collect()
 }
 
+/// The NATS queue group of the shared subscription `$share/{group}/{filter}`:
+/// MQTT makes the group and the filter together one shared subscription.
+pub fn queue_group(prefix: &str, group: &str, filter: &str) -> String {
+    let mut queue = format!("{prefix}.share.");
+    escape_level(group, &mut queue);
+    for level in filter.split('/') {
+        queue.push('.');
+        match level {
+            "+" => queue.push_str("~2B"),
+            "#" => queue.push_str("~23"),
+            level => escape_level(level, &mut queue),
+        }
+    }
+    queue
+}
+
 /// The topic a message subject carries; `None` when it is not one of ours.
 pub fn subject_topic(prefix: &str, subject: &str) -> Option<String> {
     let rest = subject.strip_prefix(prefix)?.strip_prefix(".m.")?;
