@@ -355,3 +355,44 @@ async fn a_shared_subscription_gives_each_message_to_one_member_in_the_whole_clu
         server.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_room_s_viewer_count_sums_the_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path()).await;
+    let servers = nodes(&nats, 2).await;
+    let (n1, n2) = (&servers[0], &servers[1]);
+    let room = "live/r1/danmaku";
+    let mut viewers = Vec::new();
+    for (i, server) in [n1, n1, n1, n2, n2].into_iter().enumerate() {
+        let mut v = v4::connect(server.mqtt_addr(), &format!("viewer-{i}"), true).await;
+        v.subscribe(room, v4::QoS::AtMostOnce).await;
+        viewers.push(v);
+    }
+    for server in [n1, n2] {
+        wait_until("5 viewers counted on every node", || server.broker().viewer_count(room) == 5).await;
+    }
+    // The retained $SYS topic on each node says the cluster's count.
+    let mut watcher = v4::connect(n2.mqtt_addr(), "watcher", true).await;
+    watcher.subscribe(&format!("$SYS/viewers/{room}"), v4::QoS::AtMostOnce).await;
+    watcher
+        .next_matching("the count of 5", |p| match p {
+            v4::Incoming::Publish(p) if p.payload.as_ref() == b"5" => Some(()),
+            _ => None,
+        })
+        .await;
+    // Viewers leaving n1 are subtracted on n2.
+    for v in viewers.drain(..2) {
+        v.disconnect().await;
+    }
+    wait_until("3 viewers counted on n2", || n2.broker().viewer_count(room) == 3).await;
+    watcher
+        .next_matching("the count of 3", |p| match p {
+            v4::Incoming::Publish(p) if p.payload.as_ref() == b"3" => Some(()),
+            _ => None,
+        })
+        .await;
+    for server in servers {
+        server.shutdown().await.unwrap();
+    }
+}

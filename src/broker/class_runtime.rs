@@ -244,6 +244,12 @@ impl ClassRuntime {
         self.viewers.lock().counts.get(filter).copied().unwrap_or(0)
     }
 
+    /// Every room's count (a cluster node shares them now and then, so a
+    /// node that joins, or missed a change, catches up).
+    pub fn all_viewer_counts(&self) -> Vec<(String, usize)> {
+        self.viewers.lock().counts.iter().map(|(f, c)| (f.clone(), *c)).collect()
+    }
+
     /// Counts changed since the last call, to publish.
     pub fn take_changed_viewer_counts(&self) -> Vec<(String, usize)> {
         let mut viewers = self.viewers.lock();

@@ -10,9 +10,11 @@ use super::*;
 pub const HISTORY_SWEEP_EVERY_SECS: u64 = 60;
 
 impl Broker {
-    /// Live subscribers of a room (an exact filter of a `count_viewers` class).
+    /// Live subscribers of a room (an exact filter of a `count_viewers`
+    /// class): in a cluster, on every node.
     pub fn viewer_count(&self, filter: &str) -> usize {
-        self.classes.viewer_count(filter)
+        let remote = self.cluster.get().map_or(0, |c| c.remote_viewers(filter));
+        self.classes.viewer_count(filter) + remote
     }
 
     /// The topic classes in force.
@@ -42,8 +44,24 @@ impl Broker {
                 tick.tick().await;
                 let Some(broker) = broker.upgrade() else { return };
                 let now = now_ms();
-                for (filter, count) in broker.classes.take_changed_viewer_counts() {
+                let mut changed: Vec<String> = Vec::new();
+                let local_changes = broker.classes.take_changed_viewer_counts();
+                if let Some(cluster) = broker.cluster.get() {
+                    // Other nodes add this node's counts to theirs: tell them
+                    // what changed, and everything every few seconds.
+                    if ticks.is_multiple_of(crate::cluster::VIEWERS_FULL_EVERY_SECS) {
+                        cluster.share_viewer_counts(broker.classes.all_viewer_counts());
+                    } else if !local_changes.is_empty() {
+                        cluster.share_viewer_counts(local_changes.clone());
+                    }
+                    changed.extend(cluster.take_changed_viewers(now));
+                }
+                changed.extend(local_changes.into_iter().map(|(filter, _)| filter));
+                changed.sort_unstable();
+                changed.dedup();
+                for filter in changed {
                     let Ok(topic) = TopicName::new(&format!("$SYS/viewers/{filter}")) else { continue };
+                    let count = broker.viewer_count(&filter);
                     let payload = if count == 0 { bytes::Bytes::new() } else { count.to_string().into() };
                     broker.publish(Message::new(topic, payload, QoS::AtMostOnce, true));
                 }

@@ -72,6 +72,25 @@ struct Handover {
     deliveries: Vec<crate::store::StoredDelivery>,
 }
 
+/// One node's viewer counts (all of them, or those that changed).
+#[derive(Debug, Serialize, Deserialize)]
+struct ViewerCounts {
+    node: String,
+    counts: Vec<(String, usize)>,
+}
+
+/// Seconds between full shares of a node's viewer counts.
+pub const VIEWERS_FULL_EVERY_SECS: u64 = 5;
+/// A node's counts not heard of for this long are forgotten (the node is gone).
+pub const VIEWERS_FORGET_AFTER_MS: u64 = 3 * VIEWERS_FULL_EVERY_SECS * 1000;
+
+/// Other nodes' viewer counts: room → node → (count, when heard).
+#[derive(Default)]
+struct RemoteViewers {
+    rooms: HashMap<String, HashMap<String, (usize, u64)>>,
+    changed: HashSet<String>,
+}
+
 /// What happened since start (`/metrics`).
 #[derive(Debug, Default)]
 pub struct ClusterCounters {
@@ -139,6 +158,7 @@ pub struct Cluster {
     interest: Mutex<HashMap<InterestKey, usize>>,
     changes: mpsc::UnboundedSender<InterestChange>,
     seen: Mutex<Seen>,
+    viewers: Mutex<RemoteViewers>,
     connected: Arc<AtomicBool>,
     /// NATS subscriptions held (a `/#` filter takes two).
     pub subscriptions: AtomicUsize,
@@ -234,6 +254,7 @@ impl Cluster {
             interest: Mutex::new(HashMap::new()),
             changes,
             seen: Mutex::new(Seen::default()),
+            viewers: Mutex::new(RemoteViewers::default()),
             connected,
             subscriptions: AtomicUsize::new(0),
             counters: ClusterCounters::default(),
@@ -243,6 +264,8 @@ impl Cluster {
         tokio::spawn(run_claims(claims, Arc::downgrade(&cluster), Arc::downgrade(broker)));
         let handovers = cluster.client.subscribe(format!("{}.c.handover.{}", cluster.prefix, cluster.node)).await?;
         tokio::spawn(run_handovers(handovers, Arc::downgrade(&cluster), Arc::downgrade(broker)));
+        let viewers = cluster.client.subscribe(format!("{}.c.viewers", cluster.prefix)).await?;
+        tokio::spawn(run_viewers(viewers, Arc::downgrade(&cluster)));
         tokio::spawn(run_interest(Arc::downgrade(&cluster), Arc::downgrade(broker), changes_rx));
         Ok(cluster)
     }
@@ -324,6 +347,39 @@ impl Cluster {
                 tracing::debug!(error = %e, "cluster: cannot send a claim");
             }
         });
+    }
+
+    /// Sends this node's viewer counts to the others (fire and forget).
+    pub fn share_viewer_counts(&self, counts: Vec<(String, usize)>) {
+        let Ok(payload) = postcard::to_allocvec(&ViewerCounts { node: self.node.clone(), counts }) else { return };
+        let (client, subject) = (self.client.clone(), format!("{}.c.viewers", self.prefix));
+        tokio::spawn(async move {
+            let _ = client.publish(subject, Bytes::from(payload)).await;
+        });
+    }
+
+    /// Viewers of `room` on the other nodes.
+    pub fn remote_viewers(&self, room: &str) -> usize {
+        let now = crate::broker::now_ms();
+        self.viewers.lock().rooms.get(room).map_or(0, |nodes| {
+            nodes.values().filter(|(_, at)| now.saturating_sub(*at) < VIEWERS_FORGET_AFTER_MS).map(|(c, _)| c).sum()
+        })
+    }
+
+    /// Rooms whose count on other nodes changed (or whose node went quiet)
+    /// since the last call.
+    pub fn take_changed_viewers(&self, now_ms: u64) -> Vec<String> {
+        let mut viewers = self.viewers.lock();
+        let RemoteViewers { rooms, changed } = &mut *viewers;
+        rooms.retain(|room, nodes| {
+            let before = nodes.len();
+            nodes.retain(|_, (_, at)| now_ms.saturating_sub(*at) < VIEWERS_FORGET_AFTER_MS);
+            if nodes.len() != before {
+                changed.insert(room.clone());
+            }
+            !nodes.is_empty()
+        });
+        changed.drain().collect()
     }
 
     /// Whether this is the first sighting of a message (origin, id); called
@@ -550,5 +606,33 @@ async fn receive_shared(
         };
         broker.route_shared(message, &group, &filter);
         node.counters.shared_received.fetch_add(1, Relaxed);
+    }
+}
+
+/// Other nodes' viewer counts.
+async fn run_viewers(mut shares: async_nats::Subscriber, cluster: Weak<Cluster>) {
+    while let Some(nats_message) = shares.next().await {
+        let Some(node) = cluster.upgrade() else { return };
+        let Ok(share) = postcard::from_bytes::<ViewerCounts>(&nats_message.payload) else {
+            node.counters.malformed.fetch_add(1, Relaxed);
+            continue;
+        };
+        if share.node == node.node {
+            continue;
+        }
+        let now = crate::broker::now_ms();
+        let mut viewers = node.viewers.lock();
+        for (room, count) in share.counts {
+            let nodes = viewers.rooms.entry(room.clone()).or_default();
+            let before = nodes.get(&share.node).map(|(c, _)| *c);
+            if count == 0 {
+                nodes.remove(&share.node);
+            } else {
+                nodes.insert(share.node.clone(), (count, now));
+            }
+            if before != Some(count) && !(before.is_none() && count == 0) {
+                viewers.changed.insert(room);
+            }
+        }
     }
 }
