@@ -396,3 +396,42 @@ async fn a_room_s_viewer_count_sums_the_nodes() {
         server.shutdown().await.unwrap();
     }
 }
+
+/// Parses bench arguments the way the command line does.
+#[derive(clap::Parser)]
+struct BenchCli {
+    #[command(flatten)]
+    args: starling::bench::BenchArgs,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starling_bench_spreads_its_clients_over_the_nodes() {
+    use clap::Parser;
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path()).await;
+    let servers = nodes(&nats, 3).await;
+    let brokers: Vec<String> = servers.iter().map(|s| s.mqtt_addr().to_string()).collect();
+    let brokers = brokers.join(",");
+    for line in [
+        format!("fanout --broker {brokers} --subscribers 30 --rate 50 --duration 1 --warmup 1 --quiet"),
+        format!(
+            "p2p --broker {brokers} --spread pub-on-first --pairs 12 --rate 20 --qos 1 --duration 1 --warmup 1 --quiet"
+        ),
+    ] {
+        let args = BenchCli::parse_from(std::iter::once("bench").chain(line.split_whitespace())).args;
+        let result = within(&line, starling::bench::run(args)).await.unwrap();
+        assert_eq!(result.connect_failures, 0, "{line}");
+        assert!(result.published > 0, "{line}: nothing published");
+        assert_eq!(result.received, result.expected, "{line}: lost messages");
+    }
+    // Every node had clients: each forwarded or received over NATS.
+    for server in &servers {
+        let c = &server.broker().cluster().unwrap().counters;
+        let crossed = c.forwarded.load(std::sync::atomic::Ordering::Relaxed)
+            + c.received.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(crossed > 0, "a node took no part");
+    }
+    for server in servers {
+        server.shutdown().await.unwrap();
+    }
+}

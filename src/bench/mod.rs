@@ -35,14 +35,42 @@ pub enum Scenario {
     Idle,
 }
 
+/// How connections spread over the nodes of a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Spread {
+    RoundRobin,
+    PubOnFirst,
+}
+
+impl Spread {
+    /// The node (index into `--broker`) of subscriber `i`, or of publisher `i`.
+    pub fn node(self, nodes: usize, publisher: bool, i: usize) -> usize {
+        match (self, publisher) {
+            _ if nodes <= 1 => 0,
+            (Spread::RoundRobin, false) => i % nodes,
+            (Spread::RoundRobin, true) => (i + 1) % nodes,
+            (Spread::PubOnFirst, false) => 1 + i % (nodes - 1),
+            (Spread::PubOnFirst, true) => 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// The workload.
     #[arg(value_enum)]
     pub scenario: Scenario,
-    /// Broker address (the WebSocket port for ws-mqtt and ws-proto).
-    #[arg(long, default_value = "127.0.0.1:1883")]
-    pub broker: SocketAddr,
+    /// Broker address (the WebSocket port for ws-mqtt and ws-proto); several,
+    /// comma-separated, for the nodes of a cluster (see --spread).
+    #[arg(long, default_value = "127.0.0.1:1883", value_delimiter = ',', required = true)]
+    pub broker: Vec<SocketAddr>,
+    /// With several --broker nodes: "round-robin" (subscribers over every
+    /// node; each publisher on another node than the subscriber of the same
+    /// number, so p2p pairs always cross nodes) or "pub-on-first" (publishers
+    /// on the first node, subscribers over the others: every delivery
+    /// crosses nodes).
+    #[arg(long, value_enum, default_value = "round-robin")]
+    pub spread: Spread,
     #[arg(long, value_enum, default_value = "mqtt")]
     pub transport: Transport,
     /// MQTT protocol level: 4 (3.1.1) or 5.
@@ -215,8 +243,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchResult> {
     };
     stats::raise_fd_limit();
     clock_nanos();
+    anyhow::ensure!(!args.broker.is_empty(), "--broker: give at least one address");
     let target = Target {
-        addr: args.broker,
+        addr: args.broker[0],
         transport: args.transport,
         version: if args.mqtt_version == 5 { ProtocolVersion::V5 } else { ProtocolVersion::V311 },
         keep_alive: args.keep_alive,
@@ -242,7 +271,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchResult> {
     let mut connected = JoinSet::new();
     for (i, (client_id, filter)) in plan.subscribers.iter().cloned().enumerate() {
         pace(args.ramp, i, connect_started).await;
-        let (target, gate, counters) = (target.clone(), gate.clone(), counters.clone());
+        let (mut target, gate, counters) = (target.clone(), gate.clone(), counters.clone());
+        target.addr = args.broker[args.spread.node(args.broker.len(), false, i)];
         let source = source_addr(args.source_addrs, i);
         let filter = if args.no_subscribe { None } else { Some(filter) };
         connected.spawn(async move {
@@ -271,6 +301,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchResult> {
     let mut publishers = Vec::new();
     for (i, (client_id, topics)) in plan.publishers.iter().cloned().enumerate() {
         let source = source_addr(args.source_addrs, plan.subscribers.len() + i);
+        let target = Target { addr: args.broker[args.spread.node(args.broker.len(), true, i)], ..target.clone() };
         let connected = tokio::time::timeout(CONNECT_TIMEOUT, connect_publisher(&target, source, &client_id))
             .await
             .unwrap_or_else(|_| Err(format!("no CONNACK within {CONNECT_TIMEOUT:?}")));
@@ -482,5 +513,20 @@ fn source_addr(count: u8, i: usize) -> Option<IpAddr> {
 async fn pace(ramp: u32, i: usize, started: Instant) {
     if ramp > 0 {
         tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / ramp as f64)).into()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spreads_put_each_pair_on_two_nodes() {
+        let pairs = |spread: Spread, n: usize| -> Vec<(usize, usize)> {
+            (0..4).map(|i| (spread.node(n, false, i), spread.node(n, true, i))).collect()
+        };
+        assert_eq!(pairs(Spread::RoundRobin, 3), [(0, 1), (1, 2), (2, 0), (0, 1)]);
+        assert_eq!(pairs(Spread::PubOnFirst, 3), [(1, 0), (2, 0), (1, 0), (2, 0)]);
+        assert_eq!(pairs(Spread::PubOnFirst, 1), [(0, 0); 4]);
     }
 }
