@@ -435,3 +435,37 @@ async fn starling_bench_spreads_its_clients_over_the_nodes() {
         server.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn over_a_nats_cluster_routing_survives_the_loss_of_a_nats_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = NatsServer::cluster_of_three(dir.path()).await;
+    // Each node knows one NATS server; the others it learns from it.
+    let mut servers = Vec::new();
+    for (i, node) in ["n1", "n2"].into_iter().enumerate() {
+        let mut config = node_config(&nats[i], node);
+        config.cluster.as_mut().unwrap().stream_replicas = 3;
+        servers.push(start(config).await);
+    }
+    let (n1, n2) = (&servers[0], &servers[1]);
+    let mut subscriber = v4::connect(n2.mqtt_addr(), "on-n2", true).await;
+    subscriber.subscribe("alerts/#", v4::QoS::AtLeastOnce).await;
+    let mut publisher = v4::connect(n1.mqtt_addr(), "on-n1", true).await;
+    until_routed(&mut publisher, &mut subscriber, "alerts/a").await;
+
+    // n1's NATS server dies: n1 moves to another one of the cluster.
+    nats[0].kill().await;
+    let cluster = n1.broker().cluster().unwrap().clone();
+    wait_until("n1 to reconnect to another NATS server", || cluster.is_connected()).await;
+    until_routed(&mut publisher, &mut subscriber, "alerts/a").await;
+    publisher.publish_acked("alerts/b", false, "after the NATS server was lost").await;
+    subscriber
+        .next_matching("the message after failover", |p| match p {
+            v4::Incoming::Publish(p) if p.payload.as_ref() == b"after the NATS server was lost" => Some(()),
+            _ => None,
+        })
+        .await;
+    for server in servers {
+        server.shutdown().await.unwrap();
+    }
+}

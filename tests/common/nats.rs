@@ -11,15 +11,44 @@ pub struct NatsServer {
     child: Option<Child>,
     pub port: u16,
     dir: PathBuf,
+    /// Extra arguments (clustering: name, cluster port, routes).
+    args: Vec<String>,
 }
 
 impl NatsServer {
     /// Starts nats-server on a free port and waits until it takes connections.
     pub async fn start(dir: &Path) -> NatsServer {
         let port = super::process::free_port();
-        let mut server = NatsServer { child: None, port, dir: dir.to_path_buf() };
+        let mut server = NatsServer { child: None, port, dir: dir.to_path_buf(), args: Vec::new() };
         server.restart().await;
         server
+    }
+
+    /// Three nats-servers routed into one NATS cluster (JetStream on each,
+    /// its own data directory), each taking clients on its own port.
+    pub async fn cluster_of_three(dir: &Path) -> Vec<NatsServer> {
+        let ports: Vec<(u16, u16)> =
+            (0..3).map(|_| (super::process::free_port(), super::process::free_port())).collect();
+        let routes: Vec<String> = ports.iter().map(|(_, c)| format!("nats://127.0.0.1:{c}")).collect();
+        let mut servers = Vec::new();
+        for (i, (port, cluster_port)) in ports.iter().enumerate() {
+            let data = dir.join(format!("nats-{i}"));
+            std::fs::create_dir_all(&data).unwrap();
+            let args = vec![
+                "--server_name".into(),
+                format!("s{i}"),
+                "--cluster_name".into(),
+                "starling-test".into(),
+                "--cluster".into(),
+                format!("nats://127.0.0.1:{cluster_port}"),
+                "--routes".into(),
+                routes.join(","),
+            ];
+            let mut server = NatsServer { child: None, port: *port, dir: data, args };
+            server.restart().await;
+            servers.push(server);
+        }
+        servers
     }
 
     pub fn url(&self) -> String {
@@ -31,6 +60,7 @@ impl NatsServer {
         let child = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
             .arg(&self.dir)
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
