@@ -212,11 +212,11 @@ async fn a_picture_dropped_into_the_chat_shows_for_everyone_and_the_second_uploa
     // A drops a picture: uploaded over tus with a moving progress bar...
     browser.expect("UPLOADED noise.png instant=false progress=true error=none").await;
     // ...and B sees it as a thumbnail, live and again from history.
-    browser.expect("THUMBNAIL ada:noise.png:image/png:true 900x600").await;
-    browser.expect("HISTORY 900x600").await;
+    browser.expect("THUMBNAIL ada:noise.png:image/png:true 600x400").await;
+    browser.expect("HISTORY 600x400").await;
     // The same picture pasted again: instant, no body sent.
     browser.expect("UPLOADED AGAIN instant=true error=none").await;
-    browser.expect("THUMBNAILS 900x600,900x600").await;
+    browser.expect("THUMBNAILS 600x400,600x400").await;
     browser.finish().await;
 
     // MQTT subscribers get the file message of docs/scenarios.md.

@@ -119,8 +119,9 @@ fn authenticated(dir: &std::path::Path) -> starling::config::Config {
     config
 }
 
-fn bearer(user: &str) -> (&'static str, String) {
-    ("Authorization", format!("Bearer {}", token(json!({ "sub": user }))))
+/// `Authorization: Bearer` with a token of `user`.
+fn bearer(user: &str) -> String {
+    format!("Bearer {}", token(json!({ "sub": user })))
 }
 
 #[tokio::test]
@@ -271,10 +272,8 @@ async fn limits_refuse_the_offender_with_413_and_spare_a_bystander() {
     config.files.max_total_bytes = 1_000_000;
     let server = start(config).await;
     let addr = server.ws_addr();
-    let alice = bearer("alice");
-    let alice = [(alice.0, alice.1.as_str())];
-    let bob = bearer("bob");
-    let bob = [(bob.0, bob.1.as_str())];
+    let (alice, bob) = (bearer("alice"), bearer("bob"));
+    let (alice, bob) = ([("Authorization", alice.as_str())], [("Authorization", bob.as_str())]);
 
     let reply = create(addr, &alice, 10_001, "").await;
     assert_eq!(reply.status, 413);
@@ -330,10 +329,8 @@ async fn termination_removes_an_upload_and_shared_content_stays_until_its_last_f
     let dir = tempfile::tempdir().unwrap();
     let server = start(authenticated(dir.path())).await;
     let addr = server.ws_addr();
-    let alice = bearer("alice");
-    let alice = [(alice.0, alice.1.as_str())];
-    let bob = bearer("bob");
-    let bob = [(bob.0, bob.1.as_str())];
+    let (alice, bob) = (bearer("alice"), bearer("bob"));
+    let (alice, bob) = ([("Authorization", alice.as_str())], [("Authorization", bob.as_str())]);
     let bytes = content(20_000, 7);
     let first = upload(addr, &alice, &bytes, "").await;
     let second = upload(addr, &alice, &bytes, "").await;
@@ -360,10 +357,8 @@ async fn who_may_upload_and_download_follows_authentication() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(authenticated(dir.path())).await;
     let addr = server.ws_addr();
-    let alice = bearer("alice");
-    let alice = [(alice.0, alice.1.as_str())];
-    let bob = bearer("bob");
-    let bob = [(bob.0, bob.1.as_str())];
+    let (alice, bob) = (bearer("alice"), bearer("bob"));
+    let (alice, bob) = ([("Authorization", alice.as_str())], [("Authorization", bob.as_str())]);
 
     let reply = create(addr, &[], 10, "").await;
     assert_eq!(reply.status, 401, "anonymous clients are not allowed here");
@@ -397,10 +392,8 @@ async fn instant_upload_only_for_content_the_owner_already_uploaded() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(authenticated(dir.path())).await;
     let addr = server.ws_addr();
-    let alice = bearer("alice");
-    let alice = [(alice.0, alice.1.as_str())];
-    let bob = bearer("bob");
-    let bob = [(bob.0, bob.1.as_str())];
+    let (alice, bob) = (bearer("alice"), bearer("bob"));
+    let (alice, bob) = ([("Authorization", alice.as_str())], [("Authorization", bob.as_str())]);
     let bytes = content(100_000, 10);
     let claim = format!("sha256 {},filename {}", sha256_b64(&bytes), b64(b"cat.jpg"));
 

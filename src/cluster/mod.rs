@@ -171,44 +171,28 @@ impl Cluster {
     pub async fn start(config: &ClusterConfig, broker: &Arc<Broker>) -> anyhow::Result<Arc<Cluster>> {
         let node = config.node_name();
         let connected = Arc::new(AtomicBool::new(false));
-        let mut options = async_nats::ConnectOptions::new()
-            .name(format!("starling {node}"))
-            .no_echo()
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            .reconnect_delay_callback(|attempts| {
-                std::time::Duration::from_millis((50u64 << attempts.min(6)).min(2000))
-            });
-        if let Some(token) = &config.token {
-            options = options.token(token.clone());
-        }
-        if let Some(file) = &config.credentials_file {
-            options = options
-                .credentials_file(file)
-                .await
-                .map_err(|e| anyhow::anyhow!("cluster.credentials_file {}: {e}", file.display()))?;
-        }
-        if let Some(ca) = &config.tls_ca_file {
-            options = options.add_root_certificates(ca.clone());
-        }
         let events = connected.clone();
         let event_node = node.clone();
-        options = options.event_callback(move |event| {
-            let (events, node) = (events.clone(), event_node.clone());
-            async move {
-                match event {
-                    async_nats::Event::Connected => {
-                        events.store(true, Relaxed);
-                        tracing::info!(node, "cluster: connected to NATS");
+        let options =
+            connect_options(config, format!("starling {node}")).await?.no_echo().event_callback(move |event| {
+                let (events, node) = (events.clone(), event_node.clone());
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            events.store(true, Relaxed);
+                            tracing::info!(node, "cluster: connected to NATS");
+                        }
+                        async_nats::Event::Disconnected => {
+                            events.store(false, Relaxed);
+                            tracing::warn!(
+                                node,
+                                "cluster: lost NATS; local delivery goes on, other nodes are not reached"
+                            );
+                        }
+                        other => tracing::info!(node, event = %other, "cluster: NATS event"),
                     }
-                    async_nats::Event::Disconnected => {
-                        events.store(false, Relaxed);
-                        tracing::warn!(node, "cluster: lost NATS; local delivery goes on, other nodes are not reached");
-                    }
-                    other => tracing::info!(node, event = %other, "cluster: NATS event"),
                 }
-            }
-        });
+            });
         let urls: Vec<async_nats::ServerAddr> = config
             .nats_urls
             .iter()
@@ -219,27 +203,11 @@ impl Cluster {
         // Queue-group subscriptions (shared subscriptions) live on a second
         // connection: the first one does not echo, and a group's member on
         // this node must get its share of what this node publishes too.
-        let mut shared_options = async_nats::ConnectOptions::new()
-            .name(format!("starling {node} shared"))
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            .reconnect_delay_callback(|attempts| {
-                std::time::Duration::from_millis((50u64 << attempts.min(6)).min(2000))
-            });
-        if let Some(token) = &config.token {
-            shared_options = shared_options.token(token.clone());
-        }
-        if let Some(file) = &config.credentials_file {
-            shared_options = shared_options
-                .credentials_file(file)
-                .await
-                .map_err(|e| anyhow::anyhow!("cluster.credentials_file {}: {e}", file.display()))?;
-        }
-        if let Some(ca) = &config.tls_ca_file {
-            shared_options = shared_options.add_root_certificates(ca.clone());
-        }
-        let shared_client =
-            shared_options.connect(urls).await.map_err(|e| anyhow::anyhow!("cluster: cannot use NATS: {e}"))?;
+        let shared_client = connect_options(config, format!("starling {node} shared"))
+            .await?
+            .connect(urls)
+            .await
+            .map_err(|e| anyhow::anyhow!("cluster: cannot use NATS: {e}"))?;
         if client.connection_state() == async_nats::connection::State::Connected {
             connected.store(true, Relaxed);
         }
@@ -392,6 +360,29 @@ impl Cluster {
         }
         first
     }
+}
+
+/// What both of a node's NATS connections share: credentials, trust,
+/// reconnecting forever with back-off (50 ms doubling to 2 s).
+async fn connect_options(config: &ClusterConfig, name: String) -> anyhow::Result<async_nats::ConnectOptions> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .reconnect_delay_callback(|attempts| std::time::Duration::from_millis((50u64 << attempts.min(6)).min(2000)));
+    if let Some(token) = &config.token {
+        options = options.token(token.clone());
+    }
+    if let Some(file) = &config.credentials_file {
+        options = options
+            .credentials_file(file)
+            .await
+            .map_err(|e| anyhow::anyhow!("cluster.credentials_file {}: {e}", file.display()))?;
+    }
+    if let Some(ca) = &config.tls_ca_file {
+        options = options.add_root_certificates(ca.clone());
+    }
+    Ok(options)
 }
 
 fn ahash_of(s: &str) -> u64 {

@@ -6,14 +6,11 @@
 // timeout on what the page shows (`window.demoState`, the DOM), never a sleep.
 // Needs Debian's chromium (/usr/bin/chromium) and playwright-core; the test
 // command installs both.
-import { chromium } from "playwright-core";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { launch, newPage, until } from "./chromium.mjs";
 import { createInterface } from "node:readline";
 
 const [url, shots] = process.argv.slice(2);
-const TIMEOUT = 10_000;
 const input = createInterface({ input: process.stdin });
 const stdin = input[Symbol.asyncIterator]();
 const say = (line) => console.log(line);
@@ -22,39 +19,13 @@ async function hear(expected) {
   if (value !== expected) throw new Error(`expected ${expected} on stdin, got ${value}`);
 }
 
-/** Waits until `fn(arg)` is truthy in the page; fails naming `what`. */
-async function until(page, what, fn, arg) {
-  try {
-    return await (await page.waitForFunction(fn, arg, { timeout: TIMEOUT, polling: 50 })).jsonValue();
-  } catch (e) {
-    throw new Error(`${page.name}: timed out waiting for ${what}: ${e.message.split("\n")[0]}`);
-  }
-}
-
 const chatLines = (page) =>
   page.evaluate(() => window.demoState.chat.map((c) => `${c.name}:${c.text}`).join("|"));
 
-const profile = mkdtempSync(join(tmpdir(), "starling-chromium-"));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: "/usr/bin/chromium",
-  headless: true,
-  viewport: { width: 1400, height: 700 },
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const browser = await launch();
 
 async function open(name) {
-  const page = await context.newPage();
-  page.name = name;
-  page.on("pageerror", (e) => console.error(`${name}: page error: ${e.message}`));
-  page.on("console", (m) => m.type() === "error" && console.error(`${name}: console: ${m.text()}`));
+  const page = await newPage(browser.context, name);
   await page.goto(url);
   await until(page, "the page to connect, subscribe and load history", () => window.demoState?.ready);
   return page;
@@ -159,6 +130,5 @@ try {
   say("DONE");
 } finally {
   input.close();
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
+  await browser.close();
 }

@@ -6,48 +6,27 @@
 // it again from the room's history; A pastes the same picture and the upload
 // is instant. One line per step; every wait is a playwright wait on what the
 // page shows, with a timeout.
-import { chromium } from "playwright-core";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { launch, newPage, until } from "./chromium.mjs";
 
 const [url, shots] = process.argv.slice(2);
-const TIMEOUT = 15_000;
 const say = (line) => console.log(line);
-
-async function until(page, what, fn, arg) {
-  try {
-    return await (await page.waitForFunction(fn, arg, { timeout: TIMEOUT, polling: 50 })).jsonValue();
-  } catch (e) {
-    throw new Error(`${page.name}: timed out waiting for ${what}: ${e.message.split("\n")[0]}`);
-  }
-}
-
-const profile = mkdtempSync(join(tmpdir(), "starling-chromium-"));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: "/usr/bin/chromium",
-  headless: true,
-  viewport: { width: 1400, height: 700 },
-  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-sync"],
-});
+const browser = await launch();
 
 async function open(name) {
-  const page = await context.newPage();
-  page.name = name;
-  page.on("pageerror", (e) => console.error(`${name}: page error: ${e.message}`));
-  page.on("console", (m) => m.type() === "error" && console.error(`${name}: console: ${m.text()}`));
+  const page = await newPage(browser.context, name);
   await page.goto(url);
   await until(page, "the page to connect and load history", () => window.demoState?.ready);
   return page;
 }
 
-/** Hands the page a noisy 900x600 PNG (about 2 MB) through `how`: a drop on the chat, or a paste. */
+/** Hands the page a noisy 600x400 PNG (about 700 KB) through `how`: a drop on the chat, or a paste. */
 async function give(page, how) {
   await page.evaluate(async (how) => {
     if (!window.testPicture) {
-      const canvas = new OffscreenCanvas(900, 600);
+      const canvas = new OffscreenCanvas(600, 400);
       const g = canvas.getContext("2d");
-      const pixels = g.createImageData(900, 600);
+      const pixels = g.createImageData(600, 400);
       for (let i = 0; i < pixels.data.length; i += 65536) {
         crypto.getRandomValues(pixels.data.subarray(i, i + 65536));
       }
@@ -89,7 +68,7 @@ try {
   );
   const entry = await b.evaluate(() => {
     const c = window.demoState.chat.find((c) => c.file);
-    return `${c.name}:${c.file.name}:${c.file.mime}:${c.file.size > 1000000}`;
+    return `${c.name}:${c.file.name}:${c.file.mime}:${c.file.size > 500000}`;
   });
   say(`THUMBNAIL ${entry} ${(await thumbnails(b)).join(",")}`);
   await b.screenshot({ path: join(shots, "files-b.png") });
@@ -114,6 +93,5 @@ try {
   console.error(e);
   process.exitCode = 1;
 } finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
+  await browser.close();
 }

@@ -6,10 +6,8 @@
 // what the page shows (`window.statusState`, the DOM), never a sleep. Exits 1
 // with the error on stderr when a step fails. Needs Debian's chromium
 // (/usr/bin/chromium) and playwright-core, like browser_demo_test.mjs.
-import { chromium } from "playwright-core";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { launch, newPage, until } from "./chromium.mjs";
 
 const [url, shots, expectedArg, topic] = process.argv.slice(2);
 const expected = Number(expectedArg);
@@ -17,42 +15,15 @@ if (!url || !shots || !Number.isInteger(expected) || !topic) {
   console.error("usage: node status_page_test.mjs URL SHOT_DIR EXPECTED_CONNECTIONS TOPIC");
   process.exit(1);
 }
-const TIMEOUT = 10_000;
 // The rates need three polls a second apart, the canary its first round.
 const SLOW_TIMEOUT = 30_000;
 const say = (line) => console.log(line);
 
-/** Waits until `fn(arg)` is truthy in the page; fails naming `what`. */
-async function until(page, what, fn, arg, timeout = TIMEOUT) {
-  try {
-    return await (await page.waitForFunction(fn, arg, { timeout, polling: 50 })).jsonValue();
-  } catch (e) {
-    throw new Error(`${page.name}: timed out waiting for ${what}: ${e.message.split("\n")[0]}`);
-  }
-}
-
-const profile = mkdtempSync(join(tmpdir(), "starling-chromium-"));
-let context;
+let browser;
 let status = 0;
 try {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: "/usr/bin/chromium",
-    headless: true,
-    viewport: { width: 1400, height: 900 },
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
-  const page = await context.newPage();
-  page.name = "status";
-  page.on("pageerror", (e) => console.error(`status: page error: ${e.message}`));
-  page.on("console", (m) => m.type() === "error" && console.error(`status: console: ${m.text()}`));
+  browser = await launch({ width: 1400, height: 900 });
+  const page = await newPage(browser.context, "status");
 
   await page.goto(url);
   await until(page, "the first successful poll", () => window.statusState?.ready);
@@ -108,7 +79,6 @@ try {
   console.error(e?.stack ?? String(e));
   status = 1;
 } finally {
-  await context?.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
+  await browser?.close().catch(() => {});
 }
 process.exit(status);
