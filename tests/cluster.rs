@@ -42,6 +42,17 @@ async fn mqtt_ws(server: &Server, id: &str) -> v4::Client {
     v4::connect_with(o).await.0
 }
 
+/// Skips what `client` receives until a message whose payload is `payload`.
+async fn skip_until(client: &mut v4::Client, payload: &[u8]) {
+    let what = format!("a message {:?}", String::from_utf8_lossy(payload));
+    client
+        .next_matching(&what, |p| match p {
+            v4::Incoming::Publish(p) if p.payload.as_ref() == payload => Some(()),
+            _ => None,
+        })
+        .await
+}
+
 /// Publishes `probe` messages on `topic` from `publisher` until `receiver`
 /// gets one: the other node's NATS subscription is in place. Returns the
 /// number of probes the receiver will have seen at most once each.
@@ -60,12 +71,7 @@ async fn until_routed(publisher: &mut v4::Client, receiver: &mut v4::Client, top
     .await;
     // Drain the probes still on their way (each follows the first in order).
     publisher.publish_acked(topic, false, "end of probes").await;
-    receiver
-        .next_matching("the end of the probes", |p| match p {
-            v4::Incoming::Publish(p) if p.payload.as_ref() == b"end of probes" => Some(()),
-            _ => None,
-        })
-        .await;
+    skip_until(receiver, b"end of probes").await;
 }
 
 #[tokio::test]
@@ -91,12 +97,7 @@ async fn a_message_published_on_one_node_reaches_every_node_and_transport_once()
     // NATS subscriptions with ws: routed too).
     publisher.publish_acked("news/today", false, "start").await;
     for client in [&mut tcp, &mut ws, &mut local] {
-        client
-            .next_matching("the start marker", |p| match p {
-                v4::Incoming::Publish(p) if p.payload.as_ref() == b"start" => Some(()),
-                _ => None,
-            })
-            .await;
+        skip_until(client, b"start").await;
     }
     while within("the start marker", app.next_publish()).await.unwrap().payload.as_ref() != b"start" {}
 
@@ -218,12 +219,7 @@ async fn without_nats_a_node_serves_its_own_clients_and_rejoins_when_nats_return
     // Interest is renewed on reconnect: routing resumes.
     until_routed(&mut publisher, &mut remote, "chat/x").await;
     publisher.publish_acked("chat/x", false, "back").await;
-    remote
-        .next_matching("the message after NATS came back", |p| match p {
-            v4::Incoming::Publish(p) if p.payload.as_ref() == b"back" => Some(()),
-            _ => None,
-        })
-        .await;
+    skip_until(&mut remote, b"back").await;
     for server in servers {
         server.shutdown().await.unwrap();
     }
@@ -375,23 +371,13 @@ async fn a_room_s_viewer_count_sums_the_nodes() {
     // The retained $SYS topic on each node says the cluster's count.
     let mut watcher = v4::connect(n2.mqtt_addr(), "watcher", true).await;
     watcher.subscribe(&format!("$SYS/viewers/{room}"), v4::QoS::AtMostOnce).await;
-    watcher
-        .next_matching("the count of 5", |p| match p {
-            v4::Incoming::Publish(p) if p.payload.as_ref() == b"5" => Some(()),
-            _ => None,
-        })
-        .await;
+    skip_until(&mut watcher, b"5").await;
     // Viewers leaving n1 are subtracted on n2.
     for v in viewers.drain(..2) {
         v.disconnect().await;
     }
     wait_until("3 viewers counted on n2", || n2.broker().viewer_count(room) == 3).await;
-    watcher
-        .next_matching("the count of 3", |p| match p {
-            v4::Incoming::Publish(p) if p.payload.as_ref() == b"3" => Some(()),
-            _ => None,
-        })
-        .await;
+    skip_until(&mut watcher, b"3").await;
     for server in servers {
         server.shutdown().await.unwrap();
     }
@@ -459,12 +445,7 @@ async fn over_a_nats_cluster_routing_survives_the_loss_of_a_nats_server() {
     wait_until("n1 to reconnect to another NATS server", || cluster.is_connected()).await;
     until_routed(&mut publisher, &mut subscriber, "alerts/a").await;
     publisher.publish_acked("alerts/b", false, "after the NATS server was lost").await;
-    subscriber
-        .next_matching("the message after failover", |p| match p {
-            v4::Incoming::Publish(p) if p.payload.as_ref() == b"after the NATS server was lost" => Some(()),
-            _ => None,
-        })
-        .await;
+    skip_until(&mut subscriber, b"after the NATS server was lost").await;
     for server in servers {
         server.shutdown().await.unwrap();
     }
