@@ -20,7 +20,8 @@ pub struct ClusterConfig {
     pub token: Option<String>,
     /// CA certificate(s) to trust for `tls://` NATS servers.
     pub tls_ca_file: Option<PathBuf>,
-    /// Replicas of the JetStream streams and buckets (3 on a real NATS cluster).
+    /// Replicas of the JetStream streams and buckets (3 on a real NATS
+    /// cluster). Validated now; nothing is kept in JetStream yet (docs/cluster.md).
     pub stream_replicas: usize,
     /// First token of every subject starling uses, so that several clusters
     /// can share one NATS.
