@@ -16,27 +16,14 @@ use sha2::Digest;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// One HTTP request on a fresh connection: status, headers (names lower-cased) and body.
 async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, BTreeMap<String, String>, Vec<u8>) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    within("the HTTP response", stream.read_to_end(&mut response)).await.unwrap();
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
-    let head = std::str::from_utf8(&response[..split]).unwrap();
-    let mut lines = head.lines();
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    (status, headers, response[split + 4..].to_vec())
+    let reply = common::http::request(addr, method, path, &[], b"").await;
+    (reply.status, reply.headers, reply.body)
 }
 
 #[tokio::test]

@@ -306,18 +306,14 @@ async fn unfinished_uploads_expire_and_their_bytes_are_removed() {
     let finished = upload(addr, &[], &content(100, 6), "").await;
     assert_eq!(partials(&server), 1);
     // Expired: 410 at once, then the sweeper takes the bytes and the record.
-    let mut statuses = Vec::new();
-    within("the upload to expire", async {
-        loop {
-            let status = head(addr, &path, &[]).await.status;
-            statuses.push(status);
-            if status == 404 {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+    let statuses = std::cell::RefCell::new(Vec::new());
+    wait_for("the upload to expire", || async {
+        let status = head(addr, &path, &[]).await.status;
+        statuses.borrow_mut().push(status);
+        status == 404
     })
     .await;
+    let statuses = statuses.into_inner();
     assert!(statuses.contains(&410) || statuses.first() == Some(&404), "{statuses:?}");
     wait_until("the partial bytes to be removed", || partials(&server) == 0).await;
     assert!(matches!(patch(addr, &path, &[], 500, &[], &[7u8; 500]).await.status, 404 | 410));
@@ -459,12 +455,8 @@ async fn a_second_writer_to_the_same_upload_gets_423() {
     let cut = 2 * 1024 * 1024 + 4096;
     first.write_all(&bytes[..cut]).await.unwrap();
     // Every 2 MiB is committed: HEAD shows the first writer at work.
-    within("the first 2 MiB to be committed", async {
-        while head(addr, &path, &[]).await.offset() < 2 * 1024 * 1024 {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    wait_for("the first 2 MiB to be committed", || async { head(addr, &path, &[]).await.offset() >= 2 * 1024 * 1024 })
+        .await;
     let offset = head(addr, &path, &[]).await.offset();
     let second = patch(addr, &path, &[], offset, &[], &[0u8; 10]).await;
     assert_eq!(second.status, 423, "{}", second.text());
@@ -488,12 +480,8 @@ async fn an_upload_resumes_where_it_stopped_after_the_client_vanished_and_the_br
     stream.write_all(&bytes[..sent]).await.unwrap();
     drop(stream);
     // What arrived is kept: the broker commits it when the body breaks off.
-    within("the broken-off PATCH to be committed", async {
-        while head(addr, &path, &[]).await.offset() < sent as u64 {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    wait_for("the broken-off PATCH to be committed", || async { head(addr, &path, &[]).await.offset() >= sent as u64 })
+        .await;
     server.shutdown().await.unwrap();
 
     let server = start(sled_config(dir.path())).await;

@@ -101,11 +101,7 @@ impl Broker {
     /// matched. Never forwarded again. Returns whether it was delivered
     /// (false: a second copy).
     pub fn route_remote(&self, mut message: Message, origin: &str, cluster: &crate::cluster::Cluster) -> bool {
-        message.handling = self.classes.handling(&message.topic, message.handling.high_priority);
-        // Ids stay the origin's, so every node shows a message under one id;
-        // this node's next ids go above it (a Lamport clock: ids stay unique
-        // unless two nodes publish at the same moment, see docs/cluster.md).
-        self.next_message_id.fetch_max(message.id + 1, Ordering::Relaxed);
+        self.adopt_remote(&mut message);
         let _in_order = self.order_stripe(message.topic.as_str()).lock();
         if !cluster.first_sighting(origin, message.id) {
             return false;
@@ -129,10 +125,19 @@ impl Broker {
     /// gave this node: to one of this node's members of that group only
     /// (every other subscriber got it through the plain path).
     pub fn route_shared(&self, mut message: Message, group: &str, filter: &TopicFilter) {
-        message.handling = self.classes.handling(&message.topic, message.handling.high_priority);
-        self.next_message_id.fetch_max(message.id + 1, Ordering::Relaxed);
+        self.adopt_remote(&mut message);
         let mut outcome = PublishOutcome::default();
         self.route_local_scoped(&Arc::new(message), &mut outcome, SharedScope::Only { group, filter });
+    }
+
+    /// Makes a message another node admitted one of this node's: handled by
+    /// this node's class for its topic. Its id stays the origin's, so every
+    /// node shows it under one id; this node's next ids go above it (a
+    /// Lamport clock: ids stay unique unless two nodes publish at the same
+    /// moment, see docs/cluster.md).
+    fn adopt_remote(&self, message: &mut Message) {
+        message.handling = self.classes.handling(&message.topic, message.handling.high_priority);
+        self.next_message_id.fetch_max(message.id + 1, Ordering::Relaxed);
     }
 
     /// The topic-order lock of `topic` (one of a fixed set of stripes).

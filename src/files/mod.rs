@@ -173,6 +173,14 @@ struct Index {
 }
 
 impl Index {
+    /// The owner's oldest finished file with this content, if any.
+    fn own_file(&self, owner: &str, sha256: &str, length: u64) -> Option<&FileRecord> {
+        self.files
+            .values()
+            .filter(|f| f.owner == owner && f.sha256.as_deref() == Some(sha256) && f.length == length)
+            .min_by_key(|f| f.created_ms)
+    }
+
     fn count_in(&mut self, record: &FileRecord) {
         let usage = self.usage.entry(record.owner.clone()).or_default();
         usage.bytes += record.length;
@@ -416,10 +424,7 @@ impl Files {
             if index.total_bytes + length > self.config.max_total_bytes {
                 return Err(FileError::TooLarge("the broker's file storage is full (files.max_total_bytes)".into()));
             }
-            let instant = claimed.as_deref().filter(|sha| {
-                index.blobs.get(*sha).is_some_and(|b| b.length == length)
-                    && index.files.values().any(|f| f.owner == requester.owner && f.sha256.as_deref() == Some(sha))
-            });
+            let instant = claimed.as_deref().filter(|sha| index.own_file(&requester.owner, sha, length).is_some());
             if let Some(sha) = instant {
                 self.counters.instant.fetch_add(1, Relaxed);
                 let sha = sha.to_string();
@@ -463,13 +468,7 @@ impl Files {
 
     /// The caller's own finished file with this content, if any (`GET /api/v1/files`).
     pub fn find_own(&self, requester: &Requester, sha256: &str, length: u64) -> Option<FileRecord> {
-        let index = self.index.lock();
-        index
-            .files
-            .values()
-            .filter(|f| f.owner == requester.owner && f.sha256.as_deref() == Some(sha256) && f.length == length)
-            .min_by_key(|f| f.created_ms)
-            .cloned()
+        self.index.lock().own_file(&requester.owner, sha256, length).cloned()
     }
 
     /// Takes the write lease of an upload for a PATCH at `offset`.

@@ -105,6 +105,25 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     .await
 }
 
+/// [`wait_until`] for a condition that takes a round trip to check (an
+/// HTTP request, a connect): asks again every 10 ms, fails after [`WAIT`].
+pub async fn wait_for<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    within(what, async {
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        loop {
+            tick.tick().await;
+            if cond().await {
+                return;
+            }
+        }
+    })
+    .await
+}
+
 /// The behaviour under test needs wall-clock time to pass (keep-alive, will
 /// delay, message or session expiry); never use this to wait for an event.
 pub async fn let_time_pass(d: Duration) {

@@ -2,7 +2,7 @@
 //! with JetStream on, its own data directory and a free loopback port, for
 //! the cluster tests.
 
-use super::{within, WAIT};
+use super::WAIT;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use tokio::process::{Child, Command};
@@ -68,12 +68,8 @@ impl NatsServer {
             .expect("nats-server runs (the test command installs Debian's nats-server)");
         self.child = Some(child);
         let addr = format!("127.0.0.1:{}", self.port);
-        within("nats-server to listen", async {
-            while tokio::net::TcpStream::connect(&addr).await.is_err() {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-        })
-        .await;
+        super::wait_for("nats-server to listen", || async { tokio::net::TcpStream::connect(&addr).await.is_ok() })
+            .await;
     }
 
     /// SIGKILL: the server is gone at once.
