@@ -223,6 +223,21 @@ impl ClassRuntime {
             .then_some(HistoryRule { keep: class.history_messages, max_age_secs: class.history_secs })
     }
 
+    /// The most messages and the longest age any history class keeps (no
+    /// age limit if one of them has none).
+    pub fn history_limits(&self) -> (usize, Option<u64>) {
+        let history = self.set.classes().iter().filter(|c| c.persistence == PersistenceMode::History);
+        let (mut keep, mut max_age, mut unlimited) = (0, 0, false);
+        for class in history {
+            keep = keep.max(class.history_messages);
+            match class.history_secs {
+                Some(secs) => max_age = max_age.max(secs),
+                None => unlimited = true,
+            }
+        }
+        (keep, (!unlimited && max_age > 0).then_some(max_age))
+    }
+
     /// A subscription to `filter` was added (+1) or removed (-1). Counted
     /// only for classes with `count_viewers`, by exact filter (a room).
     pub fn viewer_delta(&self, filter: &str, delta: isize) {

@@ -150,7 +150,7 @@ impl HistoryError {
 }
 
 /// How a publish went, for the publisher's acknowledgement and pacing.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct PublishOutcome {
     /// Subscriptions that received a copy.
     pub deliveries: usize,
@@ -169,6 +169,9 @@ pub struct PublishOutcome {
     pub shed: bool,
     /// The id the message was given (0 when it was refused or shed).
     pub message_id: u64,
+    /// In a cluster: JetStream's acknowledgement of a QoS 1/2 message, which
+    /// the publisher's acknowledgement waits for.
+    pub cluster_ack: Option<tokio::sync::oneshot::Receiver<bool>>,
 }
 
 /// What a publisher's acknowledgement should say.
@@ -325,6 +328,7 @@ impl Broker {
         self.classes.viewer_delta(filter, delta);
         if let Some(cluster) = self.cluster.get() {
             cluster.interest(filter, delta);
+            cluster.durable.session_changed();
         }
     }
 

@@ -50,6 +50,15 @@ impl Broker {
                 return Ack::StoreFailed;
             }
         }
+        if let Some(cluster_ack) = outcome.cluster_ack {
+            // Durable for every persistent subscriber in the cluster only
+            // once JetStream holds it.
+            let acked = tokio::time::timeout(crate::cluster::durable::ACK_TIMEOUT * 2, cluster_ack).await;
+            if !matches!(acked, Ok(Ok(true))) {
+                tracing::warn!("JetStream did not acknowledge a QoS 1/2 message; refusing to acknowledge as success");
+                return Ack::StoreFailed;
+            }
+        }
         Ack::Accepted { matched: outcome.deliveries > 0 || outcome.shed }
     }
 
@@ -80,7 +89,8 @@ impl Broker {
             // without NATS, this node's members are all there is.
             let shared = match self.cluster.get() {
                 Some(cluster) => {
-                    cluster.forward(&admitted.message);
+                    let history = self.classes.history_rule(&admitted.message.topic).is_some();
+                    outcome.cluster_ack = cluster.forward(&admitted.message, history);
                     if cluster.is_connected() {
                         SharedScope::Nothing
                     } else {
@@ -107,18 +117,39 @@ impl Broker {
             return false;
         }
         let message = Arc::new(message);
+        self.keep_remote_history(&message);
+        // Retained messages come from the cluster's bucket once JetStream
+        // is there (in the bucket's order, the same on every node).
+        if message.retain && !cluster.durable.is_ready() {
+            let _ = self.retain(&message);
+        }
+        let mut outcome = PublishOutcome::default();
+        self.route_local_scoped(&message, &mut outcome, SharedScope::Nothing);
+        true
+    }
+
+    /// A retained message (or a clear) from the cluster's bucket.
+    pub fn keep_remote_retained(&self, mut message: Message) {
+        self.adopt_remote(&mut message);
+        let _in_order = self.order_stripe(message.topic.as_str()).lock();
+        let _ = self.retain(&Arc::new(message));
+    }
+
+    /// A message of the cluster's history stream (read at start), kept in
+    /// this node's history as its class says.
+    pub fn keep_remote_history(&self, message: &Message) {
         if let Some(rule) = self.classes.history_rule(&message.topic) {
             let not_before = rule.max_age_secs.map_or(0, |s| now_ms().saturating_sub(s * 1000));
             if let Err(e) = self.store.append_history(&message.to_stored(), rule.keep, not_before) {
                 tracing::warn!(topic = %message.topic, error = %e, "cannot store a remote message's history");
             }
         }
-        if message.retain {
-            let _ = self.retain(&message);
-        }
-        let mut outcome = PublishOutcome::default();
-        self.route_local_scoped(&message, &mut outcome, SharedScope::Nothing);
-        true
+    }
+
+    /// The most messages and the longest age any class keeps in history
+    /// (the cluster's history stream keeps that much per topic).
+    pub fn history_limits(&self) -> (usize, Option<u64>) {
+        self.classes.history_limits()
     }
 
     /// Delivers a message NATS's queue group for `$share/{group}/{filter}`

@@ -374,6 +374,19 @@ impl Session {
         inflight.chain(st.outbox.iter().cloned()).collect()
     }
 
+    /// When the oldest QoS 1/2 message not yet acknowledged by the client
+    /// was admitted (Unix ms): in flight, then the queue's front (the queue
+    /// is in arrival order). The cluster's session watermark.
+    pub fn oldest_undelivered_ms(&self) -> Option<u64> {
+        let st = self.state.lock();
+        let inflight = st.inflight.iter().filter_map(|(_, i)| match i {
+            Inflight::Sent(d) => Some(d.message.timestamp_ms),
+            Inflight::Released { .. } => None,
+        });
+        let queued = st.outbox.iter().find(|d| d.qos as u8 > 0).map(|d| d.message.timestamp_ms);
+        inflight.chain(queued).min()
+    }
+
     // ---- outbound ------------------------------------------------------
 
     /// Queues a delivery. For a persistent session a QoS 1/2 delivery is

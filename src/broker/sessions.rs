@@ -303,6 +303,11 @@ impl Broker {
         true
     }
 
+    /// Every persistent session this node holds, connected or not.
+    pub fn persistent_sessions(&self) -> Vec<Arc<Session>> {
+        self.sessions.lock().values().filter(|s| s.is_persistent()).cloned().collect()
+    }
+
     /// The session of `client_id`, connected or not.
     pub fn session(&self, client_id: &str) -> Option<Arc<Session>> {
         self.sessions.lock().get(client_id).cloned()

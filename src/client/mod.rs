@@ -173,6 +173,7 @@ pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Resu
             identity.user.as_deref(),
             identity.device.as_deref(),
             info.clean_start,
+            !info.clean_start && connected.session.is_persistent(),
         );
     }
     if let Some(user) = identity.user.as_deref() {

@@ -24,6 +24,7 @@
 //! Must never: block a publisher on NATS, or forward a message it received
 //! from NATS (that would loop).
 
+pub mod durable;
 pub mod subjects;
 
 use crate::broker::{Broker, Message};
@@ -42,9 +43,10 @@ use tokio::sync::mpsc;
 /// matched two of this node's filters.
 pub const SEEN: usize = 65_536;
 
-/// A forwarded message on the wire (postcard).
+/// A forwarded message on the wire (postcard); the same bytes go to the
+/// durable stream, the history stream and the retained bucket.
 #[derive(Debug, Serialize, Deserialize)]
-struct WireMessage {
+pub(crate) struct WireMessage {
     /// The node that admitted it.
     origin: String,
     high_priority: bool,
@@ -154,12 +156,18 @@ pub struct Cluster {
     client: async_nats::Client,
     /// Holds the queue-group subscriptions (echo on).
     shared_client: async_nats::Client,
-    forward: mpsc::Sender<(String, Bytes)>,
+    forward: mpsc::Sender<durable::Outbound>,
+    /// The JetStream half (streams and buckets).
+    pub durable: Arc<durable::Durable>,
+    /// Sessions whose client reconnected here, waiting for their old node's
+    /// handover (client id → told when it arrived).
+    awaiting_handover: Mutex<HashMap<String, tokio::sync::oneshot::Sender<()>>>,
     interest: Mutex<HashMap<InterestKey, usize>>,
     changes: mpsc::UnboundedSender<InterestChange>,
     seen: Mutex<Seen>,
     viewers: Mutex<RemoteViewers>,
     connected: Arc<AtomicBool>,
+    broker: Weak<Broker>,
     /// NATS subscriptions held (a `/#` filter takes two).
     pub subscriptions: AtomicUsize,
     pub counters: ClusterCounters,
@@ -212,6 +220,7 @@ impl Cluster {
             connected.store(true, Relaxed);
         }
         let (forward, forward_rx) = mpsc::channel(config.forward_queue);
+        let durable = Arc::new(durable::Durable::new(client.clone(), &config.subject_prefix));
         let (changes, changes_rx) = mpsc::unbounded_channel();
         let cluster = Arc::new(Cluster {
             node,
@@ -219,17 +228,27 @@ impl Cluster {
             client,
             shared_client,
             forward,
+            durable,
+            awaiting_handover: Mutex::new(HashMap::new()),
             interest: Mutex::new(HashMap::new()),
             changes,
             seen: Mutex::new(Seen::default()),
             viewers: Mutex::new(RemoteViewers::default()),
             connected,
+            broker: Arc::downgrade(broker),
             subscriptions: AtomicUsize::new(0),
             counters: ClusterCounters::default(),
         });
-        tokio::spawn(run_forwarder(cluster.client.clone(), forward_rx));
+        tokio::spawn(durable::run_forwarder(cluster.client.clone(), cluster.durable.clone(), forward_rx));
         let claims = cluster.client.subscribe(format!("{}.c.claim", cluster.prefix)).await?;
-        tokio::spawn(run_claims(claims, Arc::downgrade(&cluster), Arc::downgrade(broker)));
+        let pings = cluster.client.subscribe(format!("{}.c.ping.{}", cluster.prefix, cluster.node)).await?;
+        tokio::spawn(run_claims(claims, pings, Arc::downgrade(&cluster), Arc::downgrade(broker)));
+        tokio::spawn(durable::run_setup(
+            config.clone(),
+            Arc::downgrade(&cluster),
+            Arc::downgrade(broker),
+            broker.history_limits(),
+        ));
         let handovers = cluster.client.subscribe(format!("{}.c.handover.{}", cluster.prefix, cluster.node)).await?;
         tokio::spawn(run_handovers(handovers, Arc::downgrade(&cluster), Arc::downgrade(broker)));
         let viewers = cluster.client.subscribe(format!("{}.c.viewers", cluster.prefix)).await?;
@@ -252,10 +271,14 @@ impl Cluster {
         self.interest.lock().len()
     }
 
-    /// Hands an admitted message to NATS for the other nodes; never waits.
-    pub fn forward(&self, message: &Message) {
+    /// Hands an admitted message to NATS for the other nodes (and, once
+    /// JetStream is ready, to the durable stream when QoS 1/2, the history
+    /// stream when `history`, the retained bucket when retained); never
+    /// waits. Returns what the publisher's acknowledgement must wait for: a
+    /// QoS 1/2 message's acknowledgement by JetStream.
+    pub fn forward(&self, message: &Message, history: bool) -> Option<tokio::sync::oneshot::Receiver<bool>> {
         if message.topic.as_str().starts_with('$') {
-            return; // $SYS and the canary's topics are each node's own
+            return None; // $SYS and the canary's topics are each node's own
         }
         let wire = WireMessage {
             origin: self.node.clone(),
@@ -266,14 +289,33 @@ impl Cluster {
             Ok(bytes) => Bytes::from(bytes),
             Err(e) => {
                 tracing::warn!(error = %e, "cluster: cannot encode a message");
-                return;
+                return None;
             }
         };
-        let subject = subjects::topic_subject(&self.prefix, message.topic.as_str());
-        match self.forward.try_send((subject, payload)) {
-            Ok(()) => self.counters.forwarded.fetch_add(1, Relaxed),
-            Err(_) => self.counters.forward_dropped.fetch_add(1, Relaxed),
+        // Without NATS (degraded) a publisher is acknowledged on this node's
+        // durability alone, and the message reaches no other node.
+        let (ack, acked) = if message.qos as u8 > 0 && self.durable.is_ready() && self.is_connected() {
+            let (ack, acked) = tokio::sync::oneshot::channel();
+            (Some(ack), Some(acked))
+        } else {
+            (None, None)
         };
+        match self.forward.try_send(self.durable.outbound(message, payload, history, ack)) {
+            Ok(()) => {
+                self.counters.forwarded.fetch_add(1, Relaxed);
+                acked
+            }
+            Err(_) => {
+                self.counters.forward_dropped.fetch_add(1, Relaxed);
+                // Not forwarded: an acknowledgement would promise what the
+                // cluster does not hold.
+                acked.map(|_| {
+                    let (refuse, refused) = tokio::sync::oneshot::channel();
+                    let _ = refuse.send(false);
+                    refused
+                })
+            }
+        }
     }
 
     /// A session added (+1) or removed (-1) a subscription to `filter`
@@ -299,8 +341,17 @@ impl Cluster {
     }
 
     /// A client connected here: tells the other nodes (fire and forget; the
-    /// connect does not wait).
-    pub fn claim(&self, client_id: &str, user: Option<&str>, device: Option<&str>, clean_start: bool) {
+    /// connect does not wait). For a persistent session resumed here
+    /// (`resume`), the node that had it hands it over; if that node died,
+    /// the session is rebuilt from JetStream instead ([`recover_session`]).
+    pub fn claim(
+        self: &Arc<Self>,
+        client_id: &str,
+        user: Option<&str>,
+        device: Option<&str>,
+        clean_start: bool,
+        resume: bool,
+    ) {
         let claim = Claim {
             node: self.node.clone(),
             client_id: client_id.to_string(),
@@ -310,9 +361,17 @@ impl Cluster {
         };
         let Ok(payload) = postcard::to_allocvec(&claim) else { return };
         let (client, subject) = (self.client.clone(), format!("{}.c.claim", self.prefix));
+        let recovery = (resume && self.durable.is_ready()).then(|| {
+            let (handed, handed_rx) = tokio::sync::oneshot::channel();
+            self.awaiting_handover.lock().insert(client_id.to_string(), handed);
+            (Arc::downgrade(self), client_id.to_string(), user.map(str::to_string), handed_rx)
+        });
         tokio::spawn(async move {
             if let Err(e) = client.publish(subject, Bytes::from(payload)).await {
                 tracing::debug!(error = %e, "cluster: cannot send a claim");
+            }
+            if let Some((cluster, client_id, user, handed)) = recovery {
+                recover_session(cluster, client_id, user, handed).await;
             }
         });
     }
@@ -386,16 +445,60 @@ async fn connect_options(config: &ClusterConfig, name: String) -> anyhow::Result
 }
 
 fn ahash_of(s: &str) -> u64 {
-    static STATE: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
-    STATE.get_or_init(ahash::RandomState::new).hash_one(s)
+    ahash_of_bytes(s.as_bytes())
 }
 
-/// Publishes what `forward` queued, in order; async-nats batches the writes.
-async fn run_forwarder(client: async_nats::Client, mut queue: mpsc::Receiver<(String, Bytes)>) {
-    while let Some((subject, payload)) = queue.recv().await {
-        if let Err(e) = client.publish(subject, payload).await {
-            tracing::debug!(error = %e, "cluster: publish to NATS failed");
+fn ahash_of_bytes(bytes: &[u8]) -> u64 {
+    static STATE: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
+    STATE.get_or_init(ahash::RandomState::new).hash_one(bytes)
+}
+
+/// A persistent session was resumed here: if the cluster's record says
+/// another node had it, that node hands it over (its claims task answers a
+/// ping only after handing over). If that node does not answer (killed), or
+/// answers but hands nothing over, the session is rebuilt from JetStream:
+/// the record's subscriptions, and every QoS 1/2 message since its
+/// watermark that matches them (some may come twice; none is lost).
+async fn recover_session(
+    cluster: Weak<Cluster>,
+    client_id: String,
+    user: Option<String>,
+    handed: tokio::sync::oneshot::Receiver<()>,
+) {
+    let Some(node) = cluster.upgrade() else { return };
+    let record = durable::session_record_of(&node.durable, &client_id).await;
+    let Some(record) = record.filter(|r| r.node != node.node && r.user == user) else {
+        node.awaiting_handover.lock().remove(&client_id);
+        return;
+    };
+    let ping = node.client.request(format!("{}.c.ping.{}", node.prefix, record.node), Bytes::new());
+    let alive = matches!(tokio::time::timeout(std::time::Duration::from_secs(2), ping).await, Ok(Ok(_)));
+    let wait = if alive { std::time::Duration::from_secs(2) } else { std::time::Duration::ZERO };
+    let handed_over = tokio::time::timeout(wait, handed).await.is_ok_and(|r| r.is_ok());
+    node.awaiting_handover.lock().remove(&client_id);
+    if handed_over {
+        return;
+    }
+    let Some(broker) = node.broker.upgrade() else { return };
+    match durable::replay(&node.durable, &client_id, &record).await {
+        Ok(deliveries) => {
+            let subscriptions = record
+                .subscriptions
+                .iter()
+                .map(|s| {
+                    let record = crate::broker::SubscriptionRecord { options: s.options.clone(), identifier: s.identifier };
+                    (s.filter.clone(), record)
+                })
+                .collect();
+            let count = deliveries.len();
+            if broker.take_over_state(&client_id, user.as_deref(), subscriptions, deliveries) {
+                node.durable.sessions_recovered.fetch_add(1, Relaxed);
+                node.durable.session_changed();
+                tracing::info!(client_id, from = record.node, replayed = count, alive,
+                    "cluster: session rebuilt from JetStream (its node did not hand it over)");
+            }
         }
+        Err(e) => tracing::error!(client_id, error = %e, "cluster: cannot rebuild a session from JetStream"),
     }
 }
 
@@ -483,9 +586,28 @@ async fn receive(mut subscriber: async_nats::Subscriber, cluster: Weak<Cluster>,
 
 /// Other nodes' claims: close and hand over what this node had of the
 /// client; apply single sign-on for the claiming user.
-async fn run_claims(mut claims: async_nats::Subscriber, cluster: Weak<Cluster>, broker: Weak<Broker>) {
+async fn run_claims(
+    mut claims: async_nats::Subscriber,
+    mut pings: async_nats::Subscriber,
+    cluster: Weak<Cluster>,
+    broker: Weak<Broker>,
+) {
     use crate::config::SingleSession;
-    while let Some(nats_message) = claims.next().await {
+    loop {
+        // Pings are answered here, between claims: an answer tells the
+        // asking node that every earlier claim's handover was sent.
+        let nats_message = tokio::select! {
+            biased; // a claim that came before a ping is handled before it
+            claim = claims.next() => claim,
+            ping = pings.next() => {
+                let Some(ping) = ping else { return };
+                if let (Some(node), Some(reply)) = (cluster.upgrade(), ping.reply) {
+                    let _ = node.client.publish(reply, Bytes::new()).await;
+                }
+                continue;
+            }
+        };
+        let Some(nats_message) = nats_message else { return };
         let (Some(node), Some(broker)) = (cluster.upgrade(), broker.upgrade()) else { return };
         let Ok(claim) = postcard::from_bytes::<Claim>(&nats_message.payload) else {
             node.counters.malformed.fetch_add(1, Relaxed);
@@ -564,6 +686,9 @@ async fn run_handovers(mut handovers: async_nats::Subscriber, cluster: Weak<Clus
                 })
             })
             .collect();
+        if let Some(waiting) = node.awaiting_handover.lock().remove(&handover.client_id) {
+            let _ = waiting.send(());
+        }
         if broker.take_over_state(&handover.client_id, handover.user.as_deref(), subscriptions, deliveries) {
             node.counters.sessions_taken_over.fetch_add(1, Relaxed);
             tracing::info!(client_id = handover.client_id, "cluster: session taken over from another node");

@@ -21,8 +21,14 @@ pub struct ClusterConfig {
     /// CA certificate(s) to trust for `tls://` NATS servers.
     pub tls_ca_file: Option<PathBuf>,
     /// Replicas of the JetStream streams and buckets (3 on a real NATS
-    /// cluster). Validated now; nothing is kept in JetStream yet (docs/cluster.md).
+    /// cluster).
     pub stream_replicas: usize,
+    /// How long the `PREFIX_msgs` stream keeps QoS 1/2 messages: a
+    /// persistent session whose node died is rebuilt from it when its client
+    /// returns within this time (docs/cluster.md).
+    pub durable_window_secs: u64,
+    /// Size cap of the `PREFIX_msgs` stream (oldest messages go first).
+    pub durable_max_bytes: u64,
     /// First token of every subject starling uses, so that several clusters
     /// can share one NATS.
     pub subject_prefix: String,
@@ -41,6 +47,8 @@ impl Default for ClusterConfig {
             token: None,
             tls_ca_file: None,
             stream_replicas: 1,
+            durable_window_secs: 3600,
+            durable_max_bytes: 1 << 30,
             subject_prefix: "starling".into(),
             forward_queue: 65_536,
         }
@@ -69,6 +77,9 @@ impl ClusterConfig {
         }
         if !(1..=5).contains(&self.stream_replicas) {
             problems.push("cluster.stream_replicas: must be between 1 and 5 (JetStream's limit)".into());
+        }
+        if self.durable_window_secs == 0 || self.durable_max_bytes == 0 {
+            problems.push("cluster.durable_window_secs and cluster.durable_max_bytes must be above 0".into());
         }
         if self.forward_queue == 0 {
             problems.push("cluster.forward_queue = 0: must be at least 1".into());

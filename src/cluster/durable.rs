@@ -1,0 +1,504 @@
+//! The JetStream half of the cluster: what must outlive any one node
+//! (docs/cluster.md, "What lives in JetStream").
+//!
+//! - **`PREFIX_msgs`** (stream, subjects `PREFIX.m.1.>`): every QoS 1/2
+//!   message any node admitted, kept `durable_window_secs`. The forwarding
+//!   task publishes it there (a JetStream publish *is* the core publish the
+//!   other nodes receive), and the publisher's acknowledgement waits for
+//!   JetStream's. A persistent session whose node died is rebuilt from it.
+//! - **`PREFIX_history`** (stream, `PREFIX.h.>`): chat history, trimmed by
+//!   JetStream per topic (the largest `history_messages` of the classes, and
+//!   their longest `history_secs`): once for the cluster. A node reads it at
+//!   start, so one that joins later shows the rooms' history.
+//! - **`PREFIX_retained`** (key-value): each topic's retained message
+//!   (an empty payload clears it). Every node watches it, from the start of
+//!   its history, and keeps its own copy in step.
+//! - **`PREFIX_sessions`** (key-value): each persistent session's node,
+//!   user, subscriptions and *watermark*: a time before which every QoS 1/2
+//!   message for it was acknowledged by its client. The owning node keeps
+//!   it current (a pass every second); another node that gets the client
+//!   after the owner died replays the stream from the watermark.
+//!
+//! Owns: the streams and buckets, publishing into them (acks awaited off the
+//! forwarding task), reading them back. Must never: be on a local delivery's
+//! path, or make the forwarding task wait for a JetStream round trip.
+
+use super::{subjects, Cluster, WireMessage};
+use crate::broker::{Broker, Delivery, Message, Session, SubscriptionRecord};
+use crate::store::StoredSubscription;
+use async_nats::jetstream::{self, consumer, kv, stream};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// How far behind "now" a session's watermark stays at least: covers a
+/// message's way from its origin to this node and the clocks' difference
+/// between nodes. A session rebuilt after its node died may get this much
+/// of what it already had again (as duplicates, never as a loss).
+pub const WATERMARK_GRACE_MS: u64 = 10_000;
+/// A session record is rewritten when its watermark can move this much.
+pub const WATERMARK_STEP_MS: u64 = 30_000;
+/// How long a node waits for JetStream to acknowledge a message.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A persistent session as the cluster remembers it (`PREFIX_sessions`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub node: String,
+    pub user: Option<String>,
+    pub subscriptions: Vec<StoredSubscription>,
+    /// Every QoS 1/2 message admitted before this time (Unix ms) that this
+    /// session should have got was acknowledged by its client.
+    pub watermark_ms: u64,
+}
+
+/// What one published message asks of NATS, in order: core publishes
+/// (QoS 0) and JetStream publishes (the durable copy, history, retained).
+pub(super) struct Outbound {
+    pub publishes: Vec<(String, Bytes, bool)>,
+    /// Told whether every JetStream publish was acknowledged.
+    pub ack: Option<oneshot::Sender<bool>>,
+}
+
+/// What this node wrote to the sessions bucket, to write only changes.
+struct Written {
+    digest: u64,
+    watermark_ms: u64,
+}
+
+/// JetStream for one node.
+pub struct Durable {
+    js: jetstream::Context,
+    prefix: String,
+    ready: AtomicBool,
+    retained: OnceLock<kv::Store>,
+    sessions: OnceLock<kv::Store>,
+    written: Mutex<HashMap<Arc<str>, Written>>,
+    /// Wakes the session pass early (a subscription changed).
+    sessions_changed: tokio::sync::Notify,
+    /// JetStream publishes not acknowledged (timeouts, no stream).
+    pub failed: AtomicU64,
+    /// Sessions rebuilt from the stream after their node died.
+    pub sessions_recovered: AtomicU64,
+    /// Messages replayed into rebuilt sessions.
+    pub replayed: AtomicU64,
+}
+
+impl Durable {
+    pub fn new(client: async_nats::Client, prefix: &str) -> Durable {
+        let mut js = jetstream::new(client);
+        js.set_timeout(ACK_TIMEOUT);
+        Durable {
+            js,
+            prefix: prefix.to_string(),
+            ready: AtomicBool::new(false),
+            retained: OnceLock::new(),
+            sessions: OnceLock::new(),
+            written: Mutex::new(HashMap::new()),
+            sessions_changed: tokio::sync::Notify::new(),
+            failed: AtomicU64::new(0),
+            sessions_recovered: AtomicU64::new(0),
+            replayed: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the streams and buckets exist (false until NATS with
+    /// JetStream was reached once).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Relaxed)
+    }
+
+    /// A subscription changed: the session pass runs soon.
+    pub fn session_changed(&self) {
+        self.sessions_changed.notify_one();
+    }
+
+    fn msgs_stream(&self) -> String {
+        format!("{}_msgs", self.prefix)
+    }
+
+    fn history_stream(&self) -> String {
+        format!("{}_history", self.prefix)
+    }
+
+    /// Creates (or finds) the streams and buckets.
+    async fn ensure(&self, config: &crate::config::ClusterConfig, history: (usize, Option<u64>)) -> anyhow::Result<()> {
+        let replicas = config.stream_replicas;
+        self.js
+            .get_or_create_stream(stream::Config {
+                name: self.msgs_stream(),
+                subjects: vec![format!("{}.{}", self.prefix, subjects::DURABLE_MESSAGES)],
+                max_age: Duration::from_secs(config.durable_window_secs),
+                max_bytes: config.durable_max_bytes as i64,
+                storage: stream::StorageType::File,
+                num_replicas: replicas,
+                discard: stream::DiscardPolicy::Old,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("stream {}: {e}", self.msgs_stream()))?;
+        let (keep, max_age) = history;
+        self.js
+            .get_or_create_stream(stream::Config {
+                name: self.history_stream(),
+                subjects: vec![format!("{}.{}", self.prefix, subjects::HISTORY)],
+                max_messages_per_subject: keep.max(1) as i64,
+                max_age: max_age.map_or(Duration::ZERO, Duration::from_secs),
+                storage: stream::StorageType::File,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("stream {}: {e}", self.history_stream()))?;
+        let retained = self.bucket(&format!("{}_retained", self.prefix), replicas).await?;
+        let sessions = self.bucket(&format!("{}_sessions", self.prefix), replicas).await?;
+        let _ = self.retained.set(retained);
+        let _ = self.sessions.set(sessions);
+        Ok(())
+    }
+
+    async fn bucket(&self, name: &str, replicas: usize) -> anyhow::Result<kv::Store> {
+        if let Ok(store) = self.js.get_key_value(name).await {
+            return Ok(store);
+        }
+        self.js
+            .create_key_value(kv::Config {
+                bucket: name.to_string(),
+                history: 1,
+                storage: stream::StorageType::File,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("bucket {name}: {e}"))
+    }
+
+    /// The publishes of one forwarded message, in order.
+    pub(super) fn outbound(
+        &self,
+        message: &Message,
+        payload: Bytes,
+        history: bool,
+        ack: Option<oneshot::Sender<bool>>,
+    ) -> Outbound {
+        let topic = message.topic.as_str();
+        let durable = message.qos as u8 > 0;
+        let jetstream = self.is_ready();
+        let mut publishes = vec![(subjects::topic_subject(&self.prefix, topic, durable), payload.clone(), durable)];
+        if jetstream && history {
+            publishes.push((subjects::history_subject(&self.prefix, topic), payload.clone(), true));
+        }
+        if jetstream && message.retain {
+            let key = subjects::topic_key(topic);
+            publishes.push((format!("$KV.{}_retained.{key}", self.prefix), payload, true));
+        }
+        Outbound { publishes, ack }
+    }
+}
+
+/// Publishes what `forward` queued, in order: core publishes directly,
+/// JetStream publishes sent at once with their acknowledgements awaited by
+/// [`run_acks`] (async-nats batches the writes either way).
+pub(super) async fn run_forwarder(
+    client: async_nats::Client,
+    durable: Arc<Durable>,
+    mut queue: mpsc::Receiver<Outbound>,
+) {
+    let (acks, acks_rx) = mpsc::channel(65_536);
+    tokio::spawn(run_acks(acks_rx, durable.clone()));
+    while let Some(Outbound { publishes, ack }) = queue.recv().await {
+        let mut pending = Vec::new();
+        let mut ok = true;
+        for (subject, payload, jetstream) in publishes {
+            if jetstream && durable.is_ready() {
+                match durable.js.publish(subject, payload).await {
+                    Ok(future) => pending.push(future),
+                    Err(e) => {
+                        ok = false;
+                        tracing::debug!(error = %e, "cluster: JetStream publish failed");
+                    }
+                }
+            } else if let Err(e) = client.publish(subject, payload).await {
+                tracing::debug!(error = %e, "cluster: publish to NATS failed");
+            }
+        }
+        if !ok {
+            durable.failed.fetch_add(1, Relaxed);
+        }
+        if pending.is_empty() && ack.is_none() {
+            continue;
+        }
+        if !ok {
+            if let Some(ack) = ack {
+                let _ = ack.send(false);
+            }
+            continue;
+        }
+        let _ = acks.send((pending, ack)).await;
+    }
+}
+
+/// Awaits JetStream's acknowledgements in publish order and tells the
+/// publishers waiting for them.
+async fn run_acks(
+    mut acks: mpsc::Receiver<(Vec<jetstream::context::PublishAckFuture>, Option<oneshot::Sender<bool>>)>,
+    durable: Arc<Durable>,
+) {
+    while let Some((pending, ack)) = acks.recv().await {
+        let mut ok = true;
+        for future in pending {
+            if let Err(e) = future.await {
+                ok = false;
+                tracing::warn!(error = %e, "cluster: JetStream did not acknowledge a message");
+            }
+        }
+        if !ok {
+            durable.failed.fetch_add(1, Relaxed);
+        }
+        if let Some(ack) = ack {
+            let _ = ack.send(ok);
+        }
+    }
+}
+
+/// Creates the streams and buckets once NATS (with JetStream) is reached,
+/// retrying with back-off, then loads what the cluster holds and keeps it
+/// in step: retained messages (live), history (once), session records.
+pub(super) async fn run_setup(
+    config: crate::config::ClusterConfig,
+    cluster: Weak<Cluster>,
+    broker: Weak<Broker>,
+    history: (usize, Option<u64>),
+) {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let Some(node) = cluster.upgrade() else { return };
+        match node.durable.ensure(&config, history).await {
+            Ok(()) => break,
+            Err(e) => tracing::warn!(error = %e, "cluster: JetStream not available yet; retrying"),
+        }
+        drop(node);
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+    let Some(node) = cluster.upgrade() else { return };
+    if let Some(broker) = broker.upgrade() {
+        load_history(&node, &broker).await;
+    }
+    node.durable.ready.store(true, Relaxed);
+    tracing::info!(node = node.node, "cluster: JetStream streams and buckets ready");
+    if let Some(retained) = node.durable.retained.get().cloned() {
+        tokio::spawn(watch_retained(retained, broker.clone()));
+    }
+    drop(node);
+    run_session_records(cluster, broker).await;
+}
+
+/// Reads the history stream into this node's history (a node that joins
+/// late shows what came before it).
+async fn load_history(node: &Cluster, broker: &Broker) {
+    let loaded = async {
+        let mut stream = node.durable.js.get_stream(node.durable.history_stream()).await?;
+        if stream.info().await?.state.messages == 0 {
+            return Ok::<usize, anyhow::Error>(0);
+        }
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await?;
+        let mut messages = consumer.messages().await?;
+        let mut count = 0;
+        while let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
+            if let Some(message) = decode(&message.payload) {
+                broker.keep_remote_history(&message);
+                count += 1;
+            }
+            if message.info().map_or(true, |info| info.pending == 0) {
+                break;
+            }
+        }
+        Ok(count)
+    }
+    .await;
+    match loaded {
+        Ok(count) => tracing::info!(count, "cluster: history read from JetStream"),
+        Err(e) => tracing::warn!(error = %e, "cluster: cannot read the history stream"),
+    }
+}
+
+/// Keeps this node's retained messages in step with the bucket: every
+/// topic's latest value first, then each change as it happens.
+async fn watch_retained(bucket: kv::Store, broker: Weak<Broker>) {
+    let mut watch = match bucket.watch_with_history(">").await {
+        Ok(watch) => watch,
+        Err(e) => return tracing::warn!(error = %e, "cluster: cannot watch retained messages"),
+    };
+    while let Some(entry) = watch.next().await {
+        let Some(broker) = broker.upgrade() else { return };
+        let Ok(entry) = entry else { continue };
+        if entry.operation != kv::Operation::Put {
+            continue;
+        }
+        if let Some(message) = decode(&entry.value) {
+            broker.keep_remote_retained(message);
+        }
+    }
+}
+
+fn decode(payload: &[u8]) -> Option<Message> {
+    let wire: WireMessage = postcard::from_bytes(payload).ok()?;
+    let mut message = Message::from_stored(wire.message).ok()?;
+    message.handling.high_priority = wire.high_priority;
+    Some(message)
+}
+
+/// Every second (or soon after a subscription changed): writes the record
+/// of each persistent session this node holds when it changed or its
+/// watermark can move a step, and removes the records of sessions that
+/// ended here (unless another node has taken them).
+async fn run_session_records(cluster: Weak<Cluster>, broker: Weak<Broker>) {
+    loop {
+        {
+            let (Some(node), Some(broker)) = (cluster.upgrade(), broker.upgrade()) else { return };
+            let Some(bucket) = node.durable.sessions.get().cloned() else { return };
+            write_session_records(&node, &broker, &bucket).await;
+            drop((node, broker));
+        }
+        let Some(durable) = cluster.upgrade().map(|node| node.durable.clone()) else { return };
+        let _ = tokio::time::timeout(Duration::from_secs(1), durable.sessions_changed.notified()).await;
+    }
+}
+
+async fn write_session_records(node: &Cluster, broker: &Broker, bucket: &kv::Store) {
+    let now = crate::broker::now_ms();
+    let sessions = broker.persistent_sessions();
+    let mut writes = Vec::new();
+    {
+        let written = node.durable.written.lock();
+        for session in &sessions {
+            let record = session_record(node.node(), session, now);
+            let digest = record_digest(&record);
+            let due = written.get(&session.client_id).is_none_or(|w| {
+                w.digest != digest || record.watermark_ms >= w.watermark_ms + WATERMARK_STEP_MS
+            });
+            if due {
+                writes.push((session.client_id.clone(), record, digest));
+            }
+        }
+    }
+    for (client_id, record, digest) in writes {
+        let Ok(value) = postcard::to_allocvec(&record) else { continue };
+        match bucket.put(subjects::client_key(&client_id), Bytes::from(value)).await {
+            Ok(_) => {
+                node.durable
+                    .written
+                    .lock()
+                    .insert(client_id, Written { digest, watermark_ms: record.watermark_ms });
+            }
+            Err(e) => tracing::debug!(error = %e, "cluster: cannot write a session record"),
+        }
+    }
+    let live: std::collections::HashSet<&str> = sessions.iter().map(|s| &*s.client_id).collect();
+    let gone: Vec<Arc<str>> =
+        node.durable.written.lock().keys().filter(|id| !live.contains(&***id)).cloned().collect();
+    for client_id in gone {
+        node.durable.written.lock().remove(&client_id);
+        let key = subjects::client_key(&client_id);
+        // Another node may have taken the session: its record stays.
+        if let Ok(Some(entry)) = bucket.entry(key.clone()).await {
+            let ours = postcard::from_bytes::<SessionRecord>(&entry.value).is_ok_and(|r| r.node == node.node());
+            if ours && entry.operation == kv::Operation::Put {
+                let _ = bucket.delete(key).await;
+            }
+        }
+    }
+}
+
+fn session_record(node: &str, session: &Session, now_ms: u64) -> SessionRecord {
+    let horizon = now_ms.saturating_sub(WATERMARK_GRACE_MS);
+    let watermark_ms = session.oldest_undelivered_ms().map_or(horizon, |oldest| oldest.min(horizon));
+    let mut subscriptions: Vec<StoredSubscription> = session
+        .subscriptions()
+        .into_iter()
+        .map(|(filter, r)| StoredSubscription { filter, options: r.options, identifier: r.identifier })
+        .collect();
+    subscriptions.sort_by(|a, b| a.filter.cmp(&b.filter));
+    SessionRecord { node: node.to_string(), user: session.user.as_deref().map(str::to_string), subscriptions, watermark_ms }
+}
+
+fn record_digest(record: &SessionRecord) -> u64 {
+    let without_watermark = SessionRecord { watermark_ms: 0, ..record.clone() };
+    postcard::to_allocvec(&without_watermark).map_or(0, |bytes| super::ahash_of_bytes(&bytes))
+}
+
+/// The record of `client_id`, if the cluster holds one.
+pub(super) async fn session_record_of(durable: &Durable, client_id: &str) -> Option<SessionRecord> {
+    let bucket = durable.sessions.get()?;
+    let value = bucket.get(subjects::client_key(client_id)).await.ok()??;
+    postcard::from_bytes(&value).ok()
+}
+
+/// The QoS 1/2 messages of the stream admitted from `since_ms` on that
+/// match the record's subscriptions, as deliveries for the session.
+pub(super) async fn replay(
+    durable: &Durable,
+    client_id: &str,
+    record: &SessionRecord,
+) -> anyhow::Result<Vec<Delivery>> {
+    let filters: Vec<(crate::topic::TopicFilter, SubscriptionRecord)> = record
+        .subscriptions
+        .iter()
+        .filter_map(|s| {
+            let parsed = crate::topic::parse_subscription(&s.filter).ok()?;
+            // A shared subscription's messages went to the group's other members.
+            parsed.share_group.is_none().then(|| {
+                (parsed.filter, SubscriptionRecord { options: s.options.clone(), identifier: s.identifier })
+            })
+        })
+        .collect();
+    let mut deliveries = Vec::new();
+    if filters.is_empty() {
+        return Ok(deliveries);
+    }
+    let stream = durable.js.get_stream(durable.msgs_stream()).await?;
+    let start = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(record.watermark_ms) * 1_000_000)?;
+    let mut consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time: start },
+            ..Default::default()
+        })
+        .await?;
+    if consumer.info().await?.num_pending == 0 {
+        return Ok(deliveries);
+    }
+    let mut messages = consumer.messages().await?;
+    while let Ok(Some(Ok(nats_message))) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
+        if let Some(message) = decode(&nats_message.payload) {
+            let no_local = |r: &SubscriptionRecord| r.options.no_local && message.publisher.as_deref() == Some(client_id);
+            let matched: Vec<&SubscriptionRecord> =
+                filters.iter().filter(|(f, r)| f.matches(&message.topic) && !no_local(r)).map(|(_, r)| r).collect();
+            if let Some(qos) = matched.iter().map(|r| r.options.qos).max() {
+                deliveries.push(Delivery {
+                    qos: qos.min(message.qos),
+                    retain: false,
+                    subscription_ids: matched.iter().filter_map(|r| r.identifier).collect(),
+                    seq: None,
+                    message: Arc::new(message),
+                });
+            }
+        }
+        if nats_message.info().map_or(true, |info| info.pending == 0) {
+            break;
+        }
+    }
+    durable.replayed.fetch_add(deliveries.len() as u64, Relaxed);
+    Ok(deliveries)
+}
