@@ -269,14 +269,31 @@ pub fn render_metrics(state: &AdminState) -> prometheus::Result<String> {
             "Messages a shared subscription's NATS queue group gave this node",
             c.shared_received.load(Relaxed),
         )?;
+        let d = &cluster.durable;
         m.counters(
             "cluster_session_moves_total",
-            "Sessions moved between nodes (a client reconnected elsewhere): handed_over (from this node), taken_over (to it)",
+            "Sessions moved between nodes (a client reconnected elsewhere): handed_over (from this node), taken_over (to it, from a live node), rebuilt (to it, from JetStream: the old node did not answer)",
             &["direction"],
             [
                 (vec!["handed_over"], c.sessions_handed_over.load(Relaxed)),
                 (vec!["taken_over"], c.sessions_taken_over.load(Relaxed)),
+                (vec!["rebuilt"], d.sessions_recovered.load(Relaxed)),
             ],
+        )?;
+        m.gauge(
+            "cluster_jetstream_ready",
+            "1 once this node found or created the cluster's JetStream streams and buckets",
+            usize::from(d.is_ready()),
+        )?;
+        m.counter(
+            "cluster_jetstream_failures_total",
+            "Messages JetStream did not acknowledge (QoS 1/2 publishers were refused)",
+            d.failed.load(Relaxed),
+        )?;
+        m.counter(
+            "cluster_replayed_total",
+            "QoS 1/2 messages replayed from JetStream into rebuilt sessions",
+            d.replayed.load(Relaxed),
         )?;
     }
 

@@ -160,6 +160,9 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
         Some(cluster) if !cluster.is_connected() => {
             Json(serde_json::json!({ "status": "degraded", "cluster": "degraded" })).into_response()
         }
+        Some(cluster) if !cluster.durable.is_ready() => {
+            Json(serde_json::json!({ "status": "degraded", "cluster": "no_jetstream" })).into_response()
+        }
         Some(_) => Json(serde_json::json!({ "status": "ready", "cluster": "connected" })).into_response(),
         None => Json(serde_json::json!({ "status": "ready" })).into_response(),
     }

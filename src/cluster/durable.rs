@@ -279,7 +279,17 @@ pub(super) async fn run_setup(
     let mut delay = Duration::from_millis(50);
     loop {
         let Some(node) = cluster.upgrade() else { return };
-        match node.durable.ensure(&config, history).await {
+        // (JetStream requests sent before the first connection completes
+        // can come back as if they had succeeded.)
+        let attempt = async {
+            if !node.is_connected() {
+                anyhow::bail!("not connected to NATS");
+            }
+            node.durable.ensure(&config, history).await?;
+            node.durable.js.get_stream(node.durable.msgs_stream()).await?;
+            Ok(())
+        };
+        match attempt.await {
             Ok(()) => break,
             Err(e) => tracing::warn!(error = %e, "cluster: JetStream not available yet; retrying"),
         }
@@ -386,9 +396,9 @@ async fn write_session_records(node: &Cluster, broker: &Broker, bucket: &kv::Sto
         for session in &sessions {
             let record = session_record(node.node(), session, now);
             let digest = record_digest(&record);
-            let due = written.get(&session.client_id).is_none_or(|w| {
-                w.digest != digest || record.watermark_ms >= w.watermark_ms + WATERMARK_STEP_MS
-            });
+            let due = written
+                .get(&session.client_id)
+                .is_none_or(|w| w.digest != digest || record.watermark_ms >= w.watermark_ms + WATERMARK_STEP_MS);
             if due {
                 writes.push((session.client_id.clone(), record, digest));
             }
@@ -398,17 +408,13 @@ async fn write_session_records(node: &Cluster, broker: &Broker, bucket: &kv::Sto
         let Ok(value) = postcard::to_allocvec(&record) else { continue };
         match bucket.put(subjects::client_key(&client_id), Bytes::from(value)).await {
             Ok(_) => {
-                node.durable
-                    .written
-                    .lock()
-                    .insert(client_id, Written { digest, watermark_ms: record.watermark_ms });
+                node.durable.written.lock().insert(client_id, Written { digest, watermark_ms: record.watermark_ms });
             }
             Err(e) => tracing::debug!(error = %e, "cluster: cannot write a session record"),
         }
     }
     let live: std::collections::HashSet<&str> = sessions.iter().map(|s| &*s.client_id).collect();
-    let gone: Vec<Arc<str>> =
-        node.durable.written.lock().keys().filter(|id| !live.contains(&***id)).cloned().collect();
+    let gone: Vec<Arc<str>> = node.durable.written.lock().keys().filter(|id| !live.contains(&***id)).cloned().collect();
     for client_id in gone {
         node.durable.written.lock().remove(&client_id);
         let key = subjects::client_key(&client_id);
@@ -431,7 +437,12 @@ fn session_record(node: &str, session: &Session, now_ms: u64) -> SessionRecord {
         .map(|(filter, r)| StoredSubscription { filter, options: r.options, identifier: r.identifier })
         .collect();
     subscriptions.sort_by(|a, b| a.filter.cmp(&b.filter));
-    SessionRecord { node: node.to_string(), user: session.user.as_deref().map(str::to_string), subscriptions, watermark_ms }
+    SessionRecord {
+        node: node.to_string(),
+        user: session.user.as_deref().map(str::to_string),
+        subscriptions,
+        watermark_ms,
+    }
 }
 
 fn record_digest(record: &SessionRecord) -> u64 {
@@ -459,9 +470,10 @@ pub(super) async fn replay(
         .filter_map(|s| {
             let parsed = crate::topic::parse_subscription(&s.filter).ok()?;
             // A shared subscription's messages went to the group's other members.
-            parsed.share_group.is_none().then(|| {
-                (parsed.filter, SubscriptionRecord { options: s.options.clone(), identifier: s.identifier })
-            })
+            parsed
+                .share_group
+                .is_none()
+                .then_some((parsed.filter, SubscriptionRecord { options: s.options, identifier: s.identifier }))
         })
         .collect();
     let mut deliveries = Vec::new();
@@ -482,7 +494,8 @@ pub(super) async fn replay(
     let mut messages = consumer.messages().await?;
     while let Ok(Some(Ok(nats_message))) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
         if let Some(message) = decode(&nats_message.payload) {
-            let no_local = |r: &SubscriptionRecord| r.options.no_local && message.publisher.as_deref() == Some(client_id);
+            let no_local =
+                |r: &SubscriptionRecord| r.options.no_local && message.publisher.as_deref() == Some(client_id);
             let matched: Vec<&SubscriptionRecord> =
                 filters.iter().filter(|(f, r)| f.matches(&message.topic) && !no_local(r)).map(|(_, r)| r).collect();
             if let Some(qos) = matched.iter().map(|r| r.options.qos).max() {

@@ -486,7 +486,7 @@ async fn recover_session(
                 .subscriptions
                 .iter()
                 .map(|s| {
-                    let record = crate::broker::SubscriptionRecord { options: s.options.clone(), identifier: s.identifier };
+                    let record = crate::broker::SubscriptionRecord { options: s.options, identifier: s.identifier };
                     (s.filter.clone(), record)
                 })
                 .collect();
@@ -494,8 +494,13 @@ async fn recover_session(
             if broker.take_over_state(&client_id, user.as_deref(), subscriptions, deliveries) {
                 node.durable.sessions_recovered.fetch_add(1, Relaxed);
                 node.durable.session_changed();
-                tracing::info!(client_id, from = record.node, replayed = count, alive,
-                    "cluster: session rebuilt from JetStream (its node did not hand it over)");
+                tracing::info!(
+                    client_id,
+                    from = record.node,
+                    replayed = count,
+                    alive,
+                    "cluster: session rebuilt from JetStream (its node did not hand it over)"
+                );
             }
         }
         Err(e) => tracing::error!(client_id, error = %e, "cluster: cannot rebuild a session from JetStream"),

@@ -109,10 +109,8 @@ pub fn queue_group(prefix: &str, group: &str, filter: &str) -> String {
 /// one of ours.
 pub fn subject_topic(prefix: &str, subject: &str) -> Option<String> {
     let rest = subject.strip_prefix(prefix)?;
-    let rest = rest
-        .strip_prefix(".m.0.")
-        .or_else(|| rest.strip_prefix(".m.1."))
-        .or_else(|| rest.strip_prefix(".h."))?;
+    let rest =
+        rest.strip_prefix(".m.0.").or_else(|| rest.strip_prefix(".m.1.")).or_else(|| rest.strip_prefix(".h."))?;
     let mut topic = String::with_capacity(rest.len());
     for (i, token) in rest.split('.').enumerate() {
         if i > 0 {

@@ -379,12 +379,19 @@ pub mod v5 {
         }
 
         pub async fn publish_acked(&mut self, topic: &str, retain: bool, payload: impl Into<bytes::Bytes>) {
-            self.client.publish(topic, QoS::AtLeastOnce, retain, payload).await.unwrap();
+            self.publish_qos(topic, QoS::AtLeastOnce, retain, payload).await;
+        }
+
+        /// Publishes at QoS 1 or 2 and waits for the end of the exchange
+        /// (PUBACK, or PUBCOMP: rumqttc answers the PUBREC itself).
+        pub async fn publish_qos(&mut self, topic: &str, qos: QoS, retain: bool, payload: impl Into<bytes::Bytes>) {
+            self.client.publish(topic, qos, retain, payload).await.unwrap();
             // A delivery of our own message may arrive before the PUBACK: keep it.
-            within("PUBACK", async {
+            within("PUBACK / PUBCOMP", async {
                 loop {
                     match self.events.recv().await {
-                        Some(Ok(Packet::PubAck(_))) => return,
+                        Some(Ok(Packet::PubAck(_))) if qos == QoS::AtLeastOnce => return,
+                        Some(Ok(Packet::PubComp(_))) if qos == QoS::ExactlyOnce => return,
                         Some(Ok(p)) => self.backlog.push_back(p),
                         Some(Err(e)) => panic!("connection ended while waiting for PUBACK: {e}"),
                         None => panic!("event loop ended while waiting for PUBACK"),
