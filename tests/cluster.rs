@@ -434,6 +434,10 @@ async fn over_a_nats_cluster_routing_survives_the_loss_of_a_nats_server() {
         servers.push(start(config).await);
     }
     let (n1, n2) = (&servers[0], &servers[1]);
+    for server in [n1, n2] {
+        let cluster = server.broker().cluster().unwrap().clone();
+        wait_until("JetStream streams (3 replicas) and buckets", || cluster.durable.is_ready()).await;
+    }
     let mut subscriber = v4::connect(n2.mqtt_addr(), "on-n2", true).await;
     subscriber.subscribe("alerts/#", v4::QoS::AtLeastOnce).await;
     let mut publisher = v4::connect(n1.mqtt_addr(), "on-n1", true).await;
@@ -443,9 +447,19 @@ async fn over_a_nats_cluster_routing_survives_the_loss_of_a_nats_server() {
     nats[0].kill().await;
     let cluster = n1.broker().cluster().unwrap().clone();
     wait_until("n1 to reconnect to another NATS server", || cluster.is_connected()).await;
-    until_routed(&mut publisher, &mut subscriber, "alerts/a").await;
-    publisher.publish_acked("alerts/b", false, "after the NATS server was lost").await;
+    // Acknowledged once JetStream (two of three replicas) holds it: when the
+    // lost server led the stream, after the others elect a new leader
+    // (seconds; the node sends the message again meanwhile).
+    let election = Duration::from_secs(40);
+    publisher.publish_acked_within(election, "alerts/b", false, "after the NATS server was lost").await;
     skip_until(&mut subscriber, b"after the NATS server was lost").await;
+    until_routed(&mut publisher, &mut subscriber, "alerts/a").await;
+    let js = async_nats::jetstream::new(async_nats::connect(nats[1].url()).await.unwrap());
+    let mut stream = js.get_stream("starling_msgs").await.unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.config.num_replicas, 3);
+    let last = stream.get_last_raw_message_by_subject("starling.m.1.alerts.b").await.unwrap();
+    assert!(String::from_utf8_lossy(&last.payload).contains("after the NATS server was lost"));
     for server in servers {
         server.shutdown().await.unwrap();
     }

@@ -53,7 +53,7 @@ impl Broker {
         if let Some(cluster_ack) = outcome.cluster_ack {
             // Durable for every persistent subscriber in the cluster only
             // once JetStream holds it.
-            let acked = tokio::time::timeout(crate::cluster::durable::ACK_TIMEOUT * 2, cluster_ack).await;
+            let acked = tokio::time::timeout(crate::cluster::durable::ACK_DEADLINE * 2, cluster_ack).await;
             if !matches!(acked, Ok(Ok(true))) {
                 tracing::warn!("JetStream did not acknowledge a QoS 1/2 message; refusing to acknowledge as success");
                 return Ack::StoreFailed;

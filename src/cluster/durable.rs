@@ -44,8 +44,14 @@ use tokio::sync::{mpsc, oneshot};
 pub const WATERMARK_GRACE_MS: u64 = 10_000;
 /// A session record is rewritten when its watermark can move this much.
 pub const WATERMARK_STEP_MS: u64 = 30_000;
-/// How long a node waits for JetStream to acknowledge a message.
-pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a node waits for JetStream to acknowledge one publish.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a node keeps sending a message to JetStream again before it
+/// gives up (and refuses the publisher): covers a stream leader election.
+pub const ACK_DEADLINE: Duration = Duration::from_secs(15);
+
+/// How long one attempt to find or create the streams and buckets may take.
+const SETUP_ATTEMPT: Duration = Duration::from_secs(3);
 
 /// A persistent session as the cluster remembers it (`PREFIX_sessions`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,6 +68,9 @@ pub struct SessionRecord {
 /// (QoS 0) and JetStream publishes (the durable copy, history, retained).
 pub(super) struct Outbound {
     pub publishes: Vec<(String, Bytes, bool)>,
+    /// `origin-id`: JetStream drops a second copy with the same id (its
+    /// de-duplication window), so a publish can be retried safely.
+    pub message_id: String,
     /// Told whether every JetStream publish was acknowledged.
     pub ack: Option<oneshot::Sender<bool>>,
 }
@@ -76,6 +85,7 @@ struct Written {
 pub struct Durable {
     js: jetstream::Context,
     prefix: String,
+    node: String,
     ready: AtomicBool,
     retained: OnceLock<kv::Store>,
     sessions: OnceLock<kv::Store>,
@@ -91,12 +101,13 @@ pub struct Durable {
 }
 
 impl Durable {
-    pub fn new(client: async_nats::Client, prefix: &str) -> Durable {
+    pub fn new(client: async_nats::Client, prefix: &str, node: &str) -> Durable {
         let mut js = jetstream::new(client);
         js.set_timeout(ACK_TIMEOUT);
         Durable {
             js,
             prefix: prefix.to_string(),
+            node: node.to_string(),
             ready: AtomicBool::new(false),
             retained: OnceLock::new(),
             sessions: OnceLock::new(),
@@ -198,8 +209,17 @@ impl Durable {
             let key = subjects::topic_key(topic);
             publishes.push((format!("$KV.{}_retained.{key}", self.prefix), payload, true));
         }
-        Outbound { publishes, ack }
+        Outbound { publishes, ack, message_id: format!("{}-{}", self.node, message.id) }
     }
+}
+
+/// A JetStream publish waiting for its acknowledgement, with what it takes
+/// to send it again.
+struct Pending {
+    subject: String,
+    payload: Bytes,
+    message_id: String,
+    ack: jetstream::context::PublishAckFuture,
 }
 
 /// Publishes what `forward` queued, in order: core publishes directly,
@@ -212,13 +232,13 @@ pub(super) async fn run_forwarder(
 ) {
     let (acks, acks_rx) = mpsc::channel(65_536);
     tokio::spawn(run_acks(acks_rx, durable.clone()));
-    while let Some(Outbound { publishes, ack }) = queue.recv().await {
+    while let Some(Outbound { publishes, ack, message_id }) = queue.recv().await {
         let mut pending = Vec::new();
         let mut ok = true;
         for (subject, payload, jetstream) in publishes {
             if jetstream && durable.is_ready() {
-                match durable.js.publish(subject, payload).await {
-                    Ok(future) => pending.push(future),
+                match durable.publish(&subject, &payload, &message_id).await {
+                    Ok(ack) => pending.push(Pending { subject, payload, message_id: message_id.clone(), ack }),
                     Err(e) => {
                         ok = false;
                         tracing::debug!(error = %e, "cluster: JetStream publish failed");
@@ -244,18 +264,39 @@ pub(super) async fn run_forwarder(
     }
 }
 
+impl Durable {
+    async fn publish(
+        &self,
+        subject: &str,
+        payload: &Bytes,
+        message_id: &str,
+    ) -> Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError> {
+        let publish = jetstream::context::Publish::build().payload(payload.clone()).message_id(message_id);
+        self.js.send_publish(subject.to_string(), publish).await
+    }
+}
+
 /// Awaits JetStream's acknowledgements in publish order and tells the
-/// publishers waiting for them.
-async fn run_acks(
-    mut acks: mpsc::Receiver<(Vec<jetstream::context::PublishAckFuture>, Option<oneshot::Sender<bool>>)>,
-    durable: Arc<Durable>,
-) {
+/// publishers waiting for them. A publish that is not acknowledged (a NATS
+/// server lost, a stream leader being elected) is sent again, under the
+/// same message id, until [`ACK_DEADLINE`].
+async fn run_acks(mut acks: mpsc::Receiver<(Vec<Pending>, Option<oneshot::Sender<bool>>)>, durable: Arc<Durable>) {
     while let Some((pending, ack)) = acks.recv().await {
+        let deadline = tokio::time::Instant::now() + ACK_DEADLINE;
         let mut ok = true;
-        for future in pending {
-            if let Err(e) = future.await {
+        for Pending { subject, payload, message_id, ack } in pending {
+            let mut result = ack.await.map(|_| ());
+            while result.is_err() && tokio::time::Instant::now() < deadline {
+                tracing::debug!(subject, "cluster: JetStream did not acknowledge; sending again");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                result = match durable.publish(&subject, &payload, &message_id).await {
+                    Ok(again) => again.await.map(|_| ()),
+                    Err(e) => Err(e),
+                };
+            }
+            if let Err(e) = result {
                 ok = false;
-                tracing::warn!(error = %e, "cluster: JetStream did not acknowledge a message");
+                tracing::warn!(subject, error = %e, "cluster: JetStream did not acknowledge a message");
             }
         }
         if !ok {
@@ -280,7 +321,9 @@ pub(super) async fn run_setup(
     loop {
         let Some(node) = cluster.upgrade() else { return };
         // (JetStream requests sent before the first connection completes
-        // can come back as if they had succeeded.)
+        // can come back as if they had succeeded; a request sent while a
+        // NATS cluster is still electing its JetStream leader is never
+        // answered: a short timeout and a new attempt beat the long wait.)
         let attempt = async {
             if !node.is_connected() {
                 anyhow::bail!("not connected to NATS");
@@ -289,7 +332,10 @@ pub(super) async fn run_setup(
             node.durable.js.get_stream(node.durable.msgs_stream()).await?;
             Ok(())
         };
-        match attempt.await {
+        let attempt = tokio::time::timeout(SETUP_ATTEMPT, attempt)
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer from JetStream within {SETUP_ATTEMPT:?}")));
+        match attempt {
             Ok(()) => break,
             Err(e) => tracing::warn!(error = %e, "cluster: JetStream not available yet; retrying"),
         }
@@ -298,13 +344,16 @@ pub(super) async fn run_setup(
         delay = (delay * 2).min(Duration::from_secs(2));
     }
     let Some(node) = cluster.upgrade() else { return };
-    if let Some(broker) = broker.upgrade() {
+    // What the cluster holds is here before the node says it is ready.
+    let mut retained_watch = None;
+    if let (Some(broker), Some(bucket)) = (broker.upgrade(), node.durable.retained.get()) {
         load_history(&node, &broker).await;
+        retained_watch = load_retained(bucket, &broker).await;
     }
     node.durable.ready.store(true, Relaxed);
     tracing::info!(node = node.node, "cluster: JetStream streams and buckets ready");
-    if let Some(retained) = node.durable.retained.get().cloned() {
-        tokio::spawn(watch_retained(retained, broker.clone()));
+    if let Some(watch) = retained_watch {
+        tokio::spawn(follow_retained(watch, broker.clone()));
     }
     drop(node);
     run_session_records(cluster, broker).await;
@@ -344,19 +393,44 @@ async fn load_history(node: &Cluster, broker: &Broker) {
     }
 }
 
-/// Keeps this node's retained messages in step with the bucket: every
-/// topic's latest value first, then each change as it happens.
-async fn watch_retained(bucket: kv::Store, broker: Weak<Broker>) {
+/// Reads every topic's retained value from the bucket into this node's
+/// retained messages; returns the watch that goes on with the changes.
+async fn load_retained(bucket: &kv::Store, broker: &Broker) -> Option<kv::Watch> {
+    let values = bucket.status().await.map_or(0, |status| status.values());
     let mut watch = match bucket.watch_with_history(">").await {
         Ok(watch) => watch,
-        Err(e) => return tracing::warn!(error = %e, "cluster: cannot watch retained messages"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cluster: cannot watch retained messages");
+            return None;
+        }
     };
+    let mut loaded = 0;
+    if values > 0 {
+        while let Ok(Some(entry)) = tokio::time::timeout(Duration::from_secs(5), watch.next()).await {
+            let Ok(entry) = entry else { break };
+            apply_retained(&entry, broker);
+            loaded += 1;
+            if entry.delta == 0 {
+                break; // the last of the values the bucket held
+            }
+        }
+    }
+    tracing::info!(loaded, "cluster: retained messages read from JetStream");
+    Some(watch)
+}
+
+/// Keeps this node's retained messages in step with the bucket's changes.
+async fn follow_retained(mut watch: kv::Watch, broker: Weak<Broker>) {
     while let Some(entry) = watch.next().await {
         let Some(broker) = broker.upgrade() else { return };
-        let Ok(entry) = entry else { continue };
-        if entry.operation != kv::Operation::Put {
-            continue;
+        if let Ok(entry) = entry {
+            apply_retained(&entry, &broker);
         }
+    }
+}
+
+fn apply_retained(entry: &kv::Entry, broker: &Broker) {
+    if entry.operation == kv::Operation::Put {
         if let Some(message) = decode(&entry.value) {
             broker.keep_remote_retained(message);
         }

@@ -220,7 +220,7 @@ impl Cluster {
             connected.store(true, Relaxed);
         }
         let (forward, forward_rx) = mpsc::channel(config.forward_queue);
-        let durable = Arc::new(durable::Durable::new(client.clone(), &config.subject_prefix));
+        let durable = Arc::new(durable::Durable::new(client.clone(), &config.subject_prefix, &node));
         let (changes, changes_rx) = mpsc::unbounded_channel();
         let cluster = Arc::new(Cluster {
             node,

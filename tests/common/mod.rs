@@ -86,7 +86,13 @@ pub use serde_json::json;
 
 /// Waits for `fut` at most [`WAIT`], failing the test with `what` otherwise.
 pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, fut).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    within_for(WAIT, what, fut).await
+}
+
+/// [`within`] with its own bound, for what takes longer by design (a NATS
+/// cluster electing a new JetStream leader).
+pub async fn within_for<T>(limit: Duration, what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
 /// Polls `cond` until it holds, failing the test after [`WAIT`]. For
@@ -220,9 +226,20 @@ pub mod v4 {
         /// Publishes at QoS 1 and waits for the broker's PUBACK, so the
         /// message has been routed (and stored) before the test goes on.
         pub async fn publish_acked(&mut self, topic: &str, retain: bool, payload: impl Into<Vec<u8>>) {
+            self.publish_acked_within(WAIT, topic, retain, payload).await
+        }
+
+        /// [`Client::publish_acked`], waiting at most `limit` for the PUBACK.
+        pub async fn publish_acked_within(
+            &mut self,
+            limit: Duration,
+            topic: &str,
+            retain: bool,
+            payload: impl Into<Vec<u8>>,
+        ) {
             self.client.publish(topic, QoS::AtLeastOnce, retain, payload).await.unwrap();
             // A delivery of our own message may arrive before the PUBACK: keep it.
-            within("PUBACK", async {
+            within_for(limit, "PUBACK", async {
                 loop {
                     match self.events.recv().await {
                         Some(Ok(Incoming::PubAck(_))) => return,

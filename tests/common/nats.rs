@@ -48,6 +48,13 @@ impl NatsServer {
             server.restart().await;
             servers.push(server);
         }
+        // JetStream answers once the three have elected its leader.
+        let js = async_nats::jetstream::new(async_nats::connect(servers[0].url()).await.unwrap());
+        super::wait_for("the NATS cluster's JetStream leader", || async {
+            let info = tokio::time::timeout(std::time::Duration::from_millis(300), js.query_account()).await;
+            matches!(info, Ok(Ok(_)))
+        })
+        .await;
         servers
     }
 
