@@ -204,4 +204,13 @@ async fn a_persistent_session_survives_its_node_being_killed() {
     while phone.next_publish().await.payload.as_ref() != b"after the crash" {}
     let metrics = common::http::request(n2.admin_addr, "GET", "/metrics", &[("Connection", "close")], b"").await.text();
     assert!(metrics.lines().any(|l| l == "starling_cluster_session_moves_total{direction=\"rebuilt\"} 1"), "{metrics}");
+
+    // n1 comes back on its store, which still holds the phone's session:
+    // the cluster's record says it lives on n2 now, so n1 ends its copy.
+    let n1 = node_process(dir.path(), &nats, "n1").await;
+    let client =
+        common::http::request(n1.admin_addr, "GET", "/api/v1/clients/phone", &[("Connection", "close")], b"").await;
+    assert_eq!(client.status, 404, "{}", client.text());
+    shop.publish_acked("orders/phone", false, "after n1 is back").await;
+    while phone.next_publish().await.payload.as_ref() != b"after n1 is back" {}
 }

@@ -350,6 +350,9 @@ pub(super) async fn run_setup(
         load_history(&node, &broker).await;
         retained_watch = load_retained(bucket, &broker).await;
     }
+    if let Some(broker) = broker.upgrade() {
+        drop_sessions_taken_elsewhere(&node, &broker).await;
+    }
     node.durable.ready.store(true, Relaxed);
     tracing::info!(node = node.node, "cluster: JetStream streams and buckets ready");
     if let Some(watch) = retained_watch {
@@ -357,6 +360,24 @@ pub(super) async fn run_setup(
     }
     drop(node);
     run_session_records(cluster, broker).await;
+}
+
+/// A node that comes back (killed, restarted on its store) may hold
+/// persistent sessions that moved to another node meanwhile: their clients
+/// reconnected there and got their messages. The cluster's record names
+/// the session's node; this node's stale copies are ended.
+async fn drop_sessions_taken_elsewhere(node: &Cluster, broker: &Broker) {
+    for session in broker.persistent_sessions() {
+        if session.is_connected() {
+            continue;
+        }
+        let Some(record) = session_record_of(&node.durable, &session.client_id).await else { continue };
+        if record.node != node.node() {
+            tracing::info!(client_id = %session.client_id, now_on = record.node,
+                "cluster: a session restored from the store lives on another node now; ended here");
+            broker.hand_over(&session.client_id, session.user.as_deref(), false);
+        }
+    }
 }
 
 /// Reads the history stream into this node's history (a node that joins
