@@ -398,10 +398,12 @@ async fn starling_bench_spreads_its_clients_over_the_nodes() {
     let servers = nodes(&nats, 3).await;
     let brokers: Vec<String> = servers.iter().map(|s| s.mqtt_addr().to_string()).collect();
     let brokers = brokers.join(",");
+    // The warm-up covers the subscribers' interest reaching NATS on a busy
+    // machine: what is published before it is not counted.
     for line in [
-        format!("fanout --broker {brokers} --subscribers 30 --rate 50 --duration 1 --warmup 1 --quiet"),
+        format!("fanout --broker {brokers} --subscribers 30 --rate 50 --duration 1 --warmup 3 --quiet"),
         format!(
-            "p2p --broker {brokers} --spread pub-on-first --pairs 12 --rate 20 --qos 1 --duration 1 --warmup 1 --quiet"
+            "p2p --broker {brokers} --spread pub-on-first --pairs 12 --rate 20 --qos 1 --duration 1 --warmup 3 --quiet"
         ),
     ] {
         let args = BenchCli::parse_from(std::iter::once("bench").chain(line.split_whitespace())).args;
@@ -436,7 +438,9 @@ async fn over_a_nats_cluster_routing_survives_the_loss_of_a_nats_server() {
     let (n1, n2) = (&servers[0], &servers[1]);
     for server in [n1, n2] {
         let cluster = server.broker().cluster().unwrap().clone();
-        wait_until("JetStream streams (3 replicas) and buckets", || cluster.durable.is_ready()).await;
+        // Each stream and bucket is a raft group of three: seconds each on a busy machine.
+        let raft_groups = Duration::from_secs(60);
+        wait_until_for(raft_groups, "JetStream streams (3 replicas) and buckets", || cluster.durable.is_ready()).await;
     }
     let mut subscriber = v4::connect(n2.mqtt_addr(), "on-n2", true).await;
     subscriber.subscribe("alerts/#", v4::QoS::AtLeastOnce).await;

@@ -149,6 +149,11 @@ impl HistoryError {
     }
 }
 
+/// Low bits of a message id that name the cluster node that gave it.
+pub const ID_TAG_BITS: u32 = 10;
+const ID_TAG_MASK: u64 = (1 << ID_TAG_BITS) - 1;
+const NO_ID_TAG: u64 = u64::MAX;
+
 /// How a publish went, for the publisher's acknowledgement and pacing.
 #[derive(Debug, Default)]
 pub struct PublishOutcome {
@@ -224,6 +229,10 @@ pub struct Broker {
     /// so ids keep increasing across restarts unless the clock goes back or a
     /// run averaged more than 65,536 messages per millisecond.
     next_message_id: AtomicU64,
+    /// In a cluster, this node's tag in the low [`ID_TAG_BITS`] bits of every
+    /// id it gives (ids then step by `1 << ID_TAG_BITS`), so that two nodes
+    /// never give the same id; [`NO_ID_TAG`] on a single node.
+    id_tag: AtomicU64,
     /// Publishes to one topic take one of these while they get their id and
     /// are routed, so every subscriber sees a topic's messages in id order
     /// (chat rooms are ordered; starling.v1 clients drop duplicates by id).
@@ -280,6 +289,7 @@ impl Broker {
             commit,
             next_connection_id: AtomicU64::new(1),
             next_message_id: AtomicU64::new(now_ms() << 16),
+            id_tag: AtomicU64::new(NO_ID_TAG),
             topic_order: (0..TOPIC_ORDER_STRIPES).map(|_| Mutex::new(())).collect(),
             classes: class_runtime::ClassRuntime::new(classes),
             security,
@@ -303,6 +313,30 @@ impl Broker {
     /// Attaches the files the server opened (once).
     pub fn attach_files(&self, files: Arc<crate::files::Files>) {
         let _ = self.files.set(files);
+    }
+
+    /// A new message id: above every id given or seen so far, and in a
+    /// cluster carrying this node's tag.
+    fn next_id(&self) -> u64 {
+        match self.id_tag.load(Ordering::Relaxed) {
+            NO_ID_TAG => self.next_message_id.fetch_add(1, Ordering::Relaxed),
+            tag => (self.next_message_id.fetch_add(1 << ID_TAG_BITS, Ordering::Relaxed) & !ID_TAG_MASK) | tag,
+        }
+    }
+
+    /// Every id given from now on is above `id` (a stored id, or one another
+    /// node gave: a Lamport clock).
+    fn ids_past(&self, id: u64) {
+        self.next_message_id.fetch_max((id | ID_TAG_MASK) + 1, Ordering::Relaxed);
+    }
+
+    /// Sets this node's id tag (below `1 << ID_TAG_BITS`; the cluster
+    /// claims one no other node holds).
+    pub fn set_id_tag(&self, tag: u64) {
+        // Ids step by 1 << ID_TAG_BITS now: start them higher, so that they
+        // keep ahead of the clock up to a million messages a second.
+        self.next_message_id.fetch_max(now_ms() << (16 + ID_TAG_BITS / 2), Ordering::Relaxed);
+        self.id_tag.store(tag & ID_TAG_MASK, Ordering::Relaxed);
     }
 
     /// The cluster backplane, when `[cluster]` is set.
@@ -375,7 +409,7 @@ impl Broker {
         let now = now_ms();
         let mut retained = self.retained.write();
         for stored in self.store.load_retained()? {
-            self.next_message_id.fetch_max(stored.id + 1, Ordering::Relaxed);
+            self.ids_past(stored.id);
             match Message::from_stored(stored) {
                 Ok(m) if !m.is_expired(now) => {
                     retained.insert(Arc::new(m));
@@ -397,7 +431,7 @@ impl Broker {
             // comes after the client has taken these.
             let limit = (max_queued, self.config.session.max_queued_bytes);
             for d in self.store.load_deliveries(&stored.client_id, limit.0, limit.1)? {
-                self.next_message_id.fetch_max(d.message.id + 1, Ordering::Relaxed);
+                self.ids_past(d.message.id);
                 match Message::from_stored(d.message.clone()) {
                     Ok(m) => deliveries.push((d, Arc::new(m))),
                     Err(e) => {
@@ -430,5 +464,28 @@ impl Broker {
             "restored state from the store"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    #[tokio::test]
+    async fn a_cluster_node_s_ids_carry_its_tag_and_go_past_every_id_it_saw() {
+        let broker = Broker::new(Config::default(), Arc::new(MemoryStore::new())).unwrap();
+        let single = (broker.next_id(), broker.next_id());
+        assert_eq!(single.1, single.0 + 1, "a single node counts up by one");
+        broker.set_id_tag(5);
+        let ids: Vec<u64> = (0..100).map(|_| broker.next_id()).collect();
+        assert!(ids.iter().all(|id| id & ID_TAG_MASK == 5), "every id names the node");
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "and they increase");
+        assert!(ids[0] > single.1);
+        // Another node (tag 700) gave an id far ahead: the next ids go past it.
+        let remote = (ids[99] + (1 << 30)) & !ID_TAG_MASK | 700;
+        broker.ids_past(remote);
+        let next = broker.next_id();
+        assert!(next > remote && next & ID_TAG_MASK == 5);
     }
 }

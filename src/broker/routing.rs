@@ -164,11 +164,11 @@ impl Broker {
     /// Makes a message another node admitted one of this node's: handled by
     /// this node's class for its topic. Its id stays the origin's, so every
     /// node shows it under one id; this node's next ids go above it (a
-    /// Lamport clock: ids stay unique unless two nodes publish at the same
-    /// moment, see docs/cluster.md).
+    /// Lamport clock; each node's tag in the low bits keeps ids unique, see
+    /// docs/cluster.md).
     fn adopt_remote(&self, message: &mut Message) {
         message.handling = self.classes.handling(&message.topic, message.handling.high_priority);
-        self.next_message_id.fetch_max(message.id + 1, Ordering::Relaxed);
+        self.ids_past(message.id);
     }
 
     /// The topic-order lock of `topic` (one of a fixed set of stripes).
@@ -212,7 +212,7 @@ impl Broker {
             }
         };
         let in_order = stripe.lock();
-        message.id = self.next_message_id.fetch_add(1, Ordering::Relaxed);
+        message.id = self.next_id();
         message.timestamp_ms = now;
         let message = Arc::new(message);
         if let Some(rule) = history {

@@ -89,6 +89,7 @@ pub struct Durable {
     ready: AtomicBool,
     retained: OnceLock<kv::Store>,
     sessions: OnceLock<kv::Store>,
+    nodes: OnceLock<kv::Store>,
     written: Mutex<HashMap<Arc<str>, Written>>,
     /// Wakes the session pass early (a subscription changed).
     sessions_changed: tokio::sync::Notify,
@@ -111,6 +112,7 @@ impl Durable {
             ready: AtomicBool::new(false),
             retained: OnceLock::new(),
             sessions: OnceLock::new(),
+            nodes: OnceLock::new(),
             written: Mutex::new(HashMap::new()),
             sessions_changed: tokio::sync::Notify::new(),
             failed: AtomicU64::new(0),
@@ -169,8 +171,10 @@ impl Durable {
             .map_err(|e| anyhow::anyhow!("stream {}: {e}", self.history_stream()))?;
         let retained = self.bucket(&format!("{}_retained", self.prefix), replicas).await?;
         let sessions = self.bucket(&format!("{}_sessions", self.prefix), replicas).await?;
+        let nodes = self.bucket(&format!("{}_nodes", self.prefix), replicas).await?;
         let _ = self.retained.set(retained);
         let _ = self.sessions.set(sessions);
+        let _ = self.nodes.set(nodes);
         Ok(())
     }
 
@@ -351,6 +355,12 @@ pub(super) async fn run_setup(
         retained_watch = load_retained(bucket, &broker).await;
     }
     if let Some(broker) = broker.upgrade() {
+        match claim_id_tag(&node.durable, node.node()).await {
+            Ok(tag) => broker.set_id_tag(tag),
+            Err(e) => {
+                tracing::error!(error = %e, "cluster: no message id tag of this node's own; ids may repeat across nodes")
+            }
+        }
         drop_sessions_taken_elsewhere(&node, &broker).await;
     }
     node.durable.ready.store(true, Relaxed);
@@ -360,6 +370,34 @@ pub(super) async fn run_setup(
     }
     drop(node);
     run_session_records(cluster, broker).await;
+}
+
+/// This node's id tag, below `1 << ID_TAG_BITS`, the first from
+/// [`provisional_id_tag`] on that no other node holds: the key `tag-N` in
+/// `PREFIX_nodes` is created once (atomically) and names its node for good.
+async fn claim_id_tag(durable: &Durable, node: &str) -> anyhow::Result<u64> {
+    let bucket = durable.nodes.get().ok_or_else(|| anyhow::anyhow!("no nodes bucket"))?;
+    let slots = 1u64 << crate::broker::ID_TAG_BITS;
+    let first = provisional_id_tag(node);
+    for step in 0..slots {
+        let tag = (first + step) % slots;
+        let key = format!("tag-{tag}");
+        if bucket.create(&key, Bytes::from(node.to_string())).await.is_ok() {
+            return Ok(tag);
+        }
+        if bucket.get(&key).await?.is_some_and(|holder| holder.as_ref() == node.as_bytes()) {
+            return Ok(tag);
+        }
+    }
+    anyhow::bail!("every one of the {slots} node tags is taken (PREFIX_nodes)")
+}
+
+/// The tag a node uses until it has claimed one: a hash of its name (the
+/// same on every start).
+pub fn provisional_id_tag(node: &str) -> u64 {
+    // FNV-1a: stable across processes, unlike the hashers' random seeds.
+    let hash = node.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    hash % (1 << crate::broker::ID_TAG_BITS)
 }
 
 /// A node that comes back (killed, restarted on its store) may hold

@@ -219,6 +219,7 @@ impl Cluster {
         if client.connection_state() == async_nats::connection::State::Connected {
             connected.store(true, Relaxed);
         }
+        broker.set_id_tag(durable::provisional_id_tag(&node));
         let (forward, forward_rx) = mpsc::channel(config.forward_queue);
         let durable = Arc::new(durable::Durable::new(client.clone(), &config.subject_prefix, &node));
         let (changes, changes_rx) = mpsc::unbounded_channel();

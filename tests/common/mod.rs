@@ -98,8 +98,13 @@ pub async fn within_for<T>(limit: Duration, what: &str, fut: impl std::future::F
 /// Polls `cond` until it holds, failing the test after [`WAIT`]. For
 /// conditions inside the broker that no client can observe (for example
 /// `server.broker().session_count()`).
-pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    within(what, async {
+pub async fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    wait_until_for(WAIT, what, cond).await
+}
+
+/// [`wait_until`] with its own bound (see [`within_for`]).
+pub async fn wait_until_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    within_for(limit, what, async {
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         loop {
             tick.tick().await;
