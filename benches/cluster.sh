@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# One node against two nodes over one NATS (docs/cluster.md, "Measured"):
-# fan-out 1 -> SUBS at a fixed rate and point-to-point pairs, with every
-# delivery crossing nodes in the cluster runs (--spread pub-on-first:
-# publishers on n1, subscribers on n2), and the CPU time each process used
-# (nodes, nats-server), so the cost of the NATS hop per message shows.
+# One node against three nodes over one NATS with JetStream (docs/cluster.md,
+# "Measured"): fan-out 1 -> SUBS at RATE and 1 -> BIG_SUBS at BIG_RATE (the
+# same deliveries per second), point-to-point pairs at QoS 0 and at QoS 1
+# (acknowledged once JetStream holds the message), with every delivery
+# crossing nodes in the cluster runs (--spread pub-on-first: publishers on
+# n1, subscribers on n2 and n3), and the CPU time each process used (nodes,
+# nats-server), so the cost of the NATS hop per message shows.
 #
-#   benches/cluster.sh                 # ROUNDS=1 DURATION=5 SUBS=1000 RATE=200 PAIRS=200 PAIR_RATE=50
+#   benches/cluster.sh   # ROUNDS=1 DURATION=5 SUBS=1000 RATE=200 BIG_SUBS=5000 BIG_RATE=40 PAIRS=200 PAIR_RATE=50
 #
 # Brokers and nats-server run pinned to CPU 0, the load tool to CPU 1 (a
-# 2-core machine: in the cluster runs, both nodes and NATS share one core,
+# 2-core machine: in the cluster runs, the nodes and NATS share one core,
 # so the sum of their CPU is what one message costs the system).
 # Everything stays on 127.0.0.1. Results: target/cluster-bench/.
 set -euo pipefail
@@ -19,6 +21,8 @@ export DURATION=${DURATION:-5}
 export WARMUP=${WARMUP:-2}
 SUBS=${SUBS:-1000}
 RATE=${RATE:-200}
+BIG_SUBS=${BIG_SUBS:-5000}
+BIG_RATE=${BIG_RATE:-40}
 PAIRS=${PAIRS:-200}
 PAIR_RATE=${PAIR_RATE:-50}
 OUT=${OUT:-target/cluster-bench}
@@ -80,15 +84,24 @@ for round in $(seq "$ROUNDS"); do
   # One node.
   n=$(start_node single 21901 0); wait_port 21901
   run "fanout-single-$round" 127.0.0.1:21901 "$n" -- fanout --publishers 1 --subscribers "$SUBS" --rate "$RATE"
+  run "fanout-big-single-$round" 127.0.0.1:21901 "$n" -- fanout --publishers 1 --subscribers "$BIG_SUBS" --rate "$BIG_RATE"
   run "p2p-single-$round" 127.0.0.1:21901 "$n" -- p2p --pairs "$PAIRS" --rate "$PAIR_RATE" --size 256
+  run "p2p-qos1-single-$round" 127.0.0.1:21901 "$n" -- p2p --pairs "$PAIRS" --rate "$PAIR_RATE" --size 256 --qos 1
   kill "$n"; wait "$n" 2>/dev/null || true
-  # Two nodes over one NATS: every delivery crosses.
-  taskset -c 0 nats-server -a 127.0.0.1 -p "$NATS_PORT" > "$OUT/nats.log" 2>&1 &
+  # Three nodes over one NATS (JetStream on): every delivery crosses.
+  rm -rf "$OUT/nats-data"
+  taskset -c 0 nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$OUT/nats-data" > "$OUT/nats.log" 2>&1 &
   nats=$!; pids+=($nats); wait_port "$NATS_PORT"
-  n1=$(start_node n1 21911 1); n2=$(start_node n2 21912 1); wait_port 21911; wait_port 21912
-  run "fanout-cluster-$round" 127.0.0.1:21911,127.0.0.1:21912 "$n1" "$n2" "$nats" -- \
+  n1=$(start_node n1 21911 1); n2=$(start_node n2 21912 1); n3=$(start_node n3 21913 1)
+  wait_port 21911; wait_port 21912; wait_port 21913
+  nodes=127.0.0.1:21911,127.0.0.1:21912,127.0.0.1:21913
+  run "fanout-cluster-$round" "$nodes" "$n1" "$n2" "$n3" "$nats" -- \
     fanout --publishers 1 --subscribers "$SUBS" --rate "$RATE" --spread pub-on-first
-  run "p2p-cluster-$round" 127.0.0.1:21911,127.0.0.1:21912 "$n1" "$n2" "$nats" -- \
+  run "fanout-big-cluster-$round" "$nodes" "$n1" "$n2" "$n3" "$nats" -- \
+    fanout --publishers 1 --subscribers "$BIG_SUBS" --rate "$BIG_RATE" --spread pub-on-first
+  run "p2p-cluster-$round" "$nodes" "$n1" "$n2" "$n3" "$nats" -- \
     p2p --pairs "$PAIRS" --rate "$PAIR_RATE" --size 256 --spread pub-on-first
-  kill "$n1" "$n2" "$nats"; wait "$n1" "$n2" "$nats" 2>/dev/null || true
+  run "p2p-qos1-cluster-$round" "$nodes" "$n1" "$n2" "$n3" "$nats" -- \
+    p2p --pairs "$PAIRS" --rate "$PAIR_RATE" --size 256 --qos 1 --spread pub-on-first
+  kill "$n1" "$n2" "$n3" "$nats"; wait "$n1" "$n2" "$n3" "$nats" 2>/dev/null || true
 done
