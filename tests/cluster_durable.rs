@@ -128,6 +128,30 @@ async fn a_node_started_later_sees_the_retained_messages_and_the_chat_history() 
     other_car.publish_acked("fleet/car-9/location", true, "40.41,-3.70").await;
     let topic = starling::topic::TopicName::new("fleet/car-9/location").unwrap();
     wait_until("n1 to hold car-9's position", || n1.broker().retained_message(&topic).is_some()).await;
+
+    // A retained value with an expiry (MQTT 5, 3 s): every node drops its
+    // copy at that deadline, and the node that admitted it (n3) empties the
+    // bucket's entry, once.
+    let expiring = v5::connect(n3.mqtt_addr(), "car-10").await;
+    let properties =
+        rumqttc::v5::mqttbytes::v5::PublishProperties { message_expiry_interval: Some(3), ..Default::default() };
+    expiring
+        .client
+        .publish_with_properties("fleet/car-10/location", v5::QoS::AtLeastOnce, true, "1.0,2.0", properties)
+        .await
+        .unwrap();
+    let key = starling::cluster::subjects::topic_key("fleet/car-10/location");
+    wait_for("car-10's value in the bucket", || async {
+        retained.get(&key).await.ok().flatten().is_some_and(|v| !v.is_empty())
+    })
+    .await;
+    let topic = starling::topic::TopicName::new("fleet/car-10/location").unwrap();
+    wait_until("n1 to hold car-10's position", || n1.broker().retained_message(&topic).is_some()).await;
+    wait_for("the bucket to forget car-10's expired value", || async {
+        retained.get(&key).await.ok().flatten().is_some_and(|v| v.is_empty())
+    })
+    .await;
+    wait_until("n1 to drop its copy", || n1.broker().retained_message(&topic).is_none()).await;
     n1.shutdown().await.unwrap();
     n3.shutdown().await.unwrap();
 }

@@ -110,7 +110,13 @@ impl Broker {
         let mut retained = self.retained.write();
         for topic in expired {
             // Re-check under the write lock: a newer message may have replaced it.
-            if retained.get(&topic).is_some_and(|m| m.is_expired(now)) {
+            if let Some(message) = retained.get(&topic).filter(|m| m.is_expired(now)) {
+                // In a cluster every node expires its own copy at the same
+                // deadline; the node that admitted the message (its id's
+                // tag) also removes it from the cluster's bucket: once.
+                if let Some(cluster) = self.cluster.get().filter(|_| self.gave_id(message.id)) {
+                    cluster.durable.forget_retained(topic.as_str(), message.id);
+                }
                 retained.remove(&topic);
                 let _ = self.store.set_retained(topic.as_str(), None);
             }

@@ -330,6 +330,12 @@ impl Broker {
         self.next_message_id.fetch_max((id | ID_TAG_MASK) + 1, Ordering::Relaxed);
     }
 
+    /// Whether this node gave `id` (in a cluster: the id carries its tag).
+    pub fn gave_id(&self, id: u64) -> bool {
+        let tag = self.id_tag.load(Ordering::Relaxed);
+        tag != NO_ID_TAG && id & ID_TAG_MASK == tag
+    }
+
     /// Sets this node's id tag (below `1 << ID_TAG_BITS`; the cluster
     /// claims one no other node holds).
     pub fn set_id_tag(&self, tag: u64) {

@@ -44,11 +44,23 @@ use tokio::sync::{mpsc, oneshot};
 pub const WATERMARK_GRACE_MS: u64 = 10_000;
 /// A session record is rewritten when its watermark can move this much.
 pub const WATERMARK_STEP_MS: u64 = 30_000;
+/// A session record is rewritten at least this often: the sessions bucket
+/// forgets records not written for a day longer than the longest session
+/// expiry (those of a node that died, whose clients never came back).
+pub const RECORD_REFRESH_MS: u64 = 3_600_000;
 /// How long a node waits for JetStream to acknowledge one publish.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a node keeps sending a message to JetStream again before it
 /// gives up (and refuses the publisher): covers a stream leader election.
 pub const ACK_DEADLINE: Duration = Duration::from_secs(15);
+
+/// What sizes the streams and buckets, from the broker's configuration.
+pub struct Limits {
+    /// The most messages and the longest age a history class keeps.
+    pub history: (usize, Option<u64>),
+    /// `session.max_session_expiry_secs`.
+    pub max_session_expiry_secs: u64,
+}
 
 /// How long one attempt to find or create the streams and buckets may take.
 const SETUP_ATTEMPT: Duration = Duration::from_secs(3);
@@ -68,9 +80,10 @@ pub struct SessionRecord {
 /// (QoS 0) and JetStream publishes (the durable copy, history, retained).
 pub(super) struct Outbound {
     pub publishes: Vec<(String, Bytes, bool)>,
-    /// `origin-id`: JetStream drops a second copy with the same id (its
-    /// de-duplication window), so a publish can be retried safely.
-    pub message_id: String,
+    /// The message's id: with the node's name, the `Nats-Msg-Id` JetStream
+    /// drops a second copy by (its de-duplication window), so a publish can
+    /// be sent again safely.
+    pub message_id: u64,
     /// Told whether every JetStream publish was acknowledged.
     pub ack: Option<oneshot::Sender<bool>>,
 }
@@ -79,6 +92,7 @@ pub(super) struct Outbound {
 struct Written {
     digest: u64,
     watermark_ms: u64,
+    at_ms: u64,
 }
 
 /// JetStream for one node.
@@ -141,7 +155,7 @@ impl Durable {
     }
 
     /// Creates (or finds) the streams and buckets.
-    async fn ensure(&self, config: &crate::config::ClusterConfig, history: (usize, Option<u64>)) -> anyhow::Result<()> {
+    async fn ensure(&self, config: &crate::config::ClusterConfig, limits: &Limits) -> anyhow::Result<()> {
         let replicas = config.stream_replicas;
         self.js
             .get_or_create_stream(stream::Config {
@@ -156,7 +170,7 @@ impl Durable {
             })
             .await
             .map_err(|e| anyhow::anyhow!("stream {}: {e}", self.msgs_stream()))?;
-        let (keep, max_age) = history;
+        let (keep, max_age) = limits.history;
         self.js
             .get_or_create_stream(stream::Config {
                 name: self.history_stream(),
@@ -169,16 +183,17 @@ impl Durable {
             })
             .await
             .map_err(|e| anyhow::anyhow!("stream {}: {e}", self.history_stream()))?;
-        let retained = self.bucket(&format!("{}_retained", self.prefix), replicas).await?;
-        let sessions = self.bucket(&format!("{}_sessions", self.prefix), replicas).await?;
-        let nodes = self.bucket(&format!("{}_nodes", self.prefix), replicas).await?;
+        let retained = self.bucket(&format!("{}_retained", self.prefix), replicas, Duration::ZERO).await?;
+        let forget = Duration::from_secs(limits.max_session_expiry_secs.max(86_400) + 86_400);
+        let sessions = self.bucket(&format!("{}_sessions", self.prefix), replicas, forget).await?;
+        let nodes = self.bucket(&format!("{}_nodes", self.prefix), replicas, Duration::ZERO).await?;
         let _ = self.retained.set(retained);
         let _ = self.sessions.set(sessions);
         let _ = self.nodes.set(nodes);
         Ok(())
     }
 
-    async fn bucket(&self, name: &str, replicas: usize) -> anyhow::Result<kv::Store> {
+    async fn bucket(&self, name: &str, replicas: usize, max_age: Duration) -> anyhow::Result<kv::Store> {
         if let Ok(store) = self.js.get_key_value(name).await {
             return Ok(store);
         }
@@ -186,12 +201,28 @@ impl Durable {
             .create_key_value(kv::Config {
                 bucket: name.to_string(),
                 history: 1,
+                max_age,
                 storage: stream::StorageType::File,
                 num_replicas: replicas,
                 ..Default::default()
             })
             .await
             .map_err(|e| anyhow::anyhow!("bucket {name}: {e}"))
+    }
+
+    /// Removes `topic`'s expired retained message (id `id`) from the
+    /// bucket, unless a newer one replaced it meanwhile (fire and forget).
+    pub fn forget_retained(&self, topic: &str, id: u64) {
+        let Some(bucket) = self.retained.get().cloned() else { return };
+        let key = subjects::topic_key(topic);
+        tokio::spawn(async move {
+            let Ok(Some(entry)) = bucket.entry(key.clone()).await else { return };
+            let still = entry.operation == kv::Operation::Put && decode(&entry.value).is_some_and(|m| m.id == id);
+            if still {
+                // Only if nothing was written since (the entry's revision).
+                let _ = bucket.update(key, Bytes::new(), entry.revision).await;
+            }
+        });
     }
 
     /// The publishes of one forwarded message, in order.
@@ -213,7 +244,7 @@ impl Durable {
             let key = subjects::topic_key(topic);
             publishes.push((format!("$KV.{}_retained.{key}", self.prefix), payload, true));
         }
-        Outbound { publishes, ack, message_id: format!("{}-{}", self.node, message.id) }
+        Outbound { publishes, ack, message_id: message.id }
     }
 }
 
@@ -222,7 +253,7 @@ impl Durable {
 struct Pending {
     subject: String,
     payload: Bytes,
-    message_id: String,
+    message_id: u64,
     ack: jetstream::context::PublishAckFuture,
 }
 
@@ -241,8 +272,8 @@ pub(super) async fn run_forwarder(
         let mut ok = true;
         for (subject, payload, jetstream) in publishes {
             if jetstream && durable.is_ready() {
-                match durable.publish(&subject, &payload, &message_id).await {
-                    Ok(ack) => pending.push(Pending { subject, payload, message_id: message_id.clone(), ack }),
+                match durable.publish(&subject, &payload, message_id).await {
+                    Ok(ack) => pending.push(Pending { subject, payload, message_id, ack }),
                     Err(e) => {
                         ok = false;
                         tracing::debug!(error = %e, "cluster: JetStream publish failed");
@@ -273,8 +304,9 @@ impl Durable {
         &self,
         subject: &str,
         payload: &Bytes,
-        message_id: &str,
+        message_id: u64,
     ) -> Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError> {
+        let message_id = format!("{}-{message_id}", self.node);
         let publish = jetstream::context::Publish::build().payload(payload.clone()).message_id(message_id);
         self.js.send_publish(subject.to_string(), publish).await
     }
@@ -293,7 +325,7 @@ async fn run_acks(mut acks: mpsc::Receiver<(Vec<Pending>, Option<oneshot::Sender
             while result.is_err() && tokio::time::Instant::now() < deadline {
                 tracing::debug!(subject, "cluster: JetStream did not acknowledge; sending again");
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                result = match durable.publish(&subject, &payload, &message_id).await {
+                result = match durable.publish(&subject, &payload, message_id).await {
                     Ok(again) => again.await.map(|_| ()),
                     Err(e) => Err(e),
                 };
@@ -319,7 +351,7 @@ pub(super) async fn run_setup(
     config: crate::config::ClusterConfig,
     cluster: Weak<Cluster>,
     broker: Weak<Broker>,
-    history: (usize, Option<u64>),
+    limits: Limits,
 ) {
     let mut delay = Duration::from_millis(50);
     loop {
@@ -332,7 +364,7 @@ pub(super) async fn run_setup(
             if !node.is_connected() {
                 anyhow::bail!("not connected to NATS");
             }
-            node.durable.ensure(&config, history).await?;
+            node.durable.ensure(&config, &limits).await?;
             node.durable.js.get_stream(node.durable.msgs_stream()).await?;
             Ok(())
         };
@@ -529,9 +561,11 @@ async fn write_session_records(node: &Cluster, broker: &Broker, bucket: &kv::Sto
         for session in &sessions {
             let record = session_record(node.node(), session, now);
             let digest = record_digest(&record);
-            let due = written
-                .get(&session.client_id)
-                .is_none_or(|w| w.digest != digest || record.watermark_ms >= w.watermark_ms + WATERMARK_STEP_MS);
+            let due = written.get(&session.client_id).is_none_or(|w| {
+                w.digest != digest
+                    || record.watermark_ms >= w.watermark_ms + WATERMARK_STEP_MS
+                    || now >= w.at_ms + RECORD_REFRESH_MS
+            });
             if due {
                 writes.push((session.client_id.clone(), record, digest));
             }
@@ -541,7 +575,10 @@ async fn write_session_records(node: &Cluster, broker: &Broker, bucket: &kv::Sto
         let Ok(value) = postcard::to_allocvec(&record) else { continue };
         match bucket.put(subjects::client_key(&client_id), Bytes::from(value)).await {
             Ok(_) => {
-                node.durable.written.lock().insert(client_id, Written { digest, watermark_ms: record.watermark_ms });
+                node.durable
+                    .written
+                    .lock()
+                    .insert(client_id, Written { digest, watermark_ms: record.watermark_ms, at_ms: now });
             }
             Err(e) => tracing::debug!(error = %e, "cluster: cannot write a session record"),
         }

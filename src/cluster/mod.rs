@@ -248,7 +248,10 @@ impl Cluster {
             config.clone(),
             Arc::downgrade(&cluster),
             Arc::downgrade(broker),
-            broker.history_limits(),
+            durable::Limits {
+                history: broker.history_limits(),
+                max_session_expiry_secs: u64::from(broker.config().session.max_session_expiry_secs),
+            },
         ));
         let handovers = cluster.client.subscribe(format!("{}.c.handover.{}", cluster.prefix, cluster.node)).await?;
         tokio::spawn(run_handovers(handovers, Arc::downgrade(&cluster), Arc::downgrade(broker)));
