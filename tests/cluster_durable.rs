@@ -238,3 +238,64 @@ async fn a_persistent_session_survives_its_node_being_killed() {
     shop.publish_acked("orders/phone", false, "after n1 is back").await;
     while phone.next_publish().await.payload.as_ref() != b"after n1 is back" {}
 }
+
+#[tokio::test]
+async fn a_node_that_loses_its_nats_server_catches_up_from_jetstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = NatsServer::cluster_of_three(dir.path()).await;
+    let mut servers = Vec::new();
+    for (i, node) in ["n1", "n2"].into_iter().enumerate() {
+        let mut config = node_config(&nats[i], node);
+        config.cluster.as_mut().unwrap().stream_replicas = 3;
+        let server = start(config).await;
+        let cluster = server.broker().cluster().unwrap().clone();
+        // Each stream and bucket is a raft group of three: seconds each on a busy machine.
+        let raft_groups = std::time::Duration::from_secs(60);
+        wait_until_for(raft_groups, "JetStream streams (3 replicas)", || cluster.durable.is_ready()).await;
+        servers.push(server);
+    }
+    let (n1, n2) = (&servers[0], &servers[1]);
+    let mut inbox = v4::connect(n2.mqtt_addr(), "inbox-on-n2", false).await;
+    inbox.subscribe("tickets/#", v4::QoS::AtLeastOnce).await;
+    let mut desk = v4::connect(n1.mqtt_addr(), "desk-on-n1", true).await;
+    within("n2's interest to reach NATS", async {
+        loop {
+            desk.publish_acked("tickets/probe", false, "probe").await;
+            let got = tokio::time::timeout(std::time::Duration::from_millis(200), inbox.next_publish()).await;
+            if got.is_ok_and(|p| p.payload.as_ref() == b"probe") {
+                return;
+            }
+        }
+    })
+    .await;
+
+    // n2's NATS server dies in the middle of a stream of acknowledged
+    // tickets: n2 reconnects to another server, and what NATS could not
+    // bring it meanwhile comes from JetStream.
+    let election = std::time::Duration::from_secs(60);
+    for i in 0..300 {
+        if i == 50 {
+            nats[1].kill().await;
+        }
+        desk.publish_acked_within(election, "tickets/new", false, format!("ticket {i}")).await;
+    }
+    let mut missing: std::collections::BTreeSet<String> = (0..300).map(|i| format!("ticket {i}")).collect();
+    // The catch-up waits for JetStream too: one bound for all of it.
+    within_for(election, "every acknowledged ticket on n2", async {
+        while !missing.is_empty() {
+            match inbox.events.recv().await {
+                Some(Ok(v4::Incoming::Publish(p))) => {
+                    missing.remove(&String::from_utf8_lossy(&p.payload).into_owned());
+                }
+                Some(Ok(_)) => {}
+                other => panic!("n2's subscriber lost its connection: {other:?}"),
+            }
+        }
+    })
+    .await;
+    let caught_up = n2.broker().cluster().unwrap().durable.caught_up.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("n2 caught up on {caught_up} messages from JetStream");
+    for server in servers {
+        server.shutdown().await.unwrap();
+    }
+}

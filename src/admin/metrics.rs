@@ -295,6 +295,11 @@ pub fn render_metrics(state: &AdminState) -> prometheus::Result<String> {
             "QoS 1/2 messages replayed from JetStream into rebuilt sessions",
             d.replayed.load(Relaxed),
         )?;
+        m.counter(
+            "cluster_caught_up_total",
+            "QoS 1/2 messages routed here from JetStream after a gap in this node's NATS connection (first sightings only)",
+            d.caught_up.load(Relaxed),
+        )?;
     }
 
     // Files in chat (tus uploads).

@@ -62,6 +62,10 @@ pub struct Limits {
     pub max_session_expiry_secs: u64,
 }
 
+/// After a gap in the NATS connection, the second catch-up pass runs this
+/// much later.
+const CATCH_UP_AGAIN_AFTER: Duration = Duration::from_secs(3);
+
 /// How long one attempt to find or create the streams and buckets may take.
 const SETUP_ATTEMPT: Duration = Duration::from_secs(3);
 
@@ -113,6 +117,8 @@ pub struct Durable {
     pub sessions_recovered: AtomicU64,
     /// Messages replayed into rebuilt sessions.
     pub replayed: AtomicU64,
+    /// Messages routed here from JetStream after a gap in the NATS connection.
+    pub caught_up: AtomicU64,
 }
 
 impl Durable {
@@ -132,6 +138,7 @@ impl Durable {
             failed: AtomicU64::new(0),
             sessions_recovered: AtomicU64::new(0),
             replayed: AtomicU64::new(0),
+            caught_up: AtomicU64::new(0),
         }
     }
 
@@ -529,10 +536,102 @@ fn apply_retained(entry: &kv::Entry, broker: &Broker) {
 }
 
 fn decode(payload: &[u8]) -> Option<Message> {
+    decode_with_origin(payload).map(|(_, message)| message)
+}
+
+fn decode_with_origin(payload: &[u8]) -> Option<(String, Message)> {
     let wire: WireMessage = postcard::from_bytes(payload).ok()?;
     let mut message = Message::from_stored(wire.message).ok()?;
     message.handling.high_priority = wire.high_priority;
-    Some(message)
+    Some((wire.origin, message))
+}
+
+/// A time this node may have missed core NATS messages from (its NATS
+/// connection dropped, or NATS cut it off as a slow consumer), and a wake-up
+/// for the catch-up task once the connection is back.
+#[derive(Default)]
+pub struct Gap {
+    since_ms: AtomicU64,
+    back: tokio::sync::Notify,
+}
+
+impl Gap {
+    pub fn opened(&self, now_ms: u64) {
+        // The earliest opening counts until the catch-up has run.
+        let _ = self.since_ms.compare_exchange(0, now_ms.max(1), Relaxed, Relaxed);
+    }
+
+    pub fn closed(&self) {
+        self.back.notify_one();
+    }
+}
+
+/// After a gap in this node's NATS connection, the QoS 1/2 messages other
+/// nodes admitted meanwhile (held by `PREFIX_msgs`) are read back and routed
+/// here like live ones: each local subscription gets what it missed, once
+/// (the first-sighting memory drops what had arrived). QoS 0 messages of the
+/// gap are gone, as MQTT allows.
+pub(super) async fn run_catch_up(gap: Arc<Gap>, cluster: Weak<Cluster>, broker: Weak<Broker>) {
+    loop {
+        gap.back.notified().await;
+        let since = gap.since_ms.swap(0, Relaxed);
+        let (Some(node), Some(broker)) = (cluster.upgrade(), broker.upgrade()) else { return };
+        if since == 0 || !node.durable.is_ready() {
+            continue;
+        }
+        let from = since.saturating_sub(WATERMARK_GRACE_MS);
+        // Twice: at once, and again when this node's renewed subscriptions
+        // have surely reached every NATS server (what was published before
+        // that did not come live); the second pass routes only what the
+        // first could not have seen. JetStream may be electing a stream
+        // leader (the NATS server that went away led it): a few attempts,
+        // a second apart.
+        for pass in [Duration::ZERO, CATCH_UP_AGAIN_AFTER] {
+            tokio::time::sleep(pass).await;
+            for attempt in 1..=10 {
+                match catch_up(&node, &broker, from).await {
+                    Ok(routed) => {
+                        node.durable.caught_up.fetch_add(routed as u64, Relaxed);
+                        tracing::info!(routed, "cluster: caught up on what NATS could not bring during a gap");
+                        break;
+                    }
+                    Err(e) if attempt < 10 => {
+                        tracing::debug!(error = %e, "cluster: catching up from JetStream; trying again");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(e) => tracing::error!(error = %e, "cluster: cannot catch up from JetStream"),
+                }
+            }
+        }
+    }
+}
+
+async fn catch_up(node: &Cluster, broker: &Broker, from_ms: u64) -> anyhow::Result<usize> {
+    let stream = node.durable.js.get_stream(node.durable.msgs_stream()).await?;
+    let start = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(from_ms) * 1_000_000)?;
+    let mut consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time: start },
+            ..Default::default()
+        })
+        .await?;
+    if consumer.info().await?.num_pending == 0 {
+        return Ok(0);
+    }
+    let mut messages = consumer.messages().await?;
+    let mut routed = 0;
+    while let Ok(Some(Ok(nats_message))) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
+        if let Some((origin, message)) = decode_with_origin(&nats_message.payload) {
+            // This node's own messages never left it.
+            if origin != node.node() && broker.route_remote(message, &origin, node) {
+                routed += 1;
+            }
+        }
+        if nats_message.info().map_or(true, |info| info.pending == 0) {
+            break;
+        }
+    }
+    Ok(routed)
 }
 
 /// Every second (or soon after a subscription changed): writes the record

@@ -181,21 +181,31 @@ impl Cluster {
         let connected = Arc::new(AtomicBool::new(false));
         let events = connected.clone();
         let event_node = node.clone();
+        let gap = Arc::new(durable::Gap::default());
+        let gap_events = gap.clone();
         let options =
             connect_options(config, format!("starling {node}")).await?.no_echo().event_callback(move |event| {
-                let (events, node) = (events.clone(), event_node.clone());
+                let (events, node, gap) = (events.clone(), event_node.clone(), gap_events.clone());
                 async move {
                     match event {
                         async_nats::Event::Connected => {
                             events.store(true, Relaxed);
                             tracing::info!(node, "cluster: connected to NATS");
+                            gap.closed();
                         }
                         async_nats::Event::Disconnected => {
                             events.store(false, Relaxed);
+                            gap.opened(crate::broker::now_ms());
                             tracing::warn!(
                                 node,
                                 "cluster: lost NATS; local delivery goes on, other nodes are not reached"
                             );
+                        }
+                        async_nats::Event::SlowConsumer(_) => {
+                            // NATS messages were dropped here: caught up from JetStream.
+                            gap.opened(crate::broker::now_ms());
+                            gap.closed();
+                            tracing::warn!(node, "cluster: too slow for NATS; catching up from JetStream");
                         }
                         other => tracing::info!(node, event = %other, "cluster: NATS event"),
                     }
@@ -258,6 +268,7 @@ impl Cluster {
         let viewers = cluster.client.subscribe(format!("{}.c.viewers", cluster.prefix)).await?;
         tokio::spawn(run_viewers(viewers, Arc::downgrade(&cluster)));
         tokio::spawn(run_interest(Arc::downgrade(&cluster), Arc::downgrade(broker), changes_rx));
+        tokio::spawn(durable::run_catch_up(gap, Arc::downgrade(&cluster), Arc::downgrade(broker)));
         Ok(cluster)
     }
 
