@@ -190,7 +190,7 @@ async fn a_persistent_session_survives_its_node_being_killed() {
     wait_for("the phone's session record", || async {
         let record = sessions.get(starling::cluster::subjects::client_key("phone")).await.ok().flatten();
         record
-            .and_then(|r| postcard::from_bytes::<starling::cluster::durable::SessionRecord>(&r).ok())
+            .and_then(|r| postcard::from_bytes::<starling::cluster::recovery::SessionRecord>(&r).ok())
             .is_some_and(|r| r.node == "n1" && r.subscriptions.iter().any(|s| s.filter == "orders/phone"))
     })
     .await;

@@ -14,40 +14,26 @@
 //!   (an empty payload clears it). Every node watches it, from the start of
 //!   its history, and keeps its own copy in step.
 //! - **`PREFIX_sessions`** (key-value): each persistent session's node,
-//!   user, subscriptions and *watermark*: a time before which every QoS 1/2
-//!   message for it was acknowledged by its client. The owning node keeps
-//!   it current (a pass every second); another node that gets the client
-//!   after the owner died replays the stream from the watermark.
+//!   user, subscriptions and watermark ([`super::recovery`] keeps and reads
+//!   them).
+//! - **`PREFIX_nodes`** (key-value): which node holds which message id tag.
 //!
 //! Owns: the streams and buckets, publishing into them (acks awaited off the
 //! forwarding task), reading them back. Must never: be on a local delivery's
 //! path, or make the forwarding task wait for a JetStream round trip.
 
 use super::{subjects, Cluster, WireMessage};
-use crate::broker::{Broker, Delivery, Message, Session, SubscriptionRecord};
-use crate::store::StoredSubscription;
+use crate::broker::{Broker, Message};
 use async_nats::jetstream::{self, consumer, kv, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-/// How far behind "now" a session's watermark stays at least: covers a
-/// message's way from its origin to this node and the clocks' difference
-/// between nodes. A session rebuilt after its node died may get this much
-/// of what it already had again (as duplicates, never as a loss).
-pub const WATERMARK_GRACE_MS: u64 = 10_000;
-/// A session record is rewritten when its watermark can move this much.
-pub const WATERMARK_STEP_MS: u64 = 30_000;
-/// A session record is rewritten at least this often: the sessions bucket
-/// forgets records not written for a day longer than the longest session
-/// expiry (those of a node that died, whose clients never came back).
-pub const RECORD_REFRESH_MS: u64 = 3_600_000;
 /// How long a node waits for JetStream to acknowledge one publish.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a node keeps sending a message to JetStream again before it
@@ -62,23 +48,8 @@ pub struct Limits {
     pub max_session_expiry_secs: u64,
 }
 
-/// After a gap in the NATS connection, the second catch-up pass runs this
-/// much later.
-const CATCH_UP_AGAIN_AFTER: Duration = Duration::from_secs(3);
-
 /// How long one attempt to find or create the streams and buckets may take.
 const SETUP_ATTEMPT: Duration = Duration::from_secs(3);
-
-/// A persistent session as the cluster remembers it (`PREFIX_sessions`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SessionRecord {
-    pub node: String,
-    pub user: Option<String>,
-    pub subscriptions: Vec<StoredSubscription>,
-    /// Every QoS 1/2 message admitted before this time (Unix ms) that this
-    /// session should have got was acknowledged by its client.
-    pub watermark_ms: u64,
-}
 
 /// What one published message asks of NATS, in order: core publishes
 /// (QoS 0) and JetStream publishes (the durable copy, history, retained).
@@ -92,25 +63,18 @@ pub(super) struct Outbound {
     pub ack: Option<oneshot::Sender<bool>>,
 }
 
-/// What this node wrote to the sessions bucket, to write only changes.
-struct Written {
-    digest: u64,
-    watermark_ms: u64,
-    at_ms: u64,
-}
-
 /// JetStream for one node.
 pub struct Durable {
-    js: jetstream::Context,
+    pub(super) js: jetstream::Context,
     prefix: String,
     node: String,
     ready: AtomicBool,
     retained: OnceLock<kv::Store>,
-    sessions: OnceLock<kv::Store>,
+    pub(super) sessions: OnceLock<kv::Store>,
     nodes: OnceLock<kv::Store>,
-    written: Mutex<HashMap<Arc<str>, Written>>,
+    pub(super) written: Mutex<HashMap<Arc<str>, super::recovery::Written>>,
     /// Wakes the session pass early (a subscription changed).
-    sessions_changed: tokio::sync::Notify,
+    pub(super) sessions_changed: tokio::sync::Notify,
     /// JetStream publishes not acknowledged (timeouts, no stream).
     pub failed: AtomicU64,
     /// Sessions rebuilt from the stream after their node died.
@@ -153,7 +117,7 @@ impl Durable {
         self.sessions_changed.notify_one();
     }
 
-    fn msgs_stream(&self) -> String {
+    pub(super) fn msgs_stream(&self) -> String {
         format!("{}_msgs", self.prefix)
     }
 
@@ -400,7 +364,7 @@ pub(super) async fn run_setup(
                 tracing::error!(error = %e, "cluster: no message id tag of this node's own; ids may repeat across nodes")
             }
         }
-        drop_sessions_taken_elsewhere(&node, &broker).await;
+        super::recovery::drop_sessions_taken_elsewhere(&node, &broker).await;
     }
     node.durable.ready.store(true, Relaxed);
     tracing::info!(node = node.node, "cluster: JetStream streams and buckets ready");
@@ -408,7 +372,7 @@ pub(super) async fn run_setup(
         tokio::spawn(follow_retained(watch, broker.clone()));
     }
     drop(node);
-    run_session_records(cluster, broker).await;
+    super::recovery::run_session_records(cluster, broker).await;
 }
 
 /// This node's id tag, below `1 << ID_TAG_BITS`, the first from
@@ -437,24 +401,6 @@ pub fn provisional_id_tag(node: &str) -> u64 {
     // FNV-1a: stable across processes, unlike the hashers' random seeds.
     let hash = node.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     hash % (1 << crate::broker::ID_TAG_BITS)
-}
-
-/// A node that comes back (killed, restarted on its store) may hold
-/// persistent sessions that moved to another node meanwhile: their clients
-/// reconnected there and got their messages. The cluster's record names
-/// the session's node; this node's stale copies are ended.
-async fn drop_sessions_taken_elsewhere(node: &Cluster, broker: &Broker) {
-    for session in broker.persistent_sessions() {
-        if session.is_connected() {
-            continue;
-        }
-        let Some(record) = session_record_of(&node.durable, &session.client_id).await else { continue };
-        if record.node != node.node() {
-            tracing::info!(client_id = %session.client_id, now_on = record.node,
-                "cluster: a session restored from the store lives on another node now; ended here");
-            broker.hand_over(&session.client_id, session.user.as_deref(), false);
-        }
-    }
 }
 
 /// Reads the history stream into this node's history (a node that joins
@@ -539,248 +485,9 @@ fn decode(payload: &[u8]) -> Option<Message> {
     decode_with_origin(payload).map(|(_, message)| message)
 }
 
-fn decode_with_origin(payload: &[u8]) -> Option<(String, Message)> {
+pub(super) fn decode_with_origin(payload: &[u8]) -> Option<(String, Message)> {
     let wire: WireMessage = postcard::from_bytes(payload).ok()?;
     let mut message = Message::from_stored(wire.message).ok()?;
     message.handling.high_priority = wire.high_priority;
     Some((wire.origin, message))
-}
-
-/// A time this node may have missed core NATS messages from (its NATS
-/// connection dropped, or NATS cut it off as a slow consumer), and a wake-up
-/// for the catch-up task once the connection is back.
-#[derive(Default)]
-pub struct Gap {
-    since_ms: AtomicU64,
-    back: tokio::sync::Notify,
-}
-
-impl Gap {
-    pub fn opened(&self, now_ms: u64) {
-        // The earliest opening counts until the catch-up has run.
-        let _ = self.since_ms.compare_exchange(0, now_ms.max(1), Relaxed, Relaxed);
-    }
-
-    pub fn closed(&self) {
-        self.back.notify_one();
-    }
-}
-
-/// After a gap in this node's NATS connection, the QoS 1/2 messages other
-/// nodes admitted meanwhile (held by `PREFIX_msgs`) are read back and routed
-/// here like live ones: each local subscription gets what it missed, once
-/// (the first-sighting memory drops what had arrived). QoS 0 messages of the
-/// gap are gone, as MQTT allows.
-pub(super) async fn run_catch_up(gap: Arc<Gap>, cluster: Weak<Cluster>, broker: Weak<Broker>) {
-    loop {
-        gap.back.notified().await;
-        let since = gap.since_ms.swap(0, Relaxed);
-        let (Some(node), Some(broker)) = (cluster.upgrade(), broker.upgrade()) else { return };
-        if since == 0 || !node.durable.is_ready() {
-            continue;
-        }
-        let from = since.saturating_sub(WATERMARK_GRACE_MS);
-        // Twice: at once, and again when this node's renewed subscriptions
-        // have surely reached every NATS server (what was published before
-        // that did not come live); the second pass routes only what the
-        // first could not have seen. JetStream may be electing a stream
-        // leader (the NATS server that went away led it): a few attempts,
-        // a second apart.
-        for pass in [Duration::ZERO, CATCH_UP_AGAIN_AFTER] {
-            tokio::time::sleep(pass).await;
-            for attempt in 1..=10 {
-                match catch_up(&node, &broker, from).await {
-                    Ok(routed) => {
-                        node.durable.caught_up.fetch_add(routed as u64, Relaxed);
-                        tracing::info!(routed, "cluster: caught up on what NATS could not bring during a gap");
-                        break;
-                    }
-                    Err(e) if attempt < 10 => {
-                        tracing::debug!(error = %e, "cluster: catching up from JetStream; trying again");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                    Err(e) => tracing::error!(error = %e, "cluster: cannot catch up from JetStream"),
-                }
-            }
-        }
-    }
-}
-
-async fn catch_up(node: &Cluster, broker: &Broker, from_ms: u64) -> anyhow::Result<usize> {
-    let stream = node.durable.js.get_stream(node.durable.msgs_stream()).await?;
-    let start = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(from_ms) * 1_000_000)?;
-    let mut consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time: start },
-            ..Default::default()
-        })
-        .await?;
-    if consumer.info().await?.num_pending == 0 {
-        return Ok(0);
-    }
-    let mut messages = consumer.messages().await?;
-    let mut routed = 0;
-    while let Ok(Some(Ok(nats_message))) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
-        if let Some((origin, message)) = decode_with_origin(&nats_message.payload) {
-            // This node's own messages never left it.
-            if origin != node.node() && broker.route_remote(message, &origin, node) {
-                routed += 1;
-            }
-        }
-        if nats_message.info().map_or(true, |info| info.pending == 0) {
-            break;
-        }
-    }
-    Ok(routed)
-}
-
-/// Every second (or soon after a subscription changed): writes the record
-/// of each persistent session this node holds when it changed or its
-/// watermark can move a step, and removes the records of sessions that
-/// ended here (unless another node has taken them).
-async fn run_session_records(cluster: Weak<Cluster>, broker: Weak<Broker>) {
-    loop {
-        {
-            let (Some(node), Some(broker)) = (cluster.upgrade(), broker.upgrade()) else { return };
-            let Some(bucket) = node.durable.sessions.get().cloned() else { return };
-            write_session_records(&node, &broker, &bucket).await;
-            drop((node, broker));
-        }
-        let Some(durable) = cluster.upgrade().map(|node| node.durable.clone()) else { return };
-        let _ = tokio::time::timeout(Duration::from_secs(1), durable.sessions_changed.notified()).await;
-    }
-}
-
-async fn write_session_records(node: &Cluster, broker: &Broker, bucket: &kv::Store) {
-    let now = crate::broker::now_ms();
-    let sessions = broker.persistent_sessions();
-    let mut writes = Vec::new();
-    {
-        let written = node.durable.written.lock();
-        for session in &sessions {
-            let record = session_record(node.node(), session, now);
-            let digest = record_digest(&record);
-            let due = written.get(&session.client_id).is_none_or(|w| {
-                w.digest != digest
-                    || record.watermark_ms >= w.watermark_ms + WATERMARK_STEP_MS
-                    || now >= w.at_ms + RECORD_REFRESH_MS
-            });
-            if due {
-                writes.push((session.client_id.clone(), record, digest));
-            }
-        }
-    }
-    for (client_id, record, digest) in writes {
-        let Ok(value) = postcard::to_allocvec(&record) else { continue };
-        match bucket.put(subjects::client_key(&client_id), Bytes::from(value)).await {
-            Ok(_) => {
-                node.durable
-                    .written
-                    .lock()
-                    .insert(client_id, Written { digest, watermark_ms: record.watermark_ms, at_ms: now });
-            }
-            Err(e) => tracing::debug!(error = %e, "cluster: cannot write a session record"),
-        }
-    }
-    let live: std::collections::HashSet<&str> = sessions.iter().map(|s| &*s.client_id).collect();
-    let gone: Vec<Arc<str>> = node.durable.written.lock().keys().filter(|id| !live.contains(&***id)).cloned().collect();
-    for client_id in gone {
-        node.durable.written.lock().remove(&client_id);
-        let key = subjects::client_key(&client_id);
-        // Another node may have taken the session: its record stays.
-        if let Ok(Some(entry)) = bucket.entry(key.clone()).await {
-            let ours = postcard::from_bytes::<SessionRecord>(&entry.value).is_ok_and(|r| r.node == node.node());
-            if ours && entry.operation == kv::Operation::Put {
-                let _ = bucket.delete(key).await;
-            }
-        }
-    }
-}
-
-fn session_record(node: &str, session: &Session, now_ms: u64) -> SessionRecord {
-    let horizon = now_ms.saturating_sub(WATERMARK_GRACE_MS);
-    let watermark_ms = session.oldest_undelivered_ms().map_or(horizon, |oldest| oldest.min(horizon));
-    let mut subscriptions: Vec<StoredSubscription> = session
-        .subscriptions()
-        .into_iter()
-        .map(|(filter, r)| StoredSubscription { filter, options: r.options, identifier: r.identifier })
-        .collect();
-    subscriptions.sort_by(|a, b| a.filter.cmp(&b.filter));
-    SessionRecord {
-        node: node.to_string(),
-        user: session.user.as_deref().map(str::to_string),
-        subscriptions,
-        watermark_ms,
-    }
-}
-
-fn record_digest(record: &SessionRecord) -> u64 {
-    let without_watermark = SessionRecord { watermark_ms: 0, ..record.clone() };
-    postcard::to_allocvec(&without_watermark).map_or(0, |bytes| super::ahash_of_bytes(&bytes))
-}
-
-/// The record of `client_id`, if the cluster holds one.
-pub(super) async fn session_record_of(durable: &Durable, client_id: &str) -> Option<SessionRecord> {
-    let bucket = durable.sessions.get()?;
-    let value = bucket.get(subjects::client_key(client_id)).await.ok()??;
-    postcard::from_bytes(&value).ok()
-}
-
-/// The QoS 1/2 messages of the stream admitted from `since_ms` on that
-/// match the record's subscriptions, as deliveries for the session.
-pub(super) async fn replay(
-    durable: &Durable,
-    client_id: &str,
-    record: &SessionRecord,
-) -> anyhow::Result<Vec<Delivery>> {
-    let filters: Vec<(crate::topic::TopicFilter, SubscriptionRecord)> = record
-        .subscriptions
-        .iter()
-        .filter_map(|s| {
-            let parsed = crate::topic::parse_subscription(&s.filter).ok()?;
-            // A shared subscription's messages went to the group's other members.
-            parsed
-                .share_group
-                .is_none()
-                .then_some((parsed.filter, SubscriptionRecord { options: s.options, identifier: s.identifier }))
-        })
-        .collect();
-    let mut deliveries = Vec::new();
-    if filters.is_empty() {
-        return Ok(deliveries);
-    }
-    let stream = durable.js.get_stream(durable.msgs_stream()).await?;
-    let start = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(record.watermark_ms) * 1_000_000)?;
-    let mut consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            deliver_policy: consumer::DeliverPolicy::ByStartTime { start_time: start },
-            ..Default::default()
-        })
-        .await?;
-    if consumer.info().await?.num_pending == 0 {
-        return Ok(deliveries);
-    }
-    let mut messages = consumer.messages().await?;
-    while let Ok(Some(Ok(nats_message))) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
-        if let Some(message) = decode(&nats_message.payload) {
-            let no_local =
-                |r: &SubscriptionRecord| r.options.no_local && message.publisher.as_deref() == Some(client_id);
-            let matched: Vec<&SubscriptionRecord> =
-                filters.iter().filter(|(f, r)| f.matches(&message.topic) && !no_local(r)).map(|(_, r)| r).collect();
-            if let Some(qos) = matched.iter().map(|r| r.options.qos).max() {
-                deliveries.push(Delivery {
-                    qos: qos.min(message.qos),
-                    retain: false,
-                    subscription_ids: matched.iter().filter_map(|r| r.identifier).collect(),
-                    seq: None,
-                    message: Arc::new(message),
-                });
-            }
-        }
-        if nats_message.info().map_or(true, |info| info.pending == 0) {
-            break;
-        }
-    }
-    durable.replayed.fetch_add(deliveries.len() as u64, Relaxed);
-    Ok(deliveries)
 }

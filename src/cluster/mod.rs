@@ -25,6 +25,7 @@
 //! from NATS (that would loop).
 
 pub mod durable;
+pub mod recovery;
 pub mod subjects;
 
 use crate::broker::{Broker, Message};
@@ -181,7 +182,7 @@ impl Cluster {
         let connected = Arc::new(AtomicBool::new(false));
         let events = connected.clone();
         let event_node = node.clone();
-        let gap = Arc::new(durable::Gap::default());
+        let gap = Arc::new(recovery::Gap::default());
         let gap_events = gap.clone();
         let options =
             connect_options(config, format!("starling {node}")).await?.no_echo().event_callback(move |event| {
@@ -268,7 +269,7 @@ impl Cluster {
         let viewers = cluster.client.subscribe(format!("{}.c.viewers", cluster.prefix)).await?;
         tokio::spawn(run_viewers(viewers, Arc::downgrade(&cluster)));
         tokio::spawn(run_interest(Arc::downgrade(&cluster), Arc::downgrade(broker), changes_rx));
-        tokio::spawn(durable::run_catch_up(gap, Arc::downgrade(&cluster), Arc::downgrade(broker)));
+        tokio::spawn(recovery::run_catch_up(gap, Arc::downgrade(&cluster), Arc::downgrade(broker)));
         Ok(cluster)
     }
 
@@ -358,7 +359,7 @@ impl Cluster {
     /// A client connected here: tells the other nodes (fire and forget; the
     /// connect does not wait). For a persistent session resumed here
     /// (`resume`), the node that had it hands it over; if that node died,
-    /// the session is rebuilt from JetStream instead ([`recover_session`]).
+    /// the session is rebuilt from JetStream instead ([`recovery::recover_session`]).
     pub fn claim(
         self: &Arc<Self>,
         client_id: &str,
@@ -386,7 +387,7 @@ impl Cluster {
                 tracing::debug!(error = %e, "cluster: cannot send a claim");
             }
             if let Some((cluster, client_id, user, handed)) = recovery {
-                recover_session(cluster, client_id, user, handed).await;
+                recovery::recover_session(cluster, client_id, user, handed).await;
             }
         });
     }
@@ -466,60 +467,6 @@ fn ahash_of(s: &str) -> u64 {
 fn ahash_of_bytes(bytes: &[u8]) -> u64 {
     static STATE: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
     STATE.get_or_init(ahash::RandomState::new).hash_one(bytes)
-}
-
-/// A persistent session was resumed here: if the cluster's record says
-/// another node had it, that node hands it over (its claims task answers a
-/// ping only after handing over). If that node does not answer (killed), or
-/// answers but hands nothing over, the session is rebuilt from JetStream:
-/// the record's subscriptions, and every QoS 1/2 message since its
-/// watermark that matches them (some may come twice; none is lost).
-async fn recover_session(
-    cluster: Weak<Cluster>,
-    client_id: String,
-    user: Option<String>,
-    handed: tokio::sync::oneshot::Receiver<()>,
-) {
-    let Some(node) = cluster.upgrade() else { return };
-    let record = durable::session_record_of(&node.durable, &client_id).await;
-    let Some(record) = record.filter(|r| r.node != node.node && r.user == user) else {
-        node.awaiting_handover.lock().remove(&client_id);
-        return;
-    };
-    let ping = node.client.request(format!("{}.c.ping.{}", node.prefix, record.node), Bytes::new());
-    let alive = matches!(tokio::time::timeout(std::time::Duration::from_secs(2), ping).await, Ok(Ok(_)));
-    let wait = if alive { std::time::Duration::from_secs(2) } else { std::time::Duration::ZERO };
-    let handed_over = tokio::time::timeout(wait, handed).await.is_ok_and(|r| r.is_ok());
-    node.awaiting_handover.lock().remove(&client_id);
-    if handed_over {
-        return;
-    }
-    let Some(broker) = node.broker.upgrade() else { return };
-    match durable::replay(&node.durable, &client_id, &record).await {
-        Ok(deliveries) => {
-            let subscriptions = record
-                .subscriptions
-                .iter()
-                .map(|s| {
-                    let record = crate::broker::SubscriptionRecord { options: s.options, identifier: s.identifier };
-                    (s.filter.clone(), record)
-                })
-                .collect();
-            let count = deliveries.len();
-            if broker.take_over_state(&client_id, user.as_deref(), subscriptions, deliveries) {
-                node.durable.sessions_recovered.fetch_add(1, Relaxed);
-                node.durable.session_changed();
-                tracing::info!(
-                    client_id,
-                    from = record.node,
-                    replayed = count,
-                    alive,
-                    "cluster: session rebuilt from JetStream (its node did not hand it over)"
-                );
-            }
-        }
-        Err(e) => tracing::error!(client_id, error = %e, "cluster: cannot rebuild a session from JetStream"),
-    }
 }
 
 /// Applies interest changes in order: a NATS subscription (and its
