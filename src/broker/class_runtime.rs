@@ -201,6 +201,22 @@ impl ClassRuntime {
         Admission::Publish { history }
     }
 
+    /// A message another node admitted arrived here: in a sampled room, it
+    /// uses the room's share this node's sampler gives (the origin sampled
+    /// it already; high-priority messages are never sampled).
+    pub fn observe_remote(&self, message: &crate::broker::Message, now_ms: u64) {
+        if message.handling.high_priority {
+            return;
+        }
+        let Some(classified) = self.set.classify(&message.topic) else { return };
+        let Some(sampling) = &classified.class.sampling else { return };
+        let mut samplers = self.samplers.lock();
+        samplers
+            .entry(message.topic.clone())
+            .or_insert_with(|| RoomSampler::new(sampling.room_messages_per_sec, sampling.per_viewer_per_sec, now_ms))
+            .observe_passed(now_ms);
+    }
+
     /// How a message another node admitted is handled here (its class's
     /// outbox policy), without this node's rate limits or sampling: those
     /// were applied where it was published.

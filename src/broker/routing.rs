@@ -116,6 +116,7 @@ impl Broker {
         if !cluster.first_sighting(origin, message.id) {
             return false;
         }
+        self.classes.observe_remote(&message, now_ms());
         let message = Arc::new(message);
         self.keep_remote_history(&message);
         // Retained messages come from the cluster's bucket once JetStream

@@ -78,8 +78,17 @@ impl RoomSampler {
         now_ms.saturating_sub(self.window_start_ms) > quiet_ms
     }
 
-    /// Whether to deliver this (normal-priority) message.
-    pub fn admit(&mut self, now_ms: u64) -> bool {
+    /// A message of this room that another cluster node passed (its
+    /// sampler let it through): it counts as offered and passed here, so the
+    /// room's rate and what a viewer sees hold for the whole cluster, not per
+    /// node.
+    pub fn observe_passed(&mut self, now_ms: u64) {
+        self.roll(now_ms);
+        self.offered += 1;
+        self.passed += 1;
+    }
+
+    fn roll(&mut self, now_ms: u64) {
         if now_ms.saturating_sub(self.window_start_ms) >= 1000 {
             // A quiet gap longer than a window means the rate is low now.
             let windows = now_ms.saturating_sub(self.window_start_ms) / 1000;
@@ -88,6 +97,11 @@ impl RoomSampler {
             self.offered = 0;
             self.passed = 0;
         }
+    }
+
+    /// Whether to deliver this (normal-priority) message.
+    pub fn admit(&mut self, now_ms: u64) -> bool {
+        self.roll(now_ms);
         self.offered += 1;
         let busy = self.last_rate > self.room_limit || self.offered > self.room_limit;
         if !busy {
@@ -121,6 +135,29 @@ mod tests {
         assert!(!b.try_take(500));
         // A long pause refills only up to the burst.
         assert_eq!((0..10).filter(|_| b.try_take(60_000)).count(), 5);
+    }
+
+    #[test]
+    fn what_other_nodes_passed_counts_against_this_node_s_share() {
+        // Alone, a node offered 400 in a second after a busy one passes 20.
+        let mut alone = RoomSampler::new(100, 20, 0);
+        let mut with_others = RoomSampler::new(100, 20, 0);
+        for i in 0..400 {
+            alone.admit(i * 2);
+            with_others.admit(i * 2);
+        }
+        let mut passed = (0, 0);
+        for i in 0..400 {
+            let now = 1000 + i * 2;
+            if i % 20 == 0 {
+                with_others.observe_passed(now); // another node's 20 passed
+            }
+            passed.0 += u32::from(alone.admit(now));
+            passed.1 += u32::from(with_others.admit(now));
+        }
+        assert_eq!(passed.0, 20);
+        // The others' 20 took nearly all of the room's share of 20.
+        assert!(passed.1 <= 3, "this node passed {} besides the others' 20", passed.1);
     }
 
     #[test]
