@@ -9,4 +9,5 @@ pub mod connection;
 pub mod decode;
 pub mod encode;
 pub mod packet;
+mod reader;
 pub use crate::model::reason;
