@@ -6,20 +6,12 @@
 
 mod common;
 
-use common::nats::NatsServer;
+use common::nats::{node_config, nodes_with_three_replicas, skip_until, until_routed, NatsServer};
 use common::*;
-use starling::config::{ClusterConfig, Config};
 use starling::server::Server;
 use starling::wsproto::client::Client as ProtoClient;
 use starling::wsproto::pb;
 use std::time::Duration;
-
-fn node_config(nats: &NatsServer, node: &str) -> Config {
-    let mut config = with_classes(memory_config());
-    config.cluster =
-        Some(ClusterConfig { nats_urls: vec![nats.url()], node: Some(node.into()), ..ClusterConfig::default() });
-    config
-}
 
 async fn nodes(nats: &NatsServer, n: usize) -> Vec<Server> {
     let mut servers = Vec::new();
@@ -40,38 +32,6 @@ async fn mqtt_ws(server: &Server, id: &str) -> v4::Client {
     let mut o = v4::MqttOptions::new(id, format!("ws://{addr}/mqtt"), addr.port());
     o.set_transport(rumqttc::Transport::Ws);
     v4::connect_with(o).await.0
-}
-
-/// Skips what `client` receives until a message whose payload is `payload`.
-async fn skip_until(client: &mut v4::Client, payload: &[u8]) {
-    let what = format!("a message {:?}", String::from_utf8_lossy(payload));
-    client
-        .next_matching(&what, |p| match p {
-            v4::Incoming::Publish(p) if p.payload.as_ref() == payload => Some(()),
-            _ => None,
-        })
-        .await
-}
-
-/// Publishes `probe` messages on `topic` from `publisher` until `receiver`
-/// gets one: the other node's NATS subscription is in place. Returns the
-/// number of probes the receiver will have seen at most once each.
-async fn until_routed(publisher: &mut v4::Client, receiver: &mut v4::Client, topic: &str) {
-    within("the other node's interest to reach NATS", async {
-        loop {
-            publisher.publish_acked(topic, false, "probe").await;
-            let got = tokio::time::timeout(Duration::from_millis(100), receiver.events.recv()).await;
-            if let Ok(Some(Ok(v4::Incoming::Publish(p)))) = got {
-                if p.payload.as_ref() == b"probe" {
-                    return;
-                }
-            }
-        }
-    })
-    .await;
-    // Drain the probes still on their way (each follows the first in order).
-    publisher.publish_acked(topic, false, "end of probes").await;
-    skip_until(receiver, b"end of probes").await;
 }
 
 #[tokio::test]
@@ -429,19 +389,8 @@ async fn over_a_nats_cluster_routing_survives_the_loss_of_a_nats_server() {
     let dir = tempfile::tempdir().unwrap();
     let mut nats = NatsServer::cluster_of_three(dir.path()).await;
     // Each node knows one NATS server; the others it learns from it.
-    let mut servers = Vec::new();
-    for (i, node) in ["n1", "n2"].into_iter().enumerate() {
-        let mut config = node_config(&nats[i], node);
-        config.cluster.as_mut().unwrap().stream_replicas = 3;
-        servers.push(start(config).await);
-    }
+    let servers = nodes_with_three_replicas(&nats, &["n1", "n2"]).await;
     let (n1, n2) = (&servers[0], &servers[1]);
-    for server in [n1, n2] {
-        let cluster = server.broker().cluster().unwrap().clone();
-        // Each stream and bucket is a raft group of three: seconds each on a busy machine.
-        let raft_groups = Duration::from_secs(60);
-        wait_until_for(raft_groups, "JetStream streams (3 replicas) and buckets", || cluster.durable.is_ready()).await;
-    }
     let mut subscriber = v4::connect(n2.mqtt_addr(), "on-n2", true).await;
     subscriber.subscribe("alerts/#", v4::QoS::AtLeastOnce).await;
     let mut publisher = v4::connect(n1.mqtt_addr(), "on-n1", true).await;

@@ -7,19 +7,11 @@
 
 mod common;
 
-use common::nats::NatsServer;
+use common::nats::{node_config, nodes_with_three_replicas, until_routed, NatsServer};
 use common::process::BrokerProcess;
 use common::*;
-use starling::config::{ClusterConfig, Config};
 use starling::server::Server;
 use std::path::Path;
-
-fn node_config(nats: &NatsServer, node: &str) -> Config {
-    let mut config = with_classes(memory_config());
-    config.cluster =
-        Some(ClusterConfig { nats_urls: vec![nats.url()], node: Some(node.into()), ..ClusterConfig::default() });
-    config
-}
 
 async fn ready_node(nats: &NatsServer, node: &str) -> Server {
     let server = start(node_config(nats, node)).await;
@@ -197,16 +189,7 @@ async fn a_persistent_session_survives_its_node_being_killed() {
 
     // A message the phone gets while connected, routed from n2 to n1.
     let mut shop = v4::connect(n2.addr, "shop-on-n2", true).await;
-    within("n1's interest to reach NATS", async {
-        loop {
-            shop.publish_acked("orders/phone", false, "probe").await;
-            let got = tokio::time::timeout(std::time::Duration::from_millis(200), phone.next_publish()).await;
-            if got.is_ok_and(|p| p.payload.as_ref() == b"probe") {
-                return;
-            }
-        }
-    })
-    .await;
+    until_routed(&mut shop, &mut phone, "orders/phone").await;
     phone.kill();
     // Acknowledged to the shop while the phone is away: queued on n1 and
     // held by JetStream.
@@ -243,31 +226,12 @@ async fn a_persistent_session_survives_its_node_being_killed() {
 async fn a_node_that_loses_its_nats_server_catches_up_from_jetstream() {
     let dir = tempfile::tempdir().unwrap();
     let mut nats = NatsServer::cluster_of_three(dir.path()).await;
-    let mut servers = Vec::new();
-    for (i, node) in ["n1", "n2"].into_iter().enumerate() {
-        let mut config = node_config(&nats[i], node);
-        config.cluster.as_mut().unwrap().stream_replicas = 3;
-        let server = start(config).await;
-        let cluster = server.broker().cluster().unwrap().clone();
-        // Each stream and bucket is a raft group of three: seconds each on a busy machine.
-        let raft_groups = std::time::Duration::from_secs(60);
-        wait_until_for(raft_groups, "JetStream streams (3 replicas)", || cluster.durable.is_ready()).await;
-        servers.push(server);
-    }
+    let servers = nodes_with_three_replicas(&nats, &["n1", "n2"]).await;
     let (n1, n2) = (&servers[0], &servers[1]);
     let mut inbox = v4::connect(n2.mqtt_addr(), "inbox-on-n2", false).await;
     inbox.subscribe("tickets/#", v4::QoS::AtLeastOnce).await;
     let mut desk = v4::connect(n1.mqtt_addr(), "desk-on-n1", true).await;
-    within("n2's interest to reach NATS", async {
-        loop {
-            desk.publish_acked("tickets/probe", false, "probe").await;
-            let got = tokio::time::timeout(std::time::Duration::from_millis(200), inbox.next_publish()).await;
-            if got.is_ok_and(|p| p.payload.as_ref() == b"probe") {
-                return;
-            }
-        }
-    })
-    .await;
+    until_routed(&mut desk, &mut inbox, "tickets/probe").await;
 
     // n2's NATS server dies in the middle of a stream of acknowledged
     // tickets: n2 reconnects to another server, and what NATS could not

@@ -201,15 +201,16 @@ impl ClassRuntime {
         Admission::Publish { history }
     }
 
-    /// A message another node admitted arrived here: in a sampled room, it
+    /// A message another node admitted arrived here (after `handling`): in a sampled room, it
     /// uses the room's share this node's sampler gives (the origin sampled
     /// it already; high-priority messages are never sampled).
     pub fn observe_remote(&self, message: &crate::broker::Message, now_ms: u64) {
         if message.handling.high_priority {
             return;
         }
-        let Some(classified) = self.set.classify(&message.topic) else { return };
-        let Some(sampling) = &classified.class.sampling else { return };
+        // The class `handling` found for it (this node's, set on arrival): no second lookup.
+        let index = usize::from(message.handling.class).wrapping_sub(1);
+        let Some(sampling) = self.set.classes().get(index).and_then(|class| class.sampling.as_ref()) else { return };
         let mut samplers = self.samplers.lock();
         samplers
             .entry(message.topic.clone())

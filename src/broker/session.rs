@@ -32,6 +32,18 @@ pub struct SubscriptionRecord {
     pub identifier: Option<u32>,
 }
 
+impl SubscriptionRecord {
+    /// The subscription to `filter` as the store (and the cluster) keep it.
+    pub fn to_stored(&self, filter: String) -> StoredSubscription {
+        StoredSubscription { filter, options: self.options, identifier: self.identifier }
+    }
+
+    /// A kept subscription's record (its filter aside).
+    pub fn from_stored(stored: &StoredSubscription) -> SubscriptionRecord {
+        SubscriptionRecord { options: stored.options, identifier: stored.identifier }
+    }
+}
+
 /// What the connection must send next.
 #[derive(Debug)]
 pub enum Outgoing {
@@ -184,10 +196,7 @@ impl Session {
             let mut st = session.state.lock();
             st.disconnected_at_ms = Some(stored.disconnected_at_ms.unwrap_or_else(now_ms));
             for sub in &stored.subscriptions {
-                st.subscriptions.insert(
-                    sub.filter.clone(),
-                    SubscriptionRecord { options: sub.options, identifier: sub.identifier },
-                );
+                st.subscriptions.insert(sub.filter.clone(), SubscriptionRecord::from_stored(sub));
             }
             // Restored deliveries may exceed the configured capacity if it was
             // lowered; keep them all rather than lose acknowledged messages.
@@ -716,15 +725,7 @@ impl Session {
             user: self.user.as_deref().map(str::to_string),
             expiry_secs: st.expiry_secs,
             disconnected_at_ms: st.disconnected_at_ms,
-            subscriptions: st
-                .subscriptions
-                .iter()
-                .map(|(filter, r)| StoredSubscription {
-                    filter: filter.clone(),
-                    options: r.options,
-                    identifier: r.identifier,
-                })
-                .collect(),
+            subscriptions: st.subscriptions.iter().map(|(filter, r)| r.to_stored(filter.clone())).collect(),
         }
     }
 

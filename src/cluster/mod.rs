@@ -589,14 +589,7 @@ async fn run_claims(
             let handover = Handover {
                 client_id: claim.client_id.clone(),
                 user: claim.user.clone(),
-                subscriptions: subscriptions
-                    .into_iter()
-                    .map(|(filter, r)| crate::store::StoredSubscription {
-                        filter,
-                        options: r.options,
-                        identifier: r.identifier,
-                    })
-                    .collect(),
+                subscriptions: subscriptions.into_iter().map(|(filter, r)| r.to_stored(filter)).collect(),
                 deliveries: deliveries
                     .into_iter()
                     .map(|d| crate::store::StoredDelivery {
@@ -637,7 +630,7 @@ async fn run_handovers(mut handovers: async_nats::Subscriber, cluster: Weak<Clus
         let subscriptions = handover
             .subscriptions
             .into_iter()
-            .map(|s| (s.filter, crate::broker::SubscriptionRecord { options: s.options, identifier: s.identifier }))
+            .map(|s| (s.filter.clone(), crate::broker::SubscriptionRecord::from_stored(&s)))
             .collect();
         let deliveries = handover
             .deliveries

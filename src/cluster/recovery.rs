@@ -244,11 +244,8 @@ async fn write_session_records(node: &Cluster, broker: &Broker, bucket: &kv::Sto
 fn session_record(node: &str, session: &Session, now_ms: u64) -> SessionRecord {
     let horizon = now_ms.saturating_sub(WATERMARK_GRACE_MS);
     let watermark_ms = session.oldest_undelivered_ms().map_or(horizon, |oldest| oldest.min(horizon));
-    let mut subscriptions: Vec<StoredSubscription> = session
-        .subscriptions()
-        .into_iter()
-        .map(|(filter, r)| StoredSubscription { filter, options: r.options, identifier: r.identifier })
-        .collect();
+    let mut subscriptions: Vec<StoredSubscription> =
+        session.subscriptions().into_iter().map(|(filter, r)| r.to_stored(filter)).collect();
     subscriptions.sort_by(|a, b| a.filter.cmp(&b.filter));
     SessionRecord {
         node: node.to_string(),
@@ -279,10 +276,7 @@ async fn replay(durable: &Durable, client_id: &str, record: &SessionRecord) -> a
         .filter_map(|s| {
             let parsed = crate::topic::parse_subscription(&s.filter).ok()?;
             // A shared subscription's messages went to the group's other members.
-            parsed
-                .share_group
-                .is_none()
-                .then_some((parsed.filter, SubscriptionRecord { options: s.options, identifier: s.identifier }))
+            parsed.share_group.is_none().then_some((parsed.filter, SubscriptionRecord::from_stored(s)))
         })
         .collect();
     let mut deliveries = Vec::new();
@@ -337,14 +331,8 @@ pub(super) async fn recover_session(
     let Some(broker) = node.broker.upgrade() else { return };
     match replay(&node.durable, &client_id, &record).await {
         Ok(deliveries) => {
-            let subscriptions = record
-                .subscriptions
-                .iter()
-                .map(|s| {
-                    let record = crate::broker::SubscriptionRecord { options: s.options, identifier: s.identifier };
-                    (s.filter.clone(), record)
-                })
-                .collect();
+            let subscriptions =
+                record.subscriptions.iter().map(|s| (s.filter.clone(), SubscriptionRecord::from_stored(s))).collect();
             let count = deliveries.len();
             if broker.take_over_state(&client_id, user.as_deref(), subscriptions, deliveries) {
                 node.durable.sessions_recovered.fetch_add(1, Relaxed);

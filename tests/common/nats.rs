@@ -2,7 +2,9 @@
 //! with JetStream on, its own data directory and a free loopback port, for
 //! the cluster tests.
 
-use super::WAIT;
+use super::*;
+use starling::config::{ClusterConfig, Config};
+use starling::server::Server;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use tokio::process::{Child, Command};
@@ -86,4 +88,63 @@ impl NatsServer {
             let _ = tokio::time::timeout(WAIT, child.wait()).await;
         }
     }
+}
+
+/// A node's configuration: the shipped topic classes, memory storage, NATS
+/// at `nats`.
+pub fn node_config(nats: &NatsServer, node: &str) -> Config {
+    let mut config = with_classes(memory_config());
+    config.cluster =
+        Some(ClusterConfig { nats_urls: vec![nats.url()], node: Some(node.into()), ..ClusterConfig::default() });
+    config
+}
+
+/// Nodes named `names`, the i-th knowing only the i-th NATS server of a
+/// NATS cluster, with JetStream streams of three replicas, once each has
+/// found them.
+pub async fn nodes_with_three_replicas(nats: &[NatsServer], names: &[&str]) -> Vec<Server> {
+    let mut servers = Vec::new();
+    for (i, node) in names.iter().enumerate() {
+        let mut config = node_config(&nats[i], node);
+        config.cluster.as_mut().unwrap().stream_replicas = 3;
+        let server = start(config).await;
+        let cluster = server.broker().cluster().unwrap().clone();
+        // Each stream and bucket is a raft group of three: seconds each on a busy machine.
+        let raft_groups = Duration::from_secs(60);
+        wait_until_for(raft_groups, "JetStream streams (3 replicas) and buckets", || cluster.durable.is_ready()).await;
+        servers.push(server);
+    }
+    servers
+}
+
+/// Skips what `client` receives until a message whose payload is `payload`.
+pub async fn skip_until(client: &mut v4::Client, payload: &[u8]) {
+    let what = format!("a message {:?}", String::from_utf8_lossy(payload));
+    client
+        .next_matching(&what, |p| match p {
+            v4::Incoming::Publish(p) if p.payload.as_ref() == payload => Some(()),
+            _ => None,
+        })
+        .await
+}
+
+/// Publishes `probe` messages on `topic` from `publisher` until `receiver`
+/// gets one (the other node's NATS subscription is in place), then drains
+/// the probes still on their way.
+pub async fn until_routed(publisher: &mut v4::Client, receiver: &mut v4::Client, topic: &str) {
+    within("the other node's interest to reach NATS", async {
+        loop {
+            publisher.publish_acked(topic, false, "probe").await;
+            let got = tokio::time::timeout(Duration::from_millis(100), receiver.events.recv()).await;
+            if let Ok(Some(Ok(v4::Incoming::Publish(p)))) = got {
+                if p.payload.as_ref() == b"probe" {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    // Drain the probes still on their way (each follows the first in order).
+    publisher.publish_acked(topic, false, "end of probes").await;
+    skip_until(receiver, b"end of probes").await;
 }
