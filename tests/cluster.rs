@@ -417,3 +417,46 @@ async fn over_a_nats_cluster_routing_survives_the_loss_of_a_nats_server() {
         server.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_sampled_room_fed_from_two_nodes_gives_a_viewer_the_class_s_rate_not_twice_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path()).await;
+    // A room busy above 1 comment/s, where a viewer sees at most 5 a second.
+    let classes = dir.path().join("topics");
+    std::fs::create_dir_all(&classes).unwrap();
+    let room =
+        "name = \"room\"\npatterns = [\"room/{id}\"]\n[sampling]\nroom_messages_per_sec = 1\nper_viewer_per_sec = 5\n";
+    std::fs::write(classes.join("room.toml"), room).unwrap();
+    let mut servers = Vec::new();
+    for node in ["n1", "n2"] {
+        let mut config = node_config(&nats, node);
+        config.classes.dir = classes.clone();
+        servers.push(start(config).await);
+    }
+    let (n1, n2) = (&servers[0], &servers[1]);
+    let mut viewer = v4::connect(n2.mqtt_addr(), "viewer-on-n2", true).await;
+    viewer.subscribe("room/1", v4::QoS::AtMostOnce).await;
+    // n2 subscribes on NATS in order: once the probes' filter routes, so does the room's.
+    viewer.subscribe("probe/#", v4::QoS::AtLeastOnce).await;
+    let mut probe = v4::connect(n1.mqtt_addr(), "probe-on-n1", true).await;
+    until_routed(&mut probe, &mut viewer, "probe/1").await;
+
+    // n1's sampler passes the first 5 comments of this second; they reach
+    // n2 and take the room's share there, so a comment published on n2 in
+    // the same second is shed (alone, n2's sampler would have passed it).
+    let on_n1 = v4::connect(n1.mqtt_addr(), "fan-on-n1", true).await;
+    let mut on_n2 = v4::connect(n2.mqtt_addr(), "fan-on-n2", true).await;
+    for i in 0..5 {
+        on_n1.client.publish("room/1", v4::QoS::AtMostOnce, false, format!("from n1 {i}")).await.unwrap();
+    }
+    for i in 0..5 {
+        assert_eq!(viewer.next_publish().await.payload.as_ref(), format!("from n1 {i}").as_bytes());
+    }
+    let shed_before = n2.broker().class_counters().0;
+    on_n2.publish_acked("room/1", false, "from n2").await;
+    assert_eq!(n2.broker().class_counters().0, shed_before + 1, "shed by the room's cluster-wide share");
+    for server in servers {
+        server.shutdown().await.unwrap();
+    }
+}
