@@ -310,12 +310,14 @@ pub async fn run_mqtt_publisher<S: AsyncRead + AsyncWrite + Unpin + Send + 'stat
     clock: Arc<RunClock>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let (mut reader, writer) = tokio::io::split(stream);
+    let (reader, writer) = tokio::io::split(stream);
+    let mut reader = Some(reader);
     let writer = Arc::new(AsyncMutex::new(writer));
     let window = Arc::new(Semaphore::new(if qos == QoS::AtMostOnce { 0 } else { 100 }));
     // QoS 1/2: a reader task turns acknowledgements into window permits.
     let ack_task = (qos != QoS::AtMostOnce).then(|| {
         let (writer, window, counters) = (writer.clone(), window.clone(), counters.clone());
+        let mut reader = reader.take().expect("taken once");
         tokio::spawn(async move {
             let mut buf = BytesMut::with_capacity(16 * 1024);
             loop {
@@ -373,6 +375,12 @@ pub async fn run_mqtt_publisher<S: AsyncRead + AsyncWrite + Unpin + Send + 'stat
             continue;
         }
         let n = (due - sent).min(BATCH);
+        // Counted by the timestamp each message carries, which is what the
+        // subscribers judge by: deciding after the write would count a
+        // message stamped just before the warm-up ended as published but
+        // never as received (a phantom loss). Stamp first, then read the
+        // start: a start set after the stamp is later than it either way.
+        let mut measured = 0;
         for _ in 0..n {
             if qos != QoS::AtMostOnce {
                 let permit = tokio::select! {
@@ -387,7 +395,9 @@ pub async fn run_mqtt_publisher<S: AsyncRead + AsyncWrite + Unpin + Send + 'stat
             }
             let topic = &topics[topic_index];
             topic_index = (topic_index + 1) % topics.len();
-            put_publish(&mut out, version, topic, qos, next_packet_id, clock_nanos(), &padding);
+            let stamp = clock_nanos();
+            measured += u64::from(stamp >= clock.measure_from_ns.load(Ordering::Relaxed));
+            put_publish(&mut out, version, topic, qos, next_packet_id, stamp, &padding);
         }
         // Stopping must not wait for a broker that reads slowly: abandon the write.
         let written = tokio::select! {
@@ -399,15 +409,39 @@ pub async fn run_mqtt_publisher<S: AsyncRead + AsyncWrite + Unpin + Send + 'stat
         }
         out.clear();
         sent += n;
-        // Count only what was sent after the warm-up.
-        if clock_nanos() >= clock.measure_from_ns.load(Ordering::Relaxed) {
-            counters.published.fetch_add(n, Ordering::Relaxed);
-        }
+        // Count only what was stamped after the warm-up.
+        counters.published.fetch_add(measured, Ordering::Relaxed);
     }
-    if let Some(task) = ack_task {
-        task.abort();
+    // Close gracefully: DISCONNECT and our FIN after the last publish, then
+    // read until the broker closes. Dropping the socket with acknowledgements
+    // still unread would make the kernel send a reset, and a reset arriving
+    // with the last publish can destroy it before the broker reads it (the
+    // tool would then count a loss that the broker never saw).
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        let mut writer = writer.lock().await;
+        let _ = writer.write_all(&[0xE0, 0x00]).await;
+        let _ = writer.shutdown().await;
+    })
+    .await;
+    match (ack_task, reader) {
+        (Some(mut task), _) => {
+            if tokio::time::timeout(CLOSE_GRACE, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
+        (None, Some(mut reader)) => {
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                let mut scratch = [0u8; 4096];
+                while reader.read(&mut scratch).await.is_ok_and(|n| n > 0) {}
+            })
+            .await;
+        }
+        (None, None) => {}
     }
 }
+
+/// Longest a publisher's goodbye may take at the end of a run.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// A random start offset within one send interval, so that thousands of
 /// slow publishers (a vehicle fleet) spread their messages evenly instead of
@@ -521,7 +555,8 @@ pub async fn run_proto_publisher(
             tokio::time::sleep_until(next_at.into()).await;
         }
         let mut payload = Vec::with_capacity(size.max(8));
-        payload.extend_from_slice(&clock_nanos().to_be_bytes());
+        let stamp = clock_nanos();
+        payload.extend_from_slice(&stamp.to_be_bytes());
         payload.extend_from_slice(&padding);
         // QoS 1 over starling.v1 here is fire-and-forget for the tool: acks are read and dropped.
         packet_id = if qos > 0 { packet_id % 65535 + 1 } else { 0 };
@@ -530,10 +565,19 @@ pub async fn run_proto_publisher(
             break;
         }
         sent += 1;
-        if clock_nanos() >= clock.measure_from_ns.load(Ordering::Relaxed) {
+        // By the stamp, as subscribers count (see `run_mqtt_publisher`).
+        if stamp >= clock.measure_from_ns.load(Ordering::Relaxed) {
             counters.published.fetch_add(1, Ordering::Relaxed);
         }
     }
+    // Gracefully, as over MQTT (see `run_mqtt_publisher`): say goodbye and
+    // read what the broker still sends until it closes.
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        if client.send(pb::frame::Body::Disconnect(pb::Disconnect::default())).await.is_ok() {
+            while client.recv().await.is_ok() {}
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -42,6 +42,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -366,7 +367,12 @@ impl Runner {
         for item in resend {
             self.outgoing(&mut st, item);
         }
-        let mut edge = BridgeEdge { runner: self, link: &mut link, st: &mut st, woke: None, stopped: false };
+        let mut stop = self.stop.clone();
+        let stop_asked = Box::pin(async move {
+            let _ = stop.changed().await;
+        });
+        let mut edge =
+            BridgeEdge { runner: self, link: &mut link, st: &mut st, woke: None, stopped: false, stop_asked };
         let reason = client.serve(&mut edge).await;
         let stopped = edge.stopped;
         let end = if stopped {
@@ -540,6 +546,8 @@ struct BridgeEdge<'a> {
     woke: Option<Woke>,
     /// The bridge was asked to stop (say goodbye to the remote).
     stopped: bool,
+    /// Resolves when the bridge is asked to stop (polled by `poll_receive`).
+    stop_asked: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 impl Edge for BridgeEdge<'_> {
@@ -551,28 +559,29 @@ impl Edge for BridgeEdge<'_> {
         MAX_PENDING.saturating_sub(self.st.requests.len() + self.st.awaiting.len())
     }
 
-    async fn receive(&mut self) -> Result<Received, CloseReason> {
-        let st = &mut *self.st;
-        tokio::select! {
-            biased;
-            _ = self.runner.stop.changed() => {
-                self.stopped = true;
-                Err(CloseReason::ServerShutdown)
-            }
-            event = self.link.events.recv() => match event {
+    fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<Result<Received, CloseReason>> {
+        if self.stop_asked.as_mut().poll(cx).is_ready() {
+            self.stopped = true;
+            return Poll::Ready(Err(CloseReason::ServerShutdown));
+        }
+        if let Poll::Ready(event) = self.link.events.poll_recv(cx) {
+            return Poll::Ready(match event {
                 Some(LinkEvent::Closed(error)) => Err(CloseReason::Io(error)),
                 None => Err(CloseReason::Io("link task ended".into())),
                 Some(event) => {
                     self.woke = Some(Woke::Event(event));
                     Ok(Received::Data)
                 }
-            },
-            result = async { st.syncing.as_mut().expect("guarded").as_mut().await }, if st.syncing.is_some() => {
-                st.syncing = None;
+            });
+        }
+        if let Some(syncing) = self.st.syncing.as_mut() {
+            if let Poll::Ready(result) = syncing.as_mut().poll(cx) {
+                self.st.syncing = None;
                 self.woke = Some(Woke::Synced(result));
-                Ok(Received::Data)
+                return Poll::Ready(Ok(Received::Data));
             }
         }
+        Poll::Pending
     }
 
     async fn handle(&mut self, _client: &mut Client) -> Result<(), CloseReason> {

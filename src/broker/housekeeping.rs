@@ -69,6 +69,7 @@ impl Broker {
                 if sys_every > 0 && ticks.is_multiple_of(sys_every) {
                     broker.publish_sys();
                 }
+                broker.close_silent_connections(now);
                 broker.sweep_expired_retained(now);
                 if broker.push.is_some() && !broker.push_sweep_running.swap(true, Ordering::AcqRel) {
                     // Asks sessions and writes the store: off the runtime's threads.

@@ -24,6 +24,7 @@
 
 pub mod class_runtime;
 pub mod clock;
+mod filters;
 mod housekeeping;
 pub mod message;
 mod operators;
@@ -393,9 +394,27 @@ impl Broker {
         self.shutdown.subscribe()
     }
 
-    /// Tells every connection to close (MQTT 5: DISCONNECT 0x8B).
+    /// Tells every connection to close (MQTT 5: DISCONNECT 0x8B): the flag
+    /// first (a connection attaching after the sweep sees it), then a kick
+    /// to every attached one, which is what wakes an idle connection.
     pub fn begin_shutdown(&self) {
         let _ = self.shutdown.send(true);
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        for session in sessions {
+            session.ask_to_close(CloseReason::ServerShutdown);
+        }
+    }
+
+    /// Closes the connections that stayed silent past their keep-alive or
+    /// whose credentials expired (once a second, from housekeeping). One
+    /// sweep instead of a timer per connection: an idle connection's task
+    /// then waits on its socket, its outbox and its kick only.
+    pub fn close_silent_connections(&self, now_ms: u64) {
+        let overdue: Vec<(Arc<Session>, CloseReason)> =
+            self.sessions.lock().values().filter_map(|s| s.overdue(now_ms).map(|reason| (s.clone(), reason))).collect();
+        for (session, reason) in overdue {
+            session.ask_to_close(reason);
+        }
     }
 
     /// Saves every persistent session and flushes the store. Called after

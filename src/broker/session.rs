@@ -9,16 +9,18 @@
 //! the subscription-tree lock while holding its own (lock order: sessions map
 //! → subscription tree → session).
 
+use super::filters::SessionFilters;
 use super::message::{now_ms, Delivery, Message};
 use super::outbox::{Outbox, Pushed};
 use crate::auth::Transport;
 use crate::classes::policy::TokenBucket;
 use crate::model::{CloseReason, QoS, SubscriptionOptions};
 use crate::store::{Store, StoredDelivery, StoredSession, StoredSubscription};
+use crate::topic::ProcessKeys;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{oneshot, Notify};
 
@@ -98,8 +100,17 @@ pub struct Session {
     /// Only a connection of the same user may resume or take it over.
     pub user: Option<Arc<str>>,
     state: Mutex<SessionState>,
-    /// Wakes the attached connection's writer when the outbox becomes non-empty.
-    wake: Notify,
+    /// Wakes the attached connection's task when the outbox becomes
+    /// non-empty: a waker slot and a flag, not a waiter list, so the task's
+    /// idle wait holds no future for it (see `poll_deliveries`).
+    wake: futures_util::task::AtomicWaker,
+    wake_pending: AtomicBool,
+    /// While attached: when the connection must close unless it sends
+    /// something (keep-alive), and when its credentials expire (Unix ms, 0:
+    /// never). The broker's once-a-second sweep closes it then, so idle
+    /// connections hold no timer each (`Broker::close_silent_connections`).
+    silent_deadline_ms: AtomicU64,
+    credentials_expire_ms: AtomicU64,
     store: Arc<dyn Store>,
     /// Id of the last message routed here: detects a second matching
     /// subscription of the same client without a per-publish set.
@@ -113,14 +124,18 @@ pub struct Session {
 
 struct SessionState {
     expiry_secs: u32,
-    subscriptions: HashMap<String, SubscriptionRecord>,
+    /// A small array for a few filters, a map for many (see `SessionFilters`).
+    subscriptions: SessionFilters,
     outbox: Outbox<Delivery>,
     inflight: VecDeque<(u16, Inflight)>,
     next_packet_id: u16,
     /// How many QoS 1/2 deliveries may be in flight: min(client's Receive
     /// Maximum, configured `max_inflight`).
     send_window: u16,
-    incoming_qos2: HashSet<u16>,
+    /// Boxed on first use (most sessions never receive QoS 2): 8 bytes in
+    /// every session instead of an empty set's 32.
+    #[allow(clippy::box_collection)]
+    incoming_qos2: Option<Box<HashSet<u16, ProcessKeys>>>,
     owner: Option<Owner>,
     /// Incremented on every attach, so timers (session expiry, will delay)
     /// started for one disconnect can tell the session has moved on.
@@ -130,7 +145,9 @@ struct SessionState {
     /// The outbox refused a message and has not yet drained to half.
     congested: bool,
     /// Per topic class (by index): this client's publish rate limiter.
-    rate_buckets: HashMap<usize, TokenBucket>,
+    /// Boxed on first use (only publishers to rate-limited classes have one).
+    #[allow(clippy::box_collection)]
+    rate_buckets: Option<Box<HashMap<usize, TokenBucket, ProcessKeys>>>,
     /// Tasks sleeping for this session (will delay, expiry), cancelled on
     /// the next attach or when the session ends.
     timers: Vec<tokio::task::AbortHandle>,
@@ -155,13 +172,13 @@ impl Session {
             user,
             state: Mutex::new(SessionState {
                 expiry_secs,
-                subscriptions: HashMap::new(),
+                subscriptions: SessionFilters::default(),
                 outbox: Outbox::new(max_queued),
-                rate_buckets: HashMap::new(),
+                rate_buckets: None,
                 inflight: VecDeque::new(),
                 next_packet_id: 1,
                 send_window: 1,
-                incoming_qos2: HashSet::new(),
+                incoming_qos2: None,
                 owner: None,
                 generation: 0,
                 next_seq: 1,
@@ -169,7 +186,10 @@ impl Session {
                 congested: false,
                 timers: Vec::new(),
             }),
-            wake: Notify::new(),
+            wake: futures_util::task::AtomicWaker::new(),
+            wake_pending: AtomicBool::new(false),
+            silent_deadline_ms: AtomicU64::new(0),
+            credentials_expire_ms: AtomicU64::new(0),
             store,
             last_routed: AtomicU64::new(0),
             room: Notify::new(),
@@ -196,7 +216,7 @@ impl Session {
             let mut st = session.state.lock();
             st.disconnected_at_ms = Some(stored.disconnected_at_ms.unwrap_or_else(now_ms));
             for sub in &stored.subscriptions {
-                st.subscriptions.insert(sub.filter.clone(), SubscriptionRecord::from_stored(sub));
+                st.subscriptions.insert(&sub.filter, SubscriptionRecord::from_stored(sub));
             }
             // Restored deliveries may exceed the configured capacity if it was
             // lowered; keep them all rather than lose acknowledged messages.
@@ -254,10 +274,51 @@ impl Session {
         self.state.lock().disconnected_at_ms
     }
 
-    /// Waits until deliveries may be ready. Never loses a wake-up: a wake that
-    /// happens while nobody waits is kept for the next call.
+    /// Ready when deliveries may be waiting (registers the task to be woken
+    /// otherwise). Never loses a wake-up: a wake that happens while nobody
+    /// waits is kept for the next call.
+    pub fn poll_deliveries(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.wake_pending.swap(false, Ordering::AcqRel) {
+            return std::task::Poll::Ready(());
+        }
+        self.wake.register(cx.waker());
+        // A wake between the check and the registration is seen here.
+        if self.wake_pending.swap(false, Ordering::AcqRel) {
+            return std::task::Poll::Ready(());
+        }
+        std::task::Poll::Pending
+    }
+
+    /// Waits until deliveries may be waiting (see [`Session::poll_deliveries`]).
     pub async fn notified(&self) {
-        self.wake.notified().await
+        std::future::poll_fn(|cx| self.poll_deliveries(cx)).await
+    }
+
+    fn wake_writer(&self) {
+        self.wake_pending.store(true, Ordering::Release);
+        self.wake.wake();
+    }
+
+    /// The attached connection must send something before `at_ms` (Unix
+    /// ms; 0: no keep-alive), or the broker's sweep closes it.
+    pub fn set_silent_deadline_ms(&self, at_ms: u64) {
+        self.silent_deadline_ms.store(at_ms, Ordering::Relaxed);
+    }
+
+    /// The attached connection's credentials expire at `at_ms` (0: never).
+    pub fn set_credentials_expire_ms(&self, at_ms: u64) {
+        self.credentials_expire_ms.store(at_ms, Ordering::Relaxed);
+    }
+
+    /// Why the attached connection must close at `now_ms`, if it must:
+    /// expired credentials, or silence past its keep-alive.
+    pub fn overdue(&self, now_ms: u64) -> Option<CloseReason> {
+        let expire = self.credentials_expire_ms.load(Ordering::Relaxed);
+        if expire != 0 && expire <= now_ms {
+            return Some(CloseReason::CredentialsExpired);
+        }
+        let silent = self.silent_deadline_ms.load(Ordering::Relaxed);
+        (silent != 0 && silent <= now_ms).then_some(CloseReason::KeepAliveTimeout)
     }
 
     /// Attaches a new connection. Returns the kick receiver for that
@@ -293,8 +354,11 @@ impl Session {
             })
             .collect();
         drop(st);
+        // The last connection's deadlines are not this one's.
+        self.silent_deadline_ms.store(0, Ordering::Relaxed);
+        self.credentials_expire_ms.store(0, Ordering::Relaxed);
         // Queued messages may be waiting from the offline period.
-        self.wake.notify_one();
+        self.wake_writer();
         (rx, resend)
     }
 
@@ -305,6 +369,8 @@ impl Session {
         if st.owner.as_ref().map(|o| o.connection_id) == Some(connection_id) {
             st.owner = None;
             st.disconnected_at_ms = Some(now_ms());
+            self.silent_deadline_ms.store(0, Ordering::Relaxed);
+            self.credentials_expire_ms.store(0, Ordering::Relaxed);
             true
         } else {
             false
@@ -352,7 +418,7 @@ impl Session {
 
     /// Records a subscription; returns the previous record if it replaced one.
     pub fn add_subscription(&self, filter: &str, record: SubscriptionRecord) -> Option<SubscriptionRecord> {
-        self.state.lock().subscriptions.insert(filter.to_string(), record)
+        self.state.lock().subscriptions.insert(filter, record)
     }
 
     pub fn remove_subscription(&self, filter: &str) -> Option<SubscriptionRecord> {
@@ -364,11 +430,11 @@ impl Session {
     }
 
     pub fn has_subscription(&self, filter: &str) -> bool {
-        self.state.lock().subscriptions.contains_key(filter)
+        self.state.lock().subscriptions.contains(filter)
     }
 
     pub fn subscriptions(&self) -> Vec<(String, SubscriptionRecord)> {
-        self.state.lock().subscriptions.iter().map(|(f, r)| (f.clone(), r.clone())).collect()
+        self.state.lock().subscriptions.iter().map(|(f, r)| (f.to_string(), r.clone())).collect()
     }
 
     /// Every delivery not yet acknowledged, oldest first: in flight (sent,
@@ -429,7 +495,7 @@ impl Session {
                 let connected = st.owner.is_some();
                 drop(st);
                 if was_empty && connected {
-                    self.wake.notify_one();
+                    self.wake_writer();
                 }
                 Enqueued::Queued { stored, store_failed, displaced: false }
             }
@@ -565,6 +631,7 @@ impl Session {
         self.state
             .lock()
             .rate_buckets
+            .get_or_insert_with(Box::default)
             .entry(class)
             .or_insert_with(|| TokenBucket::new(messages_per_sec, burst, now_ms))
             .try_take(now_ms)
@@ -704,16 +771,22 @@ impl Session {
     /// Records an inbound QoS 2 packet id. False if it was already recorded
     /// (a retransmission: do not publish again).
     pub fn begin_incoming_qos2(&self, packet_id: u16) -> bool {
-        self.state.lock().incoming_qos2.insert(packet_id)
+        self.state.lock().incoming_qos2.get_or_insert_with(Box::default).insert(packet_id)
     }
 
     /// PUBREL from the client. False if the id was unknown.
     pub fn release_incoming_qos2(&self, packet_id: u16) -> bool {
-        self.state.lock().incoming_qos2.remove(&packet_id)
+        let mut st = self.state.lock();
+        let Some(ids) = st.incoming_qos2.as_mut() else { return false };
+        let removed = ids.remove(&packet_id);
+        if ids.is_empty() {
+            st.incoming_qos2 = None;
+        }
+        removed
     }
 
     pub fn incoming_qos2_len(&self) -> usize {
-        self.state.lock().incoming_qos2.len()
+        self.state.lock().incoming_qos2.as_ref().map_or(0, |ids| ids.len())
     }
 
     // ---- persistence -----------------------------------------------------
@@ -725,7 +798,7 @@ impl Session {
             user: self.user.as_deref().map(str::to_string),
             expiry_secs: st.expiry_secs,
             disconnected_at_ms: st.disconnected_at_ms,
-            subscriptions: st.subscriptions.iter().map(|(filter, r)| r.to_stored(filter.clone())).collect(),
+            subscriptions: st.subscriptions.iter().map(|(filter, r)| r.to_stored(filter.to_string())).collect(),
         }
     }
 

@@ -24,10 +24,11 @@ use crate::model::{reason, CloseReason, LastWill, QoS, SubscriptionOptions};
 use crate::topic::{parse_subscription, TopicError, TopicName};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 
 mod admit;
 pub use admit::{admit, attach_trusted, Admitted, ConnectInfo, Peer, Refused};
@@ -97,6 +98,13 @@ impl Unsubscribed {
     }
 }
 
+/// What ended a connection's idle wait.
+enum Woke {
+    Kicked(CloseReason),
+    Received(Result<Received, CloseReason>),
+    Deliveries,
+}
+
 /// What a read from the peer brought.
 pub enum Received {
     /// Input is buffered in the edge, ready for [`Edge::handle`].
@@ -109,9 +117,10 @@ pub enum Received {
 pub trait Edge: Send {
     /// Deliveries taken from the outbox per write.
     const DRAIN_BATCH: usize;
-    /// Waits for input from the peer and buffers it. Must be cancel safe:
-    /// the loop also waits on the outbox, kicks and timers.
-    fn receive(&mut self) -> impl Future<Output = Result<Received, CloseReason>> + Send;
+    /// Polls for input from the peer and buffers it. Poll-based, not an
+    /// `async fn`: the idle wait polls it next to the kick and the outbox
+    /// without holding a future for it.
+    fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<Result<Received, CloseReason>>;
     /// Handles everything buffered, calling the client's operations.
     fn handle(&mut self, client: &mut Client) -> impl Future<Output = Result<(), CloseReason>> + Send;
     /// Encodes one delivery (or QoS 2 release) into the pending write.
@@ -187,15 +196,12 @@ impl Client {
     pub async fn serve<E: Edge>(&mut self, edge: &mut E) -> CloseReason {
         let mut shutdown = self.broker.shutdown_signal();
         let mut outgoing = Vec::new();
-        let mut deadline = self.liveness.map(|k| Instant::now() + k);
-        let credentials_expire =
-            self.identity.expires_at_ms.map(|at| Instant::now() + Duration::from_millis(at.saturating_sub(now_ms())));
-        // One timer for both deadlines (a timer future weighs on every idle
-        // connection's task); which one passed is told apart when it fires.
-        let earliest = |keep_alive: Option<Instant>| match (keep_alive, credentials_expire) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        // Keep-alive and credential expiry are enforced by the broker's
+        // once-a-second sweep, which kicks this connection: no timer here.
+        self.keep_alive_from_now();
+        if let Some(at) = self.identity.expires_at_ms {
+            self.session.set_credentials_expire_ms(at.max(1));
+        }
         let write_timeout = Duration::from_secs(self.broker.config().mqtt.write_timeout_secs);
         loop {
             // Drain what the outbox holds (bounded), then write once. A write
@@ -208,18 +214,27 @@ impl Client {
             if *shutdown.borrow() {
                 return CloseReason::ServerShutdown;
             }
-            let session = self.session.clone();
-            tokio::select! {
-                biased;
-                kicked = &mut self.kicked => return kicked.unwrap_or(CloseReason::TakenOver),
-                _ = shutdown.changed() => return CloseReason::ServerShutdown,
-                received = edge.receive() => {
-                    match received {
-                        Ok(Received::Data) => {}
-                        Ok(Received::Closed) => return CloseReason::PeerClosed,
-                        Err(reason) => return reason,
-                    }
-                    deadline = self.liveness.map(|k| Instant::now() + k);
+            // The idle wait: a kick (takeover, shutdown, keep-alive), input,
+            // or deliveries. Polled by hand, in that order, so an idle
+            // connection's task holds no future for any of them (its size is
+            // every idle connection's cost; docs/performance.md).
+            let woke = std::future::poll_fn(|cx| {
+                if let Poll::Ready(kicked) = Pin::new(&mut self.kicked).poll(cx) {
+                    return Poll::Ready(Woke::Kicked(kicked.unwrap_or(CloseReason::TakenOver)));
+                }
+                if let Poll::Ready(received) = edge.poll_receive(cx) {
+                    return Poll::Ready(Woke::Received(received));
+                }
+                self.session.poll_deliveries(cx).map(|()| Woke::Deliveries)
+            })
+            .await;
+            match woke {
+                Woke::Kicked(reason) => return reason,
+                Woke::Deliveries => {}
+                Woke::Received(Ok(Received::Closed)) => return CloseReason::PeerClosed,
+                Woke::Received(Err(reason)) => return reason,
+                Woke::Received(Ok(Received::Data)) => {
+                    self.keep_alive_from_now();
                     self.yield_before_routing = read_soon_after_idle();
                     if let Err(reason) = Box::pin(edge.handle(self)).await {
                         return reason;
@@ -231,15 +246,14 @@ impl Client {
                         tokio::task::yield_now().await;
                     }
                 }
-                _ = session.notified() => {}
-                _ = silence_deadline(earliest(deadline)) => {
-                    return if credentials_expire.is_some_and(|at| at <= Instant::now()) {
-                        CloseReason::CredentialsExpired
-                    } else {
-                        CloseReason::KeepAliveTimeout
-                    };
-                }
             }
+        }
+    }
+
+    /// Input arrived (or the connection started): the keep-alive runs anew.
+    fn keep_alive_from_now(&self) {
+        if let Some(liveness) = self.liveness {
+            self.session.set_silent_deadline_ms((now_ms() + liveness.as_millis() as u64).max(1));
         }
     }
 
@@ -514,15 +528,6 @@ pub fn history_for(
 /// Bytes of messages taken from the outbox before a write: bounds the write
 /// buffer of a client that stopped reading (plus one message over it).
 const WRITE_BUDGET: usize = 1024 * 1024;
-
-/// Resolves at `deadline`, or never when there is none: liveness (MQTT
-/// keep-alive, starling.v1 heartbeat) and credential expiry.
-pub async fn silence_deadline(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
 
 /// Deliveries a publisher routes before it yields (env `STARLING_ROUTE_BUDGET`).
 fn route_budget() -> usize {

@@ -22,7 +22,9 @@ use crate::mqtt::packet::*;
 use crate::topic::TopicName;
 use bytes::BytesMut;
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -44,27 +46,31 @@ const SMALL_BUFFER: usize = 256;
 
 /// A byte stream an MQTT connection runs over (TCP, or a WebSocket seen as bytes).
 pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {
-    /// Resolves when a read would find data (or end of stream), so an idle
+    /// Ready when a read would find data (or end of stream), so an idle
     /// connection can wait without holding a read buffer. Streams that
-    /// cannot tell resolve at once.
-    fn ready_to_read(&mut self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
-        std::future::ready(Ok(()))
+    /// cannot tell are ready at once.
+    fn poll_ready_to_read(&mut self, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
 
 impl ByteStream for tokio::net::TcpStream {
-    fn ready_to_read(&mut self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
-        self.readable()
+    fn poll_ready_to_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.poll_read_ready(cx)
     }
 }
 
 /// Serves one client until the connection ends.
-pub async fn serve<S>(stream: S, peer: Peer, broker: Arc<Broker>)
+///
+/// Not an `async fn` itself: an async fn's future keeps its arguments for
+/// its whole life, next to the `Connection` they were moved into, and this
+/// future is what every idle connection's task holds.
+pub fn serve<S>(stream: S, peer: Peer, broker: Arc<Broker>) -> impl std::future::Future<Output = ()> + Send
 where
     S: ByteStream,
 {
     let max_packet = broker.config().mqtt.max_packet_size as usize;
-    let mut conn = Connection {
+    let conn = Connection {
         stream,
         peer,
         read_buf: BytesMut::new(),
@@ -74,12 +80,18 @@ where
         max_packet,
         state: Box::default(),
     };
+    run(conn, broker)
+}
+
+async fn run<S: ByteStream>(mut conn: Connection<S>, broker: Arc<Broker>) {
     let timeout = Duration::from_secs(broker.config().mqtt.connect_timeout_secs);
     // The connect and admission phases are boxed: a task's future is as
     // large as its largest state, and an idle connection should pay only for
     // the small waiting state (see docs/performance.md).
     let connect = match Box::pin(tokio::time::timeout(timeout, conn.read_connect())).await {
-        Ok(Ok(connect)) => connect,
+        // Out of its box at once: the box (and the read buffer the packet's
+        // bytes point into) must not live as long as the connection.
+        Ok(Ok(connect)) => *connect,
         Ok(Err(reason)) => {
             tracing::debug!(peer = %conn.peer.addr, %reason, "connection closed before CONNECT completed");
             return;
@@ -89,10 +101,11 @@ where
             return;
         }
     };
-    let Some(mut client) = Box::pin(conn.accept_connect(&broker, *connect)).await else { return };
+    let Some(mut client) = Box::pin(conn.accept_connect(&broker, connect)).await else { return };
+    conn.release_idle_read_buffer();
     let reason = client.serve(&mut conn).await;
     // Saying goodbye is bounded: a client that stopped reading must not hold
-    // its task (and session) here.
+    // its task (and session) here. Boxed, like the other rare phases.
     if reason != CloseReason::WriteTimeout {
         let goodbye = async {
             if let (Some(code), true) = (reason.disconnect_code(), conn.version.is_v5()) {
@@ -101,7 +114,7 @@ where
             }
             let _ = conn.stream.shutdown().await;
         };
-        let _ = tokio::time::timeout(CLOSE_GRACE, goodbye).await;
+        let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, goodbye)).await;
     }
     client.finish(&reason);
     if reason.disconnect_code().is_some() && reason != CloseReason::WriteTimeout {
@@ -143,9 +156,10 @@ struct Connection<S> {
 struct ConnectionState {
     /// Session expiry asked for at CONNECT; MQTT 5 forbids raising it from 0 at DISCONNECT.
     connect_expiry: u32,
-    inbound_aliases: HashMap<u16, String>,
+    /// (The process's hash keys: an empty map is 32 bytes, not 48.)
+    inbound_aliases: HashMap<u16, String, crate::topic::ProcessKeys>,
     /// Aliases we assigned for topics sent to the client.
-    outbound_aliases: HashMap<TopicName, u16>,
+    outbound_aliases: HashMap<TopicName, u16, crate::topic::ProcessKeys>,
     outbound_alias_max: u16,
     /// Client's Maximum Packet Size; larger deliveries are dropped ([MQTT-3.1.2-24]).
     client_max_packet: usize,
@@ -160,8 +174,8 @@ impl<S: ByteStream> Edge for Connection<S> {
     /// most one batch).
     const DRAIN_BATCH: usize = 256;
 
-    async fn receive(&mut self) -> Result<Received, CloseReason> {
-        self.read_more().await
+    fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<Result<Received, CloseReason>> {
+        self.poll_read_more(cx)
     }
 
     async fn handle(&mut self, client: &mut Client) -> Result<(), CloseReason> {
@@ -282,8 +296,8 @@ where
         self.write(&Packet::ConnAck(ack));
         *self.state = ConnectionState {
             connect_expiry: requested_expiry,
-            inbound_aliases: HashMap::new(),
-            outbound_aliases: HashMap::new(),
+            inbound_aliases: HashMap::default(),
+            outbound_aliases: HashMap::default(),
             outbound_alias_max: if v5 { connect.properties.topic_alias_maximum.unwrap_or(0) } else { 0 },
             client_max_packet: connect.properties.maximum_packet_size.map_or(usize::MAX, |m| m as usize),
             topic_alias_maximum: cfg.topic_alias_maximum,
@@ -308,12 +322,16 @@ where
             self.handle_packet(client, packet).await?;
             client.yield_if_routed_enough().await;
         }
-        // Nothing partial left and traffic is light: hold no read buffer
-        // while waiting (the next read allocates `read_chunk` bytes).
+        self.release_idle_read_buffer();
+        Ok(())
+    }
+
+    /// Nothing partial left and traffic is light: hold no read buffer while
+    /// waiting (the next read allocates `read_chunk` bytes).
+    fn release_idle_read_buffer(&mut self) {
         if self.read_buf.is_empty() && (self.read_chunk == READ_CHUNK || self.read_buf.capacity() > MAX_READ_CHUNK) {
             self.read_buf = BytesMut::new();
         }
-        Ok(())
     }
 
     async fn handle_packet(&mut self, client: &mut Client, packet: Packet) -> Result<(), CloseReason> {
@@ -646,16 +664,21 @@ where
     /// Reads what the socket has into `read_buf`. Cancel safe: bytes are
     /// appended to the buffer only when a read completes.
     async fn read_more(&mut self) -> Result<Received, CloseReason> {
+        std::future::poll_fn(|cx| self.poll_read_more(cx)).await
+    }
+
+    fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<Result<Received, CloseReason>> {
         if self.read_buf.capacity() == 0 {
             // Idle: wait for data before allocating the buffer to read it into.
-            self.stream.ready_to_read().await.map_err(|e| CloseReason::Io(e.to_string()))?;
+            ready!(self.stream.poll_ready_to_read(cx)).map_err(|e| CloseReason::Io(e.to_string()))?;
         }
         let spare = self.read_buf.capacity() - self.read_buf.len();
         if spare < self.read_chunk {
             self.read_buf.reserve(self.read_chunk);
         }
         let spare = self.read_buf.capacity() - self.read_buf.len();
-        match self.stream.read_buf(&mut self.read_buf).await {
+        let read = ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read_buf));
+        Poll::Ready(match read {
             Ok(0) => Ok(Received::Closed),
             Ok(n) => {
                 // Grow the read while the socket keeps filling it; shrink when traffic calms.
@@ -667,7 +690,7 @@ where
                 Ok(Received::Data)
             }
             Err(e) => Err(CloseReason::Io(e.to_string())),
-        }
+        })
     }
 }
 

@@ -9,6 +9,7 @@
 //! as the kernel offers them; `mqtt.max_connections` bounds it instead).
 
 pub mod api;
+pub mod buffered;
 pub mod gate;
 pub mod http;
 pub mod static_files;
@@ -126,10 +127,11 @@ pub async fn accept_loop<F, Fut>(
     }
 }
 
-/// MQTT over TCP.
-pub async fn serve_mqtt(stream: TcpStream, addr: SocketAddr, broker: Arc<Broker>) {
+/// MQTT over TCP. Returns the connection's future itself (no `async`
+/// wrapper, which would keep its own copy of the arguments in every task).
+pub fn serve_mqtt(stream: TcpStream, addr: SocketAddr, broker: Arc<Broker>) -> impl Future<Output = ()> + Send {
     let peer = Peer::plain(addr, Transport::MqttTcp, broker.config().mqtt.bind.ip().is_loopback());
-    crate::mqtt::connection::serve(stream, peer, broker).await
+    crate::mqtt::connection::serve(stream, peer, broker)
 }
 
 /// Completes a TLS handshake within the connect timeout; `None` (logged) when it fails.
@@ -164,10 +166,10 @@ pub async fn serve_mqtt_tls(stream: TcpStream, addr: SocketAddr, broker: Arc<Bro
     crate::mqtt::connection::serve(stream, peer, broker).await
 }
 
-/// The WebSocket port.
-pub async fn serve_websocket(stream: TcpStream, addr: SocketAddr, broker: Arc<Broker>) {
+/// The WebSocket port. Returns the connection's future itself (see `serve_mqtt`).
+pub fn serve_websocket(stream: TcpStream, addr: SocketAddr, broker: Arc<Broker>) -> impl Future<Output = ()> + Send {
     let local_listener = broker.config().websocket.bind.ip().is_loopback();
-    serve_websocket_on(stream, Peer::plain(addr, Transport::MqttWebSocket, local_listener), broker).await
+    serve_websocket_on(stream, Peer::plain(addr, Transport::MqttWebSocket, local_listener), broker)
 }
 
 /// The `wss://` port: TLS, then the same as the WebSocket port.
@@ -180,18 +182,58 @@ pub async fn serve_websocket_tls(stream: TcpStream, addr: SocketAddr, broker: Ar
 /// One HTTP request head, then `/mqtt` (MQTT over WebSocket), `/ws` (the
 /// Protobuf protocol), the API (`/api/`), the web demo (`/`, `/web/...`), or
 /// a plain HTTP answer. `peer.transport` is set here from the path.
-async fn serve_websocket_on<S>(mut stream: S, mut peer: Peer, broker: Arc<Broker>)
+///
+/// Two phases chained, not one `async fn`: the HTTP phase is boxed and gone
+/// before the WebSocket is served, so the request, its buffer and the HTTP
+/// answers do not weigh on every WebSocket's task.
+fn serve_websocket_on<S>(stream: S, peer: Peer, broker: Arc<Broker>) -> impl Future<Output = ()> + Send
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + buffered::ReadReady + Unpin + Send + 'static,
 {
+    use futures_util::future::{Either, FutureExt};
+    Box::pin(http_phase(stream, peer, broker.clone())).then(move |upgraded| match upgraded {
+        None => Either::Left(std::future::ready(())),
+        Some(Upgraded { ws, mut peer, endpoint: Endpoint::Mqtt }) => {
+            peer.transport = Transport::MqttWebSocket;
+            Either::Right(Either::Left(crate::mqtt::connection::serve(ws_stream::WsByteStream::new(ws), peer, broker)))
+        }
+        Some(Upgraded { ws, mut peer, endpoint: Endpoint::Proto }) => {
+            peer.transport = Transport::StarlingV1;
+            Either::Right(Either::Right(crate::wsproto::connection::serve(ws, peer, broker)))
+        }
+    })
+}
+
+/// What the WebSocket codec reads per call (from the read-ahead, not the
+/// socket) and keeps as its input buffer while idle.
+const WS_CODEC_READ: usize = 512;
+
+/// Which WebSocket endpoint a request upgraded to.
+enum Endpoint {
+    Mqtt,
+    Proto,
+}
+
+/// A request that became a WebSocket, and where it goes.
+struct Upgraded<S> {
+    ws: WebSocketStream<buffered::Buffered<S>>,
+    peer: Peer,
+    endpoint: Endpoint,
+}
+
+/// Reads the request head and answers it: plain HTTP (files, API, demo,
+/// errors) ends here with `None`; an accepted upgrade is handed back.
+async fn http_phase<S>(mut stream: S, mut peer: Peer, broker: Arc<Broker>) -> Option<Upgraded<S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + buffered::ReadReady + Unpin + Send,
+{
+    let broker = &broker;
     let mut buf = BytesMut::new();
     let timeout = Duration::from_secs(broker.config().mqtt.connect_timeout_secs);
     let request = match tokio::time::timeout(timeout, http::read_request(&mut stream, &mut buf)).await {
         Ok(Ok(request)) => request,
-        Ok(Err(HeadError::Respond(status, body))) => {
-            return http::respond(&mut stream, status, "text/plain; charset=utf-8", body.as_bytes()).await
-        }
-        Ok(Err(HeadError::Io)) | Err(_) => return,
+        Ok(Err(HeadError::Respond(status, body))) => return plain_answer(&mut stream, status, body.as_bytes()).await,
+        Ok(Err(HeadError::Io)) | Err(_) => return None,
     };
     // Plain HTTP answers are bounded by the write timeout too: a client that
     // asks for the demo page and stops reading must not hold its task.
@@ -199,25 +241,26 @@ where
     if crate::files::http::handles(&request.path) {
         let Some(files) = broker.files().cloned() else {
             let body = "file uploads are off on this broker (files.enabled = false)\n";
-            return http::respond(&mut stream, 404, "text/plain; charset=utf-8", body.as_bytes()).await;
+            return plain_answer(&mut stream, 404, body.as_bytes()).await;
         };
         // The files endpoint reads the request itself (hyper): give it the
         // head back, followed by whatever body bytes already arrived.
         let mut head = BytesMut::from(&request.head[..]);
         head.extend_from_slice(&buf);
         peer.transport = Transport::Http;
-        return crate::files::http::serve(stream, head.freeze(), peer, broker, files).await;
+        crate::files::http::serve(stream, head.freeze(), peer, broker.clone(), files).await;
+        return None;
     }
     if request.path.starts_with("/api/") {
-        let (status, body) = api::handle(&request, &broker, peer.local_listener);
+        let (status, body) = api::handle(&request, broker, peer.local_listener);
         let answer = http::respond(&mut stream, status, "application/json", body.as_bytes());
         let _ = tokio::time::timeout(write_timeout, answer).await;
-        return;
+        return None;
     }
     // The web demo (`/`) and the files it loads (`/web/...`).
     if let Some(asset) = static_files::lookup(&request.path).filter(|_| request.header("upgrade").is_none()) {
         let _ = tokio::time::timeout(write_timeout, static_files::serve(&mut stream, &request, asset)).await;
-        return;
+        return None;
     }
     let accepted: &[&str] = match request.path.as_str() {
         "/mqtt" => MQTT_SUBPROTOCOLS,
@@ -226,33 +269,40 @@ where
             let body = format!(
                 "no such path: {other}\nWebSocket endpoints are /mqtt (MQTT) and /ws (starling.v1 Protobuf protocol)\n"
             );
-            return http::respond(&mut stream, 404, "text/plain; charset=utf-8", body.as_bytes()).await;
+            return plain_answer(&mut stream, 404, body.as_bytes()).await;
         }
     };
     if let Err(why) = http::check_origin(&request, &broker.config().websocket.allowed_origins) {
         tracing::info!(peer = %peer.addr, why, "WebSocket upgrade refused: origin not allowed");
-        return http::respond(&mut stream, 403, "text/plain; charset=utf-8", why.as_bytes()).await;
+        return plain_answer(&mut stream, 403, why.as_bytes()).await;
     }
     let (accept_key, protocol) = match http::check_upgrade(&request, accepted) {
         Ok(ok) => ok,
-        Err(HeadError::Respond(status, body)) => {
-            return http::respond(&mut stream, status, "text/plain; charset=utf-8", body.as_bytes()).await
-        }
-        Err(HeadError::Io) => return,
+        Err(HeadError::Respond(status, body)) => return plain_answer(&mut stream, status, body.as_bytes()).await,
+        Err(HeadError::Io) => return None,
     };
     if http::accept_upgrade(&mut stream, &accept_key, &protocol).await.is_err() {
-        return;
+        return None;
     }
+    let endpoint = if request.path == "/mqtt" { Endpoint::Mqtt } else { Endpoint::Proto };
     let max = broker.config().mqtt.max_packet_size as usize;
     // A message (and a frame) over the limit fails the read: the client gets
-    // the protocol's "too large" answer and the connection closes.
-    let config = WebSocketConfig::default().max_message_size(Some(max)).max_frame_size(Some(max));
+    // the protocol's "too large" answer and the connection closes. The
+    // codec's own buffers are small (an idle WebSocket should cost little);
+    // `Buffered` below it reads ahead and gathers writes, and gives both
+    // buffers back when they empty.
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+        .read_buffer_size(WS_CODEC_READ)
+        .write_buffer_size(0);
+    let stream = buffered::Buffered::new(stream);
     let ws = WebSocketStream::from_partially_read(stream, buf.to_vec(), Role::Server, Some(config)).await;
-    if request.path == "/mqtt" {
-        peer.transport = Transport::MqttWebSocket;
-        crate::mqtt::connection::serve(ws_stream::WsByteStream::new(ws), peer, broker).await
-    } else {
-        peer.transport = Transport::StarlingV1;
-        crate::wsproto::connection::serve(ws, peer, broker).await
-    }
+    Some(Upgraded { ws, peer, endpoint })
+}
+
+/// A plain-text HTTP answer that ends the request (no upgrade).
+async fn plain_answer<S: tokio::io::AsyncWrite + Unpin, T>(stream: &mut S, status: u16, body: &[u8]) -> Option<T> {
+    http::respond(stream, status, "text/plain; charset=utf-8", body).await;
+    None
 }

@@ -20,7 +20,7 @@ pub(crate) mod tests;
 
 pub use filter::{parse_subscription, SubscriptionFilter, TopicFilter};
 pub use name::TopicName;
-pub use tree::SubscriptionTree;
+pub use tree::{ProcessKeys, SubscriptionTree};
 
 /// Longest topic name or filter in bytes: both travel as an MQTT UTF-8
 /// string, whose length prefix is a u16 ([MQTT-4.7.3-3]).

@@ -12,8 +12,23 @@ use std::collections::HashMap;
 
 /// Hash maps keyed by client-chosen strings: ahash is several times faster
 /// than SipHash on short keys and, with its random per-process keys, still
-/// resists collision floods.
-type Map<K, V> = HashMap<K, V, ahash::RandomState>;
+/// resists collision floods. The keys are the process's ([`ProcessKeys`]),
+/// not each map's: every node has two maps, and a per-map key would add 32
+/// bytes to each (measured in docs/performance.md, "Idle connections").
+type Map<K, V> = HashMap<K, V, ProcessKeys>;
+
+/// A zero-sized hasher builder: ahash with one set of random keys per process.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct ProcessKeys;
+
+static PROCESS_KEYS: std::sync::LazyLock<ahash::RandomState> = std::sync::LazyLock::new(ahash::RandomState::new);
+
+impl std::hash::BuildHasher for ProcessKeys {
+    type Hasher = ahash::AHasher;
+    fn build_hasher(&self) -> ahash::AHasher {
+        PROCESS_KEYS.build_hasher()
+    }
+}
 use std::hash::Hash;
 
 /// One trie node: the filter levels that lead here are the path from the root.
@@ -24,19 +39,20 @@ struct Node<K, V> {
     /// confuses a literal "+" lookup with the wildcard.
     plus: Option<Box<Node<K, V>>>,
     /// Subscriptions whose filter ends exactly at this node.
-    exact: Map<K, V>,
-    /// Subscriptions whose filter is this node's path followed by '#'.
-    multi: Map<K, V>,
+    exact: Entries<K, V>,
+    /// Subscriptions whose filter is this node's path followed by '#';
+    /// `None` while there are none (most nodes), so a node stays small.
+    multi: Option<Box<Map<K, V>>>,
 }
 
 impl<K, V> Node<K, V> {
     fn new() -> Self {
-        Node { children: Map::default(), plus: None, exact: Map::default(), multi: Map::default() }
+        Node { children: Map::default(), plus: None, exact: Entries::Empty, multi: None }
     }
 
     /// A node with nothing in or below it can be cut from the tree.
     fn is_empty(&self) -> bool {
-        self.children.is_empty() && self.plus.is_none() && self.exact.is_empty() && self.multi.is_empty()
+        self.children.is_empty() && self.plus.is_none() && self.exact.is_empty() && self.multi.is_none()
     }
 
     /// Number of children (literal and '+'), used to decide what pruning keeps.
@@ -69,6 +85,97 @@ impl<K, V> Node<K, V> {
             self.children.insert(level.into(), Node::new());
         }
         self.children.get_mut(level).expect("child was just inserted")
+    }
+}
+
+/// A node's exact-match entries. Most nodes that have any hold one (a
+/// client's own topic, a vehicle's feed): kept inline, because a hash map's
+/// first insert allocates room for four entries (about 250 bytes per
+/// subscription, measured in docs/performance.md). A map from the second on.
+enum Entries<K, V> {
+    Empty,
+    One(K, V),
+    Many(Map<K, V>),
+}
+
+impl<K, V> Entries<K, V> {
+    /// `Many` is never left empty, so this is all it takes.
+    fn is_empty(&self) -> bool {
+        matches!(self, Entries::Empty)
+    }
+}
+
+impl<K: Eq + Hash, V> Entries<K, V> {
+    fn insert(&mut self, key: K, value: V) -> Option<V> {
+        match self {
+            Entries::Empty => {
+                *self = Entries::One(key, value);
+                None
+            }
+            Entries::One(k, v) if *k == key => Some(std::mem::replace(v, value)),
+            Entries::One(..) => {
+                let Entries::One(k, v) = std::mem::replace(self, Entries::Empty) else { unreachable!() };
+                let mut map = Map::default();
+                map.insert(k, v);
+                map.insert(key, value);
+                *self = Entries::Many(map);
+                None
+            }
+            Entries::Many(map) => map.insert(key, value),
+        }
+    }
+
+    fn remove<Q>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        match self {
+            Entries::One(k, _) if <K as Borrow<Q>>::borrow(k) == key => {
+                let Entries::One(_, v) = std::mem::replace(self, Entries::Empty) else { unreachable!() };
+                Some(v)
+            }
+            Entries::Many(map) => {
+                let v = map.remove(key)?;
+                if map.is_empty() {
+                    *self = Entries::Empty;
+                }
+                Some(v)
+            }
+            _ => None,
+        }
+    }
+
+    fn get<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        match self {
+            Entries::One(k, v) if <K as Borrow<Q>>::borrow(k) == key => Some(v),
+            Entries::Many(map) => map.get(key),
+            _ => None,
+        }
+    }
+
+    fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        match self {
+            Entries::One(k, v) if <K as Borrow<Q>>::borrow(k) == key => Some(v),
+            Entries::Many(map) => map.get_mut(key),
+            _ => None,
+        }
+    }
+
+    fn for_each(&self, mut f: impl FnMut(&K, &V)) {
+        match self {
+            Entries::Empty => {}
+            Entries::One(k, v) => f(k, v),
+            Entries::Many(map) => map.iter().for_each(|(k, v)| f(k, v)),
+        }
     }
 }
 
@@ -132,8 +239,11 @@ impl<K: Eq + Hash, V> SubscriptionTree<K, V> {
         for level in path {
             node = node.child_or_insert(level);
         }
-        let entries = if multi { &mut node.multi } else { &mut node.exact };
-        let old = entries.insert(key, value);
+        let old = if multi {
+            node.multi.get_or_insert_with(Box::default).insert(key, value)
+        } else {
+            node.exact.insert(key, value)
+        };
         if old.is_none() {
             self.len += 1;
         }
@@ -150,8 +260,16 @@ impl<K: Eq + Hash, V> SubscriptionTree<K, V> {
     {
         let (path, multi) = path_of(filter);
         let node = self.node_mut(path.clone())?;
-        let entries = if multi { &mut node.multi } else { &mut node.exact };
-        let old = entries.remove(key)?;
+        let old = if multi {
+            let entries = node.multi.as_mut()?;
+            let old = entries.remove(key)?;
+            if entries.is_empty() {
+                node.multi = None;
+            }
+            old
+        } else {
+            node.exact.remove(key)?
+        };
         let emptied = node.is_empty();
         self.len -= 1;
         if emptied {
@@ -171,7 +289,7 @@ impl<K: Eq + Hash, V> SubscriptionTree<K, V> {
             node = node.child(level)?;
         }
         if multi {
-            node.multi.get(key)
+            node.multi.as_ref()?.get(key)
         } else {
             node.exact.get(key)
         }
@@ -185,7 +303,7 @@ impl<K: Eq + Hash, V> SubscriptionTree<K, V> {
         let (path, multi) = path_of(filter);
         let node = self.node_mut(path)?;
         if multi {
-            node.multi.get_mut(key)
+            node.multi.as_mut()?.get_mut(key)
         } else {
             node.exact.get_mut(key)
         }
@@ -211,10 +329,12 @@ impl<K: Eq + Hash, V> SubscriptionTree<K, V> {
             let wildcards = pos != 0 || !system;
             if wildcards {
                 // '#' matches whatever is left, including nothing.
-                node.multi.iter().for_each(|(k, v)| f(k, v));
+                if let Some(multi) = node.multi.as_deref() {
+                    multi.iter().for_each(|(k, v)| f(k, v));
+                }
             }
             if pos > topic_str.len() {
-                node.exact.iter().for_each(|(k, v)| f(k, v));
+                node.exact.for_each(&mut f);
                 continue;
             }
             let rest = &topic_str[pos..];
@@ -249,7 +369,7 @@ impl<K: Eq + Hash, V> SubscriptionTree<K, V> {
         let mut keep_depth = 0;
         let mut node = &self.root;
         for (depth, level) in path.clone().enumerate() {
-            if depth > 0 && (!node.exact.is_empty() || !node.multi.is_empty() || node.child_count() > 1) {
+            if depth > 0 && (!node.exact.is_empty() || node.multi.is_some() || node.child_count() > 1) {
                 keep_depth = depth;
             }
             node = match node.child(level) {

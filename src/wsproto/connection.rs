@@ -18,9 +18,11 @@ use crate::model::CloseReason;
 use crate::model::{LastWill, QoS, SubscriptionOptions, WillProperties};
 use crate::topic::TopicName;
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{SinkExt, Stream, StreamExt};
 use pb::frame::Body;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -28,27 +30,36 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_tungstenite::WebSocketStream;
 
-pub async fn serve<S>(ws: WebSocketStream<S>, peer: Peer, broker: Arc<Broker>)
+/// Serves one client until the connection ends. Not an `async fn` itself,
+/// and the rare phases (Connect, admission, goodbye) are boxed: this future
+/// is what every idle connection's task holds (see `mqtt::connection::serve`).
+pub fn serve<S>(ws: WebSocketStream<S>, peer: Peer, broker: Arc<Broker>) -> impl std::future::Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let mut conn = Connection { ws, peer, inbound: None, pending: Vec::new() };
+    run(Connection { ws, peer, inbound: None, pending: Vec::new() }, broker)
+}
+
+async fn run<S>(mut conn: Connection<S>, broker: Arc<Broker>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let timeout = Duration::from_secs(broker.config().mqtt.connect_timeout_secs);
-    let connect = match tokio::time::timeout(timeout, conn.next_inbound()).await {
+    let connect = match Box::pin(tokio::time::timeout(timeout, conn.next_inbound())).await {
         Ok(Ok(Some(Inbound::Frame(Body::Connect(connect))))) => connect,
         Ok(Ok(Some(_))) => {
             let reason = CloseReason::violation(reason::PROTOCOL_ERROR, "the first frame must be Connect");
-            return conn.close(&reason).await;
+            return Box::pin(conn.close(&reason)).await;
         }
-        Ok(Err(reason)) => return conn.close(&reason).await,
+        Ok(Err(reason)) => return Box::pin(conn.close(&reason)).await,
         Ok(Ok(None)) => return,
-        Err(_) => return conn.close(&CloseReason::ConnectTimeout).await,
+        Err(_) => return Box::pin(conn.close(&CloseReason::ConnectTimeout)).await,
     };
     let Some(mut client) = Box::pin(conn.accept_connect(&broker, connect)).await else { return };
     let reason = client.serve(&mut conn).await;
     // Bounded: a client that stopped reading must not hold its task here.
     if reason != CloseReason::WriteTimeout {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), conn.close(&reason)).await;
+        let _ = Box::pin(tokio::time::timeout(std::time::Duration::from_secs(2), conn.close(&reason))).await;
     }
     client.finish(&reason);
     if reason.disconnect_code().is_some() && reason != CloseReason::WriteTimeout {
@@ -78,14 +89,14 @@ where
 {
     const DRAIN_BATCH: usize = 1024;
 
-    async fn receive(&mut self) -> Result<Received, CloseReason> {
-        match self.next_inbound().await? {
+    fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<Result<Received, CloseReason>> {
+        Poll::Ready(match ready!(self.poll_next_inbound(cx))? {
             Some(inbound) => {
                 self.inbound = Some(inbound);
                 Ok(Received::Data)
             }
             None => Ok(Received::Closed),
-        }
+        })
     }
 
     async fn handle(&mut self, client: &mut Client) -> Result<(), CloseReason> {
@@ -317,10 +328,14 @@ where
 
     /// Next heartbeat or frame; `None` when the peer closed.
     async fn next_inbound(&mut self) -> Result<Option<Inbound>, CloseReason> {
-        loop {
-            match self.ws.next().await {
+        std::future::poll_fn(|cx| self.poll_next_inbound(cx)).await
+    }
+
+    fn poll_next_inbound(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Inbound>, CloseReason>> {
+        Poll::Ready(loop {
+            match ready!(Pin::new(&mut self.ws).poll_next(cx)) {
                 Some(Ok(WsMessage::Binary(data))) => {
-                    return decode(&data).map(Some).map_err(|e| match e {
+                    break decode(&data).map(Some).map_err(|e| match e {
                         FrameError::Empty | FrameError::BadHeartbeat(_) => {
                             CloseReason::violation(reason::PROTOCOL_ERROR, e.to_string())
                         }
@@ -328,19 +343,19 @@ where
                     })
                 }
                 Some(Ok(WsMessage::Text(_))) => {
-                    return Err(CloseReason::violation(
+                    break Err(CloseReason::violation(
                         reason::PROTOCOL_ERROR,
                         "text messages are not part of starling.v1; send binary",
                     ))
                 }
-                Some(Ok(WsMessage::Close(_))) | None => return Ok(None),
+                Some(Ok(WsMessage::Close(_))) | None => break Ok(None),
                 Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
                 Some(Err(WsError::Capacity(e))) => {
-                    return Err(CloseReason::violation(reason::PACKET_TOO_LARGE, format!("frame too large: {e}")))
+                    break Err(CloseReason::violation(reason::PACKET_TOO_LARGE, format!("frame too large: {e}")))
                 }
-                Some(Err(e)) => return Err(CloseReason::Io(e.to_string())),
+                Some(Err(e)) => break Err(CloseReason::Io(e.to_string())),
             }
-        }
+        })
     }
 
     /// Queues a frame for the next flush.

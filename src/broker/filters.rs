@@ -1,0 +1,116 @@
+//! [`SessionFilters`]: the filters one session subscribed to, as it sent
+//! them, with their options.
+//!
+//! Owns: the per-session subscription list, kept small for the common case
+//! (a client with one or a few subscriptions holds one exact-size array, not
+//! a hash table: an empty table's first insert would allocate room for four
+//! entries and their control bytes) and switching to a hash map past
+//! [`FEW`] entries, so a client with thousands stays fast.
+//! Must never: route (the broker's subscription tree does), or hold the
+//! session's lock (it lives inside it).
+
+use super::session::SubscriptionRecord;
+use crate::topic::ProcessKeys;
+use std::collections::HashMap;
+
+/// Up to this many, a linear scan of a small array (cheaper than hashing).
+const FEW: usize = 16;
+
+#[derive(Debug)]
+pub enum SessionFilters {
+    Few(Vec<(Box<str>, SubscriptionRecord)>),
+    Many(HashMap<Box<str>, SubscriptionRecord, ProcessKeys>),
+}
+
+impl Default for SessionFilters {
+    fn default() -> Self {
+        SessionFilters::Few(Vec::new())
+    }
+}
+
+impl SessionFilters {
+    /// Adds or replaces `filter`'s record; returns the one it replaced.
+    pub fn insert(&mut self, filter: &str, record: SubscriptionRecord) -> Option<SubscriptionRecord> {
+        match self {
+            SessionFilters::Few(entries) => {
+                if let Some((_, old)) = entries.iter_mut().find(|(f, _)| &**f == filter) {
+                    return Some(std::mem::replace(old, record));
+                }
+                if entries.len() < FEW {
+                    // Exact growth: most sessions hold one or two filters.
+                    entries.reserve_exact(1);
+                    entries.push((filter.into(), record));
+                    return None;
+                }
+                let mut map: HashMap<_, _, ProcessKeys> = entries.drain(..).collect();
+                map.insert(filter.into(), record);
+                *self = SessionFilters::Many(map);
+                None
+            }
+            SessionFilters::Many(map) => map.insert(filter.into(), record),
+        }
+    }
+
+    pub fn remove(&mut self, filter: &str) -> Option<SubscriptionRecord> {
+        match self {
+            SessionFilters::Few(entries) => {
+                let at = entries.iter().position(|(f, _)| &**f == filter)?;
+                let (_, record) = entries.swap_remove(at);
+                entries.shrink_to_fit();
+                Some(record)
+            }
+            SessionFilters::Many(map) => map.remove(filter),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            SessionFilters::Few(entries) => entries.len(),
+            SessionFilters::Many(map) => map.len(),
+        }
+    }
+
+    pub fn contains(&self, filter: &str) -> bool {
+        match self {
+            SessionFilters::Few(entries) => entries.iter().any(|(f, _)| &**f == filter),
+            SessionFilters::Many(map) => map.contains_key(filter),
+        }
+    }
+
+    pub fn iter(&self) -> Box<dyn Iterator<Item = (&str, &SubscriptionRecord)> + '_> {
+        match self {
+            SessionFilters::Few(entries) => Box::new(entries.iter().map(|(f, r)| (&**f, r))),
+            SessionFilters::Many(map) => Box::new(map.iter().map(|(f, r)| (&**f, r))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{QoS, SubscriptionOptions};
+
+    fn record(qos: QoS) -> SubscriptionRecord {
+        SubscriptionRecord { options: SubscriptionOptions { qos, ..Default::default() }, identifier: None }
+    }
+
+    #[test]
+    fn behaves_like_a_map_below_and_above_the_switch() {
+        let mut filters = SessionFilters::default();
+        for i in 0..40 {
+            assert_eq!(filters.insert(&format!("f/{i}"), record(QoS::AtMostOnce)), None);
+            assert_eq!(filters.len(), i + 1);
+            assert_eq!(matches!(filters, SessionFilters::Many(_)), i >= FEW, "at {i}");
+        }
+        assert_eq!(filters.insert("f/3", record(QoS::AtLeastOnce)), Some(record(QoS::AtMostOnce)));
+        assert!(filters.contains("f/39") && !filters.contains("f/40"));
+        assert_eq!(filters.remove("f/3"), Some(record(QoS::AtLeastOnce)));
+        assert_eq!(filters.remove("f/3"), None);
+        assert_eq!(filters.iter().count(), 39);
+        let mut few = SessionFilters::default();
+        few.insert("a", record(QoS::AtMostOnce));
+        few.insert("b", record(QoS::AtMostOnce));
+        assert_eq!(few.remove("a"), Some(record(QoS::AtMostOnce)));
+        assert_eq!(few.iter().map(|(f, _)| f.to_string()).collect::<Vec<_>>(), ["b"]);
+    }
+}
