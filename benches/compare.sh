@@ -5,6 +5,13 @@
 #   benches/compare.sh                       # every scenario, 3 rounds
 #   ROUNDS=5 SCENARIOS="fanout1k p2p500" benches/compare.sh
 #
+# `starling` runs the shipped config.toml (sled storage, the topic classes in
+# topics/ on; the scenarios' topics are neutral, outside every class);
+# `starling-mem` is the same with `--storage memory`, as an extra row. The
+# ws* scenarios run MQTT over WebSocket (Mosquitto's websockets listener;
+# nats-server and rumqttd serve no MQTT over WebSocket here, so they are
+# skipped), the proto* ones starling.v1 (starling only).
+#
 # Method (docs/performance.md): each run starts the broker fresh, pinned to
 # CPU 0 with taskset; the load tool runs pinned to CPU 1. Rounds interleave the
 # brokers (A B C D, A B C D, ...). Results (one JSON per run) and a summary
@@ -15,10 +22,11 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-2}
-BROKERS=${BROKERS:-"starling mosquitto nats rumqttd"}
-SCENARIOS=${SCENARIOS:-"fanout1k fanout5k fanin2k p2p500 p2p500q1 idle idlebare"}
+BROKERS=${BROKERS:-"starling starling-mem mosquitto nats rumqttd"}
+SCENARIOS=${SCENARIOS:-"fanout1k fanout5k fanin2k p2p500 p2p500q1 idle idlebare wsfanout1k wsp2p500 wsidle protofanout1k protoidle"}
 OUT=${OUT:-target/compare}
 PORT=${PORT:-21883}
+WS_PORT=$((PORT + 2))
 BROKER_CPU=${BROKER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 
@@ -53,10 +61,16 @@ start_broker() { # NAME -> echoes PID once the port accepts connections
   rm -rf "$dir"; mkdir -p "$dir"
   case $name in
     starling)
-      set -- "$STARLING" serve --storage memory --mqtt-bind 127.0.0.1:$PORT --ws-bind 127.0.0.1:0 --http-bind 127.0.0.1:0 ;;
+      # The shipped configuration: sled under the run directory, classes on.
+      set -- "$STARLING" serve --config config.toml --data-dir "$dir/data" \
+        --mqtt-bind 127.0.0.1:$PORT --ws-bind 127.0.0.1:$WS_PORT --http-bind 127.0.0.1:0 ;;
+    starling-mem)
+      set -- "$STARLING" serve --config config.toml --storage memory \
+        --mqtt-bind 127.0.0.1:$PORT --ws-bind 127.0.0.1:$WS_PORT --http-bind 127.0.0.1:0 ;;
     mosquitto)
       # set_tcp_nodelay: Mosquitto's best latency (its default leaves Nagle on).
-      printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000\nset_tcp_nodelay true\n' $PORT > "$dir/mosquitto.conf"
+      printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000\nset_tcp_nodelay true\nlistener %s 127.0.0.1\nprotocol websockets\n' \
+        $PORT $WS_PORT > "$dir/mosquitto.conf"
       set -- "$MOSQUITTO" -c "$dir/mosquitto.conf" ;;
     nats)
       printf 'listen: 127.0.0.1:%s\nserver_name: bench\njetstream { store_dir: "%s/js" }\nmqtt { listen: 127.0.0.1:%s }\n' \
@@ -115,18 +129,34 @@ scenario_args() {
     p2p500q1) echo "p2p --pairs 500 --size 256 --rate max --qos 1" ;;
     idle)     echo "idle --subscribers 19500 --keep-alive 60" ;;
     idlebare) echo "idle --subscribers 19500 --keep-alive 60 --no-subscribe" ;;
+    wsfanout1k) echo "fanout --transport ws-mqtt --publishers 1 --subscribers 1000 --size 64 --rate max" ;;
+    wsp2p500) echo "p2p --transport ws-mqtt --pairs 500 --size 256 --rate max" ;;
+    wsidle)   echo "idle --transport ws-mqtt --subscribers 19500 --keep-alive 60" ;;
+    protofanout1k) echo "fanout --transport ws-proto --publishers 1 --subscribers 1000 --size 64 --rate max" ;;
+    protoidle) echo "idle --transport ws-proto --subscribers 19500 --keep-alive 60" ;;
     *) echo "unknown scenario $1" >&2; exit 2 ;;
+  esac
+}
+
+# Which port a scenario talks to, and whether a broker serves it at all.
+scenario_port() { case $1 in ws*|proto*) echo $WS_PORT ;; *) echo $PORT ;; esac; }
+serves() { # BROKER SCENARIO
+  case $2 in
+    ws*) [[ $1 == starling* || $1 == mosquitto ]] ;;
+    proto*) [[ $1 == starling* ]] ;;
+    *) true ;;
   esac
 }
 
 for round in $(seq 1 "$ROUNDS"); do
   for scenario in $SCENARIOS; do
     for broker in $BROKERS; do
+      serves "$broker" "$scenario" || continue
       pid=$(start_broker "$broker")
       echo "round $round  $scenario  $broker (pid $pid)" >&2
       # shellcheck disable=SC2046
       if ! taskset -c "$LOAD_CPU" "$STARLING" bench $(scenario_args "$scenario") \
-          --broker 127.0.0.1:$PORT --duration "$DURATION" --warmup "$WARMUP" --drain 5 \
+          --broker 127.0.0.1:"$(scenario_port "$scenario")" --duration "$DURATION" --warmup "$WARMUP" --drain 5 \
           --broker-pid "$pid" --json --quiet > "$OUT/results/$scenario.$broker.$round.json" 2> "$OUT/run/$broker/bench.err"; then
         echo "  failed (see $OUT/run/$broker/)" >&2
         rm -f "$OUT/results/$scenario.$broker.$round.json"

@@ -31,6 +31,10 @@ METRICS = {
     "idlebare": [("bytes/conn", lambda r: r["bytes_per_connection"], False, "{:,.0f}"),
                  ("connect s", lambda r: r["connect_secs"], False, "{:.2f}")],
 }
+# The WebSocket and starling.v1 rows are judged like their TCP counterparts.
+for alias, base in [("wsfanout1k", "fanout1k"), ("protofanout1k", "fanout1k"), ("wsp2p500", "p2p500"),
+                    ("wsidle", "idle"), ("protoidle", "idle")]:
+    METRICS[alias] = METRICS[base]
 
 def main():
     results = defaultdict(lambda: defaultdict(list))
@@ -58,7 +62,8 @@ def main():
         if "starling" in by_broker and metrics:
             label, _get, higher, _fmt = metrics[0]
             ours = medians.get(("starling", label))
-            peers = {b: medians.get((b, label)) for b in by_broker if b != "starling"}
+            # Peers only: starling's own extra rows (starling-mem) are not peers.
+            peers = {b: medians.get((b, label)) for b in by_broker if not b.startswith("starling")}
             peers = {b: v for b, v in peers.items() if v}
             if ours and peers:
                 best = max(peers, key=peers.get) if higher else min(peers, key=peers.get)

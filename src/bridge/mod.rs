@@ -607,10 +607,10 @@ impl Edge for BridgeEdge<'_> {
         self.runner.outgoing(self.st, item);
     }
 
-    async fn flush(&mut self) -> Result<(), CloseReason> {
+    fn poll_flush(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), CloseReason>> {
         flush_requests(self.link, self.st);
         self.runner.shared.inflight.store(self.st.inflight.len(), Ordering::Relaxed);
-        Ok(())
+        Poll::Ready(Ok(()))
     }
 }
 

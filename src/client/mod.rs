@@ -131,7 +131,9 @@ pub trait Edge: Send {
         usize::MAX
     }
     /// Writes everything pending with as few calls as it can.
-    fn flush(&mut self) -> impl Future<Output = Result<(), CloseReason>> + Send;
+    /// Poll-based, like `poll_receive`: the loop's future holds no flush
+    /// future (a blocked write is waited for in a boxed slow path).
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CloseReason>>;
 }
 
 /// A connected client: its session, identity and the loop that serves it.
@@ -267,9 +269,7 @@ impl Client {
         shutdown: &mut tokio::sync::watch::Receiver<bool>,
         write_timeout: Duration,
     ) -> Result<(), CloseReason> {
-        let mut flush = std::pin::pin!(edge.flush());
-        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(flush.as_mut().poll(cx))).await;
-        if let std::task::Poll::Ready(result) = first {
+        if let Poll::Ready(result) = std::future::poll_fn(|cx| Poll::Ready(edge.poll_flush(cx))).await {
             return result;
         }
         let kicked = &mut self.kicked;
@@ -278,7 +278,7 @@ impl Client {
                 biased;
                 k = kicked => Err(k.unwrap_or(CloseReason::TakenOver)),
                 _ = shutdown.changed() => Err(CloseReason::ServerShutdown),
-                result = flush => result,
+                result = std::future::poll_fn(|cx| edge.poll_flush(cx)) => result,
                 _ = tokio::time::sleep(write_timeout) => Err(CloseReason::WriteTimeout),
             }
         })

@@ -75,6 +75,7 @@ where
         peer,
         read_buf: BytesMut::new(),
         write_buf: BytesMut::new(),
+        written: 0,
         version: ProtocolVersion::V311,
         read_chunk: READ_CHUNK,
         max_packet,
@@ -83,55 +84,60 @@ where
     run(conn, broker)
 }
 
-async fn run<S: ByteStream>(mut conn: Connection<S>, broker: Arc<Broker>) {
-    let timeout = Duration::from_secs(broker.config().mqtt.connect_timeout_secs);
-    // The connect and admission phases are boxed: a task's future is as
-    // large as its largest state, and an idle connection should pay only for
-    // the small waiting state (see docs/performance.md).
-    let connect = match Box::pin(tokio::time::timeout(timeout, conn.read_connect())).await {
-        // Out of its box at once: the box (and the read buffer the packet's
-        // bytes point into) must not live as long as the connection.
-        Ok(Ok(connect)) => *connect,
-        Ok(Err(reason)) => {
-            tracing::debug!(peer = %conn.peer.addr, %reason, "connection closed before CONNECT completed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(peer = %conn.peer.addr, reason = %CloseReason::ConnectTimeout, "closing");
-            return;
-        }
-    };
-    let Some(mut client) = Box::pin(conn.accept_connect(&broker, connect)).await else { return };
-    conn.release_idle_read_buffer();
-    let reason = client.serve(&mut conn).await;
-    // Saying goodbye is bounded: a client that stopped reading must not hold
-    // its task (and session) here. Boxed, like the other rare phases.
-    if reason != CloseReason::WriteTimeout {
-        let goodbye = async {
-            if let (Some(code), true) = (reason.disconnect_code(), conn.version.is_v5()) {
-                conn.send_now(Packet::Disconnect(Disconnect { reason_code: code, properties: Default::default() }))
-                    .await;
+#[allow(clippy::manual_async_fn)] // deliberate: see the comment inside
+fn run<S: ByteStream>(mut conn: Connection<S>, broker: Arc<Broker>) -> impl std::future::Future<Output = ()> + Send {
+    // An async block, not an `async fn`: the parameters of an `async fn`
+    // are moved into locals, so the future would hold the connection twice.
+    async move {
+        let timeout = Duration::from_secs(broker.config().mqtt.connect_timeout_secs);
+        // The connect and admission phases are boxed: a task's future is as
+        // large as its largest state, and an idle connection should pay only for
+        // the small waiting state (see docs/performance.md).
+        let connect = match Box::pin(tokio::time::timeout(timeout, conn.read_connect())).await {
+            // Out of its box at once: the box (and the read buffer the packet's
+            // bytes point into) must not live as long as the connection.
+            Ok(Ok(connect)) => *connect,
+            Ok(Err(reason)) => {
+                tracing::debug!(peer = %conn.peer.addr, %reason, "connection closed before CONNECT completed");
+                return;
             }
-            let _ = conn.stream.shutdown().await;
+            Err(_) => {
+                tracing::debug!(peer = %conn.peer.addr, reason = %CloseReason::ConnectTimeout, "closing");
+                return;
+            }
         };
-        let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, goodbye)).await;
-    }
-    client.finish(&reason);
-    if reason.disconnect_code().is_some() && reason != CloseReason::WriteTimeout {
-        // Lingering close: our side is shut for writing; read (and discard)
-        // what the client still sends until it closes, for a short while.
-        // Closing a socket with unread input makes the kernel send a reset,
-        // and a reset can destroy the DISCONNECT before the client reads it.
-        // Boxed: this state must not weigh on every idle connection's task.
-        let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, async {
-            let mut scratch = vec![0u8; 4096];
-            while let Ok(n) = conn.stream.read(&mut scratch).await {
-                if n == 0 {
-                    break;
+        let Some(mut client) = Box::pin(conn.accept_connect(&broker, connect)).await else { return };
+        conn.release_idle_read_buffer();
+        let reason = client.serve(&mut conn).await;
+        // Saying goodbye is bounded: a client that stopped reading must not hold
+        // its task (and session) here. Boxed, like the other rare phases.
+        if reason != CloseReason::WriteTimeout {
+            let goodbye = async {
+                if let (Some(code), true) = (reason.disconnect_code(), conn.version.is_v5()) {
+                    conn.send_now(Packet::Disconnect(Disconnect { reason_code: code, properties: Default::default() }))
+                        .await;
                 }
-            }
-        }))
-        .await;
+                let _ = conn.stream.shutdown().await;
+            };
+            let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, goodbye)).await;
+        }
+        client.finish(&reason);
+        if reason.disconnect_code().is_some() && reason != CloseReason::WriteTimeout {
+            // Lingering close: our side is shut for writing; read (and discard)
+            // what the client still sends until it closes, for a short while.
+            // Closing a socket with unread input makes the kernel send a reset,
+            // and a reset can destroy the DISCONNECT before the client reads it.
+            // Boxed: this state must not weigh on every idle connection's task.
+            let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, async {
+                let mut scratch = vec![0u8; 4096];
+                while let Ok(n) = conn.stream.read(&mut scratch).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            }))
+            .await;
+        }
     }
 }
 
@@ -142,6 +148,8 @@ struct Connection<S> {
     peer: Peer,
     read_buf: BytesMut,
     write_buf: BytesMut,
+    /// Bytes of `write_buf` already written (a flush in progress).
+    written: usize,
     version: ProtocolVersion,
     /// Bytes asked for per read (adaptive, see `read_more`).
     read_chunk: usize,
@@ -186,8 +194,8 @@ impl<S: ByteStream> Edge for Connection<S> {
         self.write_delivery(client, item)
     }
 
-    async fn flush(&mut self) -> Result<(), CloseReason> {
-        self.flush_writes().await
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CloseReason>> {
+        self.poll_flush_writes(cx)
     }
 }
 
@@ -640,11 +648,25 @@ where
     }
 
     async fn flush_writes(&mut self) -> Result<(), CloseReason> {
-        if self.write_buf.is_empty() {
-            return Ok(());
+        std::future::poll_fn(|cx| self.poll_flush_writes(cx)).await
+    }
+
+    /// Writes the pending bytes out; `written` keeps the progress across
+    /// polls (cancel safe: the buffer is only cleared once all is written).
+    fn poll_flush_writes(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CloseReason>> {
+        let io = |e: std::io::Error| CloseReason::Io(e.to_string());
+        while self.written < self.write_buf.len() {
+            let n = ready!(Pin::new(&mut self.stream).poll_write(cx, &self.write_buf[self.written..])).map_err(io)?;
+            if n == 0 {
+                return Poll::Ready(Err(CloseReason::Io("the connection took no more bytes".into())));
+            }
+            self.written += n;
         }
-        self.stream.write_all(&self.write_buf).await.map_err(|e| CloseReason::Io(e.to_string()))?;
-        self.stream.flush().await.map_err(|e| CloseReason::Io(e.to_string()))?;
+        if self.write_buf.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(Pin::new(&mut self.stream).poll_flush(cx)).map_err(io)?;
+        self.written = 0;
         // Written out: give the buffer back unless it is small. A busy writer
         // pays one allocation per write; an idle connection holds nothing.
         if self.write_buf.capacity() > SMALL_BUFFER {
@@ -652,7 +674,7 @@ where
         } else {
             self.write_buf.clear();
         }
-        Ok(())
+        Poll::Ready(Ok(()))
     }
 
     /// Writes one packet immediately (used around connect and close).

@@ -18,7 +18,7 @@ use crate::model::CloseReason;
 use crate::model::{LastWill, QoS, SubscriptionOptions, WillProperties};
 use crate::topic::TopicName;
 use bytes::Bytes;
-use futures_util::{SinkExt, Stream, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use pb::frame::Body;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -37,39 +37,44 @@ pub fn serve<S>(ws: WebSocketStream<S>, peer: Peer, broker: Arc<Broker>) -> impl
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    run(Connection { ws, peer, inbound: None, pending: Vec::new() }, broker)
+    run(Connection { ws, peer, inbound: None, pending: Vec::new(), fed: 0 }, broker)
 }
 
-async fn run<S>(mut conn: Connection<S>, broker: Arc<Broker>)
+#[allow(clippy::manual_async_fn)] // deliberate: see the comment inside
+fn run<S>(mut conn: Connection<S>, broker: Arc<Broker>) -> impl std::future::Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let timeout = Duration::from_secs(broker.config().mqtt.connect_timeout_secs);
-    let connect = match Box::pin(tokio::time::timeout(timeout, conn.next_inbound())).await {
-        Ok(Ok(Some(Inbound::Frame(Body::Connect(connect))))) => connect,
-        Ok(Ok(Some(_))) => {
-            let reason = CloseReason::violation(reason::PROTOCOL_ERROR, "the first frame must be Connect");
-            return Box::pin(conn.close(&reason)).await;
+    // An async block, not an `async fn`: the connection is held once (see
+    // `mqtt::connection::run`).
+    async move {
+        let timeout = Duration::from_secs(broker.config().mqtt.connect_timeout_secs);
+        let connect = match Box::pin(tokio::time::timeout(timeout, conn.next_inbound())).await {
+            Ok(Ok(Some(Inbound::Frame(Body::Connect(connect))))) => connect,
+            Ok(Ok(Some(_))) => {
+                let reason = CloseReason::violation(reason::PROTOCOL_ERROR, "the first frame must be Connect");
+                return Box::pin(conn.close(&reason)).await;
+            }
+            Ok(Err(reason)) => return Box::pin(conn.close(&reason)).await,
+            Ok(Ok(None)) => return,
+            Err(_) => return Box::pin(conn.close(&CloseReason::ConnectTimeout)).await,
+        };
+        let Some(mut client) = Box::pin(conn.accept_connect(&broker, connect)).await else { return };
+        let reason = client.serve(&mut conn).await;
+        // Bounded: a client that stopped reading must not hold its task here.
+        if reason != CloseReason::WriteTimeout {
+            let _ = Box::pin(tokio::time::timeout(std::time::Duration::from_secs(2), conn.close(&reason))).await;
         }
-        Ok(Err(reason)) => return Box::pin(conn.close(&reason)).await,
-        Ok(Ok(None)) => return,
-        Err(_) => return Box::pin(conn.close(&CloseReason::ConnectTimeout)).await,
-    };
-    let Some(mut client) = Box::pin(conn.accept_connect(&broker, connect)).await else { return };
-    let reason = client.serve(&mut conn).await;
-    // Bounded: a client that stopped reading must not hold its task here.
-    if reason != CloseReason::WriteTimeout {
-        let _ = Box::pin(tokio::time::timeout(std::time::Duration::from_secs(2), conn.close(&reason))).await;
-    }
-    client.finish(&reason);
-    if reason.disconnect_code().is_some() && reason != CloseReason::WriteTimeout {
-        // Lingering close (as for MQTT): read until the client answers our
-        // close frame, so what it still sends cannot reset the connection
-        // before it has read why it was closed.
-        let _ = Box::pin(tokio::time::timeout(std::time::Duration::from_secs(2), async {
-            while let Some(Ok(_)) = conn.ws.next().await {}
-        }))
-        .await;
+        client.finish(&reason);
+        if reason.disconnect_code().is_some() && reason != CloseReason::WriteTimeout {
+            // Lingering close (as for MQTT): read until the client answers our
+            // close frame, so what it still sends cannot reset the connection
+            // before it has read why it was closed.
+            let _ = Box::pin(tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                while let Some(Ok(_)) = conn.ws.next().await {}
+            }))
+            .await;
+        }
     }
 }
 
@@ -81,6 +86,8 @@ struct Connection<S> {
     inbound: Option<Inbound>,
     /// Frames encoded since the last flush (fed to the WebSocket together).
     pending: Vec<WsMessage>,
+    /// How many of `pending` were fed (a flush in progress).
+    fed: usize,
 }
 
 impl<S> Edge for Connection<S>
@@ -131,17 +138,26 @@ where
         }
     }
 
-    async fn flush(&mut self) -> Result<(), CloseReason> {
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CloseReason>> {
+        let io = |e: WsError| CloseReason::Io(e.to_string());
         if self.pending.is_empty() {
-            return Ok(());
+            return Poll::Ready(Ok(()));
         }
-        for message in self.pending.drain(..) {
-            self.ws.feed(message).await.map_err(|e| CloseReason::Io(e.to_string()))?;
+        // Fed one by one; `fed` keeps the progress across polls.
+        while self.fed < self.pending.len() {
+            ready!(Pin::new(&mut self.ws).poll_ready(cx)).map_err(io)?;
+            let message = std::mem::replace(&mut self.pending[self.fed], WsMessage::Binary(Bytes::new()));
+            Pin::new(&mut self.ws).start_send(message).map_err(io)?;
+            self.fed += 1;
         }
+        ready!(Pin::new(&mut self.ws).poll_flush(cx)).map_err(io)?;
+        self.fed = 0;
         if self.pending.capacity() > 64 {
             self.pending = Vec::new();
+        } else {
+            self.pending.clear();
         }
-        self.ws.flush().await.map_err(|e| CloseReason::Io(e.to_string()))
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -371,7 +387,7 @@ where
     /// the server's reasons), then closes the WebSocket.
     async fn close(&mut self, reason: &CloseReason) {
         // What the loop had queued (a last PubAck) goes out before the goodbye.
-        let _ = Edge::flush(self).await;
+        let _ = std::future::poll_fn(|cx| Edge::poll_flush(self, cx)).await;
         if let Some(code) = reason.disconnect_code() {
             let text = reason.to_string();
             let frame = match reason {
