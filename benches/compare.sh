@@ -8,8 +8,8 @@
 # `starling` runs the shipped config.toml (sled storage, the topic classes in
 # topics/ on; the scenarios' topics are neutral, outside every class);
 # `starling-mem` is the same with `--storage memory`, as an extra row. The
-# ws* scenarios run MQTT over WebSocket (Mosquitto's websockets listener;
-# nats-server and rumqttd serve no MQTT over WebSocket here, so they are
+# ws* scenarios run MQTT over WebSocket (Mosquitto's websockets listener,
+# nats-server's websocket listener at /mqtt; rumqttd is built without it and
 # skipped), the proto* ones starling.v1 (starling only).
 #
 # Method (docs/performance.md): each run starts the broker fresh, pinned to
@@ -73,8 +73,9 @@ start_broker() { # NAME -> echoes PID once the port accepts connections
         $PORT $WS_PORT > "$dir/mosquitto.conf"
       set -- "$MOSQUITTO" -c "$dir/mosquitto.conf" ;;
     nats)
-      printf 'listen: 127.0.0.1:%s\nserver_name: bench\njetstream { store_dir: "%s/js" }\nmqtt { listen: 127.0.0.1:%s }\n' \
-        $((PORT + 1)) "$dir" $PORT > "$dir/nats.conf"
+      # MQTT over WebSocket: nats-server's websocket listener, path /mqtt.
+      printf 'listen: 127.0.0.1:%s\nserver_name: bench\njetstream { store_dir: "%s/js" }\nmqtt { listen: 127.0.0.1:%s }\nwebsocket { listen: 127.0.0.1:%s, no_tls: true }\n' \
+        $((PORT + 1)) "$dir" $PORT $WS_PORT > "$dir/nats.conf"
       set -- nats-server -c "$dir/nats.conf" ;;
     rumqttd)
       cat > "$dir/rumqttd.toml" <<TOML
@@ -142,7 +143,7 @@ scenario_args() {
 scenario_port() { case $1 in ws*|proto*) echo $WS_PORT ;; *) echo $PORT ;; esac; }
 serves() { # BROKER SCENARIO
   case $2 in
-    ws*) [[ $1 == starling* || $1 == mosquitto ]] ;;
+    ws*) [[ $1 != rumqttd ]] ;;
     proto*) [[ $1 == starling* ]] ;;
     *) true ;;
   esac

@@ -110,3 +110,31 @@ async fn unsubscribe_stops_delivery() {
     assert_eq!(sub.next_publish().await.topic, "b");
     server.shutdown().await.unwrap();
 }
+
+/// A client need not wait for CONNACK ([MQTT-3.1.4], "Clients are permitted
+/// to send further Control Packets immediately after sending a CONNECT"):
+/// packets that arrive in the same read as CONNECT are answered at once, not
+/// only when more input arrives.
+#[tokio::test]
+async fn packets_written_right_behind_connect_are_answered_without_more_input() {
+    use starling::model::QoS;
+    use starling::mqtt::encode::encode;
+    use starling::mqtt::packet::{Packet, ProtocolVersion};
+    let server = start_memory().await;
+    for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+        let mut client = raw::Raw::open(server.mqtt_addr(), version).await;
+        let mut bytes = bytes::BytesMut::new();
+        encode(&Packet::Connect(Box::new(raw::connect_packet(version, "eager"))), version, &mut bytes);
+        encode(&raw::subscribe_packet(1, "eager/#", QoS::AtLeastOnce), version, &mut bytes);
+        client.send_bytes(&bytes).await;
+        match within("CONNACK", client.recv()).await {
+            Some(Packet::ConnAck(ack)) => assert_eq!(ack.reason_code, 0, "{version:?}"),
+            other => panic!("{version:?}: expected CONNACK, got {other:?}"),
+        }
+        match within("SUBACK for the SUBSCRIBE sent with CONNECT", client.recv()).await {
+            Some(Packet::SubAck(ack)) => assert_eq!(ack.packet_id, 1, "{version:?}"),
+            other => panic!("{version:?}: expected SUBACK, got {other:?}"),
+        }
+    }
+    server.shutdown().await.unwrap();
+}

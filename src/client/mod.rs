@@ -205,6 +205,12 @@ impl Client {
             self.session.set_credentials_expire_ms(at.max(1));
         }
         let write_timeout = Duration::from_secs(self.broker.config().mqtt.write_timeout_secs);
+        // Input that arrived with the connect (a client need not wait for
+        // the acknowledgement, [MQTT-3.1.4]) is handled now, not when more
+        // input happens to arrive.
+        if let Err(reason) = Box::pin(edge.handle(self)).await {
+            return reason;
+        }
         loop {
             // Drain what the outbox holds (bounded), then write once. A write
             // that does not complete in time closes the connection; takeover
