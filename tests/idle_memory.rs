@@ -10,7 +10,8 @@
 //! SUBSCRIBE bytes, so they hold no heap memory of their own while the count
 //! is taken. `STARLING_IDLE_CONNECTIONS` changes how many (default 1,000).
 
-use starling::config::{Config, StorageBackend};
+mod common;
+
 use starling::server::Server;
 use starling::wsproto::{self, pb};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -158,18 +159,6 @@ struct PerConnection {
     breakdown: Vec<(usize, f64)>,
 }
 
-fn config() -> Config {
-    let mut config = Config::default();
-    config.mqtt.bind = "127.0.0.1:0".parse().unwrap();
-    config.websocket.bind = "127.0.0.1:0".parse().unwrap();
-    config.http.bind = "127.0.0.1:0".parse().unwrap();
-    config.sys.interval_secs = 0;
-    config.monitor.interval_secs = 0;
-    config.storage.backend = StorageBackend::Memory;
-    config.classes.dir = std::path::PathBuf::new();
-    config
-}
-
 fn connections_to_open() -> usize {
     let wanted = std::env::var("STARLING_IDLE_CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
     // Each connection takes two descriptors here (client and broker side).
@@ -179,7 +168,7 @@ fn connections_to_open() -> usize {
 
 fn measure(door: Door, subscribe: bool) -> PerConnection {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let server = runtime.block_on(Server::start(config())).expect("broker starts");
+    let server = runtime.block_on(Server::start(common::memory_config())).expect("broker starts");
     let addr = match door {
         Door::MqttTcp => server.mqtt_addr(),
         _ => server.ws_addr(),

@@ -24,11 +24,6 @@ impl Session {
         std::task::Poll::Pending
     }
 
-    /// Waits until deliveries may be waiting (see [`Session::poll_deliveries`]).
-    pub async fn notified(&self) {
-        std::future::poll_fn(|cx| self.poll_deliveries(cx)).await
-    }
-
     /// Marks deliveries as waiting and wakes the attached connection's task.
     pub(super) fn wake_writer(&self) {
         self.wake_pending.store(true, Ordering::Release);
