@@ -259,9 +259,12 @@ impl Client {
     }
 
     /// Input arrived (or the connection started): the keep-alive runs anew.
+    /// On every read, so the coarse clock (a load, no clock call): the sweep
+    /// runs once a second, a millisecond either way does not matter.
     fn keep_alive_from_now(&self) {
         if let Some(liveness) = self.liveness {
-            self.session.set_silent_deadline_ms((now_ms() + liveness.as_millis() as u64).max(1));
+            let now = crate::broker::clock::coarse_now_ms();
+            self.session.set_silent_deadline_ms((now + liveness.as_millis() as u64).max(1));
         }
     }
 

@@ -11,6 +11,7 @@
 //! unwritten bytes (a writer beyond that waits for the socket, which is how
 //! the client core's write timeout sees a slow reader).
 
+use bytes::{Buf, BytesMut};
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -42,9 +43,8 @@ impl<S> ReadReady for tokio_rustls::server::TlsStream<S> {}
 
 pub struct Buffered<S> {
     inner: S,
-    /// Read ahead, not yet handed out: `read[start..]`. Empty: no allocation.
-    read: Vec<u8>,
-    start: usize,
+    /// Read ahead, not yet handed out. Empty: no allocation.
+    read: BytesMut,
     /// Written by the codec, not yet by the socket: `write[written..]`.
     write: Vec<u8>,
     written: usize,
@@ -52,39 +52,29 @@ pub struct Buffered<S> {
 
 impl<S> Buffered<S> {
     pub fn new(inner: S) -> Self {
-        Buffered { inner, read: Vec::new(), start: 0, write: Vec::new(), written: 0 }
-    }
-
-    /// Bytes read ahead and not yet handed out.
-    fn unread(&self) -> &[u8] {
-        &self.read[self.start..]
+        Buffered { inner, read: BytesMut::new(), write: Vec::new(), written: 0 }
     }
 }
 
 impl<S: AsyncRead + ReadReady + Unpin> AsyncRead for Buffered<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.unread().is_empty() {
+        if this.read.is_empty() {
             // A caller asking for a lot gets it straight from the socket.
             if buf.remaining() >= READ_AHEAD {
                 return Pin::new(&mut this.inner).poll_read(cx, buf);
             }
             ready!(this.inner.poll_read_ready(cx))?;
-            let mut ahead = vec![0u8; READ_AHEAD];
-            let mut filled = ReadBuf::new(&mut ahead);
+            let mut ahead = BytesMut::with_capacity(READ_AHEAD);
             // Readiness can be stale: then nothing is kept while waiting.
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut filled))?;
-            let n = filled.filled().len();
-            ahead.truncate(n);
+            ready!(tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut ahead))?;
             this.read = ahead;
-            this.start = 0;
         }
-        let n = this.unread().len().min(buf.remaining());
-        buf.put_slice(&this.read[this.start..this.start + n]);
-        this.start += n;
-        if this.start == this.read.len() {
-            this.read = Vec::new();
-            this.start = 0;
+        let n = this.read.len().min(buf.remaining());
+        buf.put_slice(&this.read[..n]);
+        this.read.advance(n);
+        if this.read.is_empty() {
+            this.read = BytesMut::new();
         }
         Poll::Ready(Ok(()))
     }
