@@ -3,10 +3,14 @@
 //! it. Used by the JavaScript client and browser tests (the test command
 //! installs Node dependencies and Chromium).
 
-use super::within;
+use super::within_for;
 use std::process::Stdio;
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// See [`NodeScript::line`].
+const LINE_WAIT: Duration = Duration::from_secs(60);
 
 pub struct NodeScript {
     child: Child,
@@ -32,8 +36,12 @@ impl NodeScript {
         NodeScript { child, lines, stdin }
     }
 
+    /// The next line. The bound is longer than any one wait inside a script
+    /// (10 s each in tests/js/chromium.mjs), and a step may chain several:
+    /// when a script is stuck it fails first and names what it waited for,
+    /// instead of this side timing out with nothing to say.
     pub async fn line(&mut self) -> String {
-        within("a line from the node script", self.lines.next_line())
+        within_for(LINE_WAIT, "a line from the node script", self.lines.next_line())
             .await
             .unwrap()
             .expect("the node script ended early (its error is above)")
@@ -53,7 +61,7 @@ impl NodeScript {
     pub async fn finish(mut self) {
         self.expect("DONE").await;
         drop(self.stdin.take());
-        let status = within("the node script to exit", self.child.wait()).await.unwrap();
+        let status = within_for(LINE_WAIT, "the node script to exit", self.child.wait()).await.unwrap();
         assert!(status.success(), "node script failed: {status}");
     }
 }
