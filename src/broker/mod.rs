@@ -57,7 +57,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 /// Key of an entry in the subscription tree: one per client and filter, or
 /// one per shared-subscription group and filter.
@@ -119,8 +119,6 @@ pub struct Connected {
     pub assigned_client_id: Option<String>,
     /// Identifies this attachment; pass it back to [`Broker::disconnected`].
     pub connection_id: u64,
-    /// Fires with the reason when the connection must close (takeover, single sign-on).
-    pub kicked: oneshot::Receiver<CloseReason>,
     /// Unacknowledged deliveries from before, to resend first (DUP set).
     pub resend: Vec<Outgoing>,
     /// Session expiry after applying the configured cap.

@@ -62,7 +62,7 @@ impl Broker {
             }
         };
         drop(sessions);
-        let (kicked, resend) = session.attach(connection_id, send_window, request.device.clone(), request.attachment);
+        let resend = session.attach(connection_id, send_window, request.device.clone(), request.attachment);
         if session.is_persistent() {
             session.save();
         } else if session_present {
@@ -74,7 +74,6 @@ impl Broker {
             session_present,
             assigned_client_id: assigned,
             connection_id,
-            kicked,
             resend,
             session_expiry_secs: expiry,
         })

@@ -178,16 +178,16 @@ pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Resu
             broker: broker.clone(),
             session: connected.session,
             identity,
-            kicked: connected.kicked,
+            close_waker: None,
             connection_id: connected.connection_id,
             will: info.will.map(Box::new),
             // Silent for 1.5 × keep-alive: closed ([MQTT-3.1.2-22]). No
             // keep-alive still does not mean forever: `mqtt.idle_timeout_secs`.
-            liveness: Some(if keep_alive_secs > 0 {
-                Duration::from_millis(u64::from(keep_alive_secs) * 1500)
+            liveness_ms: if keep_alive_secs > 0 {
+                keep_alive_secs.saturating_mul(1500)
             } else {
-                Duration::from_secs(broker.config().mqtt.idle_timeout_secs)
-            }),
+                u32::try_from(broker.config().mqtt.idle_timeout_secs.saturating_mul(1000)).unwrap_or(u32::MAX)
+            },
             routed: 0,
             yield_before_routing: false,
             batches: 0,
@@ -221,10 +221,10 @@ pub fn attach_trusted(
         broker: broker.clone(),
         session: connected.session,
         identity: Arc::new(Identity::superuser(name)),
-        kicked: connected.kicked,
+        close_waker: None,
         connection_id: connected.connection_id,
         will: None,
-        liveness: None,
+        liveness_ms: 0,
         routed: 0,
         yield_before_routing: false,
         batches: 0,

@@ -24,11 +24,9 @@ use crate::model::{reason, CloseReason, LastWill, QoS, SubscriptionOptions};
 use crate::topic::{parse_subscription, TopicError, TopicName};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::oneshot;
 
 mod admit;
 pub use admit::{admit, attach_trusted, Admitted, ConnectInfo, Peer, Refused};
@@ -143,13 +141,15 @@ pub struct Client {
     broker: Arc<Broker>,
     session: Arc<Session>,
     identity: Arc<Identity>,
-    /// Fires when the connection must close (takeover, single sign-on).
-    kicked: oneshot::Receiver<CloseReason>,
+    /// The waker this connection left with its session, to be told when it
+    /// must close (takeover, shutdown, single sign-on; `Session::poll_close`).
+    close_waker: Option<std::task::Waker>,
     connection_id: u64,
     /// Boxed: most connections have none, and it would otherwise weigh on
     /// every connection's task.
     will: Option<Box<LastWill>>,
-    liveness: Option<Duration>,
+    /// How long the client may stay silent (ms; 0: no limit).
+    liveness_ms: u32,
     /// Deliveries routed since this task last yielded.
     routed: usize,
     /// Whether the next publish goes behind the ready tasks first (see `publish`).
@@ -204,7 +204,6 @@ impl Client {
         if let Some(at) = self.identity.expires_at_ms {
             self.session.set_credentials_expire_ms(at.max(1));
         }
-        let write_timeout = Duration::from_secs(self.broker.config().mqtt.write_timeout_secs);
         // Input that arrived with the connect (a client need not wait for
         // the acknowledgement, [MQTT-3.1.4]) is handled now, not when more
         // input happens to arrive.
@@ -216,8 +215,17 @@ impl Client {
             // that does not complete in time closes the connection; takeover
             // and shutdown are still seen while it waits.
             self.drain(edge, &mut outgoing);
-            if let Err(reason) = self.flush_bounded(edge, &mut shutdown, write_timeout).await {
-                return reason;
+            // Most writes complete at once; a blocked one waits in a boxed
+            // slow path (its timer and select must not enlarge every idle
+            // connection's task).
+            match std::future::poll_fn(|cx| Poll::Ready(edge.poll_flush(cx))).await {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(reason)) => return reason,
+                Poll::Pending => {
+                    if let Err(reason) = Box::pin(self.flush_blocked(edge, &mut shutdown)).await {
+                        return reason;
+                    }
+                }
             }
             if *shutdown.borrow() {
                 return CloseReason::ServerShutdown;
@@ -227,13 +235,13 @@ impl Client {
             // connection's task holds no future for any of them (its size is
             // every idle connection's cost; docs/performance.md).
             let woke = std::future::poll_fn(|cx| {
-                if let Poll::Ready(kicked) = Pin::new(&mut self.kicked).poll(cx) {
-                    return Poll::Ready(Woke::Kicked(kicked.unwrap_or(CloseReason::TakenOver)));
+                if let Poll::Ready(reason) = self.session.poll_close(self.connection_id, &mut self.close_waker, cx) {
+                    return Poll::Ready(Woke::Kicked(reason));
                 }
                 if let Poll::Ready(received) = edge.poll_receive(cx) {
                     return Poll::Ready(Woke::Received(received));
                 }
-                self.session.poll_deliveries(cx).map(|()| Woke::Deliveries)
+                self.session.poll_deliveries(self.connection_id, cx).map(|()| Woke::Deliveries)
             })
             .await;
             match woke {
@@ -262,36 +270,29 @@ impl Client {
     /// On every read, so the coarse clock (a load, no clock call): the sweep
     /// runs once a second, a millisecond either way does not matter.
     fn keep_alive_from_now(&self) {
-        if let Some(liveness) = self.liveness {
+        if self.liveness_ms > 0 {
             let now = crate::broker::clock::coarse_now_ms();
-            self.session.set_silent_deadline_ms((now + liveness.as_millis() as u64).max(1));
+            self.session.set_silent_deadline_ms((now + u64::from(self.liveness_ms)).max(1));
         }
     }
 
-    /// Writes what the edge has pending. Most writes complete at once and
-    /// arm no timer; a blocked one is bounded by `write_timeout` and still
-    /// sees a kick or shutdown. The slow path is boxed: it is rare, and its
-    /// timer must not enlarge every idle connection's task.
-    async fn flush_bounded<E: Edge>(
+    /// A write the socket could not take at once: bounded by
+    /// `mqtt.write_timeout_secs` (the client stopped reading), and still
+    /// ended by a kick or shutdown.
+    async fn flush_blocked<E: Edge>(
         &mut self,
         edge: &mut E,
         shutdown: &mut tokio::sync::watch::Receiver<bool>,
-        write_timeout: Duration,
     ) -> Result<(), CloseReason> {
-        if let Poll::Ready(result) = std::future::poll_fn(|cx| Poll::Ready(edge.poll_flush(cx))).await {
-            return result;
+        let write_timeout = Duration::from_secs(self.broker.config().mqtt.write_timeout_secs);
+        let (session, connection_id, close_waker) = (&self.session, self.connection_id, &mut self.close_waker);
+        tokio::select! {
+            biased;
+            reason = std::future::poll_fn(|cx| session.poll_close(connection_id, close_waker, cx)) => Err(reason),
+            _ = shutdown.changed() => Err(CloseReason::ServerShutdown),
+            result = std::future::poll_fn(|cx| edge.poll_flush(cx)) => result,
+            _ = tokio::time::sleep(write_timeout) => Err(CloseReason::WriteTimeout),
         }
-        let kicked = &mut self.kicked;
-        Box::pin(async move {
-            tokio::select! {
-                biased;
-                k = kicked => Err(k.unwrap_or(CloseReason::TakenOver)),
-                _ = shutdown.changed() => Err(CloseReason::ServerShutdown),
-                result = std::future::poll_fn(|cx| edge.poll_flush(cx)) => result,
-                _ = tokio::time::sleep(write_timeout) => Err(CloseReason::WriteTimeout),
-            }
-        })
-        .await
     }
 
     /// Ends the session's attachment: publishes or schedules the will, and

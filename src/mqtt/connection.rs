@@ -72,7 +72,7 @@ where
     let max_packet = broker.config().mqtt.max_packet_size as usize;
     let conn = Connection {
         stream,
-        peer,
+        peer: Some(Box::new(peer)),
         read_buf: BytesMut::new(),
         write_buf: BytesMut::new(),
         written: 0,
@@ -98,15 +98,17 @@ fn run<S: ByteStream>(mut conn: Connection<S>, broker: Arc<Broker>) -> impl std:
             // bytes point into) must not live as long as the connection.
             Ok(Ok(connect)) => *connect,
             Ok(Err(reason)) => {
-                tracing::debug!(peer = %conn.peer.addr, %reason, "connection closed before CONNECT completed");
+                tracing::debug!(peer = ?conn.peer_addr(), %reason, "connection closed before CONNECT completed");
                 return;
             }
             Err(_) => {
-                tracing::debug!(peer = %conn.peer.addr, reason = %CloseReason::ConnectTimeout, "closing");
+                tracing::debug!(peer = ?conn.peer_addr(), reason = %CloseReason::ConnectTimeout, "closing");
                 return;
             }
         };
         let Some(mut client) = Box::pin(conn.accept_connect(&broker, connect)).await else { return };
+        // Admitted: who the peer is now lives in the client and its session.
+        conn.peer = None;
         conn.release_idle_read_buffer();
         let reason = client.serve(&mut conn).await;
         // Saying goodbye is bounded: a client that stopped reading must not hold
@@ -145,7 +147,9 @@ fn run<S: ByteStream>(mut conn: Connection<S>, broker: Arc<Broker>) -> impl std:
 /// the spec scopes to one network connection.
 struct Connection<S> {
     stream: S,
-    peer: Peer,
+    /// Until the client is admitted (boxed and then dropped: every idle
+    /// connection's task would otherwise carry it).
+    peer: Option<Box<Peer>>,
     read_buf: BytesMut,
     write_buf: BytesMut,
     /// Bytes of `write_buf` already written (a flush in progress).
@@ -164,16 +168,25 @@ struct Connection<S> {
 struct ConnectionState {
     /// Session expiry asked for at CONNECT; MQTT 5 forbids raising it from 0 at DISCONNECT.
     connect_expiry: u32,
-    /// (The process's hash keys: an empty map is 32 bytes, not 48.)
-    inbound_aliases: HashMap<u16, String, crate::topic::ProcessKeys>,
-    /// Aliases we assigned for topics sent to the client.
-    outbound_aliases: HashMap<TopicName, u16, crate::topic::ProcessKeys>,
+    /// Topic aliases, boxed on first use: only MQTT 5 clients that use them
+    /// have any, and this state is in every connection.
+    aliases: Option<Box<TopicAliases>>,
     outbound_alias_max: u16,
     /// Client's Maximum Packet Size; larger deliveries are dropped ([MQTT-3.1.2-24]).
     client_max_packet: usize,
     /// The broker's topic alias maximum towards us.
     topic_alias_maximum: u16,
     receive_maximum: u16,
+}
+
+/// MQTT 5 topic aliases of one connection, in both directions. (The
+/// process's hash keys: an empty map is 32 bytes, not 48.)
+#[derive(Default)]
+struct TopicAliases {
+    /// Set by the client for topics it publishes to.
+    inbound: HashMap<u16, String, crate::topic::ProcessKeys>,
+    /// Assigned by us for topics sent to the client.
+    outbound: HashMap<TopicName, u16, crate::topic::ProcessKeys>,
 }
 
 impl<S: ByteStream> Edge for Connection<S> {
@@ -203,6 +216,11 @@ impl<S> Connection<S>
 where
     S: ByteStream,
 {
+    /// The peer's address, for logs before admission.
+    fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.peer.as_ref().map(|p| p.addr)
+    }
+
     // ---- CONNECT -----------------------------------------------------------
 
     async fn read_connect(&mut self) -> Result<Box<Connect>, CloseReason> {
@@ -233,7 +251,7 @@ where
     }
 
     async fn refuse(&mut self, code: u8, why: &str) {
-        tracing::debug!(peer = %self.peer.addr, code, why, "refusing CONNECT");
+        tracing::debug!(peer = ?self.peer_addr(), code, why, "refusing CONNECT");
         let mut ack = ConnAck { reason_code: code, ..Default::default() };
         if self.version.is_v5() {
             ack.properties.reason_string = Some(why.to_string());
@@ -279,7 +297,8 @@ where
                 ProtocolVersion::V5 => "5",
             },
         };
-        let admitted = match client::admit(broker, &self.peer, info).await {
+        let peer = self.peer.as_deref().expect("the peer is known until admission");
+        let admitted = match client::admit(broker, peer, info).await {
             Ok(admitted) => admitted,
             Err(refused) => {
                 self.refuse(refused.code, &refused.why).await;
@@ -304,8 +323,7 @@ where
         self.write(&Packet::ConnAck(ack));
         *self.state = ConnectionState {
             connect_expiry: requested_expiry,
-            inbound_aliases: HashMap::default(),
-            outbound_aliases: HashMap::default(),
+            aliases: None,
             outbound_alias_max: if v5 { connect.properties.topic_alias_maximum.unwrap_or(0) } else { 0 },
             client_max_packet: connect.properties.maximum_packet_size.map_or(usize::MAX, |m| m as usize),
             topic_alias_maximum: cfg.topic_alias_maximum,
@@ -503,7 +521,7 @@ where
                 ));
             }
             if topic.is_empty() {
-                match self.state.inbound_aliases.get(&alias) {
+                match self.state.aliases.as_ref().and_then(|a| a.inbound.get(&alias)) {
                     Some(t) => topic = t.as_str(),
                     None => {
                         return Err(CloseReason::violation(
@@ -513,7 +531,7 @@ where
                     }
                 }
             } else {
-                self.state.inbound_aliases.insert(alias, topic.to_string());
+                self.state.aliases.get_or_insert_with(Default::default).inbound.insert(alias, topic.to_string());
             }
         }
         TopicName::new(topic).map_err(|e| CloseReason::violation(reason::TOPIC_NAME_INVALID, e.to_string()))
@@ -588,13 +606,15 @@ where
             properties = message_properties(m);
             properties.message_expiry_interval = m.remaining_expiry_secs(now_ms());
             properties.subscription_identifiers = delivery.subscription_ids.clone();
-            if self.state.outbound_alias_max > 0 {
-                if let Some(alias) = self.state.outbound_aliases.get(&m.topic) {
+            let alias_max = self.state.outbound_alias_max as usize;
+            if alias_max > 0 {
+                let aliases = &mut self.state.aliases.get_or_insert_with(Default::default).outbound;
+                if let Some(alias) = aliases.get(&m.topic) {
                     properties.topic_alias = Some(*alias);
                     topic = "";
-                } else if self.state.outbound_aliases.len() < self.state.outbound_alias_max as usize {
-                    let alias = self.state.outbound_aliases.len() as u16 + 1;
-                    self.state.outbound_aliases.insert(m.topic.clone(), alias);
+                } else if aliases.len() < alias_max {
+                    let alias = aliases.len() as u16 + 1;
+                    aliases.insert(m.topic.clone(), alias);
                     properties.topic_alias = Some(alias);
                     new_alias = true;
                 }
@@ -612,8 +632,8 @@ where
         if publish_len(&publish, version) > self.deliverable_size() {
             // [MQTT-3.1.2-25]: discard as if delivered. An alias assigned just
             // now was never seen by the client, so it must not be used later.
-            if new_alias {
-                self.state.outbound_aliases.remove(&m.topic);
+            if let Some(aliases) = self.state.aliases.as_mut().filter(|_| new_alias) {
+                aliases.outbound.remove(&m.topic);
             }
             if packet_id != 0 {
                 client.session().discard_inflight(packet_id);

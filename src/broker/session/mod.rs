@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 
 mod liveness;
 
@@ -88,10 +88,14 @@ pub struct Attachment {
 struct Owner {
     attachment: Box<Attachment>,
     connection_id: u64,
-    /// Fired with the reason to make that connection close (takeover,
-    /// single sign-on).
-    /// `None` once fired: the connection stays the owner until it detaches.
-    kick: Option<oneshot::Sender<CloseReason>>,
+    /// The connection's task, woken when it must close (registered by its
+    /// first idle wait, see `poll_close`). A slot here instead of a channel
+    /// per connection: an idle connection's cost is multiplied by millions.
+    waker: Option<std::task::Waker>,
+    /// Why the connection was asked to close (shutdown, single sign-on, an
+    /// operator, keep-alive); it stays the owner until it detaches.
+    /// Boxed: rare, and a `CloseReason` is 32 bytes in every session.
+    close_reason: Option<Box<CloseReason>>,
     /// The `device` the connection signed in with (single sign-on per device kind).
     device: Option<Arc<str>>,
 }
@@ -107,6 +111,11 @@ pub struct Session {
     /// idle wait holds no future for it (see `poll_deliveries`).
     wake: futures_util::task::AtomicWaker,
     wake_pending: AtomicBool,
+    /// The attached connection's id (0: none) and whether it was asked to
+    /// close: what its idle wait checks without the lock (`poll_close`).
+    /// Written under the state lock.
+    owner_id: AtomicU64,
+    close_asked: AtomicBool,
     /// While attached: when the connection must close unless it sends
     /// something (keep-alive), and when its credentials expire (Unix ms, 0:
     /// never). The broker's once-a-second sweep closes it then, so idle
@@ -151,8 +160,10 @@ struct SessionState {
     #[allow(clippy::box_collection)]
     rate_buckets: Option<Box<HashMap<usize, TokenBucket, ProcessKeys>>>,
     /// Tasks sleeping for this session (will delay, expiry), cancelled on
-    /// the next attach or when the session ends.
-    timers: Vec<tokio::task::AbortHandle>,
+    /// the next attach or when the session ends. Boxed on first use: only
+    /// disconnected sessions have any.
+    #[allow(clippy::box_collection)]
+    timers: Option<Box<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -186,10 +197,12 @@ impl Session {
                 next_seq: 1,
                 disconnected_at_ms: None,
                 congested: false,
-                timers: Vec::new(),
+                timers: None,
             }),
             wake: futures_util::task::AtomicWaker::new(),
             wake_pending: AtomicBool::new(false),
+            owner_id: AtomicU64::new(0),
+            close_asked: AtomicBool::new(false),
             silent_deadline_ms: AtomicU64::new(0),
             credentials_expire_ms: AtomicU64::new(0),
             store,
@@ -265,8 +278,9 @@ impl Session {
     /// stays the owner until it detaches, so the session ends the normal way.
     /// Returns whether a connection was asked.
     pub fn ask_to_close(&self, reason: CloseReason) -> bool {
-        match self.state.lock().owner.as_mut().and_then(|o| o.kick.take()) {
-            Some(kick) => kick.send(reason).is_ok(),
+        let mut st = self.state.lock();
+        match st.owner.as_mut() {
+            Some(owner) => self.ask_owner_to_close(owner, reason),
             None => false,
         }
     }
@@ -276,25 +290,29 @@ impl Session {
         self.state.lock().disconnected_at_ms
     }
 
-    /// Attaches a new connection. Returns the kick receiver for that
-    /// connection and, if another connection was attached, kicks it
-    /// ([`CloseReason::TakenOver`]). Unacknowledged deliveries are returned
-    /// to be resent with DUP set, in their original order ([MQTT-4.4.0-1]).
+    /// Attaches a new connection and, if another connection was attached,
+    /// makes it close ([`CloseReason::TakenOver`]: it is no longer the owner,
+    /// which its idle wait sees, and its task is woken). Unacknowledged
+    /// deliveries are returned to be resent with DUP set, in their original
+    /// order ([MQTT-4.4.0-1]).
     pub fn attach(
         &self,
         connection_id: u64,
         send_window: u16,
         device: Option<Arc<str>>,
         attachment: Attachment,
-    ) -> (oneshot::Receiver<CloseReason>, Vec<Outgoing>) {
-        let (tx, rx) = oneshot::channel();
+    ) -> Vec<Outgoing> {
         let mut st = self.state.lock();
-        if let Some(kick) = st.owner.take().and_then(|old| old.kick) {
-            let _ = kick.send(CloseReason::TakenOver);
+        let old = st.owner.take();
+        st.owner =
+            Some(Owner { attachment: Box::new(attachment), connection_id, waker: None, close_reason: None, device });
+        self.owner_id.store(connection_id, Ordering::SeqCst);
+        self.close_asked.store(false, Ordering::SeqCst);
+        if let Some(waker) = old.and_then(|old| old.waker) {
+            waker.wake();
         }
-        st.owner = Some(Owner { attachment: Box::new(attachment), connection_id, kick: Some(tx), device });
         // A reconnect cancels the will delay and the expiry of the last disconnect.
-        for timer in st.timers.drain(..) {
+        for timer in st.timers.take().into_iter().flat_map(|timers| *timers) {
             timer.abort();
         }
         st.generation += 1;
@@ -314,7 +332,7 @@ impl Session {
         self.credentials_expire_ms.store(0, Ordering::Relaxed);
         // Queued messages may be waiting from the offline period.
         self.wake_writer();
-        (rx, resend)
+        resend
     }
 
     /// Detaches `connection_id` if it is still the owner. Returns whether it
@@ -323,6 +341,7 @@ impl Session {
         let mut st = self.state.lock();
         if st.owner.as_ref().map(|o| o.connection_id) == Some(connection_id) {
             st.owner = None;
+            self.owner_id.store(0, Ordering::SeqCst);
             st.disconnected_at_ms = Some(now_ms());
             self.silent_deadline_ms.store(0, Ordering::Relaxed);
             self.credentials_expire_ms.store(0, Ordering::Relaxed);
@@ -335,21 +354,24 @@ impl Session {
     /// Remembers a timer task of this session (see `Broker::spawn_session_timer`).
     pub fn add_timer(&self, timer: tokio::task::AbortHandle) {
         let mut st = self.state.lock();
-        st.timers.retain(|t| !t.is_finished());
-        st.timers.push(timer);
+        let timers = st.timers.get_or_insert_with(Default::default);
+        timers.retain(|t| !t.is_finished());
+        timers.push(timer);
     }
 
     /// Cancels the session's timer tasks (it ended).
     pub fn cancel_timers(&self) {
-        for timer in std::mem::take(&mut self.state.lock().timers) {
+        for timer in self.state.lock().timers.take().into_iter().flat_map(|timers| *timers) {
             timer.abort();
         }
     }
 
     /// Kicks the attached connection, if any, with `reason`.
     pub fn kick(&self, reason: CloseReason) {
-        if let Some(kick) = self.state.lock().owner.take().and_then(|old| old.kick) {
-            let _ = kick.send(reason);
+        let mut st = self.state.lock();
+        if let Some(mut owner) = st.owner.take() {
+            self.ask_owner_to_close(&mut owner, reason);
+            self.owner_id.store(0, Ordering::SeqCst);
         }
     }
 
@@ -363,10 +385,7 @@ impl Session {
         if owner.connection_id == except || keep(owner.device.as_deref()) {
             return false;
         }
-        match owner.kick.take() {
-            Some(kick) => kick.send(reason).is_ok(),
-            None => false,
-        }
+        self.ask_owner_to_close(owner, reason)
     }
 
     // ---- subscriptions -------------------------------------------------
