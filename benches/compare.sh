@@ -10,7 +10,14 @@
 # `starling-mem` is the same with `--storage memory`, as an extra row. The
 # ws* scenarios run MQTT over WebSocket (Mosquitto's websockets listener,
 # nats-server's websocket listener at /mqtt; rumqttd is built without it and
-# skipped), the proto* ones starling.v1 (starling only).
+# skipped), the proto* ones starling.v1 (starling only). durable500 is QoS 1
+# with persistent sessions (starling on sled, Mosquitto with persistence on,
+# nats-server's JetStream-backed MQTT sessions), with the disk's plain fsync
+# loop (benches/fsync_loop.py) and starling's messages per fsync beside it.
+# vehicles10k runs on the location class (conflation, retained on sled),
+# danmaku5k on the danmaku class (rate limits, sampling, drop-oldest
+# outboxes; gifts from a `server`-role user must all arrive); class rows have
+# no peer and run on starling only.
 #
 # Method (docs/performance.md): each run starts the broker fresh, pinned to
 # CPU 0 with taskset; the load tool runs pinned to CPU 1. Rounds interleave the
@@ -23,10 +30,11 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-2}
 BROKERS=${BROKERS:-"starling starling-mem mosquitto nats rumqttd"}
-SCENARIOS=${SCENARIOS:-"fanout1k fanout5k fanin2k p2p500 p2p500q1 idle idlebare wsfanout1k wsp2p500 wsidle protofanout1k protoidle"}
+SCENARIOS=${SCENARIOS:-"fanout1k fanout5k fanin2k p2p500 p2p500q1 durable500 idle idlebare wsfanout1k wsp2p500 wsidle protofanout1k protoidle vehicles10k danmaku5k"}
 OUT=${OUT:-target/compare}
 PORT=${PORT:-21883}
 WS_PORT=$((PORT + 2))
+HTTP_PORT=$((PORT + 3))
 BROKER_CPU=${BROKER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 
@@ -53,8 +61,8 @@ mkdir -p "$OUT/results" "$OUT/run"
 rm -f "$OUT"/results/*.json
 
 # ---- brokers -----------------------------------------------------------------
-start_broker() { # NAME -> echoes PID once the port accepts connections
-  local name=$1 dir="$OUT/run/$1"
+start_broker() { # NAME SCENARIO -> echoes PID once the port accepts connections
+  local name=$1 scenario=$2 dir="$OUT/run/$1"
   if (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null; then
     echo "port $PORT is already in use: stop what listens there or set PORT" >&2; exit 1
   fi
@@ -62,8 +70,16 @@ start_broker() { # NAME -> echoes PID once the port accepts connections
   case $name in
     starling)
       # The shipped configuration: sled under the run directory, classes on.
-      set -- "$STARLING" serve --config config.toml --data-dir "$dir/data" \
-        --mqtt-bind 127.0.0.1:$PORT --ws-bind 127.0.0.1:$WS_PORT --http-bind 127.0.0.1:0 ;;
+      local config=config.toml
+      if [ "$scenario" = danmaku5k ]; then
+        # Plus one user with the `server` role, who alone may send gifts.
+        echo gift-secret | "$STARLING" passwd "$dir/passwd" gift-service >/dev/null
+        sed "s|^\[auth\]$|[auth]\nchain = [\"password_file\"]\npassword_file = \"$dir/passwd\"\nallow_anonymous = true\nacl_default = \"allow\"|" config.toml > "$dir/config.toml"
+        printf '\n[[auth.roles]]\nuser = "gift-service"\nroles = ["server"]\n' >> "$dir/config.toml"
+        config="$dir/config.toml"
+      fi
+      set -- "$STARLING" serve --config "$config" --data-dir "$dir/data" \
+        --mqtt-bind 127.0.0.1:$PORT --ws-bind 127.0.0.1:$WS_PORT --http-bind 127.0.0.1:$HTTP_PORT ;;
     starling-mem)
       set -- "$STARLING" serve --config config.toml --storage memory \
         --mqtt-bind 127.0.0.1:$PORT --ws-bind 127.0.0.1:$WS_PORT --http-bind 127.0.0.1:0 ;;
@@ -71,6 +87,9 @@ start_broker() { # NAME -> echoes PID once the port accepts connections
       # set_tcp_nodelay: Mosquitto's best latency (its default leaves Nagle on).
       printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000\nset_tcp_nodelay true\nlistener %s 127.0.0.1\nprotocol websockets\n' \
         $PORT $WS_PORT > "$dir/mosquitto.conf"
+      # Durable rows: Mosquitto's persistence on (it saves its database
+      # every autosave_interval and at exit; it does not fsync per message).
+      [ "$scenario" != durable500 ] || printf 'persistence true\npersistence_location %s/\n' "$dir" >> "$dir/mosquitto.conf"
       set -- "$MOSQUITTO" -c "$dir/mosquitto.conf" ;;
     nats)
       # MQTT over WebSocket: nats-server's websocket listener, path /mqtt.
@@ -128,6 +147,10 @@ scenario_args() {
     fanin2k)  echo "fanin --publishers 2000 --subscribers 1 --size 64 --rate 10000 --rate-total" ;;
     p2p500)   echo "p2p --pairs 500 --size 256 --rate max" ;;
     p2p500q1) echo "p2p --pairs 500 --size 256 --rate max --qos 1" ;;
+    durable500) echo "p2p --pairs 500 --size 256 --rate max --qos 1 --persistent" ;;
+    vehicles10k) echo "fanin --publishers 10000 --subscribers 10 --size 64 --rate 1 --topic-prefix fleet --ramp 2000" ;;
+    # 200 comments/s from 200 viewers (1/s each: under the class's 2/s limit), 5 gifts/s.
+    danmaku5k) echo "danmaku --publishers 200 --subscribers 5000 --size 64 --rate 200 --rate-total --topic-prefix bench --gift-rate 5 --gift-username gift-service --gift-password gift-secret" ;;
     idle)     echo "idle --subscribers 19500 --keep-alive 60" ;;
     idlebare) echo "idle --subscribers 19500 --keep-alive 60 --no-subscribe" ;;
     wsfanout1k) echo "fanout --transport ws-mqtt --publishers 1 --subscribers 1000 --size 64 --rate max" ;;
@@ -143,6 +166,8 @@ scenario_args() {
 scenario_port() { case $1 in ws*|proto*) echo $WS_PORT ;; *) echo $PORT ;; esac; }
 serves() { # BROKER SCENARIO
   case $2 in
+    durable*) [[ $1 == starling || $1 == mosquitto || $1 == nats ]] ;;
+    vehicles*|danmaku*) [[ $1 == starling ]] ;;
     ws*) [[ $1 != rumqttd ]] ;;
     proto*) [[ $1 == starling* ]] ;;
     *) true ;;
@@ -153,7 +178,7 @@ for round in $(seq 1 "$ROUNDS"); do
   for scenario in $SCENARIOS; do
     for broker in $BROKERS; do
       serves "$broker" "$scenario" || continue
-      pid=$(start_broker "$broker")
+      pid=$(start_broker "$broker" "$scenario")
       echo "round $round  $scenario  $broker (pid $pid)" >&2
       # shellcheck disable=SC2046
       if ! taskset -c "$LOAD_CPU" "$STARLING" bench $(scenario_args "$scenario") \
@@ -161,10 +186,20 @@ for round in $(seq 1 "$ROUNDS"); do
           --broker-pid "$pid" --json --quiet > "$OUT/results/$scenario.$broker.$round.json" 2> "$OUT/run/$broker/bench.err"; then
         echo "  failed (see $OUT/run/$broker/)" >&2
         rm -f "$OUT/results/$scenario.$broker.$round.json"
+      elif [ "$broker" = starling ] && [ "$scenario" = durable500 ]; then
+        # Group commit: acknowledgements answered per fsync, from /metrics.
+        curl -sf "http://127.0.0.1:$HTTP_PORT/metrics" > "$OUT/run/$broker/metrics.txt" || true
+        python3 benches/summarize.py --add-commit-batch "$OUT/run/$broker/metrics.txt" "$OUT/results/$scenario.$broker.$round.json"
       fi
       stop_broker "$pid"
     done
   done
 done
+
+# The disk's own limit for durable rows: a plain append + fdatasync loop in
+# the directory the brokers' stores used.
+if [[ " $SCENARIOS " == *" durable500 "* ]]; then
+  taskset -c "$BROKER_CPU" python3 benches/fsync_loop.py "$OUT/run" 5 > "$OUT/results/fsync.json"
+fi
 
 python3 benches/summarize.py "$OUT/results" | tee "$OUT/summary.md"

@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Medians and ratios of benches/compare.sh results: one table per scenario.
 
-Usage: summarize.py RESULTS_DIR   (files SCENARIO.BROKER.ROUND.json)
+Usage: summarize.py RESULTS_DIR   (files SCENARIO.BROKER.ROUND.json, and
+       fsync.json from benches/fsync_loop.py)
+       summarize.py --add-commit-batch METRICS_TXT RESULT_JSON
+           adds starling's acknowledgements per fsync (group commit, from its
+           /metrics) to one result as "messages_per_fsync".
 """
 import json
 import statistics
@@ -12,6 +16,12 @@ from pathlib import Path
 # What each scenario is judged on: (label, extract, higher_is_better, format)
 def p99(r):
     return r["latency_ms"]["p99"] if r.get("latency_ms") else None
+
+def ack_p99(r):
+    return r["ack_latency_ms"]["p99"] if r.get("ack_latency_ms") else None
+
+def acked_per_sec(r):
+    return r["acked"] / r["measured_secs"] if r.get("acked") is not None and r.get("measured_secs") else None
 
 METRICS = {
     "fanout1k": [("deliveries/s", lambda r: r["deliveries_per_sec"], True, "{:,.0f}"),
@@ -26,6 +36,18 @@ METRICS = {
                ("p99 ms", p99, False, "{:.1f}")],
     "p2p500q1": [("deliveries/s", lambda r: r["deliveries_per_sec"], True, "{:,.0f}"),
                  ("p99 ms", p99, False, "{:.1f}")],
+    "durable500": [("acked/s", acked_per_sec, True, "{:,.0f}"),
+                   ("ack p99 ms", ack_p99, False, "{:.1f}"),
+                   ("delivery p99 ms", p99, False, "{:.1f}"),
+                   ("msgs per fsync", lambda r: r.get("messages_per_fsync"), True, "{:.1f}")],
+    "vehicles10k": [("p99 ms", p99, False, "{:.2f}"),
+                    ("deliveries/s", lambda r: r["deliveries_per_sec"], True, "{:,.0f}"),
+                    ("delivered %", lambda r: (1 - r["loss_ratio"]) * 100, True, "{:.2f}"),
+                    ("bytes sent/s", lambda r: r.get("received_bytes", 0) / r["measured_secs"], False, "{:,.0f}")],
+    "danmaku5k": [("p99 ms", p99, False, "{:.2f}"),
+                  ("deliveries/s", lambda r: r["deliveries_per_sec"], True, "{:,.0f}"),
+                  ("delivered %", lambda r: (1 - r["loss_ratio"]) * 100, True, "{:.2f}"),
+                  ("gifts delivered", lambda r: f'{r["gifts_received"]}/{r["gifts_expected"]}' if r.get("gifts_expected") else None, True, "{}")],
     "idle": [("bytes/conn", lambda r: r["bytes_per_connection"], False, "{:,.0f}"),
              ("connect s", lambda r: r["connect_secs"], False, "{:.2f}")],
     "idlebare": [("bytes/conn", lambda r: r["bytes_per_connection"], False, "{:,.0f}"),
@@ -36,9 +58,28 @@ for alias, base in [("wsfanout1k", "fanout1k"), ("protofanout1k", "fanout1k"), (
                     ("wsidle", "idle"), ("protoidle", "idle")]:
     METRICS[alias] = METRICS[base]
 
+def add_commit_batch(metrics_txt, result_json):
+    """Sets result["messages_per_fsync"] from the commit batch histogram."""
+    total = count = 0.0
+    for line in Path(metrics_txt).read_text().splitlines():
+        if line.startswith("starling_store_commit_batch_size_sum"):
+            total = float(line.split()[-1])
+        elif line.startswith("starling_store_commit_batch_size_count"):
+            count = float(line.split()[-1])
+    result = json.loads(Path(result_json).read_text())
+    result["messages_per_fsync"] = total / count if count else None
+    result["fsyncs"] = count
+    Path(result_json).write_text(json.dumps(result))
+
 def main():
+    if sys.argv[1] == "--add-commit-batch":
+        add_commit_batch(sys.argv[2], sys.argv[3])
+        return
     results = defaultdict(lambda: defaultdict(list))
-    for f in sorted(Path(sys.argv[1]).glob("*.json")):
+    fsync = Path(sys.argv[1]) / "fsync.json"
+    if fsync.exists():
+        print(f"\nplain fsync loop on this disk: {json.loads(fsync.read_text())['fsyncs_per_sec']:,.0f} fsyncs/s")
+    for f in sorted(Path(sys.argv[1]).glob("*.*.*.json")):
         scenario, broker, _round = f.name[:-5].split(".")
         try:
             results[scenario][broker].append(json.loads(f.read_text()))

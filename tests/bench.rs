@@ -110,3 +110,29 @@ async fn credentials_on_every_transport() {
     }
     server.shutdown().await.unwrap();
 }
+
+/// The rows of the class and durability tables (benches/compare.sh
+/// danmaku5k, durable500): gifts counted apart and every one delivered;
+/// QoS 1 acknowledgements of persistent sessions timed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn danmaku_gifts_and_durable_acknowledgements_are_measured() {
+    let server = start(with_jwt(with_classes(memory_config()))).await;
+    let tcp = server.mqtt_addr();
+    // Viewers are anonymous (loopback); the gift sender has the server role.
+    let gifter = token(json!({"sub": "gift-service", "roles": ["server"]}));
+    let line = format!(
+        "danmaku --broker {tcp} --publishers 5 --subscribers 20 --rate 5 --rate-total --gift-rate 5 --gift-password {gifter} --duration 1 --warmup 0.2 --quiet"
+    );
+    let danmaku = within(&line, starling::bench::run(args(&line))).await.unwrap();
+    assert_eq!(danmaku.connect_failures, 0);
+    assert!(danmaku.gifts_published > 0, "no gifts sent");
+    assert_eq!(danmaku.gifts_received, danmaku.gifts_expected, "every gift reaches every viewer");
+    assert_eq!(danmaku.received, danmaku.expected, "comments under the limits all arrive");
+
+    let line = format!("p2p --broker {tcp} --pairs 5 --rate 50 --qos 1 --persistent --duration 1 --warmup 0.2 --quiet");
+    let durable = within(&line, starling::bench::run(args(&line))).await.unwrap();
+    assert_eq!(durable.received, durable.expected);
+    assert!(durable.acked > 0 && durable.ack_latency_ms.is_some(), "acknowledgements are timed");
+    assert!(durable.received_bytes >= durable.received * 64, "every delivery carries its 64 B payload");
+    server.shutdown().await.unwrap();
+}

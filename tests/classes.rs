@@ -673,6 +673,7 @@ async fn two_thousand_viewers_and_a_stalled_one_memory_stays_bounded() {
         keep_alive: 0,
         username: None,
         password: None,
+        persistent: false,
     };
     let topic = "show/big/danmaku";
 

@@ -45,6 +45,8 @@ pub struct Target {
     /// Credentials every client presents (`--username`, `--password`).
     pub username: Option<String>,
     pub password: Option<String>,
+    /// MQTT: keep the session (`--persistent`).
+    pub persistent: bool,
 }
 
 /// What the run measures from: messages sent before `measure_from_ns` (the
@@ -83,7 +85,7 @@ pub async fn mqtt_connect(target: &Target, source: Option<IpAddr>, client_id: &s
     };
     let connect = Connect {
         protocol: target.version,
-        clean_start: true,
+        clean_start: !target.persistent,
         keep_alive: target.keep_alive,
         client_id: client_id.to_string(),
         will: None,
@@ -91,7 +93,10 @@ pub async fn mqtt_connect(target: &Target, source: Option<IpAddr>, client_id: &s
         // goes with an empty one.
         username: target.username.clone().or_else(|| target.password.as_ref().map(|_| String::new())),
         password: target.password.as_ref().map(|p| bytes::Bytes::copy_from_slice(p.as_bytes())),
-        properties: Default::default(),
+        properties: ConnectProperties {
+            session_expiry_interval: (target.persistent && target.version.is_v5()).then_some(3600),
+            ..Default::default()
+        },
     };
     send(&mut stream, &Packet::Connect(Box::new(connect)), target.version).await?;
     match recv(&mut stream, target.version).await? {
@@ -109,10 +114,14 @@ pub async fn mqtt_subscribe<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<(), String> {
     let subscribe = Subscribe {
         packet_id: 1,
-        filters: vec![SubscribeFilter {
-            filter: filter.to_string(),
-            options: SubscriptionOptions { qos, ..Default::default() },
-        }],
+        // Comma-separated: several filters in one SUBSCRIBE.
+        filters: filter
+            .split(',')
+            .map(|f| SubscribeFilter {
+                filter: f.to_string(),
+                options: SubscriptionOptions { qos, ..Default::default() },
+            })
+            .collect(),
         properties: Default::default(),
     };
     send(stream, &Packet::Subscribe(subscribe), version).await?;
@@ -185,6 +194,10 @@ pub async fn run_mqtt_subscriber<S: AsyncRead + AsyncWrite + Unpin>(
         }
         if consumed.measured > 0 {
             counters.received.fetch_add(consumed.measured, Ordering::Relaxed);
+            counters.received_bytes.fetch_add(consumed.measured_bytes, Ordering::Relaxed);
+        }
+        if consumed.gifts > 0 {
+            counters.gifts_received.fetch_add(consumed.gifts, Ordering::Relaxed);
         }
         if !acks.is_empty() {
             if write_flush(&mut stream, &acks).await.is_err() {
@@ -201,8 +214,11 @@ pub struct Scanned {
     pub bytes: usize,
     /// PUBLISH packets.
     pub publishes: u64,
-    /// PUBLISH packets sent after the warm-up.
+    /// PUBLISH packets sent after the warm-up, and their bytes.
     pub measured: u64,
+    pub measured_bytes: u64,
+    /// Of those, gifts (a topic ending in `/gift`: the danmaku scenario).
+    pub gifts: u64,
 }
 
 /// Walks the complete packets in `buf`: records PUBLISH latencies (payload
@@ -218,6 +234,8 @@ pub fn scan(
 ) -> Scanned {
     let mut pos = 0;
     let mut measured = 0;
+    let mut measured_bytes = 0;
+    let mut gifts = 0;
     let mut publishes = 0;
     while let Some((header_len, remaining)) = fixed_header(&buf[pos..]) {
         let end = pos + header_len + remaining;
@@ -248,6 +266,8 @@ pub fn scan(
                     let sent = u64::from_be_bytes(payload[..8].try_into().unwrap());
                     if sent >= measure_from_ns {
                         measured += 1;
+                        measured_bytes += (end - pos) as u64;
+                        gifts += u64::from(body[2..2 + topic_len].ends_with(b"/gift"));
                         let _ = hist.record((now_ns.saturating_sub(sent) / 1000).max(1));
                     }
                 }
@@ -263,7 +283,7 @@ pub fn scan(
         }
         pos = end;
     }
-    Scanned { bytes: pos, publishes, measured }
+    Scanned { bytes: pos, publishes, measured, measured_bytes, gifts }
 }
 
 fn fixed_header(buf: &[u8]) -> Option<(usize, usize)> {
@@ -292,6 +312,11 @@ pub enum Rate {
     PerSecond(f64),
 }
 
+/// Unacknowledged QoS 1/2 messages a publisher may have at once.
+const ACK_WINDOW: usize = 100;
+/// Send-time slots by packet id (more than the window: see `run_mqtt_publisher`).
+const SENT_SLOTS: usize = 256;
+
 /// Messages encoded per write at max rate: big enough to amortise the
 /// syscall, small enough to keep latency samples fresh.
 const BATCH: u64 = 64;
@@ -313,19 +338,28 @@ pub async fn run_mqtt_publisher<S: AsyncRead + AsyncWrite + Unpin + Send + 'stat
     let (reader, writer) = tokio::io::split(stream);
     let mut reader = Some(reader);
     let writer = Arc::new(AsyncMutex::new(writer));
-    let window = Arc::new(Semaphore::new(if qos == QoS::AtMostOnce { 0 } else { 100 }));
+    let window = Arc::new(Semaphore::new(if qos == QoS::AtMostOnce { 0 } else { ACK_WINDOW }));
+    // When each packet id in flight was sent (the window is smaller than the
+    // slots, and ids count up, so an id's slot is its own until acknowledged).
+    let sent_at: Arc<[AtomicU64]> = (0..SENT_SLOTS).map(|_| AtomicU64::new(0)).collect();
     // QoS 1/2: a reader task turns acknowledgements into window permits.
     let ack_task = (qos != QoS::AtMostOnce).then(|| {
-        let (writer, window, counters) = (writer.clone(), window.clone(), counters.clone());
+        let (writer, window, counters, sent_at) = (writer.clone(), window.clone(), counters.clone(), sent_at.clone());
+        let clock = clock.clone();
         let mut reader = reader.take().expect("taken once");
         tokio::spawn(async move {
             let mut buf = BytesMut::with_capacity(16 * 1024);
+            let mut hist = new_histogram();
             loop {
                 if reader.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                    counters.merge_ack_latency(&hist);
                     return;
                 }
+                let now = clock_nanos();
+                let from = clock.measure_from_ns.load(Ordering::Relaxed);
                 let mut pubrels = BytesMut::new();
                 let mut done = 0;
+                let mut measured_acks = 0;
                 let mut pos = 0;
                 while let Some((h, r)) = fixed_header(&buf[pos..]) {
                     if pos + h + r > buf.len() {
@@ -333,7 +367,16 @@ pub async fn run_mqtt_publisher<S: AsyncRead + AsyncWrite + Unpin + Send + 'stat
                     }
                     let body = &buf[pos + h..pos + h + r];
                     match buf[pos] >> 4 {
-                        4 | 7 => done += 1, // PUBACK, PUBCOMP
+                        // PUBACK, PUBCOMP: the message is done.
+                        4 | 7 if body.len() >= 2 => {
+                            done += 1;
+                            let id = u16::from_be_bytes([body[0], body[1]]) as usize;
+                            let sent = sent_at[id % SENT_SLOTS].load(Ordering::Relaxed);
+                            if sent >= from && sent > 0 {
+                                measured_acks += 1;
+                                let _ = hist.record((now.saturating_sub(sent) / 1000).max(1));
+                            }
+                        }
                         5 => pubrels.extend_from_slice(&[0x62, 0x02, body[0], body[1]]),
                         _ => {}
                     }
@@ -344,7 +387,7 @@ pub async fn run_mqtt_publisher<S: AsyncRead + AsyncWrite + Unpin + Send + 'stat
                     return;
                 }
                 if done > 0 {
-                    counters.acked.fetch_add(done, Ordering::Relaxed);
+                    counters.acked.fetch_add(measured_acks, Ordering::Relaxed);
                     window.add_permits(done as usize);
                 }
             }
@@ -397,6 +440,9 @@ pub async fn run_mqtt_publisher<S: AsyncRead + AsyncWrite + Unpin + Send + 'stat
             topic_index = (topic_index + 1) % topics.len();
             let stamp = clock_nanos();
             measured += u64::from(stamp >= clock.measure_from_ns.load(Ordering::Relaxed));
+            if qos != QoS::AtMostOnce {
+                sent_at[next_packet_id as usize % SENT_SLOTS].store(stamp, Ordering::Relaxed);
+            }
             put_publish(&mut out, version, topic, qos, next_packet_id, stamp, &padding);
         }
         // Stopping must not wait for a broker that reads slowly: abandon the write.
@@ -588,7 +634,8 @@ mod tests {
     fn scan_reads_latency_and_acks_from_publishes() {
         let mut buf = BytesMut::new();
         put_publish(&mut buf, ProtocolVersion::V311, "a/b", QoS::AtMostOnce, 0, 1_000, &[0; 56]);
-        put_publish(&mut buf, ProtocolVersion::V311, "a/b", QoS::AtLeastOnce, 7, 2_000, &[]);
+        let first = buf.len();
+        put_publish(&mut buf, ProtocolVersion::V311, "live/r/gift", QoS::AtLeastOnce, 7, 2_000, &[]);
         let full = buf.len();
         put_publish(&mut buf, ProtocolVersion::V311, "a/b", QoS::AtMostOnce, 0, 3_000, &[]);
         buf.truncate(buf.len() - 3); // an incomplete third packet
@@ -597,6 +644,8 @@ mod tests {
         let scanned = scan(&buf, ProtocolVersion::V311, 1_002_000, 1_500, &mut hist, &mut acks);
         assert_eq!(scanned.bytes, full);
         assert_eq!(scanned.measured, 1, "the first was sent before the warm-up ended");
+        assert_eq!(scanned.measured_bytes as usize, full - first);
+        assert_eq!(scanned.gifts, 1, "a topic ending in /gift is a gift");
         assert_eq!(hist.len(), 1);
         assert_eq!(&acks[..], &[0x40, 0x02, 0, 7]);
     }

@@ -27,12 +27,17 @@ use tokio::task::JoinSet;
 pub enum Scenario {
     /// P publishers on one topic, S subscribers to it (a live-stream room).
     Fanout,
-    /// P publishers each on its own topic fleet/city1/N/location, S subscribers to fleet/city1/#.
+    /// P publishers each on its own topic PREFIX/city1/N/location, S subscribers to
+    /// PREFIX/city1/# (with --topic-prefix fleet: the vehicle-location class).
     Fanin,
     /// N pairs: publisher N to its own subscriber on PREFIX/p2p/N (chat).
     P2p,
     /// S idle connections (one subscription each) held for the duration: memory per connection.
     Idle,
+    /// A livestream room: P viewers comment on live/PREFIX/danmaku, S viewers
+    /// watch it and live/PREFIX/gift; with --gift-rate, one more client sends
+    /// gifts as --gift-username (a user with the `server` role), counted apart.
+    Danmaku,
 }
 
 /// How connections spread over the nodes of a cluster.
@@ -139,6 +144,18 @@ pub struct BenchArgs {
     /// ... and this password, or a signed token (MQTT password; starling.v1 `Connect.token`).
     #[arg(long)]
     pub password: Option<String>,
+    /// Persistent sessions: MQTT clean session 0 (MQTT 5: clean start 0 and
+    /// a session expiry of an hour), so QoS 1/2 messages are stored.
+    #[arg(long)]
+    pub persistent: bool,
+    /// Danmaku: gifts per second (0: none), sent by one more client.
+    #[arg(long, default_value_t = 0.0)]
+    pub gift_rate: f64,
+    /// Danmaku: the gift sender's username and password.
+    #[arg(long)]
+    pub gift_username: Option<String>,
+    #[arg(long)]
+    pub gift_password: Option<String>,
 }
 
 /// A connection that has not completed its handshake by then counts as failed
@@ -169,6 +186,16 @@ pub struct BenchResult {
     pub deliveries_per_sec: f64,
     pub loss_ratio: f64,
     pub latency_ms: Option<Percentiles>,
+    /// QoS 1/2: acknowledgements of the messages sent in the measured window,
+    /// and the time from sending each to its acknowledgement.
+    pub acked: u64,
+    pub ack_latency_ms: Option<Percentiles>,
+    /// Bytes of packets delivered to subscribers (measured messages).
+    pub received_bytes: u64,
+    /// Danmaku with --gift-rate: gifts sent, deliveries expected and received.
+    pub gifts_published: u64,
+    pub gifts_expected: u64,
+    pub gifts_received: u64,
     pub broker_peak_rss_bytes: Option<u64>,
     pub broker_rss_bytes: Option<u64>,
     /// Idle scenario: broker RSS growth divided by connections.
@@ -187,6 +214,20 @@ pub struct Percentiles {
     pub p999: f64,
     pub max: f64,
     pub mean: f64,
+}
+
+impl Percentiles {
+    /// Milliseconds, from a histogram of microseconds; `None` when empty.
+    fn of(h: &hdrhistogram::Histogram<u64>) -> Option<Percentiles> {
+        (!h.is_empty()).then(|| Percentiles {
+            p50: h.value_at_quantile(0.50) as f64 / 1000.0,
+            p90: h.value_at_quantile(0.90) as f64 / 1000.0,
+            p99: h.value_at_quantile(0.99) as f64 / 1000.0,
+            p999: h.value_at_quantile(0.999) as f64 / 1000.0,
+            max: h.max() as f64 / 1000.0,
+            mean: h.mean() / 1000.0,
+        })
+    }
 }
 
 /// What a scenario connects: (client id, subscription filter) per subscriber
@@ -210,9 +251,9 @@ fn layout(args: &BenchArgs) -> Layout {
             }
         }
         Scenario::Fanin => Layout {
-            subscribers: (0..args.subscribers).map(|i| (format!("sub-{i}"), "fleet/city1/#".to_string())).collect(),
+            subscribers: (0..args.subscribers).map(|i| (format!("sub-{i}"), format!("{prefix}/city1/#"))).collect(),
             publishers: (0..args.publishers)
-                .map(|i| (format!("pub-{i}"), vec![format!("fleet/city1/{i}/location")]))
+                .map(|i| (format!("pub-{i}"), vec![format!("{prefix}/city1/{i}/location")]))
                 .collect(),
             fan: args.subscribers as u64,
         },
@@ -220,6 +261,16 @@ fn layout(args: &BenchArgs) -> Layout {
             subscribers: (0..args.pairs).map(|i| (format!("sub-{i}"), format!("{prefix}/p2p/{i}"))).collect(),
             publishers: (0..args.pairs).map(|i| (format!("pub-{i}"), vec![format!("{prefix}/p2p/{i}")])).collect(),
             fan: 1,
+        },
+        Scenario::Danmaku => Layout {
+            // Exactly the room's two topics (a viewer counts once, docs/scenarios.md).
+            subscribers: (0..args.subscribers)
+                .map(|i| (format!("viewer-{i}"), format!("live/{prefix}/danmaku,live/{prefix}/gift")))
+                .collect(),
+            publishers: (0..args.publishers)
+                .map(|i| (format!("commenter-{i}"), vec![format!("live/{prefix}/danmaku")]))
+                .collect(),
+            fan: args.subscribers as u64,
         },
         Scenario::Idle => Layout {
             subscribers: (0..args.subscribers).map(|i| (format!("idle-{i}"), format!("{prefix}/idle/{i}"))).collect(),
@@ -251,6 +302,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchResult> {
         keep_alive: args.keep_alive,
         username: args.username.clone(),
         password: args.password.clone(),
+        persistent: args.persistent,
     };
     let qos = QoS::from_u8(args.qos).expect("clap checks the range");
     let plan = layout(&args);
@@ -314,6 +366,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchResult> {
         }
         bar.inc(1);
     }
+    // Danmaku gifts: one more client, with its own credentials and counters.
+    let gift_counters = Arc::new(Counters::default());
+    let mut gifter = None;
+    if args.scenario == Scenario::Danmaku && args.gift_rate > 0.0 {
+        let target =
+            Target { username: args.gift_username.clone(), password: args.gift_password.clone(), ..target.clone() };
+        match tokio::time::timeout(CONNECT_TIMEOUT, connect_publisher(&target, None, "gifts")).await {
+            Ok(Ok(p)) => gifter = Some(p),
+            Ok(Err(e)) => anyhow::bail!("the gift sender could not connect: {e}"),
+            Err(_) => anyhow::bail!("the gift sender got no CONNACK within {CONNECT_TIMEOUT:?}"),
+        }
+    }
     bar.finish_and_clear();
     // Every connection, subscribers and publishers, handshake included.
     let connect_secs = connect_started.elapsed().as_secs_f64();
@@ -362,6 +426,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchResult> {
             }
         });
     }
+    if let Some(Connection::Mqtt(stream)) = gifter {
+        let (counters, clock, stop) = (gift_counters.clone(), clock.clone(), stop_pubs.clone());
+        let (version, size, rate) = (target.version, args.size, Rate::PerSecond(args.gift_rate));
+        let topics = vec![format!("live/{}/gift", args.topic_prefix)];
+        publisher_tasks.spawn(async move {
+            load::run_mqtt_publisher(stream, version, topics, QoS::AtMostOnce, size, rate, counters, clock, stop).await
+        });
+    }
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
     clock.measure_from_ns.store(clock_nanos(), Ordering::Relaxed);
     let measure_started = Instant::now();
@@ -385,7 +457,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchResult> {
 
     // Phase 4: drain what is still in flight, then stop the subscribers.
     let published = counters.published.load(Ordering::Relaxed);
-    let expected = published * plan.fan;
+    let gifts_published = gift_counters.published.load(Ordering::Relaxed);
+    let expected = (published + gifts_published) * plan.fan;
     let drain_deadline = Instant::now() + Duration::from_secs_f64(args.drain);
     // Quiet means nothing at all arrives any more (messages sent before the
     // window still arriving count as activity: the backlog is draining).
@@ -412,6 +485,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchResult> {
 
     let received = counters.received.load(Ordering::Relaxed);
     let latency = counters.latency.lock().unwrap().clone();
+    let ack_latency = counters.ack_latency.lock().unwrap().clone();
     // Over the measured window only: connecting and draining are not load.
     let tool_cpu_share = cpu_in_window.as_secs_f64() / measured_secs.max(1e-9) / stats::usable_cpus() as f64;
     let result = BenchResult {
@@ -432,14 +506,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchResult> {
         received,
         deliveries_per_sec: received_in_window as f64 / measured_secs,
         loss_ratio: if expected == 0 { 0.0 } else { 1.0 - (received.min(expected) as f64 / expected as f64) },
-        latency_ms: latency.filter(|h| !h.is_empty()).map(|h| Percentiles {
-            p50: h.value_at_quantile(0.50) as f64 / 1000.0,
-            p90: h.value_at_quantile(0.90) as f64 / 1000.0,
-            p99: h.value_at_quantile(0.99) as f64 / 1000.0,
-            p999: h.value_at_quantile(0.999) as f64 / 1000.0,
-            max: h.max() as f64 / 1000.0,
-            mean: h.mean() / 1000.0,
-        }),
+        latency_ms: latency.as_ref().and_then(Percentiles::of),
+        acked: counters.acked.load(Ordering::Relaxed),
+        ack_latency_ms: ack_latency.as_ref().and_then(Percentiles::of),
+        received_bytes: counters.received_bytes.load(Ordering::Relaxed),
+        gifts_published,
+        gifts_expected: gifts_published * plan.fan,
+        gifts_received: counters.gifts_received.load(Ordering::Relaxed),
         broker_peak_rss_bytes: rss_during.map(|(peak, _)| peak),
         broker_rss_bytes: rss_during.map(|(_, now)| now),
         bytes_per_connection: match (args.scenario, rss_before, rss_idle) {
@@ -487,7 +560,8 @@ async fn connect_subscriber(
     if target.transport == Transport::WsProto {
         let mut client = load::proto_connect(target, client_id).await?;
         if let Some(filter) = filter {
-            client.subscribe(1, &[(filter, u32::from(args_qos(qos)))]).await.map_err(|e| e.to_string())?;
+            let filters: Vec<(&str, u32)> = filter.split(',').map(|f| (f, u32::from(args_qos(qos)))).collect();
+            client.subscribe(1, &filters).await.map_err(|e| e.to_string())?;
         }
         return Ok(Connection::Proto(Box::new(client)));
     }

@@ -100,6 +100,27 @@ pub fn print_table(r: &BenchResult) {
             ),
         ));
     }
+    if let Some(l) = &r.ack_latency_ms {
+        rows.push((
+            "acknowledged",
+            format!(
+                "{}/s; send to ack ms: p50 {:.3}  p99 {:.3}  max {:.3}",
+                human(r.acked as f64 / r.measured_secs),
+                l.p50,
+                l.p99,
+                l.max
+            ),
+        ));
+    }
+    if r.gifts_published > 0 {
+        rows.push((
+            "gifts",
+            format!(
+                "{} of {} expected deliveries arrived ({} sent)",
+                r.gifts_received, r.gifts_expected, r.gifts_published
+            ),
+        ));
+    }
     if let (Some(peak), Some(now)) = (r.broker_peak_rss_bytes, r.broker_rss_bytes) {
         rows.push(("broker RSS", format!("peak {:.1} MB, now {:.1} MB", peak as f64 / 1e6, now as f64 / 1e6)));
     }

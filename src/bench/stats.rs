@@ -31,15 +31,30 @@ pub struct Counters {
     pub received: AtomicU64,
     /// Everything received, whenever it was sent (throughput over time).
     pub received_all: AtomicU64,
+    /// Acknowledgements of messages sent after the warm-up.
     pub acked: AtomicU64,
     pub connect_failures: AtomicU64,
     /// Merged latency histograms of finished subscriber tasks.
     pub latency: Mutex<Option<Histogram<u64>>>,
+    /// Merged send-to-acknowledgement histograms of publishers (QoS 1/2).
+    pub ack_latency: Mutex<Option<Histogram<u64>>>,
+    /// Bytes of the measured messages delivered (packets, headers included).
+    pub received_bytes: AtomicU64,
+    /// Measured gifts (danmaku) delivered.
+    pub gifts_received: AtomicU64,
 }
 
 impl Counters {
     pub fn merge_latency(&self, h: &Histogram<u64>) {
-        let mut slot = self.latency.lock().unwrap();
+        Self::merge(&self.latency, h)
+    }
+
+    pub fn merge_ack_latency(&self, h: &Histogram<u64>) {
+        Self::merge(&self.ack_latency, h)
+    }
+
+    fn merge(into: &Mutex<Option<Histogram<u64>>>, h: &Histogram<u64>) {
+        let mut slot = into.lock().unwrap();
         match slot.as_mut() {
             Some(all) => {
                 let _ = all.add(h);
