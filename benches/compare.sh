@@ -17,7 +17,8 @@
 # vehicles10k runs on the location class (conflation, retained on sled),
 # danmaku5k on the danmaku class (rate limits, sampling, drop-oldest
 # outboxes; gifts from a `server`-role user must all arrive); class rows have
-# no peer and run on starling only.
+# no peer and run on starling only. tls* run MQTT over TLS (a throw-away CA
+# made with openssl; starling's [tls] listener, Mosquitto's cafile listener).
 #
 # Method (docs/performance.md): each run starts the broker fresh, pinned to
 # CPU 0 with taskset; the load tool runs pinned to CPU 1. Rounds interleave the
@@ -30,11 +31,12 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-2}
 BROKERS=${BROKERS:-"starling starling-mem mosquitto nats rumqttd"}
-SCENARIOS=${SCENARIOS:-"fanout1k fanout5k fanin2k p2p500 p2p500q1 durable500 idle idlebare wsfanout1k wsp2p500 wsidle protofanout1k protoidle vehicles10k danmaku5k"}
+SCENARIOS=${SCENARIOS:-"fanout1k fanout5k fanin2k p2p500 p2p500q1 durable500 idle idlebare wsfanout1k wsp2p500 wsidle protofanout1k protoidle vehicles10k danmaku5k tlsconnect5k tlsfanout1k"}
 OUT=${OUT:-target/compare}
 PORT=${PORT:-21883}
 WS_PORT=$((PORT + 2))
 HTTP_PORT=$((PORT + 3))
+TLS_PORT=$((PORT + 4))
 BROKER_CPU=${BROKER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 
@@ -60,6 +62,19 @@ STARLING=target/release/starling
 mkdir -p "$OUT/results" "$OUT/run"
 rm -f "$OUT"/results/*.json
 
+# A CA and a server certificate for 127.0.0.1, for the TLS rows.
+PKI="$OUT/pki"
+if [ ! -s "$PKI/server.pem" ]; then
+  mkdir -p "$PKI"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=bench-ca \
+    -keyout "$PKI/ca.key" -out "$PKI/ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+    -keyout "$PKI/server.key" -out "$PKI/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\n' > "$PKI/san.ext"
+  openssl x509 -req -in "$PKI/server.csr" -CA "$PKI/ca.pem" -CAkey "$PKI/ca.key" -CAcreateserial -days 30 \
+    -extfile "$PKI/san.ext" -out "$PKI/server.pem" 2>/dev/null
+fi
+
 # ---- brokers -----------------------------------------------------------------
 start_broker() { # NAME SCENARIO -> echoes PID once the port accepts connections
   local name=$1 scenario=$2 dir="$OUT/run/$1"
@@ -77,6 +92,12 @@ start_broker() { # NAME SCENARIO -> echoes PID once the port accepts connections
         sed "s|^\[auth\]$|[auth]\nchain = [\"password_file\"]\npassword_file = \"$dir/passwd\"\nallow_anonymous = true\nacl_default = \"allow\"|" config.toml > "$dir/config.toml"
         printf '\n[[auth.roles]]\nuser = "gift-service"\nroles = ["server"]\n' >> "$dir/config.toml"
         config="$dir/config.toml"
+      elif [[ $scenario == tls* ]]; then
+        # Plus a TLS listener with the bench CA's certificate.
+        sed -e "s|^tls_bind = \"127.0.0.1:8883\"|tls_bind = \"127.0.0.1:$TLS_PORT\"|" \
+          -e "s|^tls_bind = \"127.0.0.1:8084\"|tls_bind = \"127.0.0.1:$((PORT + 5))\"|" config.toml > "$dir/config.toml"
+        printf '\n[tls]\ncert_file = "%s"\nkey_file = "%s"\n' "$PWD/$PKI/server.pem" "$PWD/$PKI/server.key" >> "$dir/config.toml"
+        config="$dir/config.toml"
       fi
       set -- "$STARLING" serve --config "$config" --data-dir "$dir/data" \
         --mqtt-bind 127.0.0.1:$PORT --ws-bind 127.0.0.1:$WS_PORT --http-bind 127.0.0.1:$HTTP_PORT ;;
@@ -90,6 +111,8 @@ start_broker() { # NAME SCENARIO -> echoes PID once the port accepts connections
       # Durable rows: Mosquitto's persistence on (it saves its database
       # every autosave_interval and at exit; it does not fsync per message).
       [ "$scenario" != durable500 ] || printf 'persistence true\npersistence_location %s/\n' "$dir" >> "$dir/mosquitto.conf"
+      [[ $scenario != tls* ]] || printf 'listener %s 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\n' \
+        $TLS_PORT "$PKI/ca.pem" "$PKI/server.pem" "$PKI/server.key" >> "$dir/mosquitto.conf"
       set -- "$MOSQUITTO" -c "$dir/mosquitto.conf" ;;
     nats)
       # MQTT over WebSocket: nats-server's websocket listener, path /mqtt.
@@ -150,6 +173,8 @@ scenario_args() {
     durable500) echo "p2p --pairs 500 --size 256 --rate max --qos 1 --persistent" ;;
     vehicles10k) echo "fanin --publishers 10000 --subscribers 10 --size 64 --rate 1 --topic-prefix fleet --ramp 2000" ;;
     # 200 comments/s from 200 viewers (1/s each: under the class's 2/s limit), 5 gifts/s.
+    tlsconnect5k) echo "idle --transport mqtts --ca-file $PKI/ca.pem --subscribers 5000 --keep-alive 60" ;;
+    tlsfanout1k) echo "fanout --transport mqtts --ca-file $PKI/ca.pem --publishers 1 --subscribers 1000 --size 64 --rate max" ;;
     danmaku5k) echo "danmaku --publishers 200 --subscribers 5000 --size 64 --rate 200 --rate-total --topic-prefix bench --gift-rate 5 --gift-username gift-service --gift-password gift-secret" ;;
     idle)     echo "idle --subscribers 19500 --keep-alive 60" ;;
     idlebare) echo "idle --subscribers 19500 --keep-alive 60 --no-subscribe" ;;
@@ -163,11 +188,12 @@ scenario_args() {
 }
 
 # Which port a scenario talks to, and whether a broker serves it at all.
-scenario_port() { case $1 in ws*|proto*) echo $WS_PORT ;; *) echo $PORT ;; esac; }
+scenario_port() { case $1 in ws*|proto*) echo $WS_PORT ;; tls*) echo $TLS_PORT ;; *) echo $PORT ;; esac; }
 serves() { # BROKER SCENARIO
   case $2 in
     durable*) [[ $1 == starling || $1 == mosquitto || $1 == nats ]] ;;
     vehicles*|danmaku*) [[ $1 == starling ]] ;;
+    tls*) [[ $1 == starling || $1 == mosquitto ]] ;;
     ws*) [[ $1 != rumqttd ]] ;;
     proto*) [[ $1 == starling* ]] ;;
     *) true ;;

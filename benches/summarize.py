@@ -53,8 +53,11 @@ METRICS = {
     "idlebare": [("bytes/conn", lambda r: r["bytes_per_connection"], False, "{:,.0f}"),
                  ("connect s", lambda r: r["connect_secs"], False, "{:.2f}")],
 }
-# The WebSocket and starling.v1 rows are judged like their TCP counterparts.
-for alias, base in [("wsfanout1k", "fanout1k"), ("protofanout1k", "fanout1k"), ("wsp2p500", "p2p500"),
+METRICS["tlsconnect5k"] = [("connect 5,000 s", lambda r: r["connect_secs"], False, "{:.2f}"),
+                           ("bytes/conn", lambda r: r["bytes_per_connection"], False, "{:,.0f}"),
+                           ("failed", lambda r: r["connect_failures"], False, "{:.0f}")]
+# The WebSocket, starling.v1 and TLS rows are judged like their TCP counterparts.
+for alias, base in [("tlsfanout1k", "fanout1k"), ("wsfanout1k", "fanout1k"), ("protofanout1k", "fanout1k"), ("wsp2p500", "p2p500"),
                     ("wsidle", "idle"), ("protoidle", "idle")]:
     METRICS[alias] = METRICS[base]
 

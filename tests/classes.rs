@@ -674,6 +674,7 @@ async fn two_thousand_viewers_and_a_stalled_one_memory_stays_bounded() {
         username: None,
         password: None,
         persistent: false,
+        tls: None,
     };
     let topic = "show/big/danmaku";
 

@@ -416,3 +416,38 @@ async fn files_upload_over_https_on_the_wss_port() {
     assert!(lines[1].starts_with("SECOND instant=true methods=POST,HEAD"), "{stdout}");
     server.shutdown().await.unwrap();
 }
+
+/// `starling bench --transport mqtts` (the TLS rows of benches/compare.sh):
+/// connects through the TLS listener, checks the broker's certificate, and
+/// loses nothing at a low rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_tool_measures_over_tls() {
+    let pki = pki();
+    let server = start(tls_config(&pki, false)).await;
+    let tls = server.mqtt_tls_addr().unwrap();
+    let line = format!(
+        "fanout --transport mqtts --ca-file {} --broker {tls} --subscribers 10 --rate 20 --duration 1 --warmup 0.2 --quiet",
+        pki.s("ca.pem")
+    );
+    let result = within(&line, starling::bench::run(bench_args(&line))).await.unwrap();
+    assert_eq!(result.connect_failures, 0);
+    assert!(result.published > 0);
+    assert_eq!(result.received, result.expected, "nothing lost over TLS");
+    // A CA that did not sign the broker's certificate: every connect fails.
+    let line = format!(
+        "idle --transport mqtts --ca-file {} --broker {tls} --subscribers 3 --duration 0.1 --warmup 0 --quiet",
+        pki.s("rogue.pem")
+    );
+    let refused = within(&line, starling::bench::run(bench_args(&line))).await.unwrap();
+    assert_eq!(refused.connect_failures, 3);
+    server.shutdown().await.unwrap();
+}
+
+fn bench_args(line: &str) -> starling::bench::BenchArgs {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: starling::bench::BenchArgs,
+    }
+    <Cli as clap::Parser>::parse_from(std::iter::once("bench").chain(line.split_whitespace())).args
+}

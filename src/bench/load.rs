@@ -29,6 +29,8 @@ use tokio_util::either::Either;
 pub enum Transport {
     /// MQTT over TCP.
     Mqtt,
+    /// MQTT over TLS (the broker's certificate checked against --ca-file).
+    Mqtts,
     /// MQTT over WebSocket (`/mqtt`).
     WsMqtt,
     /// The starling.v1 Protobuf protocol over WebSocket (`/ws`).
@@ -47,6 +49,20 @@ pub struct Target {
     pub password: Option<String>,
     /// MQTT: keep the session (`--persistent`).
     pub persistent: bool,
+    /// MQTT over TLS: the client configuration (trusting --ca-file).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// A TLS client configuration that trusts the certificates in `ca_file` (PEM).
+pub fn tls_client_config(ca_file: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    crate::server::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| format!("--ca-file {}: {e}", ca_file.display()))? {
+        let cert = cert.map_err(|e| format!("--ca-file {}: {e}", ca_file.display()))?;
+        roots.add(cert).map_err(|e| format!("--ca-file {}: {e}", ca_file.display()))?;
+    }
+    Ok(Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()))
 }
 
 /// What the run measures from: messages sent before `measure_from_ns` (the
@@ -55,7 +71,10 @@ pub struct RunClock {
     pub measure_from_ns: AtomicU64,
 }
 
-type MqttStream = Either<TcpStream, WsByteStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>>;
+type MqttStream = Either<
+    Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>,
+    WsByteStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+>;
 
 async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
     let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
@@ -71,7 +90,16 @@ async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Resul
 pub async fn mqtt_connect(target: &Target, source: Option<IpAddr>, client_id: &str) -> Result<MqttStream, String> {
     let tcp = tcp_connect(target.addr, source).await.map_err(|e| format!("connect {}: {e}", target.addr))?;
     let mut stream: MqttStream = match target.transport {
-        Transport::Mqtt => Either::Left(tcp),
+        Transport::Mqtt => Either::Left(Either::Left(tcp)),
+        Transport::Mqtts => {
+            let config = target.tls.clone().ok_or("--transport mqtts needs --ca-file")?;
+            let name = rustls::pki_types::ServerName::IpAddress(target.addr.ip().into());
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS handshake: {e}"))?;
+            Either::Left(Either::Right(tls))
+        }
         Transport::WsMqtt => {
             use tokio_tungstenite::tungstenite::client::IntoClientRequest;
             let mut request = format!("ws://{}/mqtt", target.addr).into_client_request().map_err(|e| e.to_string())?;

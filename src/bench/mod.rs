@@ -144,6 +144,10 @@ pub struct BenchArgs {
     /// ... and this password, or a signed token (MQTT password; starling.v1 `Connect.token`).
     #[arg(long)]
     pub password: Option<String>,
+    /// With --transport mqtts: PEM file of the CA (or self-signed certificate)
+    /// the broker's certificate must chain to.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
     /// Persistent sessions: MQTT clean session 0 (MQTT 5: clean start 0 and
     /// a session expiry of an hour), so QoS 1/2 messages are stored.
     #[arg(long)]
@@ -303,6 +307,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchResult> {
         username: args.username.clone(),
         password: args.password.clone(),
         persistent: args.persistent,
+        tls: match &args.ca_file {
+            Some(ca) => Some(load::tls_client_config(ca).map_err(|e| anyhow::anyhow!(e))?),
+            None => None,
+        },
     };
     let qos = QoS::from_u8(args.qos).expect("clap checks the range");
     let plan = layout(&args);
