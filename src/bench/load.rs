@@ -370,17 +370,18 @@ pub async fn run_mqtt_publisher<S: AsyncRead + AsyncWrite + Unpin + Send + 'stat
     // When each packet id in flight was sent (the window is smaller than the
     // slots, and ids count up, so an id's slot is its own until acknowledged).
     let sent_at: Arc<[AtomicU64]> = (0..SENT_SLOTS).map(|_| AtomicU64::new(0)).collect();
+    // Send-to-ack times, kept outside the ack task: it may be cut off at close.
+    let ack_hist = Arc::new(std::sync::Mutex::new(new_histogram()));
     // QoS 1/2: a reader task turns acknowledgements into window permits.
     let ack_task = (qos != QoS::AtMostOnce).then(|| {
         let (writer, window, counters, sent_at) = (writer.clone(), window.clone(), counters.clone(), sent_at.clone());
+        let ack_hist = ack_hist.clone();
         let clock = clock.clone();
         let mut reader = reader.take().expect("taken once");
         tokio::spawn(async move {
             let mut buf = BytesMut::with_capacity(16 * 1024);
-            let mut hist = new_histogram();
             loop {
                 if reader.read_buf(&mut buf).await.unwrap_or(0) == 0 {
-                    counters.merge_ack_latency(&hist);
                     return;
                 }
                 let now = clock_nanos();
@@ -389,6 +390,7 @@ pub async fn run_mqtt_publisher<S: AsyncRead + AsyncWrite + Unpin + Send + 'stat
                 let mut done = 0;
                 let mut measured_acks = 0;
                 let mut pos = 0;
+                let mut latencies = Vec::new();
                 while let Some((h, r)) = fixed_header(&buf[pos..]) {
                     if pos + h + r > buf.len() {
                         break;
@@ -402,7 +404,7 @@ pub async fn run_mqtt_publisher<S: AsyncRead + AsyncWrite + Unpin + Send + 'stat
                             let sent = sent_at[id % SENT_SLOTS].load(Ordering::Relaxed);
                             if sent >= from && sent > 0 {
                                 measured_acks += 1;
-                                let _ = hist.record((now.saturating_sub(sent) / 1000).max(1));
+                                latencies.push((now.saturating_sub(sent) / 1000).max(1));
                             }
                         }
                         5 => pubrels.extend_from_slice(&[0x62, 0x02, body[0], body[1]]),
@@ -411,6 +413,12 @@ pub async fn run_mqtt_publisher<S: AsyncRead + AsyncWrite + Unpin + Send + 'stat
                     pos += h + r;
                 }
                 let _ = buf.split_to(pos);
+                if !latencies.is_empty() {
+                    let mut hist = ack_hist.lock().unwrap();
+                    for micros in latencies {
+                        let _ = hist.record(micros);
+                    }
+                }
                 if !pubrels.is_empty() && write_flush(&mut *writer.lock().await, &pubrels).await.is_err() {
                     return;
                 }
@@ -512,6 +520,7 @@ pub async fn run_mqtt_publisher<S: AsyncRead + AsyncWrite + Unpin + Send + 'stat
         }
         (None, None) => {}
     }
+    counters.merge_ack_latency(&ack_hist.lock().unwrap());
 }
 
 /// Longest a publisher's goodbye may take at the end of a run.
