@@ -58,6 +58,11 @@ if [[ " $BROKERS " == *" rumqttd "* ]] && [ ! -x "$RUMQTTD" ]; then
 fi
 cargo build --release --quiet
 STARLING=target/release/starling
+if [[ " $BROKERS " == *" starling-mimalloc"* ]]; then
+  cargo build --release --quiet --features mimalloc
+  cp target/release/starling target/release/starling-mimalloc
+  cargo build --release --quiet  # the system-allocator binary back in place
+fi
 
 mkdir -p "$OUT/results" "$OUT/run"
 rm -f "$OUT"/results/*.json
@@ -101,6 +106,14 @@ start_broker() { # NAME SCENARIO -> echoes PID once the port accepts connections
         config="$dir/config.toml"
       fi
       set -- "$STARLING" serve --config "$config" --data-dir "$dir/data" \
+        --mqtt-bind 127.0.0.1:$PORT --ws-bind 127.0.0.1:$WS_PORT --http-bind 127.0.0.1:$HTTP_PORT ;;
+    starling-mimalloc|starling-mimalloc-purge0)
+      # The allocator A/B: the same build with mimalloc as the global
+      # allocator (cargo build --release --features mimalloc, copied to
+      # target/release/starling-mimalloc), with its default purge delay or
+      # none (memory given back to the system at once).
+      [ "$name" = starling-mimalloc ] || export MIMALLOC_PURGE_DELAY=0
+      set -- target/release/starling-mimalloc serve --config config.toml --data-dir "$dir/data" \
         --mqtt-bind 127.0.0.1:$PORT --ws-bind 127.0.0.1:$WS_PORT --http-bind 127.0.0.1:$HTTP_PORT ;;
     starling-mem)
       set -- "$STARLING" serve --config config.toml --storage memory \
@@ -199,7 +212,7 @@ serves() { # BROKER SCENARIO
   # starling-mem (the extra row) on the rows where storage could matter.
   [[ $1 != starling-mem ]] || [[ " fanout1k p2p500 p2p500q1 idle wsfanout1k " == *" $2 "* ]] || return 1
   case $2 in
-    durable*) [[ $1 == starling || $1 == mosquitto || $1 == nats ]] ;;
+    durable*) [[ $1 != starling-mem && ($1 == starling* || $1 == mosquitto || $1 == nats) ]] ;;
     vehicles*|danmaku*) [[ $1 == starling ]] ;;
     tls*) [[ $1 == starling || $1 == mosquitto ]] ;;
     ws*) [[ $1 != rumqttd ]] ;;
@@ -220,7 +233,7 @@ for round in $(seq 1 "$ROUNDS"); do
           --broker-pid "$pid" --json --quiet > "$OUT/results/$scenario.$broker.$round.json" 2> "$OUT/run/$broker/bench.err"; then
         echo "  failed (see $OUT/run/$broker/)" >&2
         rm -f "$OUT/results/$scenario.$broker.$round.json"
-      elif [ "$broker" = starling ] && [[ $scenario == durable* ]]; then
+      elif [[ $broker == starling* && $scenario == durable* ]]; then
         # Group commit: acknowledgements answered per fsync, from /metrics.
         curl -sf "http://127.0.0.1:$HTTP_PORT/metrics" > "$OUT/run/$broker/metrics.txt" || true
         python3 benches/summarize.py --add-commit-batch "$OUT/run/$broker/metrics.txt" "$OUT/results/$scenario.$broker.$round.json"
@@ -236,4 +249,4 @@ if [[ " $SCENARIOS " == *" durable"* ]]; then
   taskset -c "$BROKER_CPU" python3 benches/fsync_loop.py "$OUT/run" 5 > "$OUT/results/fsync.json"
 fi
 
-python3 benches/summarize.py "$OUT/results" | tee "$OUT/summary.md"
+python3 benches/summarize.py "$OUT/results" --charts "$OUT/charts" | tee "$OUT/summary.md"

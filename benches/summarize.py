@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Medians and ratios of benches/compare.sh results: one table per scenario.
 
-Usage: summarize.py RESULTS_DIR   (files SCENARIO.BROKER.ROUND.json, and
-       fsync.json from benches/fsync_loop.py)
+Usage: summarize.py RESULTS_DIR [--charts DIR]
+       (files SCENARIO.BROKER.ROUND.json, and fsync.json from
+       benches/fsync_loop.py; --charts writes one SVG bar chart per scenario,
+       of its first metric's medians)
        summarize.py --add-commit-batch METRICS_TXT RESULT_JSON
            adds starling's acknowledgements per fsync (group commit, from its
            /metrics) to one result as "messages_per_fsync".
@@ -53,7 +55,7 @@ METRICS = {
     "danmaku5k": [("p99 ms", p99, False, "{:.2f}"),
                   ("deliveries/s", lambda r: r["deliveries_per_sec"], True, "{:,.0f}"),
                   ("delivered %", lambda r: (1 - r["loss_ratio"]) * 100, True, "{:.2f}"),
-                  ("gifts delivered", lambda r: f'{r["gifts_received"]}/{r["gifts_expected"]}' if r.get("gifts_expected") else None, True, "{}")],
+                  ("gifts delivered %", lambda r: 100 * r["gifts_received"] / r["gifts_expected"] if r.get("gifts_expected") else None, True, "{:.2f}")],
     "idle": [("bytes/conn", lambda r: r["bytes_per_connection"], False, "{:,.0f}"),
              ("connect s", lambda r: r["connect_secs"], False, "{:.2f}")],
     "idlebare": [("bytes/conn", lambda r: r["bytes_per_connection"], False, "{:,.0f}"),
@@ -80,10 +82,36 @@ def add_commit_batch(metrics_txt, result_json):
     result["fsyncs"] = count
     Path(result_json).write_text(json.dumps(result))
 
+def bar_chart(path, title, label, higher, medians):
+    """A horizontal bar chart (plain SVG) of one metric's medians by broker."""
+    rows = [(b, v) for b, v in sorted(medians.items()) if v is not None]
+    if not rows:
+        return
+    width, bar_h, left, top = 640, 26, 130, 44
+    top_value = max(v for _, v in rows) or 1
+    height = top + bar_h * len(rows) + 16
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="13">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<text x="10" y="20" font-weight="bold">{title}</text>',
+           f'<text x="10" y="36" fill="#555">{label} ({"higher" if higher else "lower"} is better), median of runs</text>']
+    for i, (broker, value) in enumerate(rows):
+        y = top + i * bar_h
+        w = max(1, (width - left - 110) * value / top_value)
+        colour = "#1f6feb" if broker.startswith("starling") else "#8b949e"
+        out.append(f'<text x="10" y="{y + 17}">{broker}</text>')
+        out.append(f'<rect x="{left}" y="{y + 4}" width="{w:.1f}" height="{bar_h - 8}" fill="{colour}"/>')
+        out.append(f'<text x="{left + w + 6:.1f}" y="{y + 17}">{value:,.2f}</text>' if value < 100 else
+                   f'<text x="{left + w + 6:.1f}" y="{y + 17}">{value:,.0f}</text>')
+    out.append("</svg>")
+    Path(path).write_text("\n".join(out) + "\n")
+
 def main():
     if sys.argv[1] == "--add-commit-batch":
         add_commit_batch(sys.argv[2], sys.argv[3])
         return
+    charts = sys.argv[sys.argv.index("--charts") + 1] if "--charts" in sys.argv else None
+    if charts:
+        Path(charts).mkdir(parents=True, exist_ok=True)
     results = defaultdict(lambda: defaultdict(list))
     fsync = Path(sys.argv[1]) / "fsync.json"
     if fsync.exists():
@@ -119,6 +147,10 @@ def main():
                 best = max(peers, key=peers.get) if higher else min(peers, key=peers.get)
                 ratio = ours / peers[best] if higher else peers[best] / ours
                 print(f"\nstarling vs best peer ({best}) on {label}: {ratio:.2f}x")
+        if charts and metrics:
+            label, _get, higher, _fmt = metrics[0]
+            bar_chart(Path(charts) / f"{scenario}.svg", scenario, label, higher,
+                      {b: medians.get((b, label)) for b in by_broker})
 
 if __name__ == "__main__":
     main()

@@ -9,6 +9,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The allocator A/B (docs/performance.md, "Allocator"): the system
+/// allocator unless built with `--features mimalloc`.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "starling", version, about = "A realtime pub/sub broker (MQTT 3.1.1 and 5.0)")]
 struct Cli {

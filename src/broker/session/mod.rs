@@ -64,6 +64,37 @@ enum Inflight {
     Released { seq: Option<u64> },
 }
 
+/// The QoS 1/2 deliveries sent and not yet acknowledged, in send order.
+/// Boxed on first use: a QoS 0 subscriber never has one, and this is in
+/// every session (8 bytes instead of an empty `VecDeque`'s 32).
+#[derive(Default)]
+#[allow(clippy::box_collection)]
+struct InflightWindow(Option<Box<VecDeque<(u16, Inflight)>>>);
+
+/// What an unused window reads as.
+static NO_INFLIGHT: VecDeque<(u16, Inflight)> = VecDeque::new();
+
+impl std::ops::Deref for InflightWindow {
+    type Target = VecDeque<(u16, Inflight)>;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_deref().unwrap_or(&NO_INFLIGHT)
+    }
+}
+
+impl InflightWindow {
+    fn push_back(&mut self, entry: (u16, Inflight)) {
+        self.0.get_or_insert_with(Box::default).push_back(entry);
+    }
+
+    fn remove(&mut self, pos: usize) -> Option<(u16, Inflight)> {
+        self.0.as_mut()?.remove(pos)
+    }
+
+    fn entry_mut(&mut self, pos: usize) -> &mut (u16, Inflight) {
+        &mut self.0.as_mut().expect("a position in the window")[pos]
+    }
+}
+
 /// What a session holds undelivered (see [`Session::load`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SessionLoad {
@@ -127,7 +158,8 @@ pub struct Session {
     /// subscription of the same client without a per-publish set.
     last_routed: AtomicU64,
     /// Notified when a congested outbox has drained to half (publisher pacing).
-    room: Notify,
+    /// Made on first use: only a publisher that met a full outbox waits here.
+    room: std::sync::OnceLock<Box<Notify>>,
     /// When the attached writer last took deliveries (Unix ms): tells a slow
     /// subscriber (draining, worth pacing publishers for) from a stalled one.
     last_drain_ms: AtomicU64,
@@ -138,7 +170,7 @@ struct SessionState {
     /// A small array for a few filters, a map for many (see `SessionFilters`).
     subscriptions: SessionFilters,
     outbox: Outbox<Delivery>,
-    inflight: VecDeque<(u16, Inflight)>,
+    inflight: InflightWindow,
     next_packet_id: u16,
     /// How many QoS 1/2 deliveries may be in flight: min(client's Receive
     /// Maximum, configured `max_inflight`).
@@ -152,7 +184,8 @@ struct SessionState {
     /// started for one disconnect can tell the session has moved on.
     generation: u64,
     next_seq: u64,
-    disconnected_at_ms: Option<u64>,
+    /// Unix ms; 0 while connected (8 bytes, not an `Option`'s 16).
+    disconnected_at_ms: u64,
     /// The outbox refused a message and has not yet drained to half.
     congested: bool,
     /// Per topic class (by index): this client's publish rate limiter.
@@ -188,14 +221,14 @@ impl Session {
                 subscriptions: SessionFilters::default(),
                 outbox: Outbox::new(max_queued),
                 rate_buckets: None,
-                inflight: VecDeque::new(),
+                inflight: InflightWindow::default(),
                 next_packet_id: 1,
                 send_window: 1,
                 incoming_qos2: None,
                 owner: None,
                 generation: 0,
                 next_seq: 1,
-                disconnected_at_ms: None,
+                disconnected_at_ms: 0,
                 congested: false,
                 timers: None,
             }),
@@ -207,7 +240,7 @@ impl Session {
             credentials_expire_ms: AtomicU64::new(0),
             store,
             last_routed: AtomicU64::new(0),
-            room: Notify::new(),
+            room: std::sync::OnceLock::new(),
             last_drain_ms: AtomicU64::new(0),
         }
     }
@@ -229,7 +262,7 @@ impl Session {
         );
         {
             let mut st = session.state.lock();
-            st.disconnected_at_ms = Some(stored.disconnected_at_ms.unwrap_or_else(now_ms));
+            st.disconnected_at_ms = stored.disconnected_at_ms.unwrap_or_else(now_ms).max(1);
             for sub in &stored.subscriptions {
                 st.subscriptions.insert(&sub.filter, SubscriptionRecord::from_stored(sub));
             }
@@ -287,7 +320,7 @@ impl Session {
 
     /// When the session was last disconnected (Unix ms), `None` while connected.
     pub fn disconnected_at_ms(&self) -> Option<u64> {
-        self.state.lock().disconnected_at_ms
+        Some(self.state.lock().disconnected_at_ms).filter(|&at| at != 0)
     }
 
     /// Attaches a new connection and, if another connection was attached,
@@ -316,7 +349,7 @@ impl Session {
             timer.abort();
         }
         st.generation += 1;
-        st.disconnected_at_ms = None;
+        st.disconnected_at_ms = 0;
         st.send_window = send_window.max(1);
         let resend = st
             .inflight
@@ -342,7 +375,7 @@ impl Session {
         if st.owner.as_ref().map(|o| o.connection_id) == Some(connection_id) {
             st.owner = None;
             self.owner_id.store(0, Ordering::SeqCst);
-            st.disconnected_at_ms = Some(now_ms());
+            st.disconnected_at_ms = now_ms().max(1);
             self.silent_deadline_ms.store(0, Ordering::Relaxed);
             self.credentials_expire_ms.store(0, Ordering::Relaxed);
             true
@@ -541,7 +574,9 @@ impl Session {
         let bytes = self.drain_locked(&mut st, out, max, max_bytes, now);
         if st.congested && st.outbox.len() <= st.outbox.capacity() / 2 {
             st.congested = false;
-            self.room.notify_waiters();
+            if let Some(room) = self.room.get() {
+                room.notify_waiters();
+            }
         }
         bytes
     }
@@ -592,7 +627,7 @@ impl Session {
 
     /// Waits (at most `max_wait`) until a congested outbox has drained to half.
     pub async fn wait_for_room(&self, max_wait: std::time::Duration) {
-        let room = self.room.notified();
+        let room = self.room.get_or_init(Box::default).notified();
         if !self.state.lock().congested {
             return;
         }
@@ -710,7 +745,7 @@ impl Session {
                 let _ = self.store.remove_delivery(&self.client_id, seq);
             }
         } else {
-            st.inflight[pos].1 = Inflight::Released { seq };
+            st.inflight.entry_mut(pos).1 = Inflight::Released { seq };
         }
         true
     }
@@ -771,7 +806,7 @@ impl Session {
             client_id: self.client_id.to_string(),
             user: self.user.as_deref().map(str::to_string),
             expiry_secs: st.expiry_secs,
-            disconnected_at_ms: st.disconnected_at_ms,
+            disconnected_at_ms: Some(st.disconnected_at_ms).filter(|&at| at != 0),
             subscriptions: st.subscriptions.iter().map(|(filter, r)| r.to_stored(filter.to_string())).collect(),
         }
     }
