@@ -46,7 +46,7 @@ impl Broker {
                 if let Some(old) = other {
                     // Clean start ends the old session; its connection (if any)
                     // is told it was taken over.
-                    old.kick(CloseReason::TakenOver);
+                    old.kick_taken_over();
                     self.discard_session_locked(&mut sessions, &old);
                 }
                 let session = Arc::new(Session::new(

@@ -65,6 +65,18 @@ impl Session {
         true
     }
 
+    /// Takes the owner record away and wakes that connection's task, which
+    /// then sees in `poll_close` that it is no longer the owner (takeover).
+    /// Called with the state lock held.
+    pub(super) fn displace_owner(&self, st: &mut super::SessionState) {
+        if let Some(old) = st.owner.take() {
+            self.owner_id.store(0, Ordering::SeqCst);
+            if let Some(waker) = old.waker {
+                waker.wake();
+            }
+        }
+    }
+
     /// Ready when deliveries may be waiting for connection `connection_id`
     /// (registers the task to be woken otherwise). Never loses a wake-up: a
     /// wake that happens while nobody waits is kept for the next call.

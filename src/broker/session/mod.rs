@@ -337,14 +337,11 @@ impl Session {
         attachment: Attachment,
     ) -> Vec<Outgoing> {
         let mut st = self.state.lock();
-        let old = st.owner.take();
+        self.displace_owner(&mut st);
         st.owner =
             Some(Owner { attachment: Box::new(attachment), connection_id, waker: None, close_reason: None, device });
         self.owner_id.store(connection_id, Ordering::SeqCst);
         self.close_asked.store(false, Ordering::SeqCst);
-        if let Some(waker) = old.and_then(|old| old.waker) {
-            waker.wake();
-        }
         // A reconnect cancels the will delay and the expiry of the last disconnect.
         for timer in st.timers.take().into_iter().flat_map(|timers| *timers) {
             timer.abort();
@@ -400,13 +397,10 @@ impl Session {
         }
     }
 
-    /// Kicks the attached connection, if any, with `reason`.
-    pub fn kick(&self, reason: CloseReason) {
-        let mut st = self.state.lock();
-        if let Some(mut owner) = st.owner.take() {
-            self.ask_owner_to_close(&mut owner, reason);
-            self.owner_id.store(0, Ordering::SeqCst);
-        }
+    /// The session is replaced (a clean start): its attached connection, if
+    /// any, is no longer the owner and closes with [`CloseReason::TakenOver`].
+    pub fn kick_taken_over(&self) {
+        self.displace_owner(&mut self.state.lock());
     }
 
     /// Asks the attached connection to close with `reason` unless it is
