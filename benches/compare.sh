@@ -31,7 +31,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-2}
 BROKERS=${BROKERS:-"starling starling-mem mosquitto nats rumqttd"}
-SCENARIOS=${SCENARIOS:-"fanout1k fanout5k fanin2k p2p500 p2p500q1 durable500 durable500r idle idlebare wsfanout1k wsp2p500 wsidle protofanout1k protoidle vehicles10k danmaku5k tlsconnect5k tlsfanout1k"}
+SCENARIOS=${SCENARIOS:-"fanout1k fanout5k fanout1kr fanin2k p2p500 p2p500q1 durable500 durable500r idle idlebare wsfanout1k wsp2p500 wsidle protofanout1k protoidle vehicles10k danmaku5k tlsconnect5k tlsfanout1k"}
 OUT=${OUT:-target/compare}
 PORT=${PORT:-21883}
 WS_PORT=$((PORT + 2))
@@ -58,10 +58,11 @@ if [[ " $BROKERS " == *" rumqttd "* ]] && [ ! -x "$RUMQTTD" ]; then
 fi
 cargo build --release --quiet
 STARLING=target/release/starling
-if [[ " $BROKERS " == *" starling-mimalloc"* ]]; then
-  cargo build --release --quiet --features mimalloc
-  cp target/release/starling target/release/starling-mimalloc
-  cargo build --release --quiet  # the system-allocator binary back in place
+if [[ " $BROKERS " == *" starling-sysalloc "* ]]; then
+  # The allocator A/B: the same code on the system allocator.
+  cargo build --release --quiet --no-default-features
+  cp target/release/starling target/release/starling-sysalloc
+  cargo build --release --quiet  # the shipped (mimalloc) binary back in place
 fi
 
 mkdir -p "$OUT/results" "$OUT/run"
@@ -107,13 +108,11 @@ start_broker() { # NAME SCENARIO -> echoes PID once the port accepts connections
       fi
       set -- "$STARLING" serve --config "$config" --data-dir "$dir/data" \
         --mqtt-bind 127.0.0.1:$PORT --ws-bind 127.0.0.1:$WS_PORT --http-bind 127.0.0.1:$HTTP_PORT ;;
-    starling-mimalloc|starling-mimalloc-purge0)
-      # The allocator A/B: the same build with mimalloc as the global
-      # allocator (cargo build --release --features mimalloc, copied to
-      # target/release/starling-mimalloc), with its default purge delay or
-      # none (memory given back to the system at once).
-      [ "$name" = starling-mimalloc ] || export MIMALLOC_PURGE_DELAY=0
-      set -- target/release/starling-mimalloc serve --config config.toml --data-dir "$dir/data" \
+    starling-sysalloc)
+      # The allocator A/B: the shipped configuration on a build with the
+      # system allocator (cargo build --release --no-default-features,
+      # copied to target/release/starling-sysalloc).
+      set -- target/release/starling-sysalloc serve --config config.toml --data-dir "$dir/data" \
         --mqtt-bind 127.0.0.1:$PORT --ws-bind 127.0.0.1:$WS_PORT --http-bind 127.0.0.1:$HTTP_PORT ;;
     starling-mem)
       set -- "$STARLING" serve --config config.toml --storage memory \
@@ -183,6 +182,7 @@ scenario_args() {
   case $1 in
     fanout1k) echo "fanout --publishers 1 --subscribers 1000 --size 64 --rate max" ;;
     fanout5k) echo "fanout --publishers 1 --subscribers 5000 --size 64 --rate 200" ;;
+    fanout1kr) echo "fanout --publishers 1 --subscribers 1000 --size 64 --rate 1000" ;;
     fanin2k)  echo "fanin --publishers 2000 --subscribers 1 --size 64 --rate 10000 --rate-total" ;;
     p2p500)   echo "p2p --pairs 500 --size 256 --rate max" ;;
     p2p500q1) echo "p2p --pairs 500 --size 256 --rate max --qos 1" ;;
