@@ -100,3 +100,17 @@ fn routing_and_draining_allocate_at_most_a_little_per_delivery() {
     assert!(per_delivery_routing <= 0.05, "routing allocates {per_delivery_routing:.3} per delivery");
     assert!(per_delivery_draining <= 0.05, "draining allocates {per_delivery_draining:.3} per delivery");
 }
+
+/// A delivery is copied into every subscriber's outbox ring, so its size is
+/// memory traffic per delivery at fan-out (docs/performance.md, "Fan-out
+/// rows on the mimalloc build"): 56 bytes before subscription ids became a
+/// one-word vector and the stored sequence number a non-zero one.
+#[test]
+fn a_delivery_fits_half_a_cache_line() {
+    assert!(
+        std::mem::size_of::<starling::broker::Delivery>() <= 32,
+        "Delivery is {} bytes",
+        std::mem::size_of::<starling::broker::Delivery>()
+    );
+    assert!(std::mem::size_of::<Outgoing>() <= 40, "Outgoing is {} bytes", std::mem::size_of::<Outgoing>());
+}

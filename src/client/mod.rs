@@ -128,6 +128,10 @@ pub trait Edge: Send {
     fn room(&self) -> usize {
         usize::MAX
     }
+    /// About to encode `items` deliveries holding `bytes` of topics and
+    /// payloads: an edge that buffers its writes makes room once, instead of
+    /// regrowing (and copying) its buffer while the batch is encoded.
+    fn reserve(&mut self, _items: usize, _bytes: usize) {}
     /// Writes everything pending with as few calls as it can.
     /// Poll-based, like `poll_receive`: the loop's future holds no flush
     /// future (a blocked write is waited for in a boxed slow path).
@@ -341,6 +345,7 @@ impl Client {
                     sample_delivery_latency(&self.broker, delivery.message.timestamp_ms);
                 }
             }
+            edge.reserve(outgoing.len(), taken);
             for item in outgoing.drain(..) {
                 if let Outgoing::Publish { delivery, .. } = &item {
                     by_qos[delivery.qos as usize] += 1;

@@ -597,7 +597,7 @@ async fn run_claims(
                         message: d.message.to_stored(),
                         qos: d.qos,
                         retain: d.retain,
-                        subscription_ids: d.subscription_ids,
+                        subscription_ids: d.subscription_ids.to_vec(),
                     })
                     .collect(),
             };
@@ -641,7 +641,7 @@ async fn run_handovers(mut handovers: async_nats::Subscriber, cluster: Weak<Clus
                     message: Arc::new(message),
                     qos: d.qos,
                     retain: d.retain,
-                    subscription_ids: d.subscription_ids,
+                    subscription_ids: d.subscription_ids.into_iter().collect(),
                     seq: None,
                 })
             })

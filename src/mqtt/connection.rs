@@ -44,6 +44,12 @@ const MAX_ENCODABLE_PACKET: usize = 268_435_455 + 5;
 /// given back, so a burst does not pin memory on a connection.
 const SMALL_BUFFER: usize = 256;
 
+/// A PUBLISH's bytes beyond its topic and payload, for reserving a batch's
+/// write buffer: fixed header (5 at most), topic length (2), packet id (2),
+/// and a little for MQTT 5 properties. An estimate: the buffer still grows
+/// if a batch needs more.
+const PUBLISH_OVERHEAD: usize = 16;
+
 /// A byte stream an MQTT connection runs over (TCP, or a WebSocket seen as bytes).
 pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {
     /// Ready when a read would find data (or end of stream), so an idle
@@ -205,6 +211,10 @@ impl<S: ByteStream> Edge for Connection<S> {
 
     fn write_outgoing(&mut self, client: &mut Client, item: Outgoing) {
         self.write_delivery(client, item)
+    }
+
+    fn reserve(&mut self, items: usize, bytes: usize) {
+        self.write_buf.reserve(bytes + items * PUBLISH_OVERHEAD);
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CloseReason>> {
@@ -574,28 +584,37 @@ where
             // Encode once, write many: every subscriber of this protocol family
             // that takes the message unchanged copies one cached frame. A
             // message nobody else holds (point-to-point) skips the cache.
-            let properties = if version.is_v5() { message_properties(m) } else { PublishProperties::default() };
-            let publish = PublishRef {
-                dup: false,
-                qos: QoS::AtMostOnce,
-                retain: false,
-                topic: m.topic.as_str(),
-                packet_id: 0,
-                payload: &m.payload,
-                properties: &properties,
+            let encode_into = |buf: &mut BytesMut, max_size: usize| {
+                let properties = if version.is_v5() { message_properties(m) } else { PublishProperties::default() };
+                let publish = PublishRef {
+                    dup: false,
+                    qos: QoS::AtMostOnce,
+                    retain: false,
+                    topic: m.topic.as_str(),
+                    packet_id: 0,
+                    payload: &m.payload,
+                    properties: &properties,
+                };
+                if publish_len(&publish, version) <= max_size {
+                    encode_publish(&publish, version, buf);
+                }
             };
-            if publish_len(&publish, version) > self.deliverable_size() {
-                return; // [MQTT-3.1.2-25]: discard as if delivered
-            }
+            let max_size = self.deliverable_size();
             if Arc::strong_count(m) <= 1 {
-                encode_publish(&publish, version, &mut self.write_buf);
+                // [MQTT-3.1.2-25]: a packet over the client's maximum is
+                // discarded as if delivered (here: not encoded).
+                encode_into(&mut self.write_buf, max_size);
             } else {
+                // The cached frame is encoded whatever its size; its length
+                // is the packet's, checked against this client's maximum.
                 let frame = m.wire.get_or_encode(usize::from(version.is_v5()), || {
                     let mut buf = BytesMut::new();
-                    encode_publish(&publish, version, &mut buf);
+                    encode_into(&mut buf, MAX_ENCODABLE_PACKET);
                     buf.freeze()
                 });
-                self.write_buf.extend_from_slice(frame);
+                if frame.len() <= max_size {
+                    self.write_buf.extend_from_slice(frame);
+                }
             }
             return;
         }
@@ -605,7 +624,7 @@ where
         if version.is_v5() {
             properties = message_properties(m);
             properties.message_expiry_interval = m.remaining_expiry_secs(now_ms());
-            properties.subscription_identifiers = delivery.subscription_ids.clone();
+            properties.subscription_identifiers = delivery.subscription_ids.to_vec();
             let alias_max = self.state.outbound_alias_max as usize;
             if alias_max > 0 {
                 let aliases = &mut self.state.aliases.get_or_insert_with(Default::default).outbound;

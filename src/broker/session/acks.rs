@@ -20,7 +20,7 @@ impl Session {
         };
         let (_, entry) = st.inflight.remove(pos).expect("position is valid");
         if let Inflight::Sent(Delivery { seq: Some(seq), .. }) = entry {
-            let _ = self.store.remove_delivery(&self.client_id, seq);
+            let _ = self.store.remove_delivery(&self.client_id, seq.get());
         }
         true
     }
@@ -39,7 +39,7 @@ impl Session {
             Inflight::Released { seq } => seq,
         };
         if let Some(seq) = seq {
-            let _ = self.store.remove_delivery(&self.client_id, seq);
+            let _ = self.store.remove_delivery(&self.client_id, seq.get());
         }
         true
     }
@@ -62,7 +62,7 @@ impl Session {
         if reason_code >= 0x80 {
             st.inflight.remove(pos);
             if let Some(seq) = seq {
-                let _ = self.store.remove_delivery(&self.client_id, seq);
+                let _ = self.store.remove_delivery(&self.client_id, seq.get());
             }
         } else {
             st.inflight.entry_mut(pos).1 = Inflight::Released { seq };
@@ -79,7 +79,7 @@ impl Session {
             return false;
         };
         if let Some((_, Inflight::Released { seq: Some(seq) })) = st.inflight.remove(pos) {
-            let _ = self.store.remove_delivery(&self.client_id, seq);
+            let _ = self.store.remove_delivery(&self.client_id, seq.get());
         }
         true
     }
@@ -90,7 +90,7 @@ impl Session {
         let mut st = self.state.lock();
         if let Some(pos) = st.inflight.iter().position(|(id, _)| *id == packet_id) {
             if let Some((_, Inflight::Sent(Delivery { seq: Some(seq), .. }))) = st.inflight.remove(pos) {
-                let _ = self.store.remove_delivery(&self.client_id, seq);
+                let _ = self.store.remove_delivery(&self.client_id, seq.get());
             }
         }
     }

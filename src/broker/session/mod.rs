@@ -20,6 +20,7 @@ use crate::topic::ProcessKeys;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -62,7 +63,7 @@ enum Inflight {
     Sent(Delivery),
     /// PUBREL sent, waiting for PUBCOMP. The stored copy (if any) is removed
     /// only at PUBCOMP, so a crash in between redelivers rather than loses.
-    Released { seq: Option<u64> },
+    Released { seq: Option<NonZeroU64> },
 }
 
 /// The QoS 1/2 deliveries sent and not yet acknowledged, in send order.
@@ -275,8 +276,9 @@ impl Session {
                     message,
                     qos: d.qos,
                     retain: d.retain,
-                    subscription_ids: d.subscription_ids,
-                    seq: Some(d.seq),
+                    subscription_ids: d.subscription_ids.into_iter().collect(),
+                    // Stored sequence numbers start at 1 (`next_seq`).
+                    seq: NonZeroU64::new(d.seq),
                 });
             }
         }
@@ -481,15 +483,15 @@ impl Session {
         if persist {
             let seq = st.next_seq;
             st.next_seq += 1;
-            delivery.seq = Some(seq);
+            delivery.seq = NonZeroU64::new(seq);
         }
         let seq = delivery.seq;
         let stored = seq.map(|seq| StoredDelivery {
-            seq,
+            seq: seq.get(),
             message: delivery.message.to_stored(),
             qos: delivery.qos,
             retain: delivery.retain,
-            subscription_ids: delivery.subscription_ids.clone(),
+            subscription_ids: delivery.subscription_ids.to_vec(),
         });
         match st.outbox.push(delivery) {
             Pushed::Queued { was_empty } => {
@@ -504,7 +506,7 @@ impl Session {
             Pushed::QueuedDropping(old) => {
                 // Discarded to make room, or replaced by a newer message of its topic.
                 if let Some(seq) = old.seq {
-                    let _ = self.store.remove_delivery(&self.client_id, seq);
+                    let _ = self.store.remove_delivery(&self.client_id, seq.get());
                 }
                 let (stored, store_failed) = self.store_delivery(stored);
                 Enqueued::Queued { stored, store_failed, displaced: true }
@@ -594,7 +596,7 @@ impl Session {
             if front.message.is_expired(now) {
                 let d = st.outbox.pop().expect("front exists");
                 if let Some(seq) = d.seq {
-                    let _ = self.store.remove_delivery(&self.client_id, seq);
+                    let _ = self.store.remove_delivery(&self.client_id, seq.get());
                 }
                 continue;
             }
