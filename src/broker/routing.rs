@@ -284,15 +284,18 @@ impl Broker {
                 subscription_ids: sub.identifier.into_iter().collect(),
                 seq: None,
             };
+            let qos = delivery.qos;
             // A client with several matching subscriptions gets one copy
             // ([MQTT-3.3.4-3..5]); the rare second match is merged below.
-            if !sub.session.first_match_of(message.id) {
-                duplicates.push((sub.session.clone(), delivery));
-                return;
-            }
+            let enqueued = match sub.session.enqueue_routed(delivery) {
+                Ok(enqueued) => enqueued,
+                Err(delivery) => {
+                    duplicates.push((sub.session.clone(), delivery));
+                    return;
+                }
+            };
             attempts += 1;
-            let qos = delivery.qos;
-            match sub.session.enqueue(delivery) {
+            match enqueued {
                 Enqueued::Queued { stored, store_failed, displaced } => {
                     if let Some(push) = &self.push {
                         if qos > QoS::AtMostOnce && push.watches(class_slot) {
