@@ -7,7 +7,11 @@
 #
 # `starling` runs the shipped config.toml (sled storage, the topic classes in
 # topics/ on; the scenarios' topics are neutral, outside every class);
-# `starling-mem` is the same with `--storage memory`, as an extra row. The
+# `starling-mem` is the same with `--storage memory`, as an extra row;
+# `starling-sysalloc` (add it to BROKERS) the shipped config on a build with
+# the system allocator instead of mimalloc, for the allocator A/B.
+# fanout5k and fanout1kr are fan-out at a fixed rate (1 M deliveries/s each),
+# for latency. The
 # ws* scenarios run MQTT over WebSocket (Mosquitto's websockets listener,
 # nats-server's websocket listener at /mqtt; rumqttd is built without it and
 # skipped), the proto* ones starling.v1 (starling only). durable500 is QoS 1
