@@ -242,6 +242,10 @@ pub struct Broker {
     security: Security,
     /// Session timer tasks alive (see `spawn_session_timer`).
     pending_timers: Arc<AtomicUsize>,
+    /// When a message last went to many subscribers (coarse Unix ms): their
+    /// writers then wait one poll of the kernel before writing, to carry
+    /// more per write (`Broker::fanning_out`).
+    last_fan_out_ms: AtomicU64,
     shutdown: watch::Sender<bool>,
 }
 
@@ -293,6 +297,7 @@ impl Broker {
             classes: class_runtime::ClassRuntime::new(classes),
             security,
             pending_timers: Arc::new(AtomicUsize::new(0)),
+            last_fan_out_ms: AtomicU64::new(0),
             shutdown,
         });
         broker.restore()?;

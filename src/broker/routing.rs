@@ -14,6 +14,12 @@ use super::stats::Limit;
 use super::subscriptions::pick_shared_member;
 use super::*;
 
+/// Deliveries of one message above which it counts as a fan-out, and how
+/// long (ms, on the coarse clock) writers keep coalescing after one
+/// (`Broker::fanning_out`).
+const FAN_OUT_ABOVE: usize = 8;
+const FAN_OUT_RECENT_MS: u64 = 10;
+
 /// Which shared-subscription groups a routing pass serves.
 #[derive(Debug, Clone, Copy)]
 pub enum SharedScope<'a> {
@@ -346,6 +352,9 @@ impl Broker {
         if full * 2 > attempts {
             outcome.congested = congested;
         }
+        if attempts > FAN_OUT_ABOVE && self.last_fan_out_ms.load(Ordering::Relaxed) != now {
+            self.last_fan_out_ms.store(now, Ordering::Relaxed);
+        }
         drop(tree);
         if refused > 0 {
             self.classes.count_drops(class_slot, DropReason::QueueFull, refused);
@@ -364,6 +373,16 @@ impl Broker {
                 outcome.store_failed |= store_failed;
             }
         }
+    }
+
+    /// Whether a message went to many subscribers within the last few
+    /// milliseconds: a writer woken now is likely one of a fan-out's, and
+    /// waits one poll of the kernel before writing so that a publisher's
+    /// next messages, if they arrived meanwhile, go in the same write
+    /// (docs/performance.md, "Write coalescing at a fixed rate").
+    /// Point-to-point traffic alone never waits.
+    pub fn fanning_out(&self) -> bool {
+        clock::coarse_now_ms().saturating_sub(self.last_fan_out_ms.load(Ordering::Relaxed)) <= FAN_OUT_RECENT_MS
     }
 
     /// Counts the message a `drop_oldest` or `conflate` outbox discarded
