@@ -3,19 +3,21 @@
 //! of incoming QoS 2 messages wait for their PUBREL.
 //! Must never: touch the outbox or the subscriptions.
 
-use super::{Inflight, Session};
+use super::{Inflight, Session, SessionState};
 use crate::broker::message::Delivery;
 use crate::model::QoS;
+
+/// Where the in-flight window holds the sent, unacknowledged `qos`
+/// delivery with `packet_id` (what a PUBACK or PUBREC answers).
+fn sent_position(st: &SessionState, packet_id: u16, qos: QoS) -> Option<usize> {
+    st.inflight.iter().position(|(id, e)| *id == packet_id && matches!(e, Inflight::Sent(d) if d.qos == qos))
+}
 
 impl Session {
     /// PUBACK from the client. Returns false for an unknown packet id.
     pub fn puback(&self, packet_id: u16) -> bool {
         let mut st = self.state.lock();
-        let Some(pos) = st
-            .inflight
-            .iter()
-            .position(|(id, e)| *id == packet_id && matches!(e, Inflight::Sent(d) if d.qos == QoS::AtLeastOnce))
-        else {
+        let Some(pos) = sent_position(&st, packet_id, QoS::AtLeastOnce) else {
             return false;
         };
         let (_, entry) = st.inflight.remove(pos).expect("position is valid");
@@ -48,11 +50,7 @@ impl Session {
     /// moves it to "released". Returns false for an unknown packet id.
     pub fn pubrec(&self, packet_id: u16, reason_code: u8) -> bool {
         let mut st = self.state.lock();
-        let Some(pos) = st
-            .inflight
-            .iter()
-            .position(|(id, e)| *id == packet_id && matches!(e, Inflight::Sent(d) if d.qos == QoS::ExactlyOnce))
-        else {
+        let Some(pos) = sent_position(&st, packet_id, QoS::ExactlyOnce) else {
             return false;
         };
         let seq = match &st.inflight[pos].1 {
