@@ -131,6 +131,7 @@ def main():
         print("| broker | runs | " + " | ".join(m[0] for m in metrics) + " | tool saturated |")
         print("|---" * (len(metrics) + 3) + "|")
         medians = {}
+        notes = []
         for broker, runs in sorted(by_broker.items()):
             row = []
             for label, get, _hib, fmt in metrics:
@@ -140,6 +141,12 @@ def main():
                 row.append(fmt.format(med) if med is not None else "-")
             saturated = sum(1 for r in runs if r.get("tool_saturated"))
             print(f"| {broker} | {len(runs)} | " + " | ".join(row) + f" | {saturated}/{len(runs)} |")
+            cut_off = sum(1 for r in runs if r.get("drain_cut_off"))
+            if cut_off and any(m[0] in ("loss %", "delivered %") for m in metrics):
+                notes.append(f"{broker}: {cut_off}/{len(runs)} run(s) ended the drain while deliveries still "
+                             "arrived; their loss is an undrained backlog, not proven loss")
+        for note in notes:
+            print(f"\nnote: {note}")
         if "starling" in by_broker and metrics:
             label, _get, higher, _fmt = metrics[0]
             ours = medians.get(("starling", label))

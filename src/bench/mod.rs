@@ -189,6 +189,11 @@ pub struct BenchResult {
     /// they were published): the broker's delivery throughput.
     pub deliveries_per_sec: f64,
     pub loss_ratio: f64,
+    /// The drain ended at `--drain` while deliveries were still arriving, so
+    /// `loss_ratio` counts a backlog that was still draining, not proven loss
+    /// (typical of `--rate max`, where the publisher outruns the broker and
+    /// its socket buffers hold seconds of messages).
+    pub drain_cut_off: bool,
     pub latency_ms: Option<Percentiles>,
     /// QoS 1/2: acknowledgements of the messages sent in the measured window,
     /// and the time from sending each to its acknowledgement.
@@ -472,6 +477,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchResult> {
     // window still arriving count as activity: the backlog is draining).
     let mut last = counters.received_all.load(Ordering::Relaxed);
     let mut quiet_since = Instant::now();
+    let mut went_quiet = false;
     while Instant::now() < drain_deadline && counters.received.load(Ordering::Relaxed) < expected {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let now = counters.received_all.load(Ordering::Relaxed);
@@ -479,9 +485,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchResult> {
             last = now;
             quiet_since = Instant::now();
         } else if quiet_since.elapsed() > Duration::from_millis(1000) {
+            went_quiet = true;
             break; // nothing more is coming
         }
     }
+    // At --rate max a publisher can queue seconds of messages in socket
+    // buffers; a drain that ends while they still arrive has not shown loss.
+    let drain_cut_off = !went_quiet && counters.received.load(Ordering::Relaxed) < expected;
     let rss_during = args.broker_pid.and_then(stats::rss_of);
     if args.scenario == Scenario::Idle {
         // Hold the idle connections for the duration, then measure.
@@ -514,6 +524,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchResult> {
         received,
         deliveries_per_sec: received_in_window as f64 / measured_secs,
         loss_ratio: if expected == 0 { 0.0 } else { 1.0 - (received.min(expected) as f64 / expected as f64) },
+        drain_cut_off,
         latency_ms: latency.as_ref().and_then(Percentiles::of),
         acked: counters.acked.load(Ordering::Relaxed),
         ack_latency_ms: ack_latency.as_ref().and_then(Percentiles::of),

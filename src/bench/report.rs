@@ -88,7 +88,17 @@ pub fn print_table(r: &BenchResult) {
         ("deliveries", format!("{}/s during the measured window", human(r.deliveries_per_sec))),
         (
             "loss",
-            format!("{:.4}% ({} of {} expected arrived after a drain)", r.loss_ratio * 100.0, r.received, r.expected),
+            format!(
+                "{:.4}% ({} of {} expected arrived after a drain){}",
+                r.loss_ratio * 100.0,
+                r.received,
+                r.expected,
+                if r.drain_cut_off {
+                    "; the drain was cut off while deliveries still arrived: a backlog, not proven loss"
+                } else {
+                    ""
+                }
+            ),
         ),
     ];
     if let Some(l) = &r.latency_ms {
