@@ -73,3 +73,30 @@ async fn acknowledged_messages_survive_kill_9() {
     assert_eq!(got, (0..N).collect::<BTreeSet<_>>());
     broker.kill_9().await;
 }
+
+/// Beyond acknowledged messages: every store write reaches the journal
+/// before sled sees it, so a killed broker keeps even what no flush covered
+/// yet; here a persistent session's subscription, written before its SUBACK.
+#[tokio::test]
+async fn a_subscription_survives_kill_9_without_any_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path()).await;
+    let mut sub = v4::connect(broker.addr, "kept-sub", false).await;
+    sub.subscribe("kept/#", v4::QoS::AtLeastOnce).await;
+    // No QoS 1/2 publish, no clean shutdown: nothing flushed the store.
+    broker.kill_9().await;
+    drop(sub);
+
+    let broker = BrokerProcess::start(dir.path()).await;
+    let (mut sub, ack) = v4::connect_with({
+        let mut o = v4::options(broker.addr, "kept-sub");
+        o.set_clean_session(false);
+        o
+    })
+    .await;
+    assert!(ack.session_present, "the session was lost");
+    let mut publisher = v4::connect(broker.addr, "kept-pub", true).await;
+    publisher.publish_acked("kept/a", false, "still subscribed").await;
+    assert_eq!(sub.next_publish().await.payload, "still subscribed");
+    broker.kill_9().await;
+}

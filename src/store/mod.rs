@@ -4,12 +4,16 @@
 //! Owns: the `Store` trait, the records it stores, and the implementations
 //! (`sled` on disk, `memory` for tests and for `storage = "memory"`), which
 //! share one test suite. `GroupCommit` batches flushes so that many publishers
-//! waiting for durability cost one fsync.
+//! waiting for durability cost one fsync; on sled that fsync is the
+//! journal's (`journal.rs`), an append-only redo log replayed at open.
 //! Must never: make routing decisions or hold broker locks; it stores what it
 //! is given. Writes are not durable until `flush` (or `GroupCommit::sync`)
 //! returns.
 
 mod commit;
+#[cfg(test)]
+mod crash_tests;
+mod journal;
 mod memory;
 mod sled_store;
 #[cfg(test)]
@@ -24,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a stored record's encoding changes; a store written by a
 /// different version is refused at open with a clear error.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {

@@ -9,7 +9,14 @@
 //!   separator cannot occur inside a client id (MQTT strings exclude U+0000,
 //!   [MQTT-1.5.4-2]), so client "a" never sees the queue of client "ab".
 //! - `meta`: "format_version" -> u32 big-endian.
+//!
+//! Every write goes through the [`Journal`] (`journal/` inside the data
+//! directory): recorded there, then applied to sled. `flush` syncs the
+//! journal only; sled itself is flushed at checkpoints, with its own
+//! background flushing off, so after a crash the journal is replayed over
+//! what sled kept.
 
+use super::journal::{Journal, Op, TreeId};
 use super::{Store, StoreError, StoredDelivery, StoredMessage, StoredSession, FORMAT_VERSION};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -18,7 +25,6 @@ use std::path::Path;
 const FORMAT_VERSION_KEY: &[u8] = b"format_version";
 
 pub struct SledStore {
-    db: sled::Db,
     retained: sled::Tree,
     sessions: sled::Tree,
     deliveries: sled::Tree,
@@ -29,6 +35,7 @@ pub struct SledStore {
     files: sled::Tree,
     /// Appends per topic since open, for amortised trimming.
     history_appends: parking_lot::Mutex<std::collections::HashMap<String, u64>>,
+    journal: Journal,
 }
 
 fn io(context: &str, err: sled::Error) -> StoreError {
@@ -78,6 +85,11 @@ impl SledStore {
     /// with [`FORMAT_VERSION`]; an existing one written by another version is
     /// refused with [`StoreError::FormatVersion`] rather than misread.
     pub fn open(path: &Path) -> Result<SledStore, StoreError> {
+        SledStore::open_with_checkpoint_bytes(path, super::journal::CHECKPOINT_BYTES)
+    }
+
+    /// `open`, with the journal checkpointing every `checkpoint_bytes`.
+    pub(super) fn open_with_checkpoint_bytes(path: &Path, checkpoint_bytes: u64) -> Result<SledStore, StoreError> {
         let context = |what: &str| format!("{what} in {}", path.display());
         let db = open_waiting_for_lock(path).map_err(|e| io(&context("opening sled database"), e))?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| io(&context(&format!("opening tree {name:?}")), e));
@@ -96,7 +108,14 @@ impl SledStore {
                     meta.insert(FORMAT_VERSION_KEY, &FORMAT_VERSION.to_be_bytes())
                         .map_err(|e| io(&context("writing format version"), e))?;
                     db.flush().map_err(|e| io(&context("flushing the migration to format 2"), e))?;
-                    tracing::info!(path = %path.display(), "store migrated from format version 1 to 2");
+                    tracing::info!(path = %path.display(), "store migrated from format version 1");
+                } else if found == 2 {
+                    // Format 3 added the journal; the records are unchanged. The
+                    // stamp keeps an older build, which would not replay the
+                    // journal, from opening this directory.
+                    meta.insert(FORMAT_VERSION_KEY, &FORMAT_VERSION.to_be_bytes())
+                        .map_err(|e| io(&context("writing format version"), e))?;
+                    db.flush().map_err(|e| io(&context("flushing the format stamp"), e))?;
                 } else if found != FORMAT_VERSION {
                     return Err(StoreError::FormatVersion { found, expected: FORMAT_VERSION });
                 }
@@ -109,16 +128,91 @@ impl SledStore {
                 db.flush().map_err(|e| io(&context("flushing format version"), e))?;
             }
         }
+        let (retained, sessions, deliveries) = (tree("retained")?, tree("sessions")?, tree("deliveries")?);
+        let (history, push, files) = (tree("history")?, tree("push")?, tree("files")?);
+        let journal = Journal::open(path, &db, checkpoint_bytes, |id| {
+            match id {
+                TreeId::Retained => &retained,
+                TreeId::Sessions => &sessions,
+                TreeId::Deliveries => &deliveries,
+                TreeId::History => &history,
+                TreeId::Push => &push,
+                TreeId::Files => &files,
+            }
+            .clone()
+        })?;
         Ok(SledStore {
-            retained: tree("retained")?,
-            sessions: tree("sessions")?,
-            deliveries: tree("deliveries")?,
-            history: tree("history")?,
-            push: tree("push")?,
-            files: tree("files")?,
+            retained,
+            sessions,
+            deliveries,
+            history,
+            push,
+            files,
             history_appends: Default::default(),
-            db,
+            journal,
         })
+    }
+
+    fn tree(&self, id: TreeId) -> &sled::Tree {
+        match id {
+            TreeId::Retained => &self.retained,
+            TreeId::Sessions => &self.sessions,
+            TreeId::Deliveries => &self.deliveries,
+            TreeId::History => &self.history,
+            TreeId::Push => &self.push,
+            TreeId::Files => &self.files,
+        }
+    }
+
+    /// Sets `key` in tree `id`: journal first, then sled.
+    fn put(&self, id: TreeId, key: &[u8], value: &[u8], context: impl FnOnce() -> String) -> Result<(), StoreError> {
+        self.journal.write(id, &[Op::Insert(key, value)], || {
+            self.tree(id).insert(key, value).map(drop).map_err(|e| io(&context(), e))
+        })
+    }
+
+    /// Removes `keys` from tree `id` (one journal write, one sled batch).
+    fn delete(
+        &self,
+        id: TreeId,
+        keys: &[impl AsRef<[u8]>],
+        context: impl FnOnce() -> String,
+    ) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let ops: Vec<Op<'_>> = keys.iter().map(|k| Op::Remove(k.as_ref())).collect();
+        self.journal.write(id, &ops, || {
+            let tree = self.tree(id);
+            match keys {
+                [one] => tree.remove(one.as_ref()).map(drop),
+                many => {
+                    let mut batch = sled::Batch::default();
+                    for key in many {
+                        batch.remove(key.as_ref());
+                    }
+                    tree.apply_batch(batch)
+                }
+            }
+            .map_err(|e| io(&context(), e))
+        })
+    }
+
+    /// The journal's current generation and length, and whether a
+    /// checkpoint is running (tests).
+    #[cfg(test)]
+    pub(super) fn journal_position(&self) -> (u64, u64, bool) {
+        self.journal.position()
+    }
+}
+
+impl Drop for SledStore {
+    /// A clean close leaves nothing to replay: sled is flushed and the
+    /// journal files deleted (a failure only means a replay at next open).
+    fn drop(&mut self) {
+        if let Err(e) = self.journal.close_clean() {
+            tracing::warn!(error = %e, "closing the store journal; it will be replayed at next open");
+        }
     }
 }
 
@@ -156,7 +250,9 @@ fn migrate_v1_sessions(sessions: &sled::Tree) -> Result<(), StoreError> {
 fn open_waiting_for_lock(path: &Path) -> sled::Result<sled::Db> {
     let started = std::time::Instant::now();
     loop {
-        match sled::open(path) {
+        // No background flushing: the journal makes writes durable, and
+        // checkpoints flush sled when they cut it.
+        match sled::Config::new().path(path).flush_every_ms(None).open() {
             // sled reports a held lock as ErrorKind::Other with this text.
             Err(sled::Error::Io(e))
                 if e.to_string().contains("could not acquire lock") && started.elapsed() < LOCK_WAIT =>
@@ -183,14 +279,10 @@ impl Store for SledStore {
         let context = || format!("storing retained message for {topic:?}");
         match message {
             Some(message) => {
-                let value = encode("retained message", message)?;
-                self.retained.insert(topic, value).map_err(|e| io(&context(), e))?;
+                self.put(TreeId::Retained, topic.as_bytes(), &encode("retained message", message)?, context)
             }
-            None => {
-                self.retained.remove(topic).map_err(|e| io(&context(), e))?;
-            }
+            None => self.delete(TreeId::Retained, &[topic], context),
         }
-        Ok(())
     }
 
     fn load_sessions(&self) -> Result<Vec<StoredSession>, StoreError> {
@@ -205,10 +297,9 @@ impl Store for SledStore {
 
     fn save_session(&self, session: &StoredSession) -> Result<(), StoreError> {
         let value = encode("session", session)?;
-        self.sessions
-            .insert(session.client_id.as_str(), value)
-            .map_err(|e| io(&format!("saving session {:?}", session.client_id), e))?;
-        Ok(())
+        self.put(TreeId::Sessions, session.client_id.as_bytes(), &value, || {
+            format!("saving session {:?}", session.client_id)
+        })
     }
 
     fn remove_session(&self, client_id: &str) -> Result<(), StoreError> {
@@ -217,28 +308,27 @@ impl Store for SledStore {
         // between leaves at worst a session whose queue was already being
         // discarded, never orphaned deliveries that a later session with the
         // same client id would wrongly inherit.
-        let mut batch = sled::Batch::default();
-        for key in self.deliveries.scan_prefix(delivery_prefix(client_id)?).keys() {
-            batch.remove(key.map_err(|e| io(&context(), e))?);
-        }
-        self.deliveries.apply_batch(batch).map_err(|e| io(&context(), e))?;
-        self.sessions.remove(client_id).map_err(|e| io(&context(), e))?;
-        Ok(())
+        let keys = self
+            .deliveries
+            .scan_prefix(delivery_prefix(client_id)?)
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| io(&context(), e))?;
+        self.delete(TreeId::Deliveries, &keys, context)?;
+        self.delete(TreeId::Sessions, &[client_id], context)
     }
 
     fn push_delivery(&self, client_id: &str, delivery: &StoredDelivery) -> Result<(), StoreError> {
         let value = encode("delivery", delivery)?;
-        self.deliveries
-            .insert(delivery_key(client_id, delivery.seq)?, value)
-            .map_err(|e| io(&format!("queueing delivery {} for {client_id:?}", delivery.seq), e))?;
-        Ok(())
+        self.put(TreeId::Deliveries, &delivery_key(client_id, delivery.seq)?, &value, || {
+            format!("queueing delivery {} for {client_id:?}", delivery.seq)
+        })
     }
 
     fn remove_delivery(&self, client_id: &str, seq: u64) -> Result<(), StoreError> {
-        self.deliveries
-            .remove(delivery_key(client_id, seq)?)
-            .map_err(|e| io(&format!("removing delivery {seq} for {client_id:?}"), e))?;
-        Ok(())
+        self.delete(TreeId::Deliveries, &[delivery_key(client_id, seq)?], || {
+            format!("removing delivery {seq} for {client_id:?}")
+        })
     }
 
     fn load_deliveries(
@@ -278,7 +368,7 @@ impl Store for SledStore {
         let prefix = history_prefix(&message.topic);
         let mut key = prefix.clone();
         key.extend_from_slice(&message.id.to_be_bytes());
-        self.history.insert(key, encode("history message", message)?).map_err(|e| io(&context(), e))?;
+        self.put(TreeId::History, &key, &encode("history message", message)?, context)?;
         let trim = super::history_trim_due_for(&mut self.history_appends.lock(), &message.topic);
         if !trim {
             return Ok(());
@@ -293,11 +383,7 @@ impl Store for SledStore {
                 doomed.push(key);
             }
         }
-        let mut batch = sled::Batch::default();
-        for key in doomed {
-            batch.remove(key);
-        }
-        self.history.apply_batch(batch).map_err(|e| io(&context(), e))
+        self.delete(TreeId::History, &doomed, context)
     }
 
     fn load_history(
@@ -343,17 +429,17 @@ impl Store for SledStore {
             };
             let topic = String::from_utf8_lossy(&key[..end]).into_owned();
             if let Some(cutoff) = not_before(&topic) {
-                let mut batch = sled::Batch::default();
+                let mut doomed = Vec::new();
                 for kv in self.history.scan_prefix(&key[..=end]) {
                     let (k, v) = kv.map_err(|e| io(context, e))?;
                     // Ids grow with time: the first young message ends the walk.
                     if decode::<StoredMessage>("history message", &v).is_ok_and(|m| m.timestamp_ms >= cutoff) {
                         break;
                     }
-                    batch.remove(k);
+                    doomed.push(k);
                     removed += 1;
                 }
-                self.history.apply_batch(batch).map_err(|e| io(context, e))?;
+                self.delete(TreeId::History, &doomed, || context.to_string())?;
             }
             from = key[..end].to_vec();
             from.push(1);
@@ -362,13 +448,11 @@ impl Store for SledStore {
     }
 
     fn push_queue_add(&self, seq: u64, event: &[u8]) -> Result<(), StoreError> {
-        self.push.insert(seq.to_be_bytes(), event).map_err(|e| io("queueing a push", e))?;
-        Ok(())
+        self.put(TreeId::Push, &seq.to_be_bytes(), event, || "queueing a push".into())
     }
 
     fn push_queue_remove(&self, seq: u64) -> Result<(), StoreError> {
-        self.push.remove(seq.to_be_bytes()).map_err(|e| io("removing a sent push", e))?;
-        Ok(())
+        self.delete(TreeId::Push, &[seq.to_be_bytes()], || "removing a sent push".into())
     }
 
     fn push_queue_load(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
@@ -386,13 +470,11 @@ impl Store for SledStore {
     }
 
     fn files_put(&self, key: &str, record: &[u8]) -> Result<(), StoreError> {
-        self.files.insert(key.as_bytes(), record).map_err(|e| io("saving a file record", e))?;
-        Ok(())
+        self.put(TreeId::Files, key.as_bytes(), record, || "saving a file record".into())
     }
 
     fn files_remove(&self, key: &str) -> Result<(), StoreError> {
-        self.files.remove(key.as_bytes()).map_err(|e| io("removing a file record", e))?;
-        Ok(())
+        self.delete(TreeId::Files, &[key], || "removing a file record".into())
     }
 
     fn files_load(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
@@ -428,7 +510,6 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map_err(|e| io("flushing sled database", e))?;
-        Ok(())
+        self.journal.sync()
     }
 }

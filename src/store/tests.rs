@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-fn message(topic: &str, payload: &[u8]) -> StoredMessage {
+pub(super) fn message(topic: &str, payload: &[u8]) -> StoredMessage {
     StoredMessage {
         id: 42,
         timestamp_ms: 1_699_999_999_000,
@@ -27,7 +27,7 @@ fn message(topic: &str, payload: &[u8]) -> StoredMessage {
     }
 }
 
-fn session(client_id: &str, expiry_secs: u32) -> StoredSession {
+pub(super) fn session(client_id: &str, expiry_secs: u32) -> StoredSession {
     StoredSession {
         client_id: client_id.to_owned(),
         user: Some("alice".into()),
@@ -46,7 +46,7 @@ fn session(client_id: &str, expiry_secs: u32) -> StoredSession {
     }
 }
 
-fn delivery(seq: u64, payload: &[u8]) -> StoredDelivery {
+pub(super) fn delivery(seq: u64, payload: &[u8]) -> StoredDelivery {
     StoredDelivery {
         seq,
         message: message("a/b", payload),
@@ -296,7 +296,8 @@ fn sled_refuses_other_format_version() {
 }
 
 /// A data directory written by format 1 (sessions without an owner) opens
-/// under format 2: its sessions become anonymous ones, nothing is lost.
+/// under the current format: its sessions become anonymous ones, nothing is
+/// lost.
 #[test]
 fn sled_migrates_format_1_sessions() {
     #[derive(serde::Serialize)]
@@ -324,7 +325,7 @@ fn sled_migrates_format_1_sessions() {
     expected.user = None;
     assert_eq!(store.load_sessions().unwrap(), vec![expected.clone()]);
     drop(store);
-    // Stamped as format 2: opening again reads it as it is.
+    // Stamped with the current format: opening again reads it as it is.
     assert_eq!(SledStore::open(dir.path()).unwrap().load_sessions().unwrap(), vec![expected]);
 }
 
