@@ -9,7 +9,9 @@
 # topics/ on; the scenarios' topics are neutral, outside every class);
 # `starling-mem` is the same with `--storage memory`, as an extra row;
 # `starling-sysalloc` (add it to BROKERS) the shipped config on a build with
-# the system allocator instead of mimalloc, for the allocator A/B.
+# the system allocator instead of mimalloc, for the allocator A/B;
+# `starling-base` the shipped config on the binary at $STARLING_BASE
+# (default target/release/starling-base), for an A/B against another commit.
 # fanout5k and fanout1kr are fan-out at a fixed rate (1 M deliveries/s each),
 # for latency. The
 # ws* scenarios run MQTT over WebSocket (Mosquitto's websockets listener,
@@ -117,6 +119,12 @@ start_broker() { # NAME SCENARIO -> echoes PID once the port accepts connections
       # system allocator (cargo build --release --no-default-features,
       # copied to target/release/starling-sysalloc).
       set -- target/release/starling-sysalloc serve --config config.toml --data-dir "$dir/data" \
+        --mqtt-bind 127.0.0.1:$PORT --ws-bind 127.0.0.1:$WS_PORT --http-bind 127.0.0.1:$HTTP_PORT ;;
+    starling-base)
+      # An A/B against another build of starling: the shipped configuration
+      # on the binary at $STARLING_BASE (e.g. a release build of the commit
+      # before a change, copied there).
+      set -- "${STARLING_BASE:-target/release/starling-base}" serve --config config.toml --data-dir "$dir/data" \
         --mqtt-bind 127.0.0.1:$PORT --ws-bind 127.0.0.1:$WS_PORT --http-bind 127.0.0.1:$HTTP_PORT ;;
     starling-mem)
       set -- "$STARLING" serve --config config.toml --storage memory \

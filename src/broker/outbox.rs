@@ -48,10 +48,21 @@ pub enum Pushed<T> {
 /// An empty outbox whose ring holds more slots than this releases it.
 const SHRINK_ABOVE: usize = 64;
 
+/// Capacities are kept in a `u32` (an outbox of four billion messages is
+/// not a thing), which keeps the struct at one cache line.
+fn clamp_capacity(capacity: usize) -> u32 {
+    u32::try_from(capacity.max(1)).unwrap_or(u32::MAX)
+}
+
 #[derive(Debug)]
 pub struct Outbox<T> {
     items: VecDeque<T>,
-    capacity: usize,
+    capacity: u32,
+    /// Slots the ring had when it was last released: the next burst
+    /// allocates that many at once instead of doubling its way up from 4,
+    /// copying the ring at every step (a subscriber of a busy fan-out fills
+    /// and empties its ring many times a second).
+    released_slots: u32,
     dropped: u64,
     /// Sum of the queued items' sizes, and its quota (`session.max_queued_bytes`).
     bytes: usize,
@@ -60,7 +71,14 @@ pub struct Outbox<T> {
 
 impl<T: OutboxItem> Outbox<T> {
     pub fn new(capacity: usize) -> Self {
-        Outbox { items: VecDeque::new(), capacity: capacity.max(1), dropped: 0, bytes: 0, max_bytes: usize::MAX }
+        Outbox {
+            items: VecDeque::new(),
+            capacity: clamp_capacity(capacity),
+            released_slots: 0,
+            dropped: 0,
+            bytes: 0,
+            max_bytes: usize::MAX,
+        }
     }
 
     /// Sets the byte quota: a new item that would take the queued bytes past
@@ -75,7 +93,7 @@ impl<T: OutboxItem> Outbox<T> {
     }
 
     pub fn push(&mut self, item: T) -> Pushed<T> {
-        let capacity = item.capacity().unwrap_or(self.capacity).max(1);
+        let capacity = item.capacity().unwrap_or(self.capacity as usize).max(1);
         let size = item.size();
         if item.policy() == OutboxPolicy::Conflate {
             if let Some(pending) = self.items.iter_mut().rev().find(|p| p.conflates_with(&item)) {
@@ -86,6 +104,9 @@ impl<T: OutboxItem> Outbox<T> {
         }
         if self.items.len() < capacity && self.bytes + size <= self.max_bytes {
             let was_empty = self.items.is_empty();
+            if self.items.capacity() == 0 && self.released_slots > 0 {
+                self.items.reserve_exact((self.released_slots as usize).min(capacity));
+            }
             self.items.push_back(item);
             self.bytes += size;
             return Pushed::Queued { was_empty };
@@ -117,7 +138,7 @@ impl<T: OutboxItem> Outbox<T> {
     /// Changes the default capacity. Items already queued beyond a lowered
     /// capacity stay; new ones are refused or make room as their policy says.
     pub fn set_capacity(&mut self, capacity: usize) {
-        self.capacity = capacity.max(1);
+        self.capacity = clamp_capacity(capacity);
     }
 }
 
@@ -143,6 +164,7 @@ impl<T> Outbox<T> {
         // Give a burst's memory back once it has drained: an idle subscriber
         // should not keep a thousand-slot ring allocated.
         if self.items.is_empty() && self.items.capacity() > SHRINK_ABOVE {
+            self.released_slots = u32::try_from(self.items.capacity()).unwrap_or(u32::MAX);
             self.items = VecDeque::new();
         }
         item
@@ -153,7 +175,7 @@ impl<T> Outbox<T> {
     }
 
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.capacity as usize
     }
 
     pub fn len(&self) -> usize {
@@ -217,6 +239,27 @@ mod tests {
 
     fn drain(o: &mut Outbox<It>) -> Vec<u32> {
         std::iter::from_fn(|| o.pop()).map(|i| i.n).collect()
+    }
+
+    /// An emptied ring is released (idle subscribers hold no slots), and the
+    /// next burst gets the released size in one allocation.
+    #[test]
+    fn a_released_ring_comes_back_at_its_size_at_once() {
+        let mut o = Outbox::new(1000);
+        for n in 0..500 {
+            o.push(it("a", n, OutboxPolicy::Queue));
+        }
+        let burst = o.items.capacity();
+        assert_eq!(drain(&mut o).len(), 500);
+        assert_eq!(o.items.capacity(), 0, "an empty ring is given back");
+        o.push(it("a", 0, OutboxPolicy::Queue));
+        assert!(o.items.capacity() >= burst, "{} slots, the burst had {burst}", o.items.capacity());
+        // A capacity of zero is one; capacities beyond u32 are clamped.
+        let mut o = Outbox::<It>::new(0);
+        assert_eq!(o.capacity(), 1);
+        o.set_capacity(usize::MAX);
+        assert_eq!(o.capacity(), u32::MAX as usize);
+        assert_eq!(std::mem::size_of::<Outbox<It>>(), 64, "one cache line");
     }
 
     #[test]
