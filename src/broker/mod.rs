@@ -31,6 +31,7 @@ mod operators;
 pub mod outbox;
 mod retained;
 mod routing;
+mod run;
 pub mod session;
 mod sessions;
 pub mod stats;
@@ -72,6 +73,20 @@ pub struct Subscriber {
     pub session: Arc<Session>,
     pub options: SubscriptionOptions,
     pub identifier: Option<u32>,
+}
+
+impl Subscriber {
+    /// This subscription's copy of `message`: QoS capped by the
+    /// subscription, retain flag as its option says, its identifier.
+    pub(crate) fn delivery_of(&self, message: &Arc<Message>) -> Delivery {
+        Delivery {
+            message: message.clone(),
+            qos: message.qos.min(self.options.qos),
+            retain: self.options.retain_as_published && message.retain,
+            subscription_ids: self.identifier.into_iter().collect(),
+            seq: None,
+        }
+    }
 }
 
 #[derive(Debug)]

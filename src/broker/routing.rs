@@ -179,7 +179,7 @@ impl Broker {
     }
 
     /// The topic-order lock of `topic` (one of a fixed set of stripes).
-    fn order_stripe(&self, topic: &str) -> &parking_lot::Mutex<()> {
+    pub(super) fn order_stripe(&self, topic: &str) -> &parking_lot::Mutex<()> {
         static STRIPE_HASH: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
         let hash = STRIPE_HASH.get_or_init(ahash::RandomState::new).hash_one(topic);
         &self.topic_order[hash as usize % self.topic_order.len()]
@@ -190,9 +190,24 @@ impl Broker {
     /// must outlive it (history, retained). `None`: refused or shed (said in
     /// `outcome`). The returned guard keeps the topic's order until routing
     /// is done, so every subscriber sees a topic's messages in id order.
-    pub fn admit(&self, mut message: Message, outcome: &mut PublishOutcome) -> Option<AdmittedPublish<'_>> {
+    pub fn admit(&self, message: Message, outcome: &mut PublishOutcome) -> Option<AdmittedPublish<'_>> {
         let stripe = self.order_stripe(message.topic.as_str());
         let now = now_ms();
+        let (message, history) = self.admit_to_class(message, now, outcome)?;
+        let in_order = stripe.lock();
+        let message = self.stamp_and_keep(message, history, now, outcome);
+        Some(AdmittedPublish { message, _in_order: in_order })
+    }
+
+    /// The retained quota and the topic's class: the message as its class
+    /// adjusted it, with the history rule to keep it by; `None`: refused or
+    /// shed (said in `outcome`).
+    pub(super) fn admit_to_class(
+        &self,
+        mut message: Message,
+        now: u64,
+        outcome: &mut PublishOutcome,
+    ) -> Option<(Message, Option<class_runtime::HistoryRule>)> {
         if message.retain && !message.payload.is_empty() {
             let limits = &self.config.retained;
             if !self.retained.read().fits(&message, limits.max_messages, limits.max_bytes) {
@@ -218,7 +233,18 @@ impl Broker {
                 return None;
             }
         };
-        let in_order = stripe.lock();
+        Some((message, history))
+    }
+
+    /// Gives an admitted message its id and time (the caller holds the
+    /// topic's order lock) and stores what must outlive it.
+    pub(super) fn stamp_and_keep(
+        &self,
+        mut message: Message,
+        history: Option<class_runtime::HistoryRule>,
+        now: u64,
+        outcome: &mut PublishOutcome,
+    ) -> Arc<Message> {
         message.id = self.next_id();
         message.timestamp_ms = now;
         let message = Arc::new(message);
@@ -238,7 +264,7 @@ impl Broker {
                 Err(()) => outcome.store_failed = true,
             }
         }
-        Some(AdmittedPublish { message, _in_order: in_order })
+        message
     }
 
     /// Sets, replaces or clears (empty payload) the retained message of a topic.
@@ -275,54 +301,16 @@ impl Broker {
         // traffic, one pass. Readers never block each other; only
         // (un)subscribes wait.
         let mut duplicates: Vec<(Arc<Session>, Delivery)> = Vec::new();
-        let (mut attempts, mut full) = (0usize, 0usize);
-        let mut congested: Option<Arc<Session>> = None;
-        let now = clock::coarse_now_ms();
-        let class_slot = usize::from(message.handling.class);
-        // Counted once per message, not per delivery (a slow fan-out refuses many).
-        let (mut refused, mut displaced_count, mut offline) = (0u64, 0u64, 0u64);
+        let mut tally = Tally::new(message);
         let tree = self.subscriptions.read();
         let mut deliver = |sub: &Subscriber| {
-            let delivery = Delivery {
-                message: message.clone(),
-                qos: message.qos.min(sub.options.qos),
-                retain: sub.options.retain_as_published && message.retain,
-                subscription_ids: sub.identifier.into_iter().collect(),
-                seq: None,
-            };
+            let delivery = sub.delivery_of(message);
             let qos = delivery.qos;
             // A client with several matching subscriptions gets one copy
             // ([MQTT-3.3.4-3..5]); the rare second match is merged below.
-            let enqueued = match sub.session.enqueue_routed(delivery) {
-                Ok(enqueued) => enqueued,
-                Err(delivery) => {
-                    duplicates.push((sub.session.clone(), delivery));
-                    return;
-                }
-            };
-            attempts += 1;
-            match enqueued {
-                Enqueued::Queued { stored, store_failed, displaced } => {
-                    if let Some(push) = &self.push {
-                        if qos > QoS::AtMostOnce && push.watches(class_slot) {
-                            push.watch(&sub.session, message);
-                        }
-                    }
-                    outcome.deliveries += 1;
-                    outcome.must_sync |= stored;
-                    outcome.store_failed |= store_failed;
-                    displaced_count += u64::from(displaced);
-                }
-                Enqueued::Full => {
-                    refused += 1;
-                    if sub.session.is_draining(now, STALLED_AFTER_MS) {
-                        full += 1;
-                        if congested.is_none() {
-                            congested = Some(sub.session.clone());
-                        }
-                    }
-                }
-                Enqueued::Dropped => offline += 1,
+            match sub.session.enqueue_routed(delivery) {
+                Ok(enqueued) => tally.count(self, &sub.session, message, qos, enqueued, outcome),
+                Err(delivery) => duplicates.push((sub.session.clone(), delivery)),
             }
         };
         match shared {
@@ -349,29 +337,10 @@ impl Broker {
                 }
             }),
         }
-        if full * 2 > attempts {
-            outcome.congested = congested;
-        }
-        if attempts > FAN_OUT_ABOVE && self.last_fan_out_ms.load(Ordering::Relaxed) != now {
-            self.last_fan_out_ms.store(now, Ordering::Relaxed);
-        }
         drop(tree);
-        if refused > 0 {
-            self.classes.count_drops(class_slot, DropReason::QueueFull, refused);
-            self.stats.limit_hit_n(Limit::QueuedMessages, refused);
-        }
-        if displaced_count > 0 {
-            self.count_displaced(message, displaced_count);
-        }
-        if offline > 0 {
-            self.classes.count_drops(class_slot, DropReason::Offline, offline);
-        }
+        tally.finish(self, message, 1, outcome);
         for (session, delivery) in duplicates {
-            if let Some(Enqueued::Queued { stored, store_failed, .. }) = session.merge_duplicate(delivery) {
-                outcome.deliveries += 1;
-                outcome.must_sync |= stored;
-                outcome.store_failed |= store_failed;
-            }
+            merge_duplicate(&session, delivery, outcome);
         }
     }
 
@@ -409,5 +378,104 @@ impl Broker {
             HistoryError::StoreFailed
         })?;
         Ok(stored.into_iter().filter_map(|m| Message::from_stored(m).ok()).collect())
+    }
+}
+
+/// A second copy for a client whose other subscription already took the
+/// message: merged into the queued one ([MQTT-3.3.4-3..5]), or queued if
+/// that one has already gone.
+pub(super) fn merge_duplicate(session: &Session, delivery: Delivery, outcome: &mut PublishOutcome) {
+    if let Some(Enqueued::Queued { stored, store_failed, .. }) = session.merge_duplicate(delivery) {
+        outcome.deliveries += 1;
+        outcome.must_sync |= stored;
+        outcome.store_failed |= store_failed;
+    }
+}
+
+/// What a routing pass counts besides each message's outcome: congestion
+/// for pacing, and the class drops, counted once per pass rather than per
+/// delivery (a slow fan-out refuses many).
+pub(super) struct Tally {
+    now: u64,
+    class_slot: usize,
+    attempts: usize,
+    full: usize,
+    congested: Option<Arc<Session>>,
+    refused: u64,
+    displaced: u64,
+    offline: u64,
+}
+
+impl Tally {
+    /// For a pass over messages of `message`'s topic (one class).
+    pub(super) fn new(message: &Message) -> Tally {
+        Tally {
+            now: clock::coarse_now_ms(),
+            class_slot: usize::from(message.handling.class),
+            attempts: 0,
+            full: 0,
+            congested: None,
+            refused: 0,
+            displaced: 0,
+            offline: 0,
+        }
+    }
+
+    /// One delivery's fate.
+    pub(super) fn count(
+        &mut self,
+        broker: &Broker,
+        session: &Arc<Session>,
+        message: &Arc<Message>,
+        qos: QoS,
+        enqueued: Enqueued,
+        outcome: &mut PublishOutcome,
+    ) {
+        self.attempts += 1;
+        match enqueued {
+            Enqueued::Queued { stored, store_failed, displaced } => {
+                if let Some(push) = &broker.push {
+                    if qos > QoS::AtMostOnce && push.watches(self.class_slot) {
+                        push.watch(session, message);
+                    }
+                }
+                outcome.deliveries += 1;
+                outcome.must_sync |= stored;
+                outcome.store_failed |= store_failed;
+                self.displaced += u64::from(displaced);
+            }
+            Enqueued::Full => {
+                self.refused += 1;
+                if session.is_draining(self.now, STALLED_AFTER_MS) {
+                    self.full += 1;
+                    if self.congested.is_none() {
+                        self.congested = Some(session.clone());
+                    }
+                }
+            }
+            Enqueued::Dropped => self.offline += 1,
+        }
+    }
+
+    /// After the pass over `messages` messages (tree lock released): the
+    /// pacing verdict goes into `outcome`, the counters to the broker.
+    pub(super) fn finish(self, broker: &Broker, message: &Message, messages: usize, outcome: &mut PublishOutcome) {
+        if self.full * 2 > self.attempts {
+            outcome.congested = self.congested;
+        }
+        if self.attempts / messages.max(1) > FAN_OUT_ABOVE && broker.last_fan_out_ms.load(Ordering::Relaxed) != self.now
+        {
+            broker.last_fan_out_ms.store(self.now, Ordering::Relaxed);
+        }
+        if self.refused > 0 {
+            broker.classes.count_drops(self.class_slot, DropReason::QueueFull, self.refused);
+            broker.stats.limit_hit_n(Limit::QueuedMessages, self.refused);
+        }
+        if self.displaced > 0 {
+            broker.count_displaced(message, self.displaced);
+        }
+        if self.offline > 0 {
+            broker.classes.count_drops(self.class_slot, DropReason::Offline, self.offline);
+        }
     }
 }

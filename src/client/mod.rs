@@ -421,6 +421,49 @@ impl Client {
         }
     }
 
+    /// [`Client::publish`] for a run of QoS 0 messages to one topic (one
+    /// client's consecutive PUBLISH packets, none asking for high priority):
+    /// the access rules are checked once (same client, same topic, same
+    /// answer), and the broker routes the run in one pass
+    /// ([`Broker::publish_run`]). One result per message taken, in order; a
+    /// refused message is the last taken, and the messages after it come
+    /// back for the caller to publish next or drop with the connection.
+    pub async fn publish_run(&mut self, mut messages: Vec<Message>) -> (Vec<Published>, Vec<Message>) {
+        debug_assert!(messages.iter().all(|m| m.qos == QoS::AtMostOnce && !m.handling.high_priority));
+        for message in &messages {
+            self.broker.stats.received(self.transport, message.qos, message.payload.len());
+            self.broker.stats.topics.publish(message.topic.as_str());
+        }
+        if std::mem::take(&mut self.yield_before_routing) {
+            yield_to_back().await; // as in `publish`
+        }
+        for message in &mut messages {
+            message.publisher = Some(self.session.client_id.clone());
+            message.rate_key = self.rate_key.clone();
+        }
+        let count = messages.len();
+        let Some(first) = messages.first_mut() else { return (Vec::new(), Vec::new()) };
+        if !self.may_publish(first) {
+            tracing::debug!(client_id = %self.session.client_id, topic = %first.topic, "publish denied");
+            for _ in 0..count {
+                self.broker.security().count_denied_publish();
+            }
+            return (vec![Published::Denied; count], Vec::new());
+        }
+        let (outcomes, rest) = self.broker.publish_run_paced(messages).await;
+        let published = outcomes
+            .into_iter()
+            .map(|outcome| {
+                self.routed += outcome.deliveries.max(1);
+                match outcome.refused {
+                    Some(refusal) => Published::Refused(refusal),
+                    None => Published::Accepted { matched: outcome.deliveries > 0 || outcome.shed },
+                }
+            })
+            .collect();
+        (published, rest)
+    }
+
     /// ACL and class roles; clears a high-priority flag the client may not set.
     fn may_publish(&self, message: &mut Message) -> bool {
         let security = self.broker.security();

@@ -19,6 +19,7 @@ use crate::model::CloseReason;
 use crate::mqtt::decode::{decode, DecodeError};
 use crate::mqtt::encode::{encode, encode_publish, publish_len, PublishRef};
 use crate::mqtt::packet::*;
+use crate::mqtt::runs;
 use crate::topic::TopicName;
 use bytes::BytesMut;
 use std::collections::HashMap;
@@ -355,7 +356,23 @@ where
                 Ok(None) => break,
                 Err(e) => return Err(e.into()),
             };
-            self.handle_packet(client, packet).await?;
+            match packet {
+                // Plain QoS 0 messages to one topic, back to back: one run.
+                Packet::Publish(publish)
+                    if runs::is_plain(&publish)
+                        && runs::next_is_plain_publish_to(
+                            &self.read_buf,
+                            self.version.is_v5(),
+                            &publish.topic,
+                            self.max_packet,
+                        ) =>
+                {
+                    let run = runs::take_run(&mut self.read_buf, self.version, self.max_packet, publish)?;
+                    // Boxed: the run's state stays out of every connection's task.
+                    Box::pin(runs::publish_run(client, run, self.version.is_v5())).await?;
+                }
+                packet => self.handle_packet(client, packet).await?,
+            }
             client.yield_if_routed_enough().await;
         }
         self.release_idle_read_buffer();

@@ -10,4 +10,5 @@ pub mod decode;
 pub mod encode;
 pub mod packet;
 mod reader;
+pub mod runs;
 pub use crate::model::reason;

@@ -118,6 +118,19 @@ impl Wire {
         }
     }
 
+    /// Sends `packets` in one write (one WebSocket frame): the broker reads
+    /// them together, as it does a fast client's.
+    pub async fn send_all(&mut self, packets: &[Packet]) {
+        let mut out = BytesMut::new();
+        for packet in packets {
+            encode(packet, self.door.version(), &mut out);
+        }
+        match &mut self.socket {
+            Socket::Tcp(s) => s.write_all(&out).await.unwrap(),
+            Socket::Ws(ws) => ws.send(WsMessage::Binary(out.freeze())).await.unwrap(),
+        }
+    }
+
     /// Next packet from the server, or `None` once it closed the connection.
     pub async fn recv(&mut self) -> Option<Packet> {
         let version = self.door.version();

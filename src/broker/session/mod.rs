@@ -486,17 +486,69 @@ impl Session {
     /// one session can make a true duplicate look new (the client then
     /// gets two copies, which MQTT allows), never the reverse.
     pub fn enqueue_routed(&self, delivery: Delivery) -> Result<Enqueued, Delivery> {
+        let id = delivery.message.id;
+        self.enqueue_routed_in_run(delivery, id)
+    }
+
+    /// [`Session::enqueue_routed`] for one message of a run whose first
+    /// message has id `run_first_id` (a shared group's copy, queued after
+    /// the clients' runs): a session that took the whole run through a
+    /// client subscription is marked with that id, and keeps the mark.
+    pub fn enqueue_routed_in_run(&self, delivery: Delivery, run_first_id: u64) -> Result<Enqueued, Delivery> {
         let mut st = self.state.lock();
         let id = delivery.message.id;
-        if std::mem::replace(&mut st.last_routed, id) == id {
+        if st.last_routed == id || st.last_routed == run_first_id {
             return Err(delivery);
         }
+        st.last_routed = id;
         Ok(self.enqueue_locked(st, delivery))
     }
 
-    fn enqueue_locked(&self, mut st: MutexGuard<'_, SessionState>, mut delivery: Delivery) -> Enqueued {
+    /// [`Session::enqueue_routed`] for a run of one publisher's messages to
+    /// one topic ([`crate::broker::Broker::publish_run`]): one lock and at
+    /// most one wake for the whole run, the deliveries' slots written back
+    /// to back. `result` gets each delivery's outcome in order; if this
+    /// session already took the run through another matching subscription,
+    /// every delivery comes back (`Err`) for the caller to merge.
+    pub fn enqueue_routed_run(
+        &self,
+        deliveries: impl Iterator<Item = Delivery>,
+        run_first_id: u64,
+        mut result: impl FnMut(Result<Enqueued, Delivery>),
+    ) {
+        let mut st = self.state.lock();
+        // The run's first id marks it, as a message's id marks one message.
+        if std::mem::replace(&mut st.last_routed, run_first_id) == run_first_id {
+            drop(st);
+            deliveries.for_each(|d| result(Err(d)));
+            return;
+        }
+        let mut wake = false;
+        for delivery in deliveries {
+            let (enqueued, wake_this) = self.enqueue_in(&mut st, delivery);
+            wake |= wake_this;
+            result(Ok(enqueued));
+        }
+        drop(st);
+        if wake {
+            self.wake_writer();
+        }
+    }
+
+    fn enqueue_locked(&self, mut st: MutexGuard<'_, SessionState>, delivery: Delivery) -> Enqueued {
+        let (enqueued, wake) = self.enqueue_in(&mut st, delivery);
+        drop(st);
+        if wake {
+            self.wake_writer();
+        }
+        enqueued
+    }
+
+    /// Queues one delivery under the caller's lock; true: the writer must
+    /// be woken once the lock is released.
+    fn enqueue_in(&self, st: &mut SessionState, mut delivery: Delivery) -> (Enqueued, bool) {
         if delivery.qos == QoS::AtMostOnce && st.owner.is_none() {
-            return Enqueued::Dropped;
+            return (Enqueued::Dropped, false);
         }
         let persist = st.expiry_secs > 0 && delivery.qos > QoS::AtMostOnce;
         // The stored copy is written only once the outbox has taken the delivery.
@@ -516,12 +568,8 @@ impl Session {
         match st.outbox.push(delivery) {
             Pushed::Queued { was_empty } => {
                 let (stored, store_failed) = self.store_delivery(stored);
-                let connected = st.owner.is_some();
-                drop(st);
-                if was_empty && connected {
-                    self.wake_writer();
-                }
-                Enqueued::Queued { stored, store_failed, displaced: false }
+                let wake = was_empty && st.owner.is_some();
+                (Enqueued::Queued { stored, store_failed, displaced: false }, wake)
             }
             Pushed::QueuedDropping(old) => {
                 // Discarded to make room, or replaced by a newer message of its topic.
@@ -529,11 +577,11 @@ impl Session {
                     let _ = self.store.remove_delivery(&self.client_id, seq.get());
                 }
                 let (stored, store_failed) = self.store_delivery(stored);
-                Enqueued::Queued { stored, store_failed, displaced: true }
+                (Enqueued::Queued { stored, store_failed, displaced: true }, false)
             }
             Pushed::Refused(_) => {
                 st.congested = true;
-                Enqueued::Full
+                (Enqueued::Full, false)
             }
         }
     }
