@@ -16,7 +16,8 @@ use crate::auth::acl::Action;
 use crate::auth::{AuthRequest, Credentials, Identity, Transport};
 use crate::broker::stats::{Limit, RefusedBecause};
 use crate::broker::{
-    now_ms, Ack, Broker, ConnectRefused, ConnectRequest, HistoryError, Message, Outgoing, Refusal, Session,
+    now_ms, Ack, Broker, ConnectRefused, ConnectRequest, HistoryError, Message, Outgoing, PublishOutcome, Refusal,
+    Session,
 };
 use crate::classes::AccessFile;
 use crate::config::SingleSession;
@@ -385,20 +386,8 @@ impl Client {
     /// Publishes for this client: access rules first, then the broker (class
     /// admission, routing, durability for QoS > 0).
     pub async fn publish(&mut self, mut message: Message) -> Published {
-        self.broker.stats.received(self.transport, message.qos, message.payload.len());
-        self.broker.stats.topics.publish(message.topic.as_str());
-        if std::mem::take(&mut self.yield_before_routing) {
-            // Among the first reads since this worker woke from idle: let
-            // every task that is ready run first. When one poll of the kernel
-            // wakes a subscriber's task (its SUBSCRIBE) and then this one,
-            // Tokio runs the task woken last first (its LIFO slot); going
-            // behind the others lets the SUBSCRIBE be handled before this
-            // PUBLISH is routed, as the kernel ordered them
-            // (tests/paho_scenarios.rs, docs/architecture.md).
-            yield_to_back().await;
-        }
-        message.publisher = Some(self.session.client_id.clone());
-        message.rate_key = self.rate_key.clone();
+        self.take_in(&mut message);
+        self.yield_if_first_since_idle().await;
         if !self.may_publish(&mut message) {
             self.broker.security().count_denied_publish();
             tracing::debug!(client_id = %self.session.client_id, topic = %message.topic, "publish denied");
@@ -406,11 +395,7 @@ impl Client {
         }
         if message.qos == QoS::AtMostOnce {
             let outcome = self.broker.publish_paced(message).await;
-            self.routed += outcome.deliveries.max(1);
-            return match outcome.refused {
-                Some(refusal) => Published::Refused(refusal),
-                None => Published::Accepted { matched: outcome.deliveries > 0 || outcome.shed },
-            };
+            return self.routed_at_most_once(&outcome);
         }
         self.routed += 1;
         // Acknowledged means durable: the broker waits for the store when needed.
@@ -430,17 +415,10 @@ impl Client {
     /// back for the caller to publish next or drop with the connection.
     pub async fn publish_run(&mut self, mut messages: Vec<Message>) -> (Vec<Published>, Vec<Message>) {
         debug_assert!(messages.iter().all(|m| m.qos == QoS::AtMostOnce && !m.handling.high_priority));
-        for message in &messages {
-            self.broker.stats.received(self.transport, message.qos, message.payload.len());
-            self.broker.stats.topics.publish(message.topic.as_str());
-        }
-        if std::mem::take(&mut self.yield_before_routing) {
-            yield_to_back().await; // as in `publish`
-        }
         for message in &mut messages {
-            message.publisher = Some(self.session.client_id.clone());
-            message.rate_key = self.rate_key.clone();
+            self.take_in(message);
         }
+        self.yield_if_first_since_idle().await;
         let count = messages.len();
         let Some(first) = messages.first_mut() else { return (Vec::new(), Vec::new()) };
         if !self.may_publish(first) {
@@ -451,17 +429,37 @@ impl Client {
             return (vec![Published::Denied; count], Vec::new());
         }
         let (outcomes, rest) = self.broker.publish_run_paced(messages).await;
-        let published = outcomes
-            .into_iter()
-            .map(|outcome| {
-                self.routed += outcome.deliveries.max(1);
-                match outcome.refused {
-                    Some(refusal) => Published::Refused(refusal),
-                    None => Published::Accepted { matched: outcome.deliveries > 0 || outcome.shed },
-                }
-            })
-            .collect();
+        let published = outcomes.iter().map(|outcome| self.routed_at_most_once(outcome)).collect();
         (published, rest)
+    }
+
+    /// Counts an inbound message and stamps it with its publisher.
+    fn take_in(&self, message: &mut Message) {
+        self.broker.stats.received(self.transport, message.qos, message.payload.len());
+        self.broker.stats.topics.publish(message.topic.as_str());
+        message.publisher = Some(self.session.client_id.clone());
+        message.rate_key = self.rate_key.clone();
+    }
+
+    /// Among the first reads since this worker woke from idle: let every
+    /// task that is ready run first. When one poll of the kernel wakes a
+    /// subscriber's task (its SUBSCRIBE) and then this one, Tokio runs the
+    /// task woken last first (its LIFO slot); going behind the others lets
+    /// the SUBSCRIBE be handled before this PUBLISH is routed, as the kernel
+    /// ordered them (tests/paho_scenarios.rs, docs/architecture.md).
+    async fn yield_if_first_since_idle(&mut self) {
+        if std::mem::take(&mut self.yield_before_routing) {
+            yield_to_back().await;
+        }
+    }
+
+    /// A QoS 0 publish's result (counted toward the routing budget).
+    fn routed_at_most_once(&mut self, outcome: &PublishOutcome) -> Published {
+        self.routed += outcome.deliveries.max(1);
+        match outcome.refused {
+            Some(refusal) => Published::Refused(refusal),
+            None => Published::Accepted { matched: outcome.deliveries > 0 || outcome.shed },
+        }
     }
 
     /// ACL and class roles; clears a high-priority flag the client may not set.

@@ -11,10 +11,11 @@
 //! differently (QoS 1/2, retain, properties, another topic), or change the
 //! order of a client's packets.
 
+use super::connection::answer_at_most_once;
 use super::decode::{decode, parse_varint};
 use super::packet::{Packet, ProtocolVersion, Publish};
 use crate::broker::Message;
-use crate::client::{Client, Published};
+use crate::client::Client;
 use crate::model::{reason, CloseReason, QoS};
 use crate::topic::TopicName;
 use bytes::BytesMut;
@@ -90,12 +91,7 @@ pub async fn publish_run(client: &mut Client, run: Vec<Publish>, v5: bool) -> Re
     while !messages.is_empty() {
         let (results, rest) = client.publish_run(messages).await;
         for published in results {
-            if let Published::Refused(refusal) = published {
-                if v5 {
-                    return Err(CloseReason::violation(refusal.reason_code(), refusal.text()));
-                }
-                tracing::debug!(client_id = %client.client_id(), ?refusal, "publish refused by its topic class");
-            }
+            answer_at_most_once(client, published, v5)?;
         }
         messages = rest;
     }

@@ -60,15 +60,21 @@ fn assert_all_there(store: &SledStore) {
     assert_eq!(store.files_load().unwrap(), [("f".to_string(), b"record".to_vec())]);
 }
 
-#[test]
-fn a_crash_after_flush_loses_nothing_the_journal_holds() {
+/// What a crash right after a flush leaves: a store written with
+/// `write_some` and flushed, its directory copied while it was open.
+fn crashed_after_a_flush() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let crashed = tempfile::tempdir().unwrap();
     let store = SledStore::open(dir.path()).unwrap();
     write_some(&store);
     store.flush().unwrap();
     copy_dir(dir.path(), crashed.path());
-    drop(store);
+    crashed
+}
+
+#[test]
+fn a_crash_after_flush_loses_nothing_the_journal_holds() {
+    let crashed = crashed_after_a_flush();
 
     // sled alone, without the journal, lost the writes: the replay matters.
     {
@@ -87,13 +93,7 @@ fn a_crash_after_flush_loses_nothing_the_journal_holds() {
 /// the file; it is skipped and everything before it is kept.
 #[test]
 fn a_torn_last_record_is_skipped() {
-    let dir = tempfile::tempdir().unwrap();
-    let crashed = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path()).unwrap();
-    write_some(&store);
-    store.flush().unwrap();
-    copy_dir(dir.path(), crashed.path());
-    drop(store);
+    let crashed = crashed_after_a_flush();
     let last = journal_files(crashed.path()).pop().unwrap();
     let mut file = std::fs::OpenOptions::new().append(true).open(last).unwrap();
     std::io::Write::write_all(&mut file, &[200, 0, 0, 0, 1, 2, 3, 4, 1, 3, 5]).unwrap();
