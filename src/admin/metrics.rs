@@ -173,6 +173,11 @@ pub fn render_metrics(state: &AdminState) -> prometheus::Result<String> {
         broker.classes_runtime().drop_counts().into_iter().map(|(c, r, n)| (vec![c, r], n)),
     )?;
     m.register(stats.delivery_latency.clone())?;
+    m.counter(
+        "writer_stalls_total",
+        "Writers found stopped with deliveries they could send (a lost wake-up, woken by the sweep); should stay 0",
+        stats.writer_stalls(),
+    )?;
 
     // Store.
     let commit = broker.commit_metrics();

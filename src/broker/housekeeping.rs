@@ -70,6 +70,7 @@ impl Broker {
                     broker.publish_sys();
                 }
                 broker.close_silent_connections(now);
+                broker.wake_stalled_writers(now);
                 broker.sweep_expired_retained(now);
                 if broker.push.is_some() && !broker.push_sweep_running.swap(true, Ordering::AcqRel) {
                     // Asks sessions and writes the store: off the runtime's threads.

@@ -209,6 +209,9 @@ pub enum Ack {
 /// A writer that took nothing for this long is stalled, not slow: its full
 /// outbox loses messages (its policy) but never holds publishers back.
 const STALLED_AFTER_MS: u64 = 50;
+/// A writer with sendable deliveries, no pending wake and no blocked write
+/// that took nothing for this long has lost its wake-up (the stall guard).
+const WRITER_STALLED_AFTER_MS: u64 = 2_000;
 /// Number of topic-order locks (see `Broker::topic_order`).
 const TOPIC_ORDER_STRIPES: usize = 256;
 
@@ -432,6 +435,27 @@ impl Broker {
             self.sessions.lock().values().filter_map(|s| s.overdue(now_ms).map(|reason| (s.clone(), reason))).collect();
         for (session, reason) in overdue {
             session.ask_to_close(reason);
+        }
+    }
+
+    /// The stall guard (once a second): wakes every attached writer that
+    /// stopped with deliveries it could send, counts it in
+    /// `starling_writer_stalls_total` and logs it. A correct writer never
+    /// needs this; it is here so a lost wake-up costs a second, not the
+    /// connection, and shows up in metrics and tests.
+    pub fn wake_stalled_writers(&self, now_ms: u64) {
+        let suspects: Vec<Arc<Session>> = self
+            .sessions
+            .lock()
+            .values()
+            .filter(|s| s.may_be_stalled(now_ms, WRITER_STALLED_AFTER_MS))
+            .cloned()
+            .collect();
+        for session in suspects {
+            if session.wake_if_stalled(now_ms, WRITER_STALLED_AFTER_MS) {
+                self.stats.writer_stalled();
+                tracing::warn!(client_id = %session.client_id, "writer stalled with deliveries waiting; woken");
+            }
         }
     }
 

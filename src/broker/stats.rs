@@ -114,6 +114,10 @@ pub struct Stats {
     pub delivery_latency: prometheus::Histogram,
     /// The busiest topics, sampled.
     pub topics: TopicSampler,
+    /// Writers the housekeeping sweep found stopped with deliveries they
+    /// could send and nothing blocking them (a lost wake-up; the sweep wakes
+    /// them). Should stay 0: a guard, not a counter of normal events.
+    writer_stalls: AtomicU64,
 }
 
 impl Default for Stats {
@@ -127,6 +131,7 @@ impl Default for Stats {
             slots: Box::new(std::array::from_fn(|_| CachePadded::new(Slot::default()))),
             delivery_latency: prometheus::Histogram::with_opts(latency).expect("valid histogram options"),
             topics: TopicSampler::default(),
+            writer_stalls: AtomicU64::new(0),
         }
     }
 }
@@ -194,6 +199,15 @@ impl Stats {
 
     pub fn refused(&self, because: RefusedBecause) {
         add(&self.mine().refused[because as usize], 1);
+    }
+
+    pub fn writer_stalled(&self) {
+        add(&self.writer_stalls, 1);
+    }
+
+    /// Writers found stalled with sendable deliveries since start (see the field).
+    pub fn writer_stalls(&self) -> u64 {
+        self.writer_stalls.load(Ordering::Relaxed)
     }
 
     pub fn limit_hit(&self, limit: Limit) {

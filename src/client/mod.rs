@@ -219,7 +219,7 @@ impl Client {
             // Drain what the outbox holds (bounded), then write once. A write
             // that does not complete in time closes the connection; takeover
             // and shutdown are still seen while it waits.
-            self.drain(edge, &mut outgoing);
+            let more = self.drain(edge, &mut outgoing);
             // Most writes complete at once; a blocked one waits in a boxed
             // slow path (its timer and select must not enlarge every idle
             // connection's task).
@@ -235,6 +235,11 @@ impl Client {
             if *shutdown.borrow() {
                 return CloseReason::ServerShutdown;
             }
+            if more {
+                // The write budget was spent with deliveries left: take the
+                // next share after the other ready tasks had their turn.
+                tokio::task::yield_now().await;
+            }
             // The idle wait: a kick (takeover, shutdown, keep-alive), input,
             // or deliveries. Polled by hand, in that order, so an idle
             // connection's task holds no future for any of them (its size is
@@ -245,6 +250,9 @@ impl Client {
                 }
                 if let Poll::Ready(received) = edge.poll_receive(cx) {
                     return Poll::Ready(Woke::Received(received));
+                }
+                if more {
+                    return Poll::Ready(Woke::Deliveries);
                 }
                 self.session.poll_deliveries(self.connection_id, cx).map(|()| Woke::Deliveries)
             })
@@ -303,13 +311,16 @@ impl Client {
     ) -> Result<(), CloseReason> {
         let write_timeout = Duration::from_secs(self.broker.config().mqtt.write_timeout_secs);
         let (session, connection_id, close_waker) = (&self.session, self.connection_id, &mut self.close_waker);
-        tokio::select! {
+        session.set_writer_blocked(true);
+        let result = tokio::select! {
             biased;
             reason = std::future::poll_fn(|cx| session.poll_close(connection_id, close_waker, cx)) => Err(reason),
             _ = shutdown.changed() => Err(CloseReason::ServerShutdown),
             result = std::future::poll_fn(|cx| edge.poll_flush(cx)) => result,
             _ = tokio::time::sleep(write_timeout) => Err(CloseReason::WriteTimeout),
-        }
+        };
+        session.set_writer_blocked(false);
+        result
     }
 
     /// Ends the session's attachment: publishes or schedules the will, and
@@ -338,16 +349,22 @@ impl Client {
     /// `DRAIN_BATCH` items a round while rounds come back full, and never
     /// much more than `WRITE_BUDGET` bytes before a write, so a reader that
     /// stops reading pins one bounded buffer, not its whole outbox.
-    fn drain<E: Edge>(&mut self, edge: &mut E, outgoing: &mut Vec<Outgoing>) {
+    ///
+    /// Returns true when it stopped at the byte budget with deliveries left:
+    /// the serve loop must drain again after this write, because the outbox
+    /// wakes its writer only when it goes from empty to non-empty (issue 23:
+    /// a reader that paused during a burst otherwise never got the rest).
+    fn drain<E: Edge>(&mut self, edge: &mut E, outgoing: &mut Vec<Outgoing>) -> bool {
         let mut budget = WRITE_BUDGET;
         loop {
             let batch = E::DRAIN_BATCH.min(edge.room());
             if batch == 0 {
-                return;
+                return false;
             }
-            let taken = self.session.drain(outgoing, batch, budget);
+            let drained = self.session.drain(outgoing, batch, budget);
+            let taken = drained.bytes;
             if outgoing.is_empty() {
-                return;
+                return false;
             }
             budget = budget.saturating_sub(taken);
             let full = outgoing.len() == batch;
@@ -366,8 +383,11 @@ impl Client {
                 edge.write_outgoing(self, item);
             }
             self.broker.stats.sent(self.transport, by_qos, taken);
-            if !full || budget == 0 {
-                return;
+            if !drained.more {
+                return false;
+            }
+            if budget == 0 || !full {
+                return true;
             }
         }
     }

@@ -140,7 +140,10 @@ impl Wire {
                     return Some(p);
                 }
                 match &mut self.socket {
-                    Socket::Tcp(s) => match s.read_buf(&mut self.buf).await {
+                    // Large reads, as a real client's (mosquitto_sub reads
+                    // what the kernel has): a reader that takes a few bytes
+                    // at a time never lets the broker's writes complete at once.
+                    Socket::Tcp(s) => match s.read_buf(reserve(&mut self.buf)).await {
                         Ok(0) | Err(_) => return None,
                         Ok(_) => {}
                     },
@@ -233,4 +236,10 @@ impl Wire {
         }
         last
     }
+}
+
+/// Room for one large read at the end of `buf`.
+fn reserve(buf: &mut BytesMut) -> &mut BytesMut {
+    buf.reserve(256 * 1024);
+    buf
 }

@@ -110,6 +110,44 @@ impl Session {
         self.wake.wake();
     }
 
+    /// The attached writer is waiting for the socket to take a write (set
+    /// and cleared around the blocked write), so the stall guard does not
+    /// mistake a slow reader for a lost wake-up.
+    pub fn set_writer_blocked(&self, blocked: bool) {
+        self.writer_blocked.store(blocked, Ordering::Relaxed);
+    }
+
+    /// The stall guard, run by the broker's once-a-second sweep: true (and
+    /// the writer is woken) when a connection is attached, deliveries it may
+    /// send wait, no wake is pending, its writer is not blocked on the
+    /// socket, and it took nothing for `stalled_after_ms`. That is a lost
+    /// wake-up (issue 23): counted, logged and healed, never expected.
+    pub fn wake_if_stalled(&self, now_ms: u64, stalled_after_ms: u64) -> bool {
+        if !self.may_be_stalled(now_ms, stalled_after_ms) {
+            return false;
+        }
+        let sendable = {
+            let st = self.state.lock();
+            st.owner.as_ref().is_some_and(|o| o.attachment.transport != crate::auth::Transport::Bridge)
+                && st.outbox.front().is_some_and(|front| {
+                    front.qos == crate::model::QoS::AtMostOnce || st.inflight.len() < usize::from(st.send_window)
+                })
+        };
+        if sendable {
+            self.wake_writer();
+        }
+        sendable
+    }
+
+    /// The lock-free part of [`Session::wake_if_stalled`], for the sweep's
+    /// pass over every session under the sessions lock.
+    pub fn may_be_stalled(&self, now_ms: u64, stalled_after_ms: u64) -> bool {
+        self.owner_id.load(Ordering::Relaxed) != 0
+            && !self.wake_pending.load(Ordering::Acquire)
+            && !self.writer_blocked.load(Ordering::Relaxed)
+            && !self.is_draining(now_ms, stalled_after_ms)
+    }
+
     /// The attached connection must send something before `at_ms` (Unix
     /// ms; 0: no keep-alive), or the broker's sweep closes it.
     pub fn set_silent_deadline_ms(&self, at_ms: u64) {
@@ -227,5 +265,68 @@ mod tests {
         assert_eq!(woken(&old_task), 1, "the old one is woken to see that it must close");
         assert_eq!(woken(&new_task), 1, "the new owner is woken to register again");
         assert!(s.poll_deliveries(2, &mut new_cx).is_ready(), "and finds the wake waiting");
+    }
+
+    fn delivery(payload_bytes: usize) -> crate::broker::message::Delivery {
+        let topic = crate::topic::TopicName::new("t").unwrap();
+        let message = crate::broker::message::Message::new(
+            topic,
+            bytes::Bytes::from(vec![0u8; payload_bytes]),
+            crate::model::QoS::AtMostOnce,
+            false,
+        );
+        crate::broker::message::Delivery {
+            message: Arc::new(message),
+            qos: crate::model::QoS::AtMostOnce,
+            retain: false,
+            subscription_ids: Default::default(),
+            seq: None,
+        }
+    }
+
+    #[test]
+    fn a_drain_that_stops_at_its_budget_says_more_is_left() {
+        let s = session();
+        s.attach(1, 10, None, attachment());
+        for _ in 0..5 {
+            s.enqueue(delivery(100));
+        }
+        let mut out = Vec::new();
+        let first = s.drain(&mut out, 64, 250);
+        assert_eq!(out.len(), 3, "stops once the budget is reached");
+        assert!(first.more, "two are left, and no wake will come for them");
+        out.clear();
+        let second = s.drain(&mut out, 64, 1_000);
+        assert_eq!(out.len(), 2);
+        assert!(!second.more, "the outbox is empty");
+        for _ in 0..3 {
+            s.enqueue(delivery(1));
+        }
+        out.clear();
+        assert!(s.drain(&mut out, 2, 1_000).more, "stopped at the item limit with one left");
+    }
+
+    #[test]
+    fn the_stall_guard_wakes_a_writer_that_left_deliveries_behind() {
+        let s = session();
+        s.attach(1, 10, None, attachment());
+        let (task, waker) = task();
+        let mut cx = Context::from_waker(&waker);
+        let _ = s.poll_deliveries(1, &mut cx); // the attach's wake
+        s.enqueue(delivery(10));
+        assert!(s.poll_deliveries(1, &mut cx).is_ready(), "the first delivery wakes");
+        s.enqueue(delivery(10));
+        let mut out = Vec::new();
+        let _ = s.drain(&mut out, 1, usize::MAX); // takes one, leaves one, forgets to come back
+        assert!(s.poll_deliveries(1, &mut cx).is_pending());
+        let drained_at = crate::broker::clock::coarse_now_ms();
+        assert!(!s.wake_if_stalled(drained_at, 2_000), "not yet: it drained just now");
+        s.set_writer_blocked(true);
+        assert!(!s.wake_if_stalled(drained_at + 5_000, 2_000), "a blocked write is a slow reader, not a stall");
+        s.set_writer_blocked(false);
+        let before = woken(&task);
+        assert!(s.wake_if_stalled(drained_at + 5_000, 2_000), "deliveries left, no wake, no progress");
+        assert_eq!(woken(&task), before + 1);
+        assert!(s.poll_deliveries(1, &mut cx).is_ready());
     }
 }

@@ -97,6 +97,16 @@ impl InflightWindow {
     }
 }
 
+/// What one [`Session::drain`] took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// Payload and topic bytes of the deliveries taken.
+    pub bytes: usize,
+    /// Deliveries were left because a limit of this call was reached (not
+    /// because the in-flight window is full): drain again after the write.
+    pub more: bool,
+}
+
 /// What a session holds undelivered (see [`Session::load`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SessionLoad {
@@ -149,6 +159,8 @@ pub struct Session {
     /// Written under the state lock.
     owner_id: AtomicU64,
     close_asked: AtomicBool,
+    /// The attached writer waits for the socket (see `set_writer_blocked`).
+    writer_blocked: AtomicBool,
     /// While attached: when the connection must close unless it sends
     /// something (keep-alive), and when its credentials expire (Unix ms, 0:
     /// never). The broker's once-a-second sweep closes it then, so idle
@@ -241,6 +253,7 @@ impl Session {
             wake_pending: AtomicBool::new(false),
             owner_id: AtomicU64::new(0),
             close_asked: AtomicBool::new(false),
+            writer_blocked: AtomicBool::new(false),
             silent_deadline_ms: AtomicU64::new(0),
             credentials_expire_ms: AtomicU64::new(0),
             store,
@@ -624,18 +637,23 @@ impl Session {
     /// QoS 1/2 ones while the send window allows. Expired messages are
     /// discarded here ([MQTT-3.3.2-5]).
     /// Returns the bytes (message footprints) it took.
-    pub fn drain(&self, out: &mut Vec<Outgoing>, max: usize, max_bytes: usize) -> usize {
+    /// Returns the bytes taken and whether deliveries that could be sent are
+    /// left behind because `max` or `max_bytes` was reached: the caller must
+    /// come back for them after its write, since no new wake will come (the
+    /// outbox wakes its writer only when it goes from empty to non-empty).
+    pub fn drain(&self, out: &mut Vec<Outgoing>, max: usize, max_bytes: usize) -> Drained {
         let now = super::clock::coarse_now_ms();
         self.last_drain_ms.store(now, Ordering::Relaxed);
         let mut st = self.state.lock();
         let bytes = self.drain_locked(&mut st, out, max, max_bytes, now);
+        let more = (out.len() >= max || bytes >= max_bytes) && st.outbox.front().is_some();
         if st.congested && st.outbox.len() <= st.outbox.capacity() / 2 {
             st.congested = false;
             if let Some(room) = self.room.get() {
                 room.notify_waiters();
             }
         }
-        bytes
+        Drained { bytes, more }
     }
 
     /// Takes deliveries until `max` items or about `max_bytes` of payload
