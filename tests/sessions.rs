@@ -298,6 +298,33 @@ async fn delayed_will_is_published_after_the_delay() {
     server.shutdown().await.unwrap();
 }
 
+/// [MQTT-3.1.3-9]: the will is published when its delay passes or the
+/// session ends, whichever is first. A session that expires before the
+/// delay (or at the same moment) must still publish its will: the expiry
+/// and the will's timer used to race, and the expiry won in 2 of 3 runs
+/// (issue 23). Several clients at once, so a race shows in one run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_ends_before_its_will_delay_publishes_the_will() {
+    let server = start_memory().await;
+    let addr = server.mqtt_addr();
+    let mut watcher = will_watcher(addr).await;
+    // (will delay, session expiry): expiry first, and equal deadlines.
+    let cases = [(5, 2), (3, 2), (2, 2), (5, 2), (4, 2), (2, 2), (3, 2), (5, 1), (2, 1), (1, 1)];
+    for (i, (delay, expiry)) in cases.iter().enumerate() {
+        let mut c = v5_connect(&format!("ender-{i}"), true, *expiry);
+        c.will = Some(will(&format!("will/ender-{i}"), &format!("delay {delay} expiry {expiry}"), Some(*delay)));
+        let (raw, _) = Raw::connect_with(addr, c).await;
+        drop(raw);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < cases.len() {
+        let p = watcher.next_publish().await;
+        assert!(seen.insert(p.topic.clone()), "will {} published twice", p.topic);
+    }
+    wait_until("every session ended", || server.broker().session_count() == 1).await;
+    server.shutdown().await.unwrap();
+}
+
 // ---- QoS state ----------------------------------------------------------------------------
 
 #[tokio::test]

@@ -466,8 +466,10 @@ impl Broker {
         for session in sessions {
             session.save();
             // Expiry and will timers hold their session (and so the store):
-            // the broker is stopping, the next start schedules them again.
-            session.cancel_timers();
+            // the broker is stopping, the next start schedules the expiry
+            // again. A will still waiting for its delay is not stored, so it
+            // is not sent after a restart (docs/architecture.md, "Wills").
+            let _not_stored = session.cancel_timers();
         }
         self.store.flush()
     }

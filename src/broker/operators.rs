@@ -78,8 +78,13 @@ impl Broker {
             return Closed::NotConnected;
         }
         let mut sessions = self.sessions.lock();
+        let mut will = None;
         if sessions.get(client_id).is_some_and(|s| Arc::ptr_eq(s, &session)) && !session.is_connected() {
-            self.discard_session_locked(&mut sessions, &session);
+            will = self.discard_session_locked(&mut sessions, &session);
+        }
+        drop(sessions);
+        if let Some(will) = will {
+            self.publish_will(&session, will);
         }
         Closed::SessionDiscarded
     }

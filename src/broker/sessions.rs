@@ -29,6 +29,7 @@ impl Broker {
         let expiry = self.capped_expiry(request.session_expiry_secs);
         let send_window = request.receive_maximum.min(self.config.session.max_inflight);
 
+        let mut ended_will = None;
         let mut sessions = self.sessions.lock();
         let existing = sessions.get(client_id.as_str()).cloned();
         if existing.as_ref().is_some_and(|old| old.user != request.user) {
@@ -45,9 +46,10 @@ impl Broker {
                 }
                 if let Some(old) = other {
                     // Clean start ends the old session; its connection (if any)
-                    // is told it was taken over.
+                    // is told it was taken over, and a will still waiting for
+                    // its delay is published (the session's end is its deadline).
                     old.kick_taken_over();
-                    self.discard_session_locked(&mut sessions, &old);
+                    ended_will = self.discard_session_locked(&mut sessions, &old).map(|will| (old, will));
                 }
                 let session = Arc::new(Session::new(
                     Arc::from(client_id.as_str()),
@@ -62,6 +64,9 @@ impl Broker {
             }
         };
         drop(sessions);
+        if let Some((old, will)) = ended_will {
+            self.publish_will(&old, will);
+        }
         let resend = session.attach(connection_id, send_window, request.device.clone(), request.attachment);
         if session.is_persistent() {
             session.save();
@@ -118,16 +123,23 @@ impl Broker {
                 // whichever is first ([MQTT-3.1.3-9]).
                 self.publish_will(session, will);
             } else {
+                // The will waits in the session, not in the timer: the delay
+                // and the session's end (expiry, clean start, an operator)
+                // each take it from there, and the first publishes it.
+                session.set_pending_will(will);
                 let broker = Arc::downgrade(self);
                 let timer_session = session.clone();
                 let wait = Duration::from_secs(u64::from(delay.min(expiry)));
                 self.spawn_session_timer(session, async move {
                     tokio::time::sleep(wait).await;
                     if let Some(broker) = broker.upgrade() {
-                        // A reconnect before the delay cancels this task; the
-                        // generation check covers a reconnect racing the wake-up.
+                        // A reconnect before the delay cancels this task and
+                        // drops the will; the generation check covers a
+                        // reconnect racing the wake-up.
                         if timer_session.generation() == generation && !timer_session.is_connected() {
-                            broker.publish_will(&timer_session, will);
+                            if let Some(will) = timer_session.take_pending_will() {
+                                broker.publish_will(&timer_session, will);
+                            }
                         }
                     }
                 });
@@ -139,8 +151,13 @@ impl Broker {
         let expiry = session.expiry_secs();
         if expiry == 0 {
             let mut sessions = self.sessions.lock();
+            let mut will = None;
             if sessions.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, session)) {
-                self.discard_session_locked(&mut sessions, session);
+                will = self.discard_session_locked(&mut sessions, session);
+            }
+            drop(sessions);
+            if let Some(will) = will {
+                self.publish_will(session, will);
             }
         } else {
             session.save();
@@ -148,7 +165,7 @@ impl Broker {
         }
     }
 
-    fn publish_will(&self, session: &Session, will: LastWill) {
+    pub(super) fn publish_will(&self, session: &Session, will: LastWill) {
         let Ok(topic) = TopicName::new(&will.topic) else { return };
         let props = will.properties;
         let message = Message {
@@ -192,7 +209,13 @@ impl Broker {
             let still_ours = sessions.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, &session));
             if still_ours && session.generation() == generation && !session.is_connected() {
                 tracing::debug!(client_id = %session.client_id, "session expired");
-                broker.discard_session_locked(&mut sessions, &session);
+                let will = broker.discard_session_locked(&mut sessions, &session);
+                drop(sessions);
+                // The session ended before its will's delay passed: the end is
+                // the will's deadline ([MQTT-3.1.3-9]).
+                if let Some(will) = will {
+                    broker.publish_will(&session, will);
+                }
             }
         });
     }
@@ -233,12 +256,15 @@ impl Broker {
     }
 
     /// Removes a session, its subscriptions and its stored state.
+    /// Returns the will that was waiting for its delay: the caller
+    /// publishes it once it has released the sessions lock.
+    #[must_use = "a session's end publishes its pending will"]
     pub(super) fn discard_session_locked(
         &self,
         sessions: &mut HashMap<Arc<str>, Arc<Session>>,
         session: &Arc<Session>,
-    ) {
-        session.cancel_timers();
+    ) -> Option<LastWill> {
+        let will = session.cancel_timers();
         if sessions.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, session)) {
             sessions.remove(&session.client_id);
         }
@@ -253,6 +279,7 @@ impl Broker {
         if let Err(e) = self.store.remove_session(&session.client_id) {
             tracing::error!(client_id = %session.client_id, error = %e, "cannot remove stored session");
         }
+        will
     }
 
     /// Another node took `client_id` (a cluster claim): this node's session
@@ -274,7 +301,10 @@ impl Broker {
         session.set_expiry_secs(0);
         let connected = session.ask_to_close(CloseReason::TakenOver);
         if !connected {
-            self.discard_session_locked(&mut sessions, &session);
+            // Taken by another node: the session lives on there, so a will
+            // waiting here is dropped (a new connection to the session
+            // cancels it, [MQTT-3.1.3-9]).
+            let _moved_on = self.discard_session_locked(&mut sessions, &session);
         }
         state
     }

@@ -14,7 +14,7 @@ use super::message::{now_ms, Delivery, Message};
 use super::outbox::{Outbox, Pushed};
 use crate::auth::Transport;
 use crate::classes::policy::TokenBucket;
-use crate::model::{CloseReason, QoS, SubscriptionOptions};
+use crate::model::{CloseReason, LastWill, QoS, SubscriptionOptions};
 use crate::store::{Store, StoredDelivery, StoredSession, StoredSubscription};
 use crate::topic::ProcessKeys;
 use parking_lot::{Mutex, MutexGuard};
@@ -209,10 +209,21 @@ struct SessionState {
     #[allow(clippy::box_collection)]
     rate_buckets: Option<Box<HashMap<usize, TokenBucket, ProcessKeys>>>,
     /// Tasks sleeping for this session (will delay, expiry), cancelled on
-    /// the next attach or when the session ends. Boxed on first use: only
-    /// disconnected sessions have any.
-    #[allow(clippy::box_collection)]
-    timers: Option<Box<Vec<tokio::task::AbortHandle>>>,
+    /// the next attach or when the session ends, and the will whose delay
+    /// runs. Boxed on first use: only disconnected sessions have any.
+    timers: Option<Box<Timers>>,
+}
+
+/// A disconnected session's pending business (see `SessionState::timers`).
+#[derive(Default)]
+struct Timers {
+    tasks: Vec<tokio::task::AbortHandle>,
+    /// The will waiting for its delay. It lives here, not in the timer's
+    /// task, so that whichever comes first, the delay or the session's end,
+    /// takes it and publishes it, exactly once ([MQTT-3.1.3-9]): when the two
+    /// deadlines met, the expiry used to cancel the will's task and the will
+    /// was lost (issue 23). A reconnect drops it unpublished.
+    will: Option<LastWill>,
 }
 
 impl std::fmt::Debug for Session {
@@ -359,8 +370,9 @@ impl Session {
             Some(Owner { attachment: Box::new(attachment), connection_id, waker: None, close_reason: None, device });
         self.owner_id.store(connection_id, Ordering::SeqCst);
         self.close_asked.store(false, Ordering::SeqCst);
-        // A reconnect cancels the will delay and the expiry of the last disconnect.
-        for timer in st.timers.take().into_iter().flat_map(|timers| *timers) {
+        // A reconnect cancels the will delay (dropping the will) and the
+        // expiry of the last disconnect.
+        for timer in st.timers.take().into_iter().flat_map(|timers| timers.tasks) {
             timer.abort();
         }
         st.generation += 1;
@@ -403,15 +415,31 @@ impl Session {
     pub fn add_timer(&self, timer: tokio::task::AbortHandle) {
         let mut st = self.state.lock();
         let timers = st.timers.get_or_insert_with(Default::default);
-        timers.retain(|t| !t.is_finished());
-        timers.push(timer);
+        timers.tasks.retain(|t| !t.is_finished());
+        timers.tasks.push(timer);
     }
 
-    /// Cancels the session's timer tasks (it ended).
-    pub fn cancel_timers(&self) {
-        for timer in self.state.lock().timers.take().into_iter().flat_map(|timers| *timers) {
+    /// Keeps `will` until its delay passes or the session ends, whichever
+    /// is first (see [`Session::take_pending_will`], [`Session::cancel_timers`]).
+    pub fn set_pending_will(&self, will: LastWill) {
+        self.state.lock().timers.get_or_insert_with(Default::default).will = Some(will);
+    }
+
+    /// The will waiting for its delay, taken by the one who publishes it.
+    pub fn take_pending_will(&self) -> Option<LastWill> {
+        self.state.lock().timers.as_mut().and_then(|t| t.will.take())
+    }
+
+    /// Cancels the session's timer tasks (it ended). Returns the will still
+    /// waiting for its delay: the session's end is its deadline, and the
+    /// caller publishes it (after releasing its own locks).
+    #[must_use = "a session's end publishes its pending will"]
+    pub fn cancel_timers(&self) -> Option<LastWill> {
+        let timers = self.state.lock().timers.take()?;
+        for timer in timers.tasks {
             timer.abort();
         }
+        timers.will
     }
 
     /// The session is replaced (a clean start): its attached connection, if
