@@ -527,6 +527,37 @@ async fn retained_messages_are_capped() {
     server.shutdown().await.unwrap();
 }
 
+/// The broker's own `$SYS` topics take no slot of the `[retained]` quota and
+/// are never refused by it: with `max_messages = 3` and $SYS every second
+/// (25 retained topics of its own), clients still get their three, and only
+/// the clients' fourth counts as a limit hit (issue 23).
+#[tokio::test]
+async fn the_brokers_own_sys_topics_do_not_fill_the_retained_quota() {
+    use starling::broker::stats::Limit;
+    let mut config = memory_config();
+    config.sys.interval_secs = 1;
+    config.retained.max_messages = 3;
+    config.retained.max_bytes = 10_000;
+    let server = start(config).await;
+    let (m, w) = (server.mqtt_addr(), server.ws_addr());
+    wait_until("the $SYS topics are retained", || server.broker().retained_count() > 3).await;
+    let mut p = Wire::accepted(Door::Tcp5, m, w, "p", None, None).await;
+    for i in 0..3 {
+        assert_eq!(p.publish(&format!("r/{i}"), QoS::AtLeastOnce, true, "v").await, Some(0x10), "r/{i}");
+    }
+    assert_eq!(p.publish("r/3", QoS::AtLeastOnce, true, "v").await, Some(0x97), "a fourth client topic");
+    // A later round of $SYS still updates (the uptime changes every second).
+    let uptime = |server: &Server| {
+        let topic = starling::topic::TopicName::new("$SYS/broker/uptime").unwrap();
+        server.broker().retained_message(&topic).map(|m| m.payload.clone())
+    };
+    let first = uptime(&server);
+    wait_until("$SYS/broker/uptime is updated", || uptime(&server) != first).await;
+    let hits = server.broker().stats.limit_hits()[Limit::RetainedMessages as usize];
+    assert_eq!(hits, 1, "only the client's fourth topic was refused");
+    server.shutdown().await.unwrap();
+}
+
 /// Class rate limits key on the user, or the source address when anonymous:
 /// a new client id does not get a fresh allowance.
 #[tokio::test]

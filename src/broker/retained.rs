@@ -37,6 +37,11 @@ pub struct RetainedMap {
     root: Node,
     len: usize,
     bytes: usize,
+    /// The part of `len` and `bytes` under `$SYS/`: the broker's own topics
+    /// (no client may publish there, `auth::acl`), which neither count
+    /// against the clients' `[retained]` quotas nor are refused by them.
+    own_len: usize,
+    own_bytes: usize,
     /// (expiry in Unix ms, topic) of every held message that expires.
     deadlines: BTreeSet<(u64, TopicName)>,
 }
@@ -51,11 +56,18 @@ impl RetainedMap {
         let (at, footprint, topic) = (message.expires_at_ms, message.footprint(), message.topic.clone());
         // The old message is forgotten before the new one is counted: both
         // may have the same deadline entry.
+        let own = is_broker_own(&topic);
         match node.message.replace(message) {
             Some(old) => self.forget(&old),
-            None => self.len += 1,
+            None => {
+                self.len += 1;
+                self.own_len += usize::from(own);
+            }
         }
         self.bytes += footprint;
+        if own {
+            self.own_bytes += footprint;
+        }
         if let Some(at) = at {
             self.deadlines.insert((at, topic));
         }
@@ -71,6 +83,7 @@ impl RetainedMap {
         let old = node.message.take()?;
         let leaf_has_children = !node.children.is_empty();
         self.len -= 1;
+        self.own_len -= usize::from(is_broker_own(topic));
         self.forget(&old);
         if !leaf_has_children {
             // Cut the branch below the deepest node on the path that must
@@ -95,6 +108,9 @@ impl RetainedMap {
     /// Takes a replaced or removed message out of the size and the deadlines.
     fn forget(&mut self, old: &Message) {
         self.bytes -= old.footprint();
+        if is_broker_own(&old.topic) {
+            self.own_bytes -= old.footprint();
+        }
         if let Some(at) = old.expires_at_ms {
             self.deadlines.remove(&(at, old.topic.clone()));
         }
@@ -191,11 +207,17 @@ impl RetainedMap {
     }
 
     /// Whether storing `message` (new topic, or replacing its topic's
-    /// message) stays within `max_messages` and `max_bytes`.
+    /// message) keeps the clients' retained messages within `max_messages`
+    /// and `max_bytes`. The broker's own `$SYS/` topics always fit and are
+    /// not counted: with a small quota they would otherwise take every slot
+    /// within seconds, and the broker would refuse itself (issue 23).
     pub fn fits(&self, message: &Message, max_messages: usize, max_bytes: usize) -> bool {
+        if is_broker_own(&message.topic) {
+            return true;
+        }
         let replaced = self.get(&message.topic);
-        let count = self.len + usize::from(replaced.is_none());
-        let bytes = self.bytes - replaced.map_or(0, |m| m.footprint()) + message.footprint();
+        let count = self.len - self.own_len + usize::from(replaced.is_none());
+        let bytes = self.bytes - self.own_bytes - replaced.map_or(0, |m| m.footprint()) + message.footprint();
         count <= max_messages && bytes <= max_bytes
     }
 
@@ -211,6 +233,12 @@ impl RetainedMap {
     }
 }
 
+/// The broker's own topics: `$SYS` and below.
+fn is_broker_own(topic: &TopicName) -> bool {
+    let t = topic.as_str();
+    t == "$SYS" || t.starts_with("$SYS/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +250,23 @@ mod tests {
         let mut m = Message::new(topic.clone(), payload.into(), QoS::AtMostOnce, true);
         m.expires_at_ms = expires_at_ms;
         Arc::new(m)
+    }
+
+    #[test]
+    fn the_brokers_own_topics_neither_count_against_the_quota_nor_are_refused() {
+        let mut map = RetainedMap::default();
+        let sys = |n: usize| TopicName::new(&format!("$SYS/broker/t{n}")).unwrap();
+        for n in 0..5 {
+            assert!(map.fits(&message(&sys(n), "value", None), 2, 64), "the broker's own always fits");
+            map.insert(message(&sys(n), "value", None));
+        }
+        let client = |n: usize| TopicName::new(&format!("room/{n}")).unwrap();
+        assert!(map.fits(&message(&client(0), "p", None), 2, 64), "$SYS takes no client slot");
+        map.insert(message(&client(0), "p", None));
+        map.insert(message(&client(1), "p", None));
+        assert!(!map.fits(&message(&client(2), "p", None), 2, 1 << 20), "two client slots, both taken");
+        assert!(map.fits(&message(&client(1), "q", None), 2, 1 << 20), "replacing takes no new slot");
+        assert_eq!(map.len(), 7, "$SYS/broker/retained messages/count still counts them all");
     }
 
     proptest! {
@@ -248,6 +293,9 @@ mod tests {
                 }
                 prop_assert_eq!(map.len(), model.len());
                 prop_assert_eq!(map.bytes(), model.values().map(|m| m.footprint()).sum::<usize>());
+                let own: Vec<&Arc<Message>> = model.values().filter(|m| is_broker_own(&m.topic)).collect();
+                prop_assert_eq!(map.own_len, own.len());
+                prop_assert_eq!(map.own_bytes, own.iter().map(|m| m.footprint()).sum::<usize>());
                 for now in 0..5 {
                     let mut expired = map.expired(now);
                     expired.sort();
