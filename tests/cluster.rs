@@ -97,6 +97,28 @@ async fn a_message_published_on_one_node_reaches_every_node_and_transport_once()
     }
 }
 
+/// `$` topics other than the broker's own (`$SYS`, `$canary`) are the
+/// cluster's like any other: a subscriber to `$app/#` on n3 gets a publish to
+/// `$app/d/t` on n1 (issue 23), while `$SYS` stays each node's own.
+#[tokio::test]
+async fn dollar_topics_other_than_sys_cross_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path()).await;
+    let servers = nodes(&nats, 3).await;
+    let (n1, n3) = (&servers[0], &servers[2]);
+    let mut subscriber = v4::connect(n3.mqtt_addr(), "app-sub-on-n3", true).await;
+    subscriber.subscribe("$app/#", v4::QoS::AtLeastOnce).await;
+    let mut publisher = v4::connect(n1.mqtt_addr(), "app-pub-on-n1", true).await;
+    until_routed(&mut publisher, &mut subscriber, "$app/d/t").await;
+    publisher.publish_acked("$app/d/t", false, "to every node").await;
+    let p = subscriber.next_publish().await;
+    assert_eq!((p.topic.as_str(), p.payload.as_ref()), ("$app/d/t", &b"to every node"[..]));
+    assert!(n1.broker().cluster().unwrap().counters.forwarded.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    for server in servers {
+        server.shutdown().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn interest_is_one_nats_subscription_per_filter_however_many_subscribers() {
     let dir = tempfile::tempdir().unwrap();

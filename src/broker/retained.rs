@@ -235,8 +235,7 @@ impl RetainedMap {
 
 /// The broker's own topics: `$SYS` and below.
 fn is_broker_own(topic: &TopicName) -> bool {
-    let t = topic.as_str();
-    t == "$SYS" || t.starts_with("$SYS/")
+    topic.is_sys()
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@
 //!   NATS under its topic's subject ([`subjects`]). The hand-off is a bounded
 //!   channel: a local subscriber never waits for NATS, and when NATS is slow
 //!   or gone the channel fills and further messages are not forwarded
-//!   (counted) while local delivery goes on. Topics starting with `$`
-//!   (`$SYS`, the canary's) stay on their node.
+//!   (counted) while local delivery goes on. `$SYS/...` and the canary's
+//!   `$canary/...` stay on their node; other `$` topics are the cluster's.
 //! - **Interest.** The node subscribes on NATS only to the subjects of the
 //!   filters its own sessions hold, refcounted: 10,000 local subscribers of
 //!   one room cost one NATS subscription. Changes go, in order, to a task
@@ -293,7 +293,7 @@ impl Cluster {
     /// waits. Returns what the publisher's acknowledgement must wait for: a
     /// QoS 1/2 message's acknowledgement by JetStream.
     pub fn forward(&self, message: &Message, history: bool) -> Option<tokio::sync::oneshot::Receiver<bool>> {
-        if message.topic.as_str().starts_with('$') {
+        if message.topic.is_node_local() {
             return None; // $SYS and the canary's topics are each node's own
         }
         let wire = WireMessage {

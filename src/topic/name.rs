@@ -39,6 +39,24 @@ impl TopicName {
     pub fn is_system(&self) -> bool {
         self.0.starts_with('$')
     }
+
+    /// `$SYS` and below: the broker's own status topics (no client may
+    /// publish there). Other `$` topics (`$app/...`) are the clients' own.
+    pub fn is_sys(&self) -> bool {
+        self.first_level_is("$SYS")
+    }
+
+    /// Topics that describe one node and stay on it in a cluster: `$SYS/...`
+    /// (each node's own counters) and `$canary/...` (each node probes its
+    /// own listeners). Every other topic, `$`-topics included, is the
+    /// cluster's.
+    pub fn is_node_local(&self) -> bool {
+        self.is_sys() || self.first_level_is("$canary")
+    }
+
+    fn first_level_is(&self, level: &str) -> bool {
+        self.0.strip_prefix(level).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
 }
 
 impl fmt::Display for TopicName {

@@ -109,6 +109,10 @@ fn spec_dollar_topics() {
     assert!(matches("#", "a/$SYS"));
     assert!(name("$SYS/x").is_system());
     assert!(!name("a/$SYS").is_system());
+    assert!(name("$SYS").is_sys() && name("$SYS/broker/uptime").is_sys());
+    assert!(!name("$SYSTEM/x").is_sys() && !name("$app/x").is_sys() && !name("a/$SYS").is_sys());
+    assert!(name("$canary/mqtt").is_node_local() && name("$SYS/x").is_node_local());
+    assert!(!name("$app/d/t").is_node_local() && !name("$canaryx/y").is_node_local());
 }
 
 // ---- §4.7.3 topic semantics and validation ----
