@@ -16,6 +16,7 @@
 //! - [`bench`]: `starling bench`, the load tool.
 //! - [`fuzz`]: `starling fuzz`, a mutation fuzzer for every parser clients and
 //!   operators can feed.
+//! - [`clock`]: the wall clock, precise and coarse (bottom layer).
 //! - [`model`]: the neutral vocabulary (QoS, wills, reason codes, close reasons).
 //! - [`client`]: the client core every transport shares (admission, the
 //!   connected loop, per-operation access checks).
@@ -41,6 +42,7 @@ pub mod bridge;
 pub mod broker;
 pub mod classes;
 pub mod client;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod files;
@@ -49,6 +51,7 @@ pub mod model;
 pub mod monitor;
 pub mod mqtt;
 pub mod net;
+pub mod plugins;
 pub mod probe;
 pub mod push;
 pub mod server;

@@ -11,7 +11,7 @@
 //! [`crate::auth::CANARY_USER`] with a per-process random secret, on
 //! `$canary/...` topics that `#` never matches).
 
-use crate::broker::now_ms;
+use crate::clock::now_ms;
 use crate::config::MonitorConfig;
 use crate::probe::{self, ProbeTarget, ProbeTransport};
 use parking_lot::Mutex;

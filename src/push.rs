@@ -11,9 +11,10 @@
 //! restart), and the sender (HMAC-SHA256 signature, retries with back-off).
 //! Must never: touch the ack path (the sweep asks the session instead), hold
 //! more than `max_pending` watches, or block the runtime (the sweep and the
-//! HTTP calls run on blocking threads).
+//! HTTP calls run on blocking threads). Plugs into the broker as its
+//! `DeliveryWatch`.
 
-use crate::broker::{Message, Session};
+use crate::broker::{DeliveryWatch, Message, Session};
 use crate::config::PushConfig;
 use crate::store::Store;
 use hmac::{Hmac, Mac};
@@ -23,6 +24,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+
+/// The push as the broker sees it: its [`DeliveryWatch`] (the broker owns
+/// the trait and never names this module; `server.rs` plugs the push in).
+impl DeliveryWatch for Push {
+    fn watches(&self, class_slot: usize) -> bool {
+        Push::watches(self, class_slot)
+    }
+
+    fn watch(&self, session: &Arc<Session>, message: &Arc<Message>) {
+        Push::watch(self, session, message)
+    }
+
+    fn sweep(&self, now_ms: u64, is_current: &dyn Fn(&Session) -> bool) {
+        Push::sweep(self, now_ms, is_current)
+    }
+}
 
 /// A delivery being watched.
 struct Watch {
@@ -95,7 +112,7 @@ impl Push {
     /// Watches a delivery just queued for `recipient`: due at once when it
     /// is offline, else after `ack_timeout_secs`.
     pub fn watch(&self, recipient: &Arc<Session>, message: &Arc<Message>) {
-        let now = crate::broker::now_ms();
+        let now = crate::clock::now_ms();
         let deadline = if recipient.is_connected() { now + self.config.ack_timeout_secs * 1000 } else { now };
         let mut pending = self.pending.lock();
         if pending.len() >= self.config.max_pending {

@@ -51,7 +51,12 @@ pub struct Server {
     connections: TaskTracker,
     bridges: Vec<Bridge>,
     canary: Arc<crate::monitor::Canary>,
+    /// The plug-ins this server built and handed to the broker (as its
+    /// `Backplane` and `DeliveryWatch`) and to the listeners (files).
+    plugins: Plugins,
 }
+
+pub use crate::plugins::Plugins;
 
 impl Server {
     /// Opens the store, restores state and binds the listeners.
@@ -79,24 +84,30 @@ impl Server {
             crate::classes::ClassSet::load_dir(&config.classes.dir)
                 .map_err(|e| anyhow::anyhow!("invalid topic classes in {}:\n{e}", config.classes.dir.display()))?
         };
+        let class_names: Vec<String> = classes.classes().iter().map(|c| c.name.clone()).collect();
         let broker = Broker::with_classes(config.clone(), store.clone(), classes)
             .context("cannot restore state from the store")?;
+        let mut plugins = Plugins::default();
+        if config.push.webhook.is_some() {
+            let names: Vec<&str> = class_names.iter().map(String::as_str).collect();
+            let push = Arc::new(crate::push::Push::new(config.push.clone(), &names, store.clone())?);
+            tokio::spawn(push.clone().run_sender(broker.shutdown_signal()));
+            broker.attach_delivery_watch(push.clone());
+            plugins.push = Some(push);
+        }
         if let Some(cluster_config) = &config.cluster {
             let cluster = crate::cluster::Cluster::start(cluster_config, &broker).await?;
             tracing::info!(node = cluster.node(), "cluster: this node joins over NATS");
-            broker.attach_cluster(cluster);
+            broker.attach_backplane(cluster.clone());
+            plugins.cluster = Some(cluster);
         }
-        let files = if config.files.enabled {
+        if config.files.enabled {
             let (config, store) = (config.clone(), store.clone());
             let files = tokio::task::spawn_blocking(move || crate::files::Files::open(&config, store))
                 .await?
                 .context("cannot open the uploaded files (files.dir)")?;
-            let files = Arc::new(files);
-            broker.attach_files(files.clone());
-            Some(files)
-        } else {
-            None
-        };
+            plugins.files = Some(Arc::new(files));
+        }
         // Bridges' local sessions exist (and queue) before any client can publish;
         // their links start once the listeners are bound.
         let mut bridges =
@@ -142,9 +153,10 @@ impl Server {
             gate: gate.clone(),
             bridges: bridges.iter().map(Bridge::monitor).collect(),
             canary: canary.clone(),
+            plugins: plugins.clone(),
         });
         accept_tasks.spawn(crate::admin::serve(admin_listener, admin, stop_rx.clone()));
-        if let Some(files) = files {
+        if let Some(files) = plugins.files.clone() {
             accept_tasks.spawn(crate::files::run_sweeper(files, stop_rx.clone()));
         }
         let b = broker.clone();
@@ -156,14 +168,14 @@ impl Server {
             stop_rx.clone(),
             move |s, p| net::serve_mqtt(s, p, b.clone()),
         ));
-        let b = broker.clone();
+        let (b, f) = (broker.clone(), plugins.files.clone());
         accept_tasks.spawn(net::accept_loop(
             ws_listener,
             limit(),
             gate.clone(),
             connections.clone(),
             stop_rx.clone(),
-            move |s, p| net::serve_websocket(s, p, b.clone()),
+            move |s, p| net::serve_websocket(s, p, b.clone(), f.clone()),
         ));
         let mut tls_addrs = None;
         if let (Some(tls), Some((mqtt_tls, ws_tls))) = (&tls, tls_listeners) {
@@ -177,14 +189,14 @@ impl Server {
                 stop_rx.clone(),
                 move |s, p| net::serve_mqtt_tls(s, p, b.clone(), t.clone()),
             ));
-            let (b, t) = (broker.clone(), tls.clone());
+            let (b, t, f) = (broker.clone(), tls.clone(), plugins.files.clone());
             accept_tasks.spawn(net::accept_loop(
                 ws_tls,
                 limit(),
                 gate.clone(),
                 connections.clone(),
                 stop_rx.clone(),
-                move |s, p| net::serve_websocket_tls(s, p, b.clone(), t.clone()),
+                move |s, p| net::serve_websocket_tls(s, p, b.clone(), t.clone(), f.clone()),
             ));
         }
         if config.monitor.interval_secs > 0 {
@@ -209,6 +221,7 @@ impl Server {
             connections,
             bridges,
             canary,
+            plugins,
         })
     }
 
@@ -238,6 +251,21 @@ impl Server {
 
     pub fn broker(&self) -> &Arc<Broker> {
         &self.broker
+    }
+
+    /// This node's cluster membership, when `[cluster]` is set.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.plugins.cluster.as_ref()
+    }
+
+    /// The offline push, when `[push] webhook` is set.
+    pub fn push(&self) -> Option<&Arc<crate::push::Push>> {
+        self.plugins.push.as_ref()
+    }
+
+    /// Uploaded files, when `[files]` is enabled.
+    pub fn files(&self) -> Option<&Arc<crate::files::Files>> {
+        self.plugins.files.as_ref()
     }
 
     /// Applies a changed security policy (SIGHUP): TLS certificates, the

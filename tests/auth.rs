@@ -176,10 +176,10 @@ async fn signed_tokens_hs256_on_every_transport() {
     let server = start(with_jwt(memory_config())).await;
     let (m, w) = (server.mqtt_addr(), server.ws_addr());
     let good = token(json!({"sub": "alice"}));
-    let expired = token(json!({"sub": "alice", "exp": starling::broker::now_ms() / 1000 - 5}));
+    let expired = token(json!({"sub": "alice", "exp": starling::clock::now_ms() / 1000 - 5}));
     let forged = jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
-        &json!({"sub": "alice", "exp": starling::broker::now_ms() / 1000 + 60}),
+        &json!({"sub": "alice", "exp": starling::clock::now_ms() / 1000 + 60}),
         &jsonwebtoken::EncodingKey::from_secret(b"someone-elses-secret-someone-elses-secret"),
     )
     .unwrap();
@@ -230,7 +230,7 @@ async fn signed_tokens_es256() {
         let key = jsonwebtoken::EncodingKey::from_ec_pem(&std::fs::read(&pkcs8).unwrap()).unwrap();
         jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256), &claims, &key).unwrap()
     };
-    let exp = starling::broker::now_ms() / 1000 + 600;
+    let exp = starling::clock::now_ms() / 1000 + 600;
     let good = sign(json!({"sub": "alice", "exp": exp, "iss": "https://app.example"}));
     let wrong_issuer = sign(json!({"sub": "alice", "exp": exp, "iss": "https://elsewhere"}));
     // HS256 signed with the public key as the secret: the classic confusion attack.
@@ -255,7 +255,7 @@ async fn expired_token_disconnects_at_exp() {
     let server = start(with_jwt(memory_config())).await;
     let (m, w) = (server.mqtt_addr(), server.ws_addr());
     // Valid for two more seconds.
-    let short = token(json!({"sub": "alice", "exp": starling::broker::now_ms() / 1000 + 2}));
+    let short = token(json!({"sub": "alice", "exp": starling::clock::now_ms() / 1000 + 2}));
     let mut v5 = Wire::accepted(Door::Tcp5, m, w, "short-5", Some(""), Some(&short)).await;
     let mut v3 = Wire::accepted(Door::Ws311, m, w, "short-3", Some(""), Some(&short)).await;
     let mut proto = proto_connect(&server, "short-p", "", &short).await.unwrap();

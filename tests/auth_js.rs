@@ -13,7 +13,7 @@ async fn mqttjs_and_the_starling_client_with_tokens() {
     config.auth.allow_anonymous = Some(false);
     let server = start(config).await;
     let good = token(json!({"sub": "js-user"}));
-    let bad = token(json!({"sub": "js-user", "exp": starling::broker::now_ms() / 1000 - 10}));
+    let bad = token(json!({"sub": "js-user", "exp": starling::clock::now_ms() / 1000 - 10}));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js/auth_clients.mjs");
     let ws = server.ws_addr();
     let out = within(

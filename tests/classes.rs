@@ -848,7 +848,7 @@ async fn busy_room_is_sampled_and_high_priority_messages_all_arrive() {
 
     // 400 normal messages at about 200 a second, with one high-priority
     // notice per tick; the app server adds tips (high priority, QoS 1).
-    let t0 = starling::broker::now_ms();
+    let t0 = starling::clock::now_ms();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut high = Vec::new();
     for t in 0..TICKS {
@@ -887,7 +887,7 @@ async fn busy_room_is_sampled_and_high_priority_messages_all_arrive() {
             _ => proto_got.1.push(t),
         }
     }
-    let elapsed_ms = starling::broker::now_ms() - t0;
+    let elapsed_ms = starling::clock::now_ms() - t0;
 
     let offered = (TICKS * PER_TICK) as u64;
     let (shed, refused) = server.broker().class_counters();

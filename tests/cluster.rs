@@ -90,7 +90,7 @@ async fn a_message_published_on_one_node_reaches_every_node_and_transport_once()
     }
     assert_eq!(got, (0..20).map(|i| format!("m{i}")).collect::<Vec<_>>(), "starling.v1 on n3");
     // n3 got each message over NATS once, though two of its filters match.
-    let n3_cluster = n3.broker().cluster().unwrap();
+    let n3_cluster = n3.cluster().unwrap();
     assert!(n3_cluster.counters.received.load(std::sync::atomic::Ordering::Relaxed) >= 21);
     for server in servers {
         server.shutdown().await.unwrap();
@@ -113,7 +113,7 @@ async fn dollar_topics_other_than_sys_cross_nodes() {
     publisher.publish_acked("$app/d/t", false, "to every node").await;
     let p = subscriber.next_publish().await;
     assert_eq!((p.topic.as_str(), p.payload.as_ref()), ("$app/d/t", &b"to every node"[..]));
-    assert!(n1.broker().cluster().unwrap().counters.forwarded.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert!(n1.cluster().unwrap().counters.forwarded.load(std::sync::atomic::Ordering::Relaxed) > 0);
     for server in servers {
         server.shutdown().await.unwrap();
     }
@@ -125,7 +125,7 @@ async fn interest_is_one_nats_subscription_per_filter_however_many_subscribers()
     let nats = NatsServer::start(dir.path()).await;
     let servers = nodes(&nats, 2).await;
     let (n1, n2) = (&servers[0], &servers[1]);
-    let cluster = n1.broker().cluster().unwrap().clone();
+    let cluster = n1.cluster().unwrap().clone();
     let mut viewers = Vec::new();
     for i in 0..50 {
         let mut c = v4::connect(n1.mqtt_addr(), &format!("viewer-{i}"), true).await;
@@ -186,7 +186,7 @@ async fn without_nats_a_node_serves_its_own_clients_and_rejoins_when_nats_return
     until_routed(&mut publisher, &mut remote, "chat/x").await;
 
     nats.kill().await;
-    let cluster = n2.broker().cluster().unwrap().clone();
+    let cluster = n2.cluster().unwrap().clone();
     wait_until("n2 to notice NATS is gone", || !cluster.is_connected()).await;
     let ready = common::http::request(n2.admin_addr(), "GET", "/readyz", &[("Connection", "close")], b"").await;
     assert_eq!(ready.status, 200, "still serving its own clients");
@@ -262,7 +262,7 @@ async fn a_persistent_session_moves_to_the_node_its_client_reconnects_to() {
     for i in 0..5 {
         assert_eq!(phone.next_publish().await.payload.as_ref(), format!("while away {i}").as_bytes());
     }
-    let n1_cluster = n1.broker().cluster().unwrap().clone();
+    let n1_cluster = n1.cluster().unwrap().clone();
     wait_until("n1 to have ended its copy of the session", || n1.broker().session("phone").is_none()).await;
     assert_eq!(n1_cluster.counters.sessions_handed_over.load(std::sync::atomic::Ordering::Relaxed), 1);
     // New messages published on n1 reach the phone on n2.
@@ -287,7 +287,7 @@ async fn a_shared_subscription_gives_each_message_to_one_member_in_the_whole_clu
         workers.push(w);
     }
     for server in [n1, n2] {
-        let cluster = server.broker().cluster().unwrap().clone();
+        let cluster = server.cluster().unwrap().clone();
         // jobs/# takes two subjects: two queue subscriptions per node.
         wait_until("the group's queue subscriptions", || {
             cluster.subscriptions.load(std::sync::atomic::Ordering::Relaxed) == 2
@@ -396,7 +396,7 @@ async fn starling_bench_spreads_its_clients_over_the_nodes() {
     }
     // Every node had clients: each forwarded or received over NATS.
     for server in &servers {
-        let c = &server.broker().cluster().unwrap().counters;
+        let c = &server.cluster().unwrap().counters;
         let crossed = c.forwarded.load(std::sync::atomic::Ordering::Relaxed)
             + c.received.load(std::sync::atomic::Ordering::Relaxed);
         assert!(crossed > 0, "a node took no part");
@@ -420,7 +420,7 @@ async fn over_a_nats_cluster_routing_survives_the_loss_of_a_nats_server() {
 
     // n1's NATS server dies: n1 moves to another one of the cluster.
     nats[0].kill().await;
-    let cluster = n1.broker().cluster().unwrap().clone();
+    let cluster = n1.cluster().unwrap().clone();
     wait_until("n1 to reconnect to another NATS server", || cluster.is_connected()).await;
     // Acknowledged once JetStream (two of three replicas) holds it: when the
     // lost server led the stream, after the others elect a new leader

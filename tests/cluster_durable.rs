@@ -15,7 +15,7 @@ use std::path::Path;
 
 async fn ready_node(nats: &NatsServer, node: &str) -> Server {
     let server = start(node_config(nats, node)).await;
-    let cluster = server.broker().cluster().unwrap().clone();
+    let cluster = server.cluster().unwrap().clone();
     wait_until("JetStream streams and buckets", || cluster.durable.is_ready()).await;
     server
 }
@@ -257,7 +257,7 @@ async fn a_node_that_loses_its_nats_server_catches_up_from_jetstream() {
         }
     })
     .await;
-    let caught_up = n2.broker().cluster().unwrap().durable.caught_up.load(std::sync::atomic::Ordering::Relaxed);
+    let caught_up = n2.cluster().unwrap().durable.caught_up.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!("n2 caught up on {caught_up} messages from JetStream");
     for server in servers {
         server.shutdown().await.unwrap();

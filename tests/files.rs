@@ -31,7 +31,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Bytes that differ from run to run and from file to file.
 fn content(len: usize, seed: u8) -> Vec<u8> {
-    let mut state = 0x9e37_79b9u32 ^ u32::from(seed) ^ (starling::broker::now_ms() as u32);
+    let mut state = 0x9e37_79b9u32 ^ u32::from(seed) ^ (starling::clock::now_ms() as u32);
     (0..len)
         .map(|_| {
             state ^= state << 13;
@@ -99,12 +99,12 @@ async fn upload(addr: SocketAddr, auth: &[(&str, &str)], bytes: &[u8], metadata:
 }
 
 fn blobs(server: &starling::server::Server) -> usize {
-    let dir = server.broker().files().unwrap().dir().join("blobs");
+    let dir = server.files().unwrap().dir().join("blobs");
     std::fs::read_dir(dir).unwrap().count()
 }
 
 fn partials(server: &starling::server::Server) -> usize {
-    let dir = server.broker().files().unwrap().dir().join("partial");
+    let dir = server.files().unwrap().dir().join("partial");
     std::fs::read_dir(dir).unwrap().count()
 }
 

@@ -16,7 +16,7 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// `len` pseudo-random bytes written to `path`; their sha256 (hex).
 fn write_file(path: &Path, len: usize) -> String {
-    let mut state = 0x2545_f491_4f6c_dd1du64 ^ starling::broker::now_ms();
+    let mut state = 0x2545_f491_4f6c_dd1du64 ^ starling::clock::now_ms();
     let mut bytes = Vec::with_capacity(len + 8);
     while bytes.len() < len {
         state ^= state << 13;

@@ -459,7 +459,7 @@ async fn restore_loads_at_most_a_queue() {
                 client_id: "big".into(),
                 user: None,
                 expiry_secs: 3600,
-                disconnected_at_ms: Some(starling::broker::now_ms()),
+                disconnected_at_ms: Some(starling::clock::now_ms()),
                 subscriptions: vec![],
             })
             .unwrap();

@@ -31,7 +31,7 @@ fn assert_signed(call: &Call) {
 
 /// Waits until nothing is watched or queued: every decision is made and sent.
 async fn settled(server: &starling::server::Server) {
-    let push = server.broker().push.clone().expect("push is on");
+    let push = server.push().cloned().expect("push is on");
     wait_until("the push module to settle", || push.depths() == (0, 0)).await;
 }
 
@@ -112,7 +112,7 @@ async fn an_offline_recipient_is_pushed_at_once_and_a_failing_webhook_is_retried
         (Some("dave-phone"), Some("rope is in the car"))
     );
     erin.disconnect().await;
-    assert_eq!(server.broker().push.as_ref().unwrap().depths().1, 1, "the event waits in the queue");
+    assert_eq!(server.push().unwrap().depths().1, 1, "the event waits in the queue");
     server.shutdown().await.unwrap();
 
     // After a restart the queued event is sent again, and taken this time.

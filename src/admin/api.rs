@@ -143,7 +143,7 @@ fn to_message(state: &AdminState, request: PublishRequest) -> Result<Message, Ap
     let correlation_data =
         props.correlation_data.map(|c| decode(request.encoding, c, "correlation_data")).transpose()?;
     let mut message = Message::new(topic, payload, qos, request.retain);
-    message.expires_at_ms = props.message_expiry_secs.map(|s| crate::broker::now_ms() + u64::from(s) * 1000);
+    message.expires_at_ms = props.message_expiry_secs.map(|s| crate::clock::now_ms() + u64::from(s) * 1000);
     message.properties = MessageProperties {
         payload_format_indicator: None,
         content_type: props.content_type,

@@ -239,7 +239,7 @@ pub fn render_metrics(state: &AdminState) -> prometheus::Result<String> {
     )?;
 
     // The cluster backplane (NATS).
-    if let Some(cluster) = broker.cluster() {
+    if let Some(cluster) = &state.plugins.cluster {
         use std::sync::atomic::Ordering::Relaxed;
         let c = &cluster.counters;
         m.gauge(
@@ -308,7 +308,7 @@ pub fn render_metrics(state: &AdminState) -> prometheus::Result<String> {
     }
 
     // Files in chat (tus uploads).
-    if let Some(files) = broker.files() {
+    if let Some(files) = &state.plugins.files {
         use std::sync::atomic::Ordering::Relaxed;
         let c = &files.counters;
         let totals = files.totals();
@@ -341,7 +341,7 @@ pub fn render_metrics(state: &AdminState) -> prometheus::Result<String> {
     }
 
     // The offline push webhook.
-    if let Some(push) = &broker.push {
+    if let Some(push) = &state.plugins.push {
         use std::sync::atomic::Ordering::Relaxed;
         let c = &push.counters;
         let (watching, queued) = push.depths();

@@ -62,6 +62,8 @@ pub struct AdminState {
     pub bridges: Vec<BridgeMonitor>,
     /// The canary's last results (none while `[monitor]` is off).
     pub canary: Arc<crate::monitor::Canary>,
+    /// The cluster, the push and the files, for their status and metrics.
+    pub plugins: crate::plugins::Plugins,
 }
 
 /// Serves the admin routes on `listener` until `stop` turns true.
@@ -156,7 +158,7 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
         return error(StatusCode::SERVICE_UNAVAILABLE, "canary_failing", &format!("canary: {}", failing.join("; ")));
     }
     // A node without NATS still serves its own clients: ready, but degraded.
-    match state.broker.cluster() {
+    match &state.plugins.cluster {
         Some(cluster) if !cluster.is_connected() => {
             Json(serde_json::json!({ "status": "degraded", "cluster": "degraded" })).into_response()
         }

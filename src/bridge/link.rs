@@ -9,7 +9,8 @@
 //! the bridge opens a new one (rumqttc's own retransmission state is not
 //! used; the bridge's local session holds what must be resent).
 
-use crate::broker::{now_ms, Message, MessageProperties};
+use crate::broker::{Message, MessageProperties};
+use crate::clock::now_ms;
 use crate::config::{BridgeConfig, BridgeVersion};
 use crate::model::QoS;
 use bytes::Bytes;

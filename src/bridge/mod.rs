@@ -217,7 +217,7 @@ fn local_connect_request(client_id: &str, window: u16) -> ConnectRequest {
             protocol: "bridge",
             peer: None,
             keep_alive_secs: 0,
-            connected_at_ms: crate::broker::now_ms(),
+            connected_at_ms: crate::clock::now_ms(),
         },
     }
 }
@@ -480,7 +480,7 @@ impl Runner {
             return;
         };
         let mut message = Message::new(topic, p.payload, p.qos.min(QoS::AtLeastOnce), p.retain);
-        message.expires_at_ms = p.expiry_secs.map(|s| crate::broker::now_ms() + u64::from(s) * 1000);
+        message.expires_at_ms = p.expiry_secs.map(|s| crate::clock::now_ms() + u64::from(s) * 1000);
         message.properties = p.properties;
         message.publisher = Some(st.session.client_id.clone());
         let outcome = self.broker.publish(message);

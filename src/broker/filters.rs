@@ -9,9 +9,29 @@
 //! Must never: route (the broker's subscription tree does), or hold the
 //! session's lock (it lives inside it).
 
-use super::session::SubscriptionRecord;
+use crate::model::SubscriptionOptions;
+use crate::store::StoredSubscription;
 use crate::topic::ProcessKeys;
 use std::collections::HashMap;
+
+/// A subscription as the session remembers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionRecord {
+    pub options: SubscriptionOptions,
+    pub identifier: Option<u32>,
+}
+
+impl SubscriptionRecord {
+    /// The subscription to `filter` as the store (and the cluster) keep it.
+    pub fn to_stored(&self, filter: String) -> StoredSubscription {
+        StoredSubscription { filter, options: self.options, identifier: self.identifier }
+    }
+
+    /// A kept subscription's record (its filter aside).
+    pub fn from_stored(stored: &StoredSubscription) -> SubscriptionRecord {
+        SubscriptionRecord { options: stored.options, identifier: stored.identifier }
+    }
+}
 
 /// Up to this many, a linear scan of a small array (cheaper than hashing).
 const FEW: usize = 16;

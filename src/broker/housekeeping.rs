@@ -13,7 +13,7 @@ impl Broker {
     /// Live subscribers of a room (an exact filter of a `count_viewers`
     /// class): in a cluster, on every node.
     pub fn viewer_count(&self, filter: &str) -> usize {
-        let remote = self.cluster.get().map_or(0, |c| c.remote_viewers(filter));
+        let remote = self.backplane.get().map_or(0, |c| c.remote_viewers(filter));
         self.classes.viewer_count(filter) + remote
     }
 
@@ -46,10 +46,10 @@ impl Broker {
                 let now = now_ms();
                 let mut changed: Vec<String> = Vec::new();
                 let local_changes = broker.classes.take_changed_viewer_counts();
-                if let Some(cluster) = broker.cluster.get() {
+                if let Some(cluster) = broker.backplane.get() {
                     // Other nodes add this node's counts to theirs: tell them
                     // what changed, and everything every few seconds.
-                    if ticks.is_multiple_of(crate::cluster::VIEWERS_FULL_EVERY_SECS) {
+                    if ticks.is_multiple_of(super::backplane::VIEWERS_FULL_EVERY_SECS) {
                         cluster.share_viewer_counts(broker.classes.all_viewer_counts());
                     } else if !local_changes.is_empty() {
                         cluster.share_viewer_counts(local_changes.clone());
@@ -72,16 +72,16 @@ impl Broker {
                 broker.close_silent_connections(now);
                 broker.wake_stalled_writers(now);
                 broker.sweep_expired_retained(now);
-                if broker.push.is_some() && !broker.push_sweep_running.swap(true, Ordering::AcqRel) {
+                if broker.delivery_watch.get().is_some() && !broker.watch_sweep_running.swap(true, Ordering::AcqRel) {
                     // Asks sessions and writes the store: off the runtime's threads.
                     let broker = broker.clone();
                     tokio::task::spawn_blocking(move || {
-                        if let Some(push) = &broker.push {
-                            push.sweep(now, |session| {
+                        if let Some(watch) = broker.delivery_watch.get() {
+                            watch.sweep(now, &|session| {
                                 broker.session(&session.client_id).is_some_and(|s| std::ptr::eq(&*s, session))
                             });
                         }
-                        broker.push_sweep_running.store(false, Ordering::Release);
+                        broker.watch_sweep_running.store(false, Ordering::Release);
                     });
                 }
                 broker.classes.forget_quiet_rooms(now);
@@ -116,8 +116,8 @@ impl Broker {
                 // In a cluster every node expires its own copy at the same
                 // deadline; the node that admitted the message (its id's
                 // tag) also removes it from the cluster's bucket: once.
-                if let Some(cluster) = self.cluster.get().filter(|_| self.gave_id(message.id)) {
-                    cluster.durable.forget_retained(topic.as_str(), message.id);
+                if let Some(backplane) = self.backplane.get().filter(|_| self.gave_id(message.id)) {
+                    backplane.forget_retained(topic.as_str(), message.id);
                 }
                 retained.remove(&topic);
                 let _ = self.store.set_retained(topic.as_str(), None);

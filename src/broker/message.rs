@@ -11,14 +11,7 @@ use crate::topic::TopicName;
 use bytes::Bytes;
 use std::num::NonZeroU64;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 use thin_vec::ThinVec;
-
-/// Wall-clock milliseconds since the Unix epoch. Expiry and session timestamps
-/// use wall-clock time because they must stay meaningful across restarts.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
 
 /// MQTT 5 properties that travel with a message from publisher to subscribers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

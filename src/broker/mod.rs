@@ -14,16 +14,19 @@
 //! matches the topic in the tree under a read lock, then pushes an `Arc` of
 //! the message into each subscriber's outbox. There is no central router task
 //! that every message would queue behind. [`Broker::publish`] is
-//! [`Broker::admit`] then [`Broker::route_local`]: the seam where a cluster
-//! backplane will forward messages to other nodes.
+//! [`Broker::admit`] then [`Broker::route_local`]: the seam where a
+//! [`Backplane`] (the NATS cluster, plugged in by the server) forwards
+//! messages to other nodes. The broker owns its seams: it defines
+//! [`Backplane`] and [`DeliveryWatch`] (`backplane.rs`) and never names the
+//! modules that implement them.
 //!
 //! Files by concern: `sessions.rs` (connect, takeover, single sign-on,
 //! disconnect, expiry), `subscriptions.rs` (the tree's entries, retained on
 //! subscribe), `routing.rs` (admit, route, acknowledgements, pacing,
 //! history), `housekeeping.rs` (the once-a-second chores).
 
+pub mod backplane;
 pub mod class_runtime;
-pub mod clock;
 mod filters;
 mod housekeeping;
 pub mod message;
@@ -37,8 +40,10 @@ mod sessions;
 pub mod stats;
 mod subscriptions;
 
+pub use crate::clock::now_ms;
+pub use backplane::{Backplane, BackplaneAck, DeliveryWatch};
 pub use class_runtime::Refusal;
-pub use message::{now_ms, Delivery, Handling, Message, MessageProperties};
+pub use message::{Delivery, Handling, Message, MessageProperties};
 pub use session::{Attachment, Enqueued, Outgoing, Session, SessionLoad, SubscriptionRecord, NEVER_EXPIRES};
 
 pub use operators::{Closed, SessionSummary};
@@ -188,9 +193,9 @@ pub struct PublishOutcome {
     pub shed: bool,
     /// The id the message was given (0 when it was refused or shed).
     pub message_id: u64,
-    /// In a cluster: JetStream's acknowledgement of a QoS 1/2 message, which
-    /// the publisher's acknowledgement waits for.
-    pub cluster_ack: Option<tokio::sync::oneshot::Receiver<bool>>,
+    /// In a cluster: the backplane's answer for a QoS 1/2 message (its
+    /// durable store holds it), which the publisher's acknowledgement waits for.
+    pub backplane_ack: Option<BackplaneAck>,
 }
 
 /// What a publisher's acknowledgement should say.
@@ -231,14 +236,13 @@ pub struct Broker {
     history_sweep_running: std::sync::atomic::AtomicBool,
     /// Moving averages behind `$SYS/broker/load/...`.
     sys_load: Mutex<stats::LoadAverages>,
-    /// The offline push fallback, when `[push] webhook` is set.
-    pub push: Option<Arc<crate::push::Push>>,
-    /// Uploaded files (`[files]`), attached by the server once it opened
-    /// them (a broker built for a unit test has none).
-    files: std::sync::OnceLock<Arc<crate::files::Files>>,
-    /// The cluster backplane, when `[cluster]` is set (attached at start).
-    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
-    push_sweep_running: std::sync::atomic::AtomicBool,
+    /// The delivery watch (the offline push, when `[push] webhook` is set),
+    /// plugged in by the server before clients connect.
+    delivery_watch: std::sync::OnceLock<Arc<dyn DeliveryWatch>>,
+    /// The backplane to other nodes, when `[cluster]` is set (plugged in by
+    /// the server at start).
+    backplane: std::sync::OnceLock<Arc<dyn Backplane>>,
+    watch_sweep_running: std::sync::atomic::AtomicBool,
     store: Arc<dyn Store>,
     commit: GroupCommit,
     next_connection_id: AtomicU64,
@@ -284,20 +288,10 @@ impl Broker {
         let security = Security::from_config(&config)?;
         let commit = GroupCommit::new(store.clone());
         let (shutdown, _) = watch::channel(false);
-        let push = match config.push.webhook {
-            Some(_) => {
-                let names: Vec<&str> = classes.classes().iter().map(|c| c.name.as_str()).collect();
-                let push = Arc::new(crate::push::Push::new(config.push.clone(), &names, store.clone())?);
-                tokio::spawn(push.clone().run_sender(shutdown.subscribe()));
-                Some(push)
-            }
-            None => None,
-        };
         let broker = Arc::new(Broker {
-            push,
-            push_sweep_running: Default::default(),
-            files: Default::default(),
-            cluster: Default::default(),
+            delivery_watch: Default::default(),
+            watch_sweep_running: Default::default(),
+            backplane: Default::default(),
             config,
             sessions: Mutex::new(HashMap::new()),
             subscriptions: RwLock::new(SubscriptionTree::new()),
@@ -325,16 +319,6 @@ impl Broker {
 
     pub fn config(&self) -> &Config {
         &self.config
-    }
-
-    /// Uploaded files, when `[files]` is enabled.
-    pub fn files(&self) -> Option<&Arc<crate::files::Files>> {
-        self.files.get()
-    }
-
-    /// Attaches the files the server opened (once).
-    pub fn attach_files(&self, files: Arc<crate::files::Files>) {
-        let _ = self.files.set(files);
     }
 
     /// A new message id: above every id given or seen so far, and in a
@@ -367,30 +351,34 @@ impl Broker {
         self.id_tag.store(tag & ID_TAG_MASK, Ordering::Relaxed);
     }
 
-    /// The cluster backplane, when `[cluster]` is set.
-    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
-        self.cluster.get()
+    /// The backplane to other nodes, when one is plugged in.
+    pub fn backplane(&self) -> Option<&Arc<dyn Backplane>> {
+        self.backplane.get()
     }
 
-    /// Attaches the cluster backplane (once, before clients connect) and
-    /// declares the interest of every session restored from the store.
-    pub fn attach_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+    /// Plugs in the backplane (once, before clients connect) and declares
+    /// the interest of every session restored from the store.
+    pub fn attach_backplane(&self, backplane: Arc<dyn Backplane>) {
         let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
         for session in sessions {
             for (filter, _) in session.subscriptions() {
-                cluster.interest(&filter, 1);
+                backplane.interest(&filter, 1);
             }
         }
-        let _ = self.cluster.set(cluster);
+        let _ = self.backplane.set(backplane);
+    }
+
+    /// Plugs in the delivery watch (once, before clients connect).
+    pub fn attach_delivery_watch(&self, watch: Arc<dyn DeliveryWatch>) {
+        let _ = self.delivery_watch.set(watch);
     }
 
     /// A session added (+1) or removed (-1) its subscription to `filter`:
-    /// viewer counts and the cluster's interest follow.
+    /// viewer counts and the backplane's interest follow.
     fn interest_changed(&self, filter: &str, delta: isize) {
         self.classes.viewer_delta(filter, delta);
-        if let Some(cluster) = self.cluster.get() {
-            cluster.interest(filter, delta);
-            cluster.durable.session_changed();
+        if let Some(backplane) = self.backplane.get() {
+            backplane.interest(filter, delta);
         }
     }
 

@@ -56,12 +56,11 @@ impl Broker {
                 return Ack::StoreFailed;
             }
         }
-        if let Some(cluster_ack) = outcome.cluster_ack {
+        if let Some(backplane_ack) = outcome.backplane_ack {
             // Durable for every persistent subscriber in the cluster only
-            // once JetStream holds it.
-            let acked = tokio::time::timeout(crate::cluster::durable::ACK_DEADLINE * 2, cluster_ack).await;
-            if !matches!(acked, Ok(Ok(true))) {
-                tracing::warn!("JetStream did not acknowledge a QoS 1/2 message; refusing to acknowledge as success");
+            // once the backplane's store holds it.
+            if !backplane_ack.held().await {
+                tracing::warn!("the backplane did not hold a QoS 1/2 message; refusing to acknowledge as success");
                 return Ack::StoreFailed;
             }
         }
@@ -93,11 +92,11 @@ impl Broker {
             // In a cluster, shared subscriptions are served through NATS
             // queue groups (one member in the whole cluster per message);
             // without NATS, this node's members are all there is.
-            let shared = match self.cluster.get() {
-                Some(cluster) => {
+            let shared = match self.backplane.get() {
+                Some(backplane) => {
                     let history = self.classes.history_rule(&admitted.message.topic).is_some();
-                    outcome.cluster_ack = cluster.forward(&admitted.message, history);
-                    if cluster.is_connected() {
+                    outcome.backplane_ack = backplane.forward(&admitted.message, history);
+                    if backplane.is_connected() {
                         SharedScope::Nothing
                     } else {
                         SharedScope::All
@@ -116,10 +115,12 @@ impl Broker {
     /// the local subscribers, once however many of this node's filters it
     /// matched. Never forwarded again. Returns whether it was delivered
     /// (false: a second copy).
-    pub fn route_remote(&self, mut message: Message, origin: &str, cluster: &crate::cluster::Cluster) -> bool {
+    /// `first_sighting` tells (under the topic's order lock) whether the
+    /// backplane sees this message id for the first time.
+    pub fn route_remote(&self, mut message: Message, first_sighting: impl FnOnce(u64) -> bool) -> bool {
         self.adopt_remote(&mut message);
         let _in_order = self.order_stripe(message.topic.as_str()).lock();
-        if !cluster.first_sighting(origin, message.id) {
+        if !first_sighting(message.id) {
             return false;
         }
         self.classes.observe_remote(&message, now_ms());
@@ -127,7 +128,7 @@ impl Broker {
         self.keep_remote_history(&message);
         // Retained messages come from the cluster's bucket once JetStream
         // is there (in the bucket's order, the same on every node).
-        if message.retain && !cluster.durable.is_ready() {
+        if message.retain && !self.backplane.get().is_some_and(|b| b.is_durable()) {
             let _ = self.retain(&message);
         }
         let mut outcome = PublishOutcome::default();
@@ -351,7 +352,7 @@ impl Broker {
     /// (docs/performance.md, "Write coalescing at a fixed rate").
     /// Point-to-point traffic alone never waits.
     pub fn fanning_out(&self) -> bool {
-        clock::coarse_now_ms().saturating_sub(self.last_fan_out_ms.load(Ordering::Relaxed)) <= FAN_OUT_RECENT_MS
+        crate::clock::coarse_now_ms().saturating_sub(self.last_fan_out_ms.load(Ordering::Relaxed)) <= FAN_OUT_RECENT_MS
     }
 
     /// Counts the message a `drop_oldest` or `conflate` outbox discarded
@@ -410,7 +411,7 @@ impl Tally {
     /// For a pass over messages of `message`'s topic (one class).
     pub(super) fn new(message: &Message) -> Tally {
         Tally {
-            now: clock::coarse_now_ms(),
+            now: crate::clock::coarse_now_ms(),
             class_slot: usize::from(message.handling.class),
             attempts: 0,
             full: 0,
@@ -434,9 +435,9 @@ impl Tally {
         self.attempts += 1;
         match enqueued {
             Enqueued::Queued { stored, store_failed, displaced } => {
-                if let Some(push) = &broker.push {
-                    if qos > QoS::AtMostOnce && push.watches(self.class_slot) {
-                        push.watch(session, message);
+                if let Some(watch) = broker.delivery_watch.get() {
+                    if qos > QoS::AtMostOnce && watch.watches(self.class_slot) {
+                        watch.watch(session, message);
                     }
                 }
                 outcome.deliveries += 1;

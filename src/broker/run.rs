@@ -40,7 +40,7 @@ impl Broker {
     /// each message is published alone (the backplane forwards them one by
     /// one).
     pub fn publish_run(&self, messages: Vec<Message>) -> (Vec<PublishOutcome>, Vec<Message>) {
-        if messages.len() < 2 || self.cluster.get().is_some() {
+        if messages.len() < 2 || self.backplane.get().is_some() {
             let mut messages = messages.into_iter();
             let mut outcomes = Vec::new();
             for message in messages.by_ref() {

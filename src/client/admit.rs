@@ -145,10 +145,10 @@ pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Resu
             broker.stats.refused(RefusedBecause::from_code(refused.code));
             refused
         })?;
-    if let Some(cluster) = broker.cluster() {
+    if let Some(backplane) = broker.backplane() {
         // The client id (and single sign-on) hold cluster-wide: the node
         // that had this client closes it there and hands its session over.
-        cluster.claim(
+        backplane.claim(
             &connected.session.client_id,
             identity.user.as_deref(),
             identity.device.as_deref(),

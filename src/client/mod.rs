@@ -296,7 +296,7 @@ impl Client {
     /// runs once a second, a millisecond either way does not matter.
     fn keep_alive_from_now(&self) {
         if self.liveness_ms > 0 {
-            let now = crate::broker::clock::coarse_now_ms();
+            let now = crate::clock::coarse_now_ms();
             self.session.set_silent_deadline_ms((now + u64::from(self.liveness_ms)).max(1));
         }
     }

@@ -64,6 +64,13 @@ pub(super) struct Outbound {
 }
 
 /// JetStream for one node.
+/// What this node wrote to the sessions bucket, to write only changes.
+pub(super) struct Written {
+    pub(super) digest: u64,
+    pub(super) watermark_ms: u64,
+    pub(super) at_ms: u64,
+}
+
 pub struct Durable {
     pub(super) js: jetstream::Context,
     prefix: String,
@@ -72,7 +79,7 @@ pub struct Durable {
     retained: OnceLock<kv::Store>,
     pub(super) sessions: OnceLock<kv::Store>,
     nodes: OnceLock<kv::Store>,
-    pub(super) written: Mutex<HashMap<Arc<str>, super::recovery::Written>>,
+    pub(super) written: Mutex<HashMap<Arc<str>, Written>>,
     /// Wakes the session pass early (a subscription changed).
     pub(super) sessions_changed: tokio::sync::Notify,
     /// JetStream publishes not acknowledged (timeouts, no stream).
@@ -316,17 +323,19 @@ async fn run_acks(mut acks: mpsc::Receiver<(Vec<Pending>, Option<oneshot::Sender
 }
 
 /// Creates the streams and buckets once NATS (with JetStream) is reached,
-/// retrying with back-off, then loads what the cluster holds and keeps it
-/// in step: retained messages (live), history (once), session records.
+/// retrying with back-off, then loads what the cluster holds: history
+/// (once) and retained messages, and claims this node's id tag. Returns the
+/// retained bucket's watch for [`now_ready`] (`None`: the node is gone).
+/// The caller (`cluster/mod.rs`) settles the sessions in between.
 pub(super) async fn run_setup(
     config: crate::config::ClusterConfig,
     cluster: Weak<Cluster>,
     broker: Weak<Broker>,
     limits: Limits,
-) {
+) -> Option<Option<kv::Watch>> {
     let mut delay = Duration::from_millis(50);
     loop {
-        let Some(node) = cluster.upgrade() else { return };
+        let node = cluster.upgrade()?;
         // (JetStream requests sent before the first connection completes
         // can come back as if they had succeeded; a request sent while a
         // NATS cluster is still electing its JetStream leader is never
@@ -350,7 +359,7 @@ pub(super) async fn run_setup(
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(2));
     }
-    let Some(node) = cluster.upgrade() else { return };
+    let node = cluster.upgrade()?;
     // What the cluster holds is here before the node says it is ready.
     let mut retained_watch = None;
     if let (Some(broker), Some(bucket)) = (broker.upgrade(), node.durable.retained.get()) {
@@ -364,15 +373,18 @@ pub(super) async fn run_setup(
                 tracing::error!(error = %e, "cluster: no message id tag of this node's own; ids may repeat across nodes")
             }
         }
-        super::recovery::drop_sessions_taken_elsewhere(&node, &broker).await;
     }
+    Some(retained_watch)
+}
+
+/// The node is ready: what the cluster holds is loaded and its sessions
+/// settled; retained messages are followed live from now on.
+pub(super) fn now_ready(node: &Cluster, retained_watch: Option<kv::Watch>, broker: Weak<Broker>) {
     node.durable.ready.store(true, Relaxed);
     tracing::info!(node = node.node, "cluster: JetStream streams and buckets ready");
     if let Some(watch) = retained_watch {
-        tokio::spawn(follow_retained(watch, broker.clone()));
+        tokio::spawn(follow_retained(watch, broker));
     }
-    drop(node);
-    super::recovery::run_session_records(cluster, broker).await;
 }
 
 /// This node's id tag, below `1 << ID_TAG_BITS`, the first from

@@ -28,7 +28,7 @@ pub mod durable;
 pub mod recovery;
 pub mod subjects;
 
-use crate::broker::{Broker, Message};
+use crate::broker::{Backplane, BackplaneAck, Broker, Message};
 use crate::config::ClusterConfig;
 use crate::store::StoredMessage;
 use bytes::Bytes;
@@ -82,8 +82,7 @@ struct ViewerCounts {
     counts: Vec<(String, usize)>,
 }
 
-/// Seconds between full shares of a node's viewer counts.
-pub const VIEWERS_FULL_EVERY_SECS: u64 = 5;
+pub use crate::broker::backplane::VIEWERS_FULL_EVERY_SECS;
 /// A node's counts not heard of for this long are forgotten (the node is gone).
 pub const VIEWERS_FORGET_AFTER_MS: u64 = 3 * VIEWERS_FULL_EVERY_SECS * 1000;
 
@@ -152,6 +151,8 @@ impl Seen {
 
 /// This node's membership in the cluster.
 pub struct Cluster {
+    /// This cluster itself, for the tasks a [`Backplane`] call starts.
+    me: Weak<Cluster>,
     node: String,
     prefix: String,
     client: async_nats::Client,
@@ -196,7 +197,7 @@ impl Cluster {
                         }
                         async_nats::Event::Disconnected => {
                             events.store(false, Relaxed);
-                            gap.opened(crate::broker::now_ms());
+                            gap.opened(crate::clock::now_ms());
                             tracing::warn!(
                                 node,
                                 "cluster: lost NATS; local delivery goes on, other nodes are not reached"
@@ -204,7 +205,7 @@ impl Cluster {
                         }
                         async_nats::Event::SlowConsumer(_) => {
                             // NATS messages were dropped here: caught up from JetStream.
-                            gap.opened(crate::broker::now_ms());
+                            gap.opened(crate::clock::now_ms());
                             gap.closed();
                             tracing::warn!(node, "cluster: too slow for NATS; catching up from JetStream");
                         }
@@ -234,7 +235,8 @@ impl Cluster {
         let (forward, forward_rx) = mpsc::channel(config.forward_queue);
         let durable = Arc::new(durable::Durable::new(client.clone(), &config.subject_prefix, &node));
         let (changes, changes_rx) = mpsc::unbounded_channel();
-        let cluster = Arc::new(Cluster {
+        let cluster = Arc::new_cyclic(|me| Cluster {
+            me: me.clone(),
             node,
             prefix: config.subject_prefix.clone(),
             client,
@@ -255,15 +257,26 @@ impl Cluster {
         let claims = cluster.client.subscribe(format!("{}.c.claim", cluster.prefix)).await?;
         let pings = cluster.client.subscribe(format!("{}.c.ping.{}", cluster.prefix, cluster.node)).await?;
         tokio::spawn(run_claims(claims, pings, Arc::downgrade(&cluster), Arc::downgrade(broker)));
-        tokio::spawn(durable::run_setup(
-            config.clone(),
-            Arc::downgrade(&cluster),
-            Arc::downgrade(broker),
-            durable::Limits {
-                history: broker.history_limits(),
-                max_session_expiry_secs: u64::from(broker.config().session.max_session_expiry_secs),
-            },
-        ));
+        let limits = durable::Limits {
+            history: broker.history_limits(),
+            max_session_expiry_secs: u64::from(broker.config().session.max_session_expiry_secs),
+        };
+        let (setup_config, setup_cluster, setup_broker) =
+            (config.clone(), Arc::downgrade(&cluster), Arc::downgrade(broker));
+        tokio::spawn(async move {
+            let (cluster, broker) = (setup_cluster, setup_broker);
+            let Some(retained_watch) = durable::run_setup(setup_config, cluster.clone(), broker.clone(), limits).await
+            else {
+                return;
+            };
+            let (Some(node), Some(strong_broker)) = (cluster.upgrade(), broker.upgrade()) else { return };
+            // Sessions that moved elsewhere while this node was away end
+            // here before the node says it is ready.
+            recovery::drop_sessions_taken_elsewhere(&node, &strong_broker).await;
+            durable::now_ready(&node, retained_watch, broker.clone());
+            drop((node, strong_broker));
+            recovery::run_session_records(cluster, broker).await;
+        });
         let handovers = cluster.client.subscribe(format!("{}.c.handover.{}", cluster.prefix, cluster.node)).await?;
         tokio::spawn(run_handovers(handovers, Arc::downgrade(&cluster), Arc::downgrade(broker)));
         let viewers = cluster.client.subscribe(format!("{}.c.viewers", cluster.prefix)).await?;
@@ -292,7 +305,7 @@ impl Cluster {
     /// stream when `history`, the retained bucket when retained); never
     /// waits. Returns what the publisher's acknowledgement must wait for: a
     /// QoS 1/2 message's acknowledgement by JetStream.
-    pub fn forward(&self, message: &Message, history: bool) -> Option<tokio::sync::oneshot::Receiver<bool>> {
+    fn forward_message(&self, message: &Message, history: bool) -> Option<tokio::sync::oneshot::Receiver<bool>> {
         if message.topic.is_node_local() {
             return None; // $SYS and the canary's topics are each node's own
         }
@@ -337,7 +350,7 @@ impl Cluster {
     /// A session added (+1) or removed (-1) a subscription to `filter`
     /// (`$share/group/` prefix and all): the NATS subscriptions follow the
     /// first and the last.
-    pub fn interest(&self, filter: &str, delta: isize) {
+    fn interest_delta(&self, filter: &str, delta: isize) {
         let Ok(parsed) = crate::topic::parse_subscription(filter) else { return };
         let key = InterestKey { group: parsed.share_group.clone(), filter: parsed.filter.as_str().to_string() };
         let mut interest = self.interest.lock();
@@ -360,7 +373,7 @@ impl Cluster {
     /// connect does not wait). For a persistent session resumed here
     /// (`resume`), the node that had it hands it over; if that node died,
     /// the session is rebuilt from JetStream instead ([`recovery::recover_session`]).
-    pub fn claim(
+    fn claim_client_id(
         self: &Arc<Self>,
         client_id: &str,
         user: Option<&str>,
@@ -393,7 +406,7 @@ impl Cluster {
     }
 
     /// Sends this node's viewer counts to the others (fire and forget).
-    pub fn share_viewer_counts(&self, counts: Vec<(String, usize)>) {
+    fn send_viewer_counts(&self, counts: Vec<(String, usize)>) {
         let Ok(payload) = postcard::to_allocvec(&ViewerCounts { node: self.node.clone(), counts }) else { return };
         let (client, subject) = (self.client.clone(), format!("{}.c.viewers", self.prefix));
         tokio::spawn(async move {
@@ -402,8 +415,8 @@ impl Cluster {
     }
 
     /// Viewers of `room` on the other nodes.
-    pub fn remote_viewers(&self, room: &str) -> usize {
-        let now = crate::broker::now_ms();
+    fn viewers_elsewhere(&self, room: &str) -> usize {
+        let now = crate::clock::now_ms();
         self.viewers.lock().rooms.get(room).map_or(0, |nodes| {
             nodes.values().filter(|(_, at)| now.saturating_sub(*at) < VIEWERS_FORGET_AFTER_MS).map(|(c, _)| c).sum()
         })
@@ -411,7 +424,7 @@ impl Cluster {
 
     /// Rooms whose count on other nodes changed (or whose node went quiet)
     /// since the last call.
-    pub fn take_changed_viewers(&self, now_ms: u64) -> Vec<String> {
+    fn changed_viewers(&self, now_ms: u64) -> Vec<String> {
         let mut viewers = self.viewers.lock();
         let RemoteViewers { rooms, changed } = &mut *viewers;
         rooms.retain(|room, nodes| {
@@ -434,6 +447,51 @@ impl Cluster {
             self.counters.duplicates.fetch_add(1, Relaxed);
         }
         first
+    }
+}
+
+/// The cluster as the broker sees it: its [`Backplane`] (the broker owns the
+/// trait and never names this module; `server.rs` plugs the cluster in).
+impl Backplane for Cluster {
+    fn forward(&self, message: &Message, history: bool) -> Option<BackplaneAck> {
+        // The forwarder retries until `ACK_DEADLINE` and then answers no;
+        // twice that bounds a lost answer.
+        self.forward_message(message, history).map(|held| BackplaneAck::new(held, durable::ACK_DEADLINE * 2))
+    }
+
+    fn is_connected(&self) -> bool {
+        Cluster::is_connected(self)
+    }
+
+    fn is_durable(&self) -> bool {
+        self.durable.is_ready()
+    }
+
+    fn interest(&self, filter: &str, delta: isize) {
+        self.interest_delta(filter, delta);
+        self.durable.session_changed();
+    }
+
+    fn forget_retained(&self, topic: &str, id: u64) {
+        self.durable.forget_retained(topic, id);
+    }
+
+    fn claim(&self, client_id: &str, user: Option<&str>, device: Option<&str>, clean_start: bool, resume: bool) {
+        if let Some(me) = self.me.upgrade() {
+            me.claim_client_id(client_id, user, device, clean_start, resume);
+        }
+    }
+
+    fn share_viewer_counts(&self, counts: Vec<(String, usize)>) {
+        self.send_viewer_counts(counts);
+    }
+
+    fn remote_viewers(&self, room: &str) -> usize {
+        self.viewers_elsewhere(room)
+    }
+
+    fn take_changed_viewers(&self, now_ms: u64) -> Vec<String> {
+        self.changed_viewers(now_ms)
     }
 }
 
@@ -545,7 +603,7 @@ async fn receive(mut subscriber: async_nats::Subscriber, cluster: Weak<Cluster>,
             }
         };
         message.handling.high_priority = wire.high_priority;
-        if broker.route_remote(message, &wire.origin, &node) {
+        if broker.route_remote(message, |id| node.first_sighting(&wire.origin, id)) {
             node.counters.received.fetch_add(1, Relaxed);
         }
     }
@@ -696,7 +754,7 @@ async fn run_viewers(mut shares: async_nats::Subscriber, cluster: Weak<Cluster>)
         if share.node == node.node {
             continue;
         }
-        let now = crate::broker::now_ms();
+        let now = crate::clock::now_ms();
         let mut viewers = node.viewers.lock();
         for (room, count) in share.counts {
             let nodes = viewers.rooms.entry(room.clone()).or_default();

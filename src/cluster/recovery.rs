@@ -11,7 +11,7 @@
 //! to save a duplicate (duplicates are the price, losses are bugs), or
 //! touch a session of another user.
 
-use super::durable::{decode_with_origin, Durable};
+use super::durable::{decode_with_origin, Durable, Written};
 use super::{subjects, Cluster};
 use crate::broker::{Broker, Delivery, Message, Session, SubscriptionRecord};
 use crate::store::StoredSubscription;
@@ -48,13 +48,6 @@ pub struct SessionRecord {
     /// Every QoS 1/2 message admitted before this time (Unix ms) that this
     /// session should have got was acknowledged by its client.
     pub watermark_ms: u64,
-}
-
-/// What this node wrote to the sessions bucket, to write only changes.
-pub(super) struct Written {
-    digest: u64,
-    watermark_ms: u64,
-    at_ms: u64,
 }
 
 /// A node that comes back (killed, restarted on its store) may hold
@@ -139,7 +132,7 @@ async fn catch_up(node: &Cluster, broker: &Broker, from_ms: u64) -> anyhow::Resu
     let mut routed = 0;
     read_durable_since(&node.durable, from_ms, |origin, message| {
         // This node's own messages never left it.
-        if origin != node.node() && broker.route_remote(message, &origin, node) {
+        if origin != node.node() && broker.route_remote(message, |id| node.first_sighting(&origin, id)) {
             routed += 1;
         }
     })
@@ -196,7 +189,7 @@ pub(super) async fn run_session_records(cluster: Weak<Cluster>, broker: Weak<Bro
 }
 
 async fn write_session_records(node: &Cluster, broker: &Broker, bucket: &kv::Store) {
-    let now = crate::broker::now_ms();
+    let now = crate::clock::now_ms();
     let sessions = broker.persistent_sessions();
     let mut writes = Vec::new();
     {

@@ -17,8 +17,9 @@
 
 use super::{tus, FileError, FileRecord, Files, Requester, WriteLease};
 use crate::auth::{AuthRequest, Credentials, Transport};
-use crate::broker::{now_ms, Broker};
+use crate::broker::Broker;
 use crate::client::Peer;
+use crate::clock::now_ms;
 use base64::Engine;
 use bytes::{Buf, Bytes};
 use futures_util::StreamExt;

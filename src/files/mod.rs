@@ -709,7 +709,7 @@ pub async fn run_sweeper(files: Arc<Files>, mut stop: tokio::sync::watch::Receiv
             _ = stop.changed() => return,
         }
         let files = files.clone();
-        let swept = tokio::task::spawn_blocking(move || files.sweep(crate::broker::now_ms())).await;
+        let swept = tokio::task::spawn_blocking(move || files.sweep(crate::clock::now_ms())).await;
         if let Ok(Err(e)) = swept {
             tracing::warn!(error = e.message(), "files: sweep failed");
         }

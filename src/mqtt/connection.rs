@@ -12,8 +12,9 @@
 //! survives a `select!` wake-up (cancel safety).
 
 use crate::auth::Credentials;
-use crate::broker::{now_ms, Broker, Delivery, Message, MessageProperties, Outgoing, NEVER_EXPIRES};
+use crate::broker::{Broker, Delivery, Message, MessageProperties, Outgoing, NEVER_EXPIRES};
 use crate::client::{self, Client, ConnectInfo, Edge, Peer, Published, Received, Subscribed};
+use crate::clock::now_ms;
 use crate::model::reason;
 use crate::model::CloseReason;
 use crate::mqtt::decode::{decode, DecodeError};
@@ -484,7 +485,7 @@ where
             message.properties.user_properties.iter().any(|(k, v)| k == "priority" && v == "high");
         let published = client.publish(message).await;
         if publish.qos == QoS::AtMostOnce {
-            return answer_at_most_once(client, published, self.version.is_v5());
+            return runs::answer_at_most_once(client, published, self.version.is_v5());
         }
         if !self.version.is_v5() {
             // MQTT 3.1.1 acknowledgements carry no reason code: a PUBACK would
@@ -759,21 +760,6 @@ where
 }
 
 /// The MQTT 5 properties a message carries to every subscriber.
-/// QoS 0 has no acknowledgement: MQTT 5 clients learn of a class refusal
-/// from a DISCONNECT (0x96 rate too high, 0x95 too large); 3.1.1 has no way
-/// to say it, so the message is dropped and logged. A denied QoS 0 publish
-/// is dropped and counted (like Mosquitto): the connection stays.
-pub(super) fn answer_at_most_once(client: &Client, published: Published, v5: bool) -> Result<(), CloseReason> {
-    match published {
-        Published::Refused(refusal) if v5 => Err(CloseReason::violation(refusal.reason_code(), refusal.text())),
-        Published::Refused(refusal) => {
-            tracing::debug!(client_id = %client.client_id(), ?refusal, "publish refused by its topic class");
-            Ok(())
-        }
-        _ => Ok(()),
-    }
-}
-
 fn message_properties(m: &Message) -> PublishProperties {
     PublishProperties {
         payload_format_indicator: m.properties.payload_format_indicator,

@@ -27,11 +27,11 @@
 use bytes::{BufMut, BytesMut};
 
 use crate::model::reason;
-use crate::mqtt::decode::{prop, MAX_VARINT};
 use crate::mqtt::packet::{
     AckProperties, Auth, ConnAck, Connect, Disconnect, Packet, ProtocolVersion, PubResp, Publish, QoS, SubAck,
     Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe, UserProperties,
 };
+use crate::mqtt::primitives::{prop, MAX_VARINT};
 
 /// Appends the encoded packet to `buf`.
 ///

@@ -9,6 +9,7 @@ pub mod connection;
 pub mod decode;
 pub mod encode;
 pub mod packet;
+pub mod primitives;
 mod reader;
 pub mod runs;
 pub use crate::model::reason;

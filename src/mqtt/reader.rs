@@ -6,8 +6,8 @@
 //! Owns: reading primitives from one packet body. Must never: read past the
 //! packet it was given, or decide what a packet means (`decode` does).
 
-use super::decode::{parse_varint, prop, DecodeError};
 use super::packet::*;
+use super::primitives::{parse_varint, prop, DecodeError};
 use bytes::{Buf, Bytes};
 
 type Result<T> = std::result::Result<T, DecodeError>;

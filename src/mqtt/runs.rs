@@ -11,11 +11,11 @@
 //! differently (QoS 1/2, retain, properties, another topic), or change the
 //! order of a client's packets.
 
-use super::connection::answer_at_most_once;
-use super::decode::{decode, parse_varint};
+use super::decode::decode;
 use super::packet::{Packet, ProtocolVersion, Publish};
+use super::primitives::parse_varint;
 use crate::broker::Message;
-use crate::client::Client;
+use crate::client::{Client, Published};
 use crate::model::{reason, CloseReason, QoS};
 use crate::topic::TopicName;
 use bytes::BytesMut;
@@ -96,6 +96,22 @@ pub async fn publish_run(client: &mut Client, run: Vec<Publish>, v5: bool) -> Re
         messages = rest;
     }
     Ok(())
+}
+
+/// How a QoS 0 publish (alone or in a run) is answered: it has no
+/// acknowledgement, so MQTT 5 clients learn of a class refusal from a
+/// DISCONNECT (0x96 rate too high, 0x95 too large); 3.1.1 has no way to say
+/// it, so the message is dropped and logged. A denied QoS 0 publish is
+/// dropped and counted (like Mosquitto): the connection stays.
+pub(super) fn answer_at_most_once(client: &Client, published: Published, v5: bool) -> Result<(), CloseReason> {
+    match published {
+        Published::Refused(refusal) if v5 => Err(CloseReason::violation(refusal.reason_code(), refusal.text())),
+        Published::Refused(refusal) => {
+            tracing::debug!(client_id = %client.client_id(), ?refusal, "publish refused by its topic class");
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

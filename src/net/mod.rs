@@ -19,6 +19,7 @@ pub mod ws_stream;
 use crate::auth::Transport;
 use crate::broker::Broker;
 use crate::client::Peer;
+use crate::files::Files;
 use bytes::BytesMut;
 use http::HeadError;
 use std::future::Future;
@@ -110,7 +111,7 @@ pub async fn accept_loop<F, Fut>(
             tracing::warn!(%peer, "connection limit reached (mqtt.max_connections); closing");
             continue;
         };
-        let slot = match gate.admit(peer.ip(), crate::broker::now_ms()) {
+        let slot = match gate.admit(peer.ip(), crate::clock::now_ms()) {
             Ok(slot) => slot,
             Err(refusal) => {
                 tracing::debug!(%peer, ?refusal, "connection refused at accept (per-IP limit)");
@@ -167,16 +168,28 @@ pub async fn serve_mqtt_tls(stream: TcpStream, addr: SocketAddr, broker: Arc<Bro
 }
 
 /// The WebSocket port. Returns the connection's future itself (see `serve_mqtt`).
-pub fn serve_websocket(stream: TcpStream, addr: SocketAddr, broker: Arc<Broker>) -> impl Future<Output = ()> + Send {
+/// `files` serves `/files/` (uploads off: `None`).
+pub fn serve_websocket(
+    stream: TcpStream,
+    addr: SocketAddr,
+    broker: Arc<Broker>,
+    files: Option<Arc<Files>>,
+) -> impl Future<Output = ()> + Send {
     let local_listener = broker.config().websocket.bind.ip().is_loopback();
-    serve_websocket_on(stream, Peer::plain(addr, Transport::MqttWebSocket, local_listener), broker)
+    serve_websocket_on(stream, Peer::plain(addr, Transport::MqttWebSocket, local_listener), broker, files)
 }
 
 /// The `wss://` port: TLS, then the same as the WebSocket port.
-pub async fn serve_websocket_tls(stream: TcpStream, addr: SocketAddr, broker: Arc<Broker>, tls: Arc<tls::Tls>) {
+pub async fn serve_websocket_tls(
+    stream: TcpStream,
+    addr: SocketAddr,
+    broker: Arc<Broker>,
+    tls: Arc<tls::Tls>,
+    files: Option<Arc<Files>>,
+) {
     let Some((stream, certificate_user)) = tls_handshake(&tls, stream, addr, &broker).await else { return };
     let peer = tls_peer(addr, Transport::MqttWebSocket, broker.config().websocket.tls_bind, certificate_user);
-    serve_websocket_on(stream, peer, broker).await
+    serve_websocket_on(stream, peer, broker, files).await
 }
 
 /// One HTTP request head, then `/mqtt` (MQTT over WebSocket), `/ws` (the
@@ -186,12 +199,17 @@ pub async fn serve_websocket_tls(stream: TcpStream, addr: SocketAddr, broker: Ar
 /// Two phases chained, not one `async fn`: the HTTP phase is boxed and gone
 /// before the WebSocket is served, so the request, its buffer and the HTTP
 /// answers do not weigh on every WebSocket's task.
-fn serve_websocket_on<S>(stream: S, peer: Peer, broker: Arc<Broker>) -> impl Future<Output = ()> + Send
+fn serve_websocket_on<S>(
+    stream: S,
+    peer: Peer,
+    broker: Arc<Broker>,
+    files: Option<Arc<Files>>,
+) -> impl Future<Output = ()> + Send
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + buffered::ReadReady + Unpin + Send + 'static,
 {
     use futures_util::future::{Either, FutureExt};
-    Box::pin(http_phase(stream, peer, broker.clone())).then(move |upgraded| match upgraded {
+    Box::pin(http_phase(stream, peer, broker.clone(), files)).then(move |upgraded| match upgraded {
         None => Either::Left(std::future::ready(())),
         Some(Upgraded { ws, mut peer, endpoint: Endpoint::Mqtt }) => {
             peer.transport = Transport::MqttWebSocket;
@@ -223,7 +241,12 @@ struct Upgraded<S> {
 
 /// Reads the request head and answers it: plain HTTP (files, API, demo,
 /// errors) ends here with `None`; an accepted upgrade is handed back.
-async fn http_phase<S>(mut stream: S, mut peer: Peer, broker: Arc<Broker>) -> Option<Upgraded<S>>
+async fn http_phase<S>(
+    mut stream: S,
+    mut peer: Peer,
+    broker: Arc<Broker>,
+    files: Option<Arc<Files>>,
+) -> Option<Upgraded<S>>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + buffered::ReadReady + Unpin + Send,
 {
@@ -239,7 +262,7 @@ where
     // asks for the demo page and stops reading must not hold its task.
     let write_timeout = Duration::from_secs(broker.config().mqtt.write_timeout_secs);
     if crate::files::http::handles(&request.path) {
-        let Some(files) = broker.files().cloned() else {
+        let Some(files) = files else {
             let body = "file uploads are off on this broker (files.enabled = false)\n";
             return plain_answer(&mut stream, 404, body.as_bytes()).await;
         };

@@ -71,7 +71,7 @@ pub fn with_jwt(mut config: Config) -> Config {
 /// unless the claims set it.
 pub fn token(mut claims: serde_json::Value) -> String {
     if claims.get("exp").is_none() {
-        claims["exp"] = serde_json::json!(starling::broker::now_ms() / 1000 + 3600);
+        claims["exp"] = serde_json::json!(starling::clock::now_ms() / 1000 + 3600);
     }
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),

@@ -108,7 +108,7 @@ pub async fn nodes_with_three_replicas(nats: &[NatsServer], names: &[&str]) -> V
         let mut config = node_config(&nats[i], node);
         config.cluster.as_mut().unwrap().stream_replicas = 3;
         let server = start(config).await;
-        let cluster = server.broker().cluster().unwrap().clone();
+        let cluster = server.cluster().unwrap().clone();
         // Each stream and bucket is a raft group of three: seconds each on a busy machine.
         let raft_groups = Duration::from_secs(60);
         wait_until_for(raft_groups, "JetStream streams (3 replicas) and buckets", || cluster.durable.is_ready()).await;

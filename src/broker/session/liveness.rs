@@ -319,7 +319,7 @@ mod tests {
         let mut out = Vec::new();
         let _ = s.drain(&mut out, 1, usize::MAX); // takes one, leaves one, forgets to come back
         assert!(s.poll_deliveries(1, &mut cx).is_pending());
-        let drained_at = crate::broker::clock::coarse_now_ms();
+        let drained_at = crate::clock::coarse_now_ms();
         assert!(!s.wake_if_stalled(drained_at, 2_000), "not yet: it drained just now");
         s.set_writer_blocked(true);
         assert!(!s.wake_if_stalled(drained_at + 5_000, 2_000), "a blocked write is a slow reader, not a stall");

@@ -10,12 +10,13 @@
 //! → subscription tree → session).
 
 use super::filters::SessionFilters;
-use super::message::{now_ms, Delivery, Message};
+use super::message::{Delivery, Message};
 use super::outbox::{Outbox, Pushed};
 use crate::auth::Transport;
 use crate::classes::policy::TokenBucket;
-use crate::model::{CloseReason, LastWill, QoS, SubscriptionOptions};
-use crate::store::{Store, StoredDelivery, StoredSession, StoredSubscription};
+use crate::clock::now_ms;
+use crate::model::{CloseReason, LastWill, QoS};
+use crate::store::{Store, StoredDelivery, StoredSession};
 use crate::topic::ProcessKeys;
 use parking_lot::{Mutex, MutexGuard};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -31,24 +32,7 @@ mod liveness;
 /// Session expiry meaning "never expires" (MQTT 3.1.1 clean session = 0).
 pub const NEVER_EXPIRES: u32 = u32::MAX;
 
-/// A subscription as the session remembers it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubscriptionRecord {
-    pub options: SubscriptionOptions,
-    pub identifier: Option<u32>,
-}
-
-impl SubscriptionRecord {
-    /// The subscription to `filter` as the store (and the cluster) keep it.
-    pub fn to_stored(&self, filter: String) -> StoredSubscription {
-        StoredSubscription { filter, options: self.options, identifier: self.identifier }
-    }
-
-    /// A kept subscription's record (its filter aside).
-    pub fn from_stored(stored: &StoredSubscription) -> SubscriptionRecord {
-        SubscriptionRecord { options: stored.options, identifier: stored.identifier }
-    }
-}
+pub use super::filters::SubscriptionRecord;
 
 /// What the connection must send next.
 #[derive(Debug)]
@@ -670,7 +654,7 @@ impl Session {
     /// come back for them after its write, since no new wake will come (the
     /// outbox wakes its writer only when it goes from empty to non-empty).
     pub fn drain(&self, out: &mut Vec<Outgoing>, max: usize, max_bytes: usize) -> Drained {
-        let now = super::clock::coarse_now_ms();
+        let now = crate::clock::coarse_now_ms();
         self.last_drain_ms.store(now, Ordering::Relaxed);
         let mut st = self.state.lock();
         let bytes = self.drain_locked(&mut st, out, max, max_bytes, now);
