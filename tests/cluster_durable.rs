@@ -83,6 +83,81 @@ async fn qos_1_and_2_cross_nodes_once_jetstream_holds_them() {
     n2.shutdown().await.unwrap();
 }
 
+/// One way in, one way back (issue 23): with JetStream not answering (the
+/// NATS server paused: its connection stays open), a QoS 1 message that
+/// arrives through the admin API is answered 503, and one that arrives
+/// through a bridge is not acknowledged to the remote broker, exactly as a
+/// client's PUBLISH is refused; once NATS answers again, both go through.
+#[tokio::test]
+async fn the_bridge_and_the_api_wait_for_the_cluster_as_clients_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path()).await;
+    // The remote broker the bridge brings `feed/#` in from.
+    let remote = start_memory().await;
+    let mut config = node_config(&nats, "n1");
+    config.cluster.as_mut().unwrap().ack_timeout_ms = 1_000;
+    let bridge = format!(
+        "[[bridge]]\nname = \"remote\"\naddress = \"{}\"\nreconnect_delay_min_ms = 20\n\
+         reconnect_delay_max_ms = 200\n[[bridge.topics]]\nfilter = \"feed/#\"\ndirection = \"in\"\nqos = 1\n",
+        remote.mqtt_addr()
+    );
+    config.bridge = starling::config::Config::from_toml(&bridge, "test bridge").unwrap().bridge;
+    let n1 = start(config).await;
+    let cluster = n1.cluster().unwrap().clone();
+    wait_until("JetStream streams and buckets", || cluster.durable.is_ready()).await;
+    wait_until("the bridge is up", || n1.bridges()[0].connected).await;
+    let mut local = v4::connect(n1.mqtt_addr(), "local-reader", true).await;
+    local.subscribe("feed/#", v4::QoS::AtLeastOnce).await;
+    let mut feeder = v5::connect(remote.mqtt_addr(), "feeder").await;
+    feeder.publish_acked("feed/a", false, "before").await;
+    assert_eq!(local.next_publish().await.payload.as_ref(), b"before");
+    // QoS 1 deliveries the remote still waits a PUBACK for (the bridge's).
+    let remote_inflight = || remote.broker().session_summary().inflight;
+    wait_until("the remote has its acknowledgement", || remote_inflight() == 0).await;
+    let api = |qos: u8| {
+        let body = json!({ "topic": "api/t", "payload": "hello", "qos": qos }).to_string();
+        let addr = n1.admin_addr();
+        async move {
+            common::http::request(
+                addr,
+                "POST",
+                "/api/v1/publish",
+                &[("content-type", "application/json"), ("connection", "close")],
+                body.as_bytes(),
+            )
+            .await
+        }
+    };
+
+    assert_eq!(api(1).await.status, 200, "before the pause");
+    nats.pause();
+    let reply = api(1).await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert!(reply.text().contains("not_replicated"), "{}", reply.text());
+    assert_eq!(api(0).await.status, 200, "QoS 0 promises nothing: answered at once");
+    // The remote's QoS 1 message reaches the local subscriber, but the
+    // remote gets no acknowledgement: it keeps the message in flight, and
+    // the bridge reconnects so that it is sent again.
+    feeder.publish_acked("feed/a", false, "while paused").await;
+    assert_eq!(local.next_publish().await.payload.as_ref(), b"while paused");
+    wait_until("the bridge gives the message back (reconnects)", || n1.bridges()[0].connects >= 2).await;
+    assert!(remote_inflight() > 0 || !n1.bridges()[0].connected, "not acknowledged to the remote");
+
+    nats.resume();
+    wait_for("the API publish goes through once NATS answers", || async { api(1).await.status == 200 }).await;
+    // The bridge is up again, the remote sent its message again, and now it
+    // is acknowledged there.
+    wait_until("the remote's message is acknowledged", || n1.bridges()[0].connected && remote_inflight() == 0).await;
+    feeder.publish_acked("feed/a", false, "after").await;
+    loop {
+        if local.next_publish().await.payload.as_ref() == b"after" {
+            break;
+        }
+    }
+    n1.shutdown().await.unwrap();
+    remote.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_node_started_later_sees_the_retained_messages_and_the_chat_history() {
     let dir = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@
 //! any client), or answer a QoS ≥ 1 publish before the message is durable.
 
 use super::{error, AdminState};
-use crate::broker::{Closed, Message, MessageProperties, PublishOutcome, Session};
+use crate::broker::{Ack, Closed, Message, MessageProperties, PublishOutcome, Session};
 use crate::model::QoS;
 use crate::topic::TopicName;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -154,25 +154,44 @@ fn to_message(state: &AdminState, request: PublishRequest) -> Result<Message, Ap
     Ok(message)
 }
 
-/// Publishes without waiting for durability; the caller syncs when `must_sync`.
-async fn publish_unsynced(state: &AdminState, message: Message) -> Result<PublishOutcome, ApiError> {
+/// Publishes through the broker's one way in (as a client's PUBLISH is:
+/// class admission, routing, storage, the cluster) and says what the answer
+/// will be once [`acknowledged`] waited for the broker's one acknowledgement.
+async fn publish_only(state: &AdminState, message: Message) -> Result<(Value, PublishOutcome), ApiError> {
     state.broker.stats.received(crate::auth::Transport::Http, message.qos, message.payload.len());
     state.broker.stats.topics.publish(message.topic.as_str());
     let qos = message.qos;
     let mut outcome = state.broker.publish_paced(message).await;
-    if let Some(refusal) = outcome.refused {
-        let status = match refusal {
-            crate::broker::Refusal::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            crate::broker::Refusal::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            crate::broker::Refusal::RetainedQuota => StatusCode::INSUFFICIENT_STORAGE,
-        };
-        return Err(ApiError(status, "refused", refusal.text().into()));
+    if qos == QoS::AtMostOnce {
+        // Nothing is promised for QoS 0: no flush, no cluster acknowledgement.
+        outcome.must_sync = false;
+        outcome.store_failed = false;
     }
-    if outcome.store_failed && qos > QoS::AtMostOnce {
-        return Err(store_failed("the store could not make the message durable"));
+    Ok((published(&outcome), outcome))
+}
+
+/// The broker's one acknowledgement, as an HTTP answer: 200 only when the
+/// client core would have answered PUBACK 0x00/0x10 (durable on this node
+/// and, in a cluster, held by JetStream); otherwise the error says why.
+async fn acknowledged(state: &AdminState, answer: Value, outcome: PublishOutcome) -> Result<Value, ApiError> {
+    match state.broker.acknowledge(outcome).await {
+        Ack::Accepted { .. } => Ok(answer),
+        Ack::Refused(refusal) => {
+            let status = match refusal {
+                crate::broker::Refusal::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+                crate::broker::Refusal::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                crate::broker::Refusal::RetainedQuota => StatusCode::INSUFFICIENT_STORAGE,
+            };
+            Err(ApiError(status, "refused", refusal.text().into()))
+        }
+        Ack::StoreFailed => Err(store_failed("the store could not make the message durable")),
+        Ack::NotReplicated => Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_replicated",
+            "the cluster's store (JetStream) did not hold the message in time; it is not acknowledged, publish it again"
+                .into(),
+        )),
     }
-    outcome.must_sync &= qos > QoS::AtMostOnce;
-    Ok(outcome)
 }
 
 fn store_failed(what: &str) -> ApiError {
@@ -190,16 +209,14 @@ async fn publish(
 ) -> Result<Json<Value>, ApiError> {
     let Json(request) = body.map_err(from_json_rejection)?;
     let message = to_message(&state, request)?;
-    let outcome = publish_unsynced(&state, message).await?;
-    if outcome.must_sync {
-        // Like a PUBACK: answered once the message is durable.
-        state.broker.sync().await.map_err(|e| store_failed(&format!("the store: {e}")))?;
-    }
-    Ok(Json(published(&outcome)))
+    let (answer, outcome) = publish_only(&state, message).await?;
+    // Like a PUBACK: answered once the broker's acknowledgement holds.
+    Ok(Json(acknowledged(&state, answer, outcome).await?))
 }
 
-/// Many messages, published in order; one flush makes every QoS ≥ 1 one
-/// durable before the answer. Each message has its own result.
+/// Many messages, published in order; their acknowledgements are awaited
+/// together (one flush, by group commit, makes every QoS ≥ 1 one durable
+/// before the answer). Each message has its own result.
 async fn publish_batch(
     State(state): State<Shared>,
     body: Result<Json<Vec<PublishRequest>>, JsonRejection>,
@@ -212,26 +229,24 @@ async fn publish_batch(
             format!("{} messages; a batch holds at most {MAX_BATCH}", requests.len()),
         ));
     }
-    let mut results = Vec::with_capacity(requests.len());
+    let mut published = Vec::with_capacity(requests.len());
     for request in requests {
-        let result = match to_message(&state, request) {
-            Ok(message) => publish_unsynced(&state, message).await,
+        published.push(match to_message(&state, request) {
+            Ok(message) => publish_only(&state, message).await,
             Err(e) => Err(e),
-        };
-        results.push(result);
+        });
     }
-    if results.iter().any(|r| r.as_ref().is_ok_and(|o| o.must_sync)) {
-        if let Err(e) = state.broker.sync().await {
-            let what = format!("the store: {e}");
-            for r in results.iter_mut().filter(|r| r.as_ref().is_ok_and(|o| o.must_sync)) {
-                *r = Err(store_failed(&what));
-            }
+    let results = futures_util::future::join_all(published.into_iter().map(|p| async {
+        match p {
+            Ok((answer, outcome)) => acknowledged(&state, answer, outcome).await,
+            Err(e) => Err(e),
         }
-    }
+    }))
+    .await;
     let results: Vec<Value> = results
         .into_iter()
         .map(|r| match r {
-            Ok(outcome) => published(&outcome),
+            Ok(answer) => answer,
             Err(ApiError(status, code, message)) => {
                 json!({ "error": { "status": status.as_u16(), "code": code, "message": message } })
             }

@@ -12,7 +12,8 @@
 //! subscribes to the `out` rules, drains its outbox and acknowledges each
 //! QoS 1 delivery only when the remote has acknowledged it; remote messages
 //! for the `in` rules are published with [`Broker::publish`] and
-//! acknowledged to the remote only once durable (group commit).
+//! acknowledged to the remote only once [`Broker::acknowledge`] holds (the
+//! one acknowledgement every edge waits for: group commit, then the cluster).
 //!
 //! Consequences, all inherited from sessions: while the remote is away the
 //! session is disconnected, so QoS 1 out-messages queue in its outbox (bounded,
@@ -28,12 +29,12 @@
 mod link;
 mod rules;
 
-use crate::broker::{Broker, ConnectRequest, Message, Outgoing, Session, WillAction, NEVER_EXPIRES};
+use crate::broker::{Ack, Broker, ConnectRequest, Message, Outgoing, Session, WillAction, NEVER_EXPIRES};
 use crate::client::{Client, Edge, Received};
 use crate::config::BridgeConfig;
 use crate::model::CloseReason;
 use crate::model::{QoS, SubscriptionOptions};
-use crate::store::StoreError;
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use link::{AckHandle, Link, LinkEvent, LinkOptions, RemotePublish, Request};
 use parking_lot::Mutex;
 use rules::{Backoff, EchoFilter, Rules};
@@ -270,7 +271,9 @@ struct Runner {
 }
 
 /// A running `Broker::sync`.
-type Flush = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+/// A remote QoS 1 message's acknowledgement to the remote, waiting for the
+/// broker's one acknowledgement (storage, then the cluster).
+type AckWait = Pin<Box<dyn Future<Output = (AckHandle, Ack)> + Send>>;
 
 /// State of one connection.
 struct LinkState {
@@ -282,11 +285,11 @@ struct LinkState {
     awaiting: VecDeque<u16>,
     /// Remote packet id → local packet id of QoS 1 publishes in flight.
     inflight: HashMap<u16, u16>,
-    /// Remote QoS 1 messages published here, waiting for a flush before
-    /// they are acknowledged, and the flush that covers `syncing_acks`.
-    unsynced: Vec<AckHandle>,
-    syncing_acks: Vec<AckHandle>,
-    syncing: Option<Flush>,
+    /// Remote QoS 1 messages published here, waiting for the broker's
+    /// acknowledgement (`Broker::acknowledge`, the same the client core
+    /// awaits) before they are acknowledged to the remote, in the order they
+    /// arrived ([MQTT-4.6.0-2]).
+    acks: FuturesOrdered<AckWait>,
 }
 
 impl Runner {
@@ -350,9 +353,7 @@ impl Runner {
             requests: VecDeque::new(),
             awaiting: VecDeque::new(),
             inflight: HashMap::new(),
-            unsynced: Vec::new(),
-            syncing_acks: Vec::new(),
-            syncing: None,
+            acks: FuturesOrdered::new(),
         };
         let remote_filters = self.rules.remote_subscriptions();
         if remote_filters.is_empty() {
@@ -465,7 +466,8 @@ impl Runner {
 
     /// A message from the remote: published here under the bridge's client id
     /// (so the bridge's own No Local subscriptions do not send it back), and
-    /// acknowledged once durable.
+    /// acknowledged to the remote once the broker's acknowledgement holds
+    /// (durable here and, in a cluster, held by JetStream).
     fn incoming(&mut self, st: &mut LinkState, p: RemotePublish) {
         let ack = p.needs_ack().then_some(p.ack);
         let is_echo = self.echo.as_mut().is_some_and(|e| e.is_echo(Instant::now(), &p.topic, &p.payload));
@@ -475,7 +477,8 @@ impl Runner {
                 tracing::debug!(bridge = %self.shared.name, topic = %p.topic, "no in rule for a remote message; dropped");
             }
             if let Some(ack) = ack {
-                st.requests.push_back(Request::Ack(ack));
+                // Acknowledged behind the ones before it (in order).
+                st.acks.push_back(Box::pin(std::future::ready((ack, Ack::Accepted { matched: false }))));
             }
             return;
         };
@@ -486,33 +489,21 @@ impl Runner {
         let outcome = self.broker.publish(message);
         self.shared.messages_in.fetch_add(1, Ordering::Relaxed);
         let Some(ack) = ack else { return };
-        if outcome.must_sync || st.syncing.is_some() || !st.unsynced.is_empty() {
-            // Acknowledgements keep their order: this one waits behind the flush.
-            st.unsynced.push(ack);
-            self.start_sync(st);
-        } else {
-            st.requests.push_back(Request::Ack(ack));
-        }
-    }
-
-    /// Starts a flush for the messages waiting for one, unless one is running
-    /// (it started before they were written, so they wait for the next).
-    fn start_sync(&self, st: &mut LinkState) {
-        if st.syncing.is_some() || st.unsynced.is_empty() {
-            return;
-        }
-        st.syncing_acks = std::mem::take(&mut st.unsynced);
-        let broker = self.broker.clone();
-        st.syncing = Some(Box::pin(async move { broker.sync().await }));
+        // Waited for together: group commit makes one flush of the waits
+        // that overlap, and the cluster's answers come in publish order.
+        let acknowledgement = self.broker.acknowledgement(outcome);
+        st.acks.push_back(Box::pin(async move { (ack, acknowledgement.await) }));
     }
 
     /// Stopping: acknowledge what is durable, say DISCONNECT, and give the
     /// remote a moment to acknowledge what is in flight.
     async fn goodbye(&mut self, link: &mut Link, st: &mut LinkState) {
-        if let Some(sync) = st.syncing.take() {
-            if let Ok(Ok(())) = tokio::time::timeout(STOP_GRACE, sync).await {
-                st.requests.extend(st.syncing_acks.drain(..).map(Request::Ack));
-            }
+        // What is acknowledged here within the grace is acknowledged there;
+        // the rest the remote sends again on the next connection.
+        while let Ok(Some((ack, Ack::Accepted { .. } | Ack::Refused(_)))) =
+            tokio::time::timeout(STOP_GRACE, st.acks.next()).await
+        {
+            st.requests.push_back(Request::Ack(ack));
         }
         st.requests.push_back(Request::Disconnect);
         let _ = tokio::time::timeout(STOP_GRACE, async {
@@ -533,7 +524,7 @@ impl Runner {
 /// What woke the bridge's edge, for `handle`.
 enum Woke {
     Event(LinkEvent),
-    Synced(Result<(), StoreError>),
+    Acknowledged(AckHandle, Ack),
 }
 
 /// The bridge as an edge of the client core: its "socket" is the rumqttc
@@ -574,12 +565,9 @@ impl Edge for BridgeEdge<'_> {
                 }
             });
         }
-        if let Some(syncing) = self.st.syncing.as_mut() {
-            if let Poll::Ready(result) = syncing.as_mut().poll(cx) {
-                self.st.syncing = None;
-                self.woke = Some(Woke::Synced(result));
-                return Poll::Ready(Ok(Received::Data));
-            }
+        if let Poll::Ready(Some((ack, answer))) = self.st.acks.poll_next_unpin(cx) {
+            self.woke = Some(Woke::Acknowledged(ack, answer));
+            return Poll::Ready(Ok(Received::Data));
         }
         Poll::Pending
     }
@@ -587,16 +575,20 @@ impl Edge for BridgeEdge<'_> {
     async fn handle(&mut self, _client: &mut Client) -> Result<(), CloseReason> {
         match self.woke.take() {
             Some(Woke::Event(event)) => self.runner.handle(self.st, event),
-            Some(Woke::Synced(Err(e))) => {
-                // Not acknowledged: the remote sends them again on the next connection.
-                tracing::error!(bridge = %self.runner.shared.name, error = %e, "store flush failed");
-                return Err(CloseReason::Io(format!("store flush failed: {e}")));
+            // Accepted, or refused by its topic class here (sending it
+            // again would be refused again): acknowledged to the remote.
+            Some(Woke::Acknowledged(ack, Ack::Accepted { .. } | Ack::Refused(_))) => {
+                self.st.requests.push_back(Request::Ack(ack));
             }
-            Some(Woke::Synced(Ok(()))) => {
-                for ack in self.st.syncing_acks.drain(..) {
-                    self.st.requests.push_back(Request::Ack(ack));
-                }
-                self.runner.start_sync(self.st);
+            Some(Woke::Acknowledged(_, answer @ (Ack::StoreFailed | Ack::NotReplicated))) => {
+                // Not acknowledged: the link closes, and the remote sends the
+                // message (and those after it) again on the next connection.
+                let why = match answer {
+                    Ack::StoreFailed => "the store could not make it durable",
+                    _ => "the cluster's store (JetStream) did not hold it in time",
+                };
+                tracing::warn!(bridge = %self.runner.shared.name, why, "a remote message is not acknowledged; reconnecting");
+                return Err(CloseReason::Io(format!("a remote message was not acknowledged: {why}")));
             }
             None => {}
         }

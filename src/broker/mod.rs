@@ -208,6 +208,9 @@ pub enum Ack {
     },
     /// The store could not flush: not acknowledged as durable (0x80).
     StoreFailed,
+    /// In a cluster, the backplane's durable store did not hold the message
+    /// in time (JetStream unreachable or slow): not acknowledged (0x80).
+    NotReplicated,
     Refused(Refusal),
 }
 

@@ -39,11 +39,21 @@ pub struct AdmittedPublish<'a> {
 }
 
 impl Broker {
-    /// Publishes for a client and says what its acknowledgement should be,
-    /// after waiting for durability when the message was stored. Every
-    /// transport acknowledges through this.
+    /// Publishes and waits for the one acknowledgement (see
+    /// [`Broker::acknowledge`]): what the client core answers a PUBLISH with.
     pub async fn publish_acknowledged(&self, message: Message) -> Ack {
         let outcome = self.publish_paced(message).await;
+        self.acknowledge(outcome).await
+    }
+
+    /// The one way back: what a publisher's acknowledgement says, once
+    /// everything the broker promised for it holds. Storage first (a
+    /// persistent subscriber's copy, history, retained: flushed by group
+    /// commit), then the backplane (in a cluster, JetStream holds the QoS
+    /// 1/2 message, within its own deadline). The client core, the bridge
+    /// and the admin API all answer with this, each mapping it to its wire
+    /// code, so none acknowledges before another would.
+    pub async fn acknowledge(&self, outcome: PublishOutcome) -> Ack {
         if let Some(refusal) = outcome.refused {
             return Ack::Refused(refusal);
         }
@@ -61,10 +71,20 @@ impl Broker {
             // once the backplane's store holds it.
             if !backplane_ack.held().await {
                 tracing::warn!("the backplane did not hold a QoS 1/2 message; refusing to acknowledge as success");
-                return Ack::StoreFailed;
+                return Ack::NotReplicated;
             }
         }
         Ack::Accepted { matched: outcome.deliveries > 0 || outcome.shed }
+    }
+
+    /// [`Broker::acknowledge`] as a future of its own (it holds the broker),
+    /// for an edge that keeps several waiting in order (the bridge).
+    pub fn acknowledgement(
+        self: &Arc<Self>,
+        outcome: PublishOutcome,
+    ) -> impl std::future::Future<Output = Ack> + Send + 'static {
+        let broker = self.clone();
+        async move { broker.acknowledge(outcome).await }
     }
 
     /// Publishes, then paces the publisher: when most of the message's

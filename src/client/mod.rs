@@ -421,7 +421,8 @@ impl Client {
         // Acknowledged means durable: the broker waits for the store when needed.
         match self.broker.publish_acknowledged(message).await {
             Ack::Accepted { matched } => Published::Accepted { matched },
-            Ack::StoreFailed => Published::StoreFailed,
+            // Not durable where promised, on this node or in the cluster.
+            Ack::StoreFailed | Ack::NotReplicated => Published::StoreFailed,
             Ack::Refused(refusal) => Published::Refused(refusal),
         }
     }

@@ -36,9 +36,6 @@ use tokio::sync::{mpsc, oneshot};
 
 /// How long a node waits for JetStream to acknowledge one publish.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a node keeps sending a message to JetStream again before it
-/// gives up (and refuses the publisher): covers a stream leader election.
-pub const ACK_DEADLINE: Duration = Duration::from_secs(15);
 
 /// What sizes the streams and buckets, from the broker's configuration.
 pub struct Limits {
@@ -63,7 +60,6 @@ pub(super) struct Outbound {
     pub ack: Option<oneshot::Sender<bool>>,
 }
 
-/// JetStream for one node.
 /// What this node wrote to the sessions bucket, to write only changes.
 pub(super) struct Written {
     pub(super) digest: u64,
@@ -71,8 +67,12 @@ pub(super) struct Written {
     pub(super) at_ms: u64,
 }
 
+/// JetStream for one node.
 pub struct Durable {
     pub(super) js: jetstream::Context,
+    /// How long a publish is sent again before the publisher is refused
+    /// (`[cluster] ack_timeout_ms`).
+    ack_timeout: Duration,
     prefix: String,
     node: String,
     ready: AtomicBool,
@@ -93,11 +93,12 @@ pub struct Durable {
 }
 
 impl Durable {
-    pub fn new(client: async_nats::Client, prefix: &str, node: &str) -> Durable {
+    pub fn new(client: async_nats::Client, prefix: &str, node: &str, ack_timeout: Duration) -> Durable {
         let mut js = jetstream::new(client);
-        js.set_timeout(ACK_TIMEOUT);
+        js.set_timeout(ACK_TIMEOUT.min(ack_timeout));
         Durable {
             js,
+            ack_timeout,
             prefix: prefix.to_string(),
             node: node.to_string(),
             ready: AtomicBool::new(false),
@@ -117,6 +118,11 @@ impl Durable {
     /// JetStream was reached once).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Relaxed)
+    }
+
+    /// `[cluster] ack_timeout_ms`.
+    pub fn ack_timeout(&self) -> Duration {
+        self.ack_timeout
     }
 
     /// A subscription changed: the session pass runs soon.
@@ -246,6 +252,10 @@ pub(super) async fn run_forwarder(
     let (acks, acks_rx) = mpsc::channel(65_536);
     tokio::spawn(run_acks(acks_rx, durable.clone()));
     while let Some(Outbound { publishes, ack, message_id }) = queue.recv().await {
+        // The deadline runs from the hand-over, not from when the batches
+        // before this one were settled: a stalled JetStream answers every
+        // waiting publisher within the timeout, not one timeout after another.
+        let deadline = tokio::time::Instant::now() + durable.ack_timeout;
         let mut pending = Vec::new();
         let mut ok = true;
         for (subject, payload, jetstream) in publishes {
@@ -273,7 +283,7 @@ pub(super) async fn run_forwarder(
             }
             continue;
         }
-        let _ = acks.send((pending, ack)).await;
+        let _ = acks.send((pending, ack, deadline)).await;
     }
 }
 
@@ -293,19 +303,31 @@ impl Durable {
 /// Awaits JetStream's acknowledgements in publish order and tells the
 /// publishers waiting for them. A publish that is not acknowledged (a NATS
 /// server lost, a stream leader being elected) is sent again, under the
-/// same message id, until [`ACK_DEADLINE`].
-async fn run_acks(mut acks: mpsc::Receiver<(Vec<Pending>, Option<oneshot::Sender<bool>>)>, durable: Arc<Durable>) {
-    while let Some((pending, ack)) = acks.recv().await {
-        let deadline = tokio::time::Instant::now() + ACK_DEADLINE;
+/// same message id, until its deadline (`[cluster] ack_timeout_ms` after it
+/// was handed over).
+type AckBatch = (Vec<Pending>, Option<oneshot::Sender<bool>>, tokio::time::Instant);
+
+async fn run_acks(mut acks: mpsc::Receiver<AckBatch>, durable: Arc<Durable>) {
+    while let Some((pending, ack, deadline)) = acks.recv().await {
         let mut ok = true;
         for Pending { subject, payload, message_id, ack } in pending {
-            let mut result = ack.await.map(|_| ());
+            let within = |f| tokio::time::timeout_at(deadline, f);
+            let mut result = within(ack).await.map_err(|_| "no answer before the deadline".to_string()).and_then(
+                |r: Result<jetstream::publish::PublishAck, jetstream::context::PublishError>| {
+                    r.map(|_| ()).map_err(|e| e.to_string())
+                },
+            );
             while result.is_err() && tokio::time::Instant::now() < deadline {
                 tracing::debug!(subject, "cluster: JetStream did not acknowledge; sending again");
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                result = match durable.publish(&subject, &payload, message_id).await {
-                    Ok(again) => again.await.map(|_| ()),
-                    Err(e) => Err(e),
+                result = match tokio::time::timeout_at(deadline, durable.publish(&subject, &payload, message_id)).await
+                {
+                    Ok(Ok(again)) => match tokio::time::timeout_at(deadline, again).await {
+                        Ok(r) => r.map(|_| ()).map_err(|e| e.to_string()),
+                        Err(_) => Err("no answer before the deadline".into()),
+                    },
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("could not send before the deadline".into()),
                 };
             }
             if let Err(e) = result {

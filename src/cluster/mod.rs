@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Message sightings remembered to drop the second copy of a message that
@@ -233,7 +234,12 @@ impl Cluster {
         }
         broker.set_id_tag(durable::provisional_id_tag(&node));
         let (forward, forward_rx) = mpsc::channel(config.forward_queue);
-        let durable = Arc::new(durable::Durable::new(client.clone(), &config.subject_prefix, &node));
+        let durable = Arc::new(durable::Durable::new(
+            client.clone(),
+            &config.subject_prefix,
+            &node,
+            Duration::from_millis(config.ack_timeout_ms),
+        ));
         let (changes, changes_rx) = mpsc::unbounded_channel();
         let cluster = Arc::new_cyclic(|me| Cluster {
             me: me.clone(),
@@ -454,9 +460,10 @@ impl Cluster {
 /// trait and never names this module; `server.rs` plugs the cluster in).
 impl Backplane for Cluster {
     fn forward(&self, message: &Message, history: bool) -> Option<BackplaneAck> {
-        // The forwarder retries until `ACK_DEADLINE` and then answers no;
-        // twice that bounds a lost answer.
-        self.forward_message(message, history).map(|held| BackplaneAck::new(held, durable::ACK_DEADLINE * 2))
+        // The forwarder answers no at `ack_timeout_ms` after the hand-over;
+        // a little more bounds an answer that never comes (a stuck forwarder).
+        let deadline = self.durable.ack_timeout() + Duration::from_millis(500);
+        self.forward_message(message, history).map(|held| BackplaneAck::new(held, deadline))
     }
 
     fn is_connected(&self) -> bool {

@@ -36,6 +36,11 @@ pub struct ClusterConfig {
     /// new ones are not forwarded to other nodes (counted; local delivery
     /// goes on).
     pub forward_queue: usize,
+    /// How long a QoS 1/2 publisher's acknowledgement waits for JetStream to
+    /// hold the message (sending it again meanwhile: covers a stream leader
+    /// election). Past it the publish is refused (MQTT 0x80, HTTP 503) and a
+    /// bridge leaves the remote's message unacknowledged.
+    pub ack_timeout_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -51,6 +56,7 @@ impl Default for ClusterConfig {
             durable_max_bytes: 1 << 30,
             subject_prefix: "starling".into(),
             forward_queue: 65_536,
+            ack_timeout_ms: 15_000,
         }
     }
 }
@@ -83,6 +89,12 @@ impl ClusterConfig {
         }
         if self.forward_queue == 0 {
             problems.push("cluster.forward_queue = 0: must be at least 1".into());
+        }
+        if !(100..=600_000).contains(&self.ack_timeout_ms) {
+            problems.push(format!(
+                "cluster.ack_timeout_ms = {}: must be between 100 and 600000 (10 minutes)",
+                self.ack_timeout_ms
+            ));
         }
     }
 

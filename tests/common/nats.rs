@@ -81,6 +81,24 @@ impl NatsServer {
             .await;
     }
 
+    /// SIGSTOP: the server stops answering, but its connections stay open
+    /// (a hung or cut-off NATS as its clients see it). [`NatsServer::resume`]
+    /// continues it.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`NatsServer::pause`].
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = self.child.as_ref().and_then(|c| c.id()).expect("nats-server is running");
+        // SAFETY: a signal to our own child process, by its pid.
+        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, signal) }, 0, "cannot signal nats-server");
+    }
+
     /// SIGKILL: the server is gone at once.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
