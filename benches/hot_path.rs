@@ -131,7 +131,7 @@ fn routing(c: &mut Criterion) {
             // Each subscriber's writer takes its copy (what keeps outboxes from filling).
             for s in &sessions {
                 out.clear();
-                s.drain(&mut out, 16, usize::MAX);
+                s.drain(&mut out, 16, usize::MAX, starling::clock::coarse_now_ms());
             }
         })
     });

@@ -77,7 +77,7 @@ fn routing_and_draining_allocate_at_most_a_little_per_delivery() {
         assert_eq!(outcome.deliveries, SUBSCRIBERS);
         for s in &sessions {
             out.clear();
-            s.drain(&mut out, 16, usize::MAX);
+            s.drain(&mut out, 16, usize::MAX, starling::clock::coarse_now_ms());
             assert_eq!(out.len(), 1);
         }
         let drained = ALLOCATIONS.load(Ordering::Relaxed);

@@ -361,7 +361,7 @@ impl Client {
             if batch == 0 {
                 return false;
             }
-            let drained = self.session.drain(outgoing, batch, budget);
+            let drained = self.session.drain(outgoing, batch, budget, crate::clock::coarse_now_ms());
             let taken = drained.bytes;
             if outgoing.is_empty() {
                 return false;

@@ -173,8 +173,9 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Attachment, Session};
+    use super::super::test_support::{attachment, delivery, session};
     use crate::model::CloseReason;
+    use crate::model::QoS;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::task::{Context, Poll, Wake, Waker};
@@ -193,19 +194,6 @@ mod tests {
     }
     fn woken(task: &Task) -> usize {
         task.0.load(Ordering::SeqCst)
-    }
-
-    fn session() -> Session {
-        Session::new(Arc::from("c"), None, 0, 100, Arc::new(crate::store::MemoryStore::new()))
-    }
-    fn attachment() -> Attachment {
-        Attachment {
-            transport: crate::auth::Transport::MqttTcp,
-            protocol: "3.1.1",
-            peer: None,
-            keep_alive_secs: 0,
-            connected_at_ms: 0,
-        }
     }
 
     #[test]
@@ -267,45 +255,6 @@ mod tests {
         assert!(s.poll_deliveries(2, &mut new_cx).is_ready(), "and finds the wake waiting");
     }
 
-    fn delivery(payload_bytes: usize) -> crate::broker::message::Delivery {
-        let topic = crate::topic::TopicName::new("t").unwrap();
-        let message = crate::broker::message::Message::new(
-            topic,
-            bytes::Bytes::from(vec![0u8; payload_bytes]),
-            crate::model::QoS::AtMostOnce,
-            false,
-        );
-        crate::broker::message::Delivery {
-            message: Arc::new(message),
-            qos: crate::model::QoS::AtMostOnce,
-            retain: false,
-            subscription_ids: Default::default(),
-            seq: None,
-        }
-    }
-
-    #[test]
-    fn a_drain_that_stops_at_its_budget_says_more_is_left() {
-        let s = session();
-        s.attach(1, 10, None, attachment());
-        for _ in 0..5 {
-            s.enqueue(delivery(100));
-        }
-        let mut out = Vec::new();
-        let first = s.drain(&mut out, 64, 250);
-        assert_eq!(out.len(), 3, "stops once the budget is reached");
-        assert!(first.more, "two are left, and no wake will come for them");
-        out.clear();
-        let second = s.drain(&mut out, 64, 1_000);
-        assert_eq!(out.len(), 2);
-        assert!(!second.more, "the outbox is empty");
-        for _ in 0..3 {
-            s.enqueue(delivery(1));
-        }
-        out.clear();
-        assert!(s.drain(&mut out, 2, 1_000).more, "stopped at the item limit with one left");
-    }
-
     #[test]
     fn the_stall_guard_wakes_a_writer_that_left_deliveries_behind() {
         let s = session();
@@ -313,13 +262,13 @@ mod tests {
         let (task, waker) = task();
         let mut cx = Context::from_waker(&waker);
         let _ = s.poll_deliveries(1, &mut cx); // the attach's wake
-        s.enqueue(delivery(10));
+        s.enqueue(delivery(10, QoS::AtMostOnce));
         assert!(s.poll_deliveries(1, &mut cx).is_ready(), "the first delivery wakes");
-        s.enqueue(delivery(10));
+        s.enqueue(delivery(10, QoS::AtMostOnce));
         let mut out = Vec::new();
-        let _ = s.drain(&mut out, 1, usize::MAX); // takes one, leaves one, forgets to come back
+        let drained_at = 10_000;
+        let _ = s.drain(&mut out, 1, usize::MAX, drained_at); // takes one, leaves one, forgets to come back
         assert!(s.poll_deliveries(1, &mut cx).is_pending());
-        let drained_at = crate::clock::coarse_now_ms();
         assert!(!s.wake_if_stalled(drained_at, 2_000), "not yet: it drained just now");
         s.set_writer_blocked(true);
         assert!(!s.wake_if_stalled(drained_at + 5_000, 2_000), "a blocked write is a slow reader, not a stall");

@@ -11,14 +11,14 @@
 
 use super::filters::SessionFilters;
 use super::message::{Delivery, Message};
-use super::outbox::{Outbox, Pushed};
+use super::outbox::Outbox;
 use crate::auth::Transport;
 use crate::classes::policy::TokenBucket;
 use crate::clock::now_ms;
-use crate::model::{CloseReason, LastWill, QoS};
+use crate::model::{CloseReason, LastWill};
 use crate::store::{Store, StoredDelivery, StoredSession};
 use crate::topic::ProcessKeys;
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::num::NonZeroU64;
@@ -28,6 +28,10 @@ use tokio::sync::Notify;
 
 mod acks;
 mod liveness;
+mod outbound;
+#[cfg(test)]
+mod test_support;
+pub use outbound::{Drained, Enqueued};
 
 /// Session expiry meaning "never expires" (MQTT 3.1.1 clean session = 0).
 pub const NEVER_EXPIRES: u32 = u32::MAX;
@@ -79,16 +83,6 @@ impl InflightWindow {
     fn entry_mut(&mut self, pos: usize) -> &mut (u16, Inflight) {
         &mut self.0.as_mut().expect("a position in the window")[pos]
     }
-}
-
-/// What one [`Session::drain`] took.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Drained {
-    /// Payload and topic bytes of the deliveries taken.
-    pub bytes: usize,
-    /// Deliveries were left because a limit of this call was reached (not
-    /// because the in-flight window is full): drain again after the write.
-    pub more: bool,
 }
 
 /// What a session holds undelivered (see [`Session::load`]).
@@ -493,219 +487,6 @@ impl Session {
         inflight.chain(queued).min()
     }
 
-    // ---- outbound ------------------------------------------------------
-
-    /// Queues a delivery. For a persistent session a QoS 1/2 delivery is
-    /// written to the store first (inside the lock, so an acknowledgement can
-    /// never overtake the write); the return value says whether the caller
-    /// must wait for a flush before acknowledging the publisher. QoS 0
-    /// messages for a disconnected session are dropped, like Mosquitto.
-    pub fn enqueue(&self, delivery: Delivery) -> Enqueued {
-        self.enqueue_locked(self.state.lock(), delivery)
-    }
-
-    /// [`Session::enqueue`] for the route pass: the delivery comes back
-    /// (`Err`) when this session already took the same message in this
-    /// pass, through another matching subscription of the client (the
-    /// caller merges it, [MQTT-3.3.4-3..5]). Two concurrent publishes to
-    /// one session can make a true duplicate look new (the client then
-    /// gets two copies, which MQTT allows), never the reverse.
-    pub fn enqueue_routed(&self, delivery: Delivery) -> Result<Enqueued, Delivery> {
-        let id = delivery.message.id;
-        self.enqueue_routed_in_run(delivery, id)
-    }
-
-    /// [`Session::enqueue_routed`] for one message of a run whose first
-    /// message has id `run_first_id` (a shared group's copy, queued after
-    /// the clients' runs): a session that took the whole run through a
-    /// client subscription is marked with that id, and keeps the mark.
-    pub fn enqueue_routed_in_run(&self, delivery: Delivery, run_first_id: u64) -> Result<Enqueued, Delivery> {
-        let mut st = self.state.lock();
-        let id = delivery.message.id;
-        if st.last_routed == id || st.last_routed == run_first_id {
-            return Err(delivery);
-        }
-        st.last_routed = id;
-        Ok(self.enqueue_locked(st, delivery))
-    }
-
-    /// [`Session::enqueue_routed`] for a run of one publisher's messages to
-    /// one topic ([`crate::broker::Broker::publish_run`]): one lock and at
-    /// most one wake for the whole run, the deliveries' slots written back
-    /// to back. `result` gets each delivery's outcome in order; if this
-    /// session already took the run through another matching subscription,
-    /// every delivery comes back (`Err`) for the caller to merge.
-    pub fn enqueue_routed_run(
-        &self,
-        deliveries: impl Iterator<Item = Delivery>,
-        run_first_id: u64,
-        mut result: impl FnMut(Result<Enqueued, Delivery>),
-    ) {
-        let mut st = self.state.lock();
-        // The run's first id marks it, as a message's id marks one message.
-        if std::mem::replace(&mut st.last_routed, run_first_id) == run_first_id {
-            drop(st);
-            deliveries.for_each(|d| result(Err(d)));
-            return;
-        }
-        let mut wake = false;
-        for delivery in deliveries {
-            let (enqueued, wake_this) = self.enqueue_in(&mut st, delivery);
-            wake |= wake_this;
-            result(Ok(enqueued));
-        }
-        drop(st);
-        if wake {
-            self.wake_writer();
-        }
-    }
-
-    fn enqueue_locked(&self, mut st: MutexGuard<'_, SessionState>, delivery: Delivery) -> Enqueued {
-        let (enqueued, wake) = self.enqueue_in(&mut st, delivery);
-        drop(st);
-        if wake {
-            self.wake_writer();
-        }
-        enqueued
-    }
-
-    /// Queues one delivery under the caller's lock; true: the writer must
-    /// be woken once the lock is released.
-    fn enqueue_in(&self, st: &mut SessionState, mut delivery: Delivery) -> (Enqueued, bool) {
-        if delivery.qos == QoS::AtMostOnce && st.owner.is_none() {
-            return (Enqueued::Dropped, false);
-        }
-        let persist = st.expiry_secs > 0 && delivery.qos > QoS::AtMostOnce;
-        // The stored copy is written only once the outbox has taken the delivery.
-        if persist {
-            let seq = st.next_seq;
-            st.next_seq += 1;
-            delivery.seq = NonZeroU64::new(seq);
-        }
-        let seq = delivery.seq;
-        let stored = seq.map(|seq| StoredDelivery {
-            seq: seq.get(),
-            message: delivery.message.to_stored(),
-            qos: delivery.qos,
-            retain: delivery.retain,
-            subscription_ids: delivery.subscription_ids.to_vec(),
-        });
-        match st.outbox.push(delivery) {
-            Pushed::Queued { was_empty } => {
-                let (stored, store_failed) = self.store_delivery(stored);
-                let wake = was_empty && st.owner.is_some();
-                (Enqueued::Queued { stored, store_failed, displaced: false }, wake)
-            }
-            Pushed::QueuedDropping(old) => {
-                // Discarded to make room, or replaced by a newer message of its topic.
-                if let Some(seq) = old.seq {
-                    let _ = self.store.remove_delivery(&self.client_id, seq.get());
-                }
-                let (stored, store_failed) = self.store_delivery(stored);
-                (Enqueued::Queued { stored, store_failed, displaced: true }, false)
-            }
-            Pushed::Refused(_) => {
-                st.congested = true;
-                (Enqueued::Full, false)
-            }
-        }
-    }
-
-    /// Writes a persistent session's copy; (written, failed). A failure
-    /// leaves the delivery queued in memory but not durable: the publisher
-    /// must not be told it is (see `PublishOutcome::store_failed`).
-    fn store_delivery(&self, stored: Option<StoredDelivery>) -> (bool, bool) {
-        let Some(stored) = stored else { return (false, false) };
-        match self.store.push_delivery(&self.client_id, &stored) {
-            Ok(()) => (true, false),
-            Err(e) => {
-                tracing::error!(client_id = %self.client_id, error = %e, "cannot store delivery");
-                (false, true)
-            }
-        }
-    }
-
-    /// A second matching subscription of the same client: fold it into the
-    /// copy still queued (highest QoS, every subscription id). If that copy
-    /// was already taken by the writer, queue another copy: MQTT allows one
-    /// per subscription. Returns the enqueue result when a copy was added.
-    pub fn merge_duplicate(&self, delivery: Delivery) -> Option<Enqueued> {
-        let mut st = self.state.lock();
-        let queued = st.outbox.iter_mut().rev().find(|d| Arc::ptr_eq(&d.message, &delivery.message));
-        let Some(queued) = queued else {
-            drop(st);
-            return Some(self.enqueue(delivery));
-        };
-        // A stored copy keeps its stored QoS; upgrading it is not worth a rewrite.
-        if queued.seq.is_none() {
-            queued.qos = queued.qos.max(delivery.qos);
-        }
-        queued.retain |= delivery.retain;
-        queued.subscription_ids.extend(delivery.subscription_ids);
-        None
-    }
-
-    /// Moves deliveries from the outbox into `out`, assigning packet ids to
-    /// QoS 1/2 ones while the send window allows. Expired messages are
-    /// discarded here ([MQTT-3.3.2-5]).
-    /// Returns the bytes (message footprints) it took.
-    /// Returns the bytes taken and whether deliveries that could be sent are
-    /// left behind because `max` or `max_bytes` was reached: the caller must
-    /// come back for them after its write, since no new wake will come (the
-    /// outbox wakes its writer only when it goes from empty to non-empty).
-    pub fn drain(&self, out: &mut Vec<Outgoing>, max: usize, max_bytes: usize) -> Drained {
-        let now = crate::clock::coarse_now_ms();
-        self.last_drain_ms.store(now, Ordering::Relaxed);
-        let mut st = self.state.lock();
-        let bytes = self.drain_locked(&mut st, out, max, max_bytes, now);
-        let more = (out.len() >= max || bytes >= max_bytes) && st.outbox.front().is_some();
-        if st.congested && st.outbox.len() <= st.outbox.capacity() / 2 {
-            st.congested = false;
-            if let Some(room) = self.room.get() {
-                room.notify_waiters();
-            }
-        }
-        Drained { bytes, more }
-    }
-
-    /// Takes deliveries until `max` items or about `max_bytes` of payload
-    /// and topic (at least one item): a slow reader's write buffer stays
-    /// bounded even when messages are large.
-    fn drain_locked(
-        &self,
-        st: &mut SessionState,
-        out: &mut Vec<Outgoing>,
-        max: usize,
-        max_bytes: usize,
-        now: u64,
-    ) -> usize {
-        let mut bytes = 0usize;
-        while out.len() < max && (bytes < max_bytes || out.is_empty()) {
-            let Some(front) = st.outbox.front() else { break };
-            bytes += front.message.footprint();
-            if front.message.is_expired(now) {
-                let d = st.outbox.pop().expect("front exists");
-                if let Some(seq) = d.seq {
-                    let _ = self.store.remove_delivery(&self.client_id, seq.get());
-                }
-                continue;
-            }
-            if front.qos == QoS::AtMostOnce {
-                let delivery = st.outbox.pop().expect("front exists");
-                out.push(Outgoing::Publish { packet_id: 0, dup: false, delivery });
-                continue;
-            }
-            if st.inflight.len() >= st.send_window as usize {
-                break;
-            }
-            let delivery = st.outbox.pop().expect("front exists");
-            let packet_id = next_free_packet_id(st);
-            st.inflight.push_back((packet_id, Inflight::Sent(delivery.clone())));
-            out.push(Outgoing::Publish { packet_id, dup: false, delivery });
-        }
-        bytes
-    }
-
     /// Whether this session's writer took deliveries within `window_ms`: a
     /// full outbox of an active writer means "slow", of an idle one "stalled".
     pub fn is_draining(&self, now_ms: u64, window_ms: u64) -> bool {
@@ -796,29 +577,6 @@ impl Session {
         }
         if let Err(e) = self.store.save_session(&self.to_stored()) {
             tracing::error!(client_id = %self.client_id, error = %e, "cannot store session");
-        }
-    }
-}
-
-/// Result of [`Session::enqueue`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Enqueued {
-    /// Queued; `stored` says a copy was written to the store and the
-    /// publisher's acknowledgement must wait for a flush; `store_failed`
-    /// that the copy owed to the store could not be written.
-    Queued { stored: bool, store_failed: bool, displaced: bool },
-    /// Not queued: QoS 0 for a disconnected session.
-    Dropped,
-    /// Not queued: the outbox is full (counted in the outbox's `dropped`).
-    Full,
-}
-
-fn next_free_packet_id(st: &mut SessionState) -> u16 {
-    loop {
-        let id = st.next_packet_id;
-        st.next_packet_id = if id == u16::MAX { 1 } else { id + 1 };
-        if !st.inflight.iter().any(|(used, _)| *used == id) {
-            return id;
         }
     }
 }
