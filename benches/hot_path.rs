@@ -117,7 +117,8 @@ fn routing(c: &mut Criterion) {
                     },
                 })
                 .expect("fresh client ids");
-            broker.subscribe(&connected.session, "live/room1/danmaku", SubscriptionOptions::default(), None).unwrap();
+            let filter = starling::topic::parse_subscription("live/room1/danmaku").unwrap();
+            broker.subscribe(&connected.session, &filter, SubscriptionOptions::default(), None);
             connected.session
         })
         .collect();

@@ -63,7 +63,8 @@ fn routing_and_draining_allocate_at_most_a_little_per_delivery() {
                     },
                 })
                 .expect("fresh client ids");
-            broker.subscribe(&connected.session, "live/room1/danmaku", SubscriptionOptions::default(), None).unwrap();
+            let filter = starling::topic::parse_subscription("live/room1/danmaku").unwrap();
+            broker.subscribe(&connected.session, &filter, SubscriptionOptions::default(), None);
             connected.session
         })
         .collect();

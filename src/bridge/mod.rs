@@ -239,13 +239,20 @@ fn sync_local_subscriptions(broker: &Broker, session: &Arc<Session>, rules: &Rul
     let wanted = rules.local_subscriptions();
     for (filter, _) in session.subscriptions() {
         if !wanted.iter().any(|(f, _)| *f == filter) {
-            broker.unsubscribe(session, &filter);
+            if let Ok(parsed) = crate::topic::parse_subscription(&filter) {
+                broker.unsubscribe(session, &parsed);
+            }
         }
     }
     for (filter, qos) in wanted {
         let options = SubscriptionOptions { qos, no_local: true, retain_as_published: true, retain_handling: 1 };
-        if let Err(e) = broker.subscribe(session, &filter, options, None) {
-            tracing::error!(client_id = %session.client_id, %filter, error = %e, "bridge subscription refused");
+        match crate::topic::parse_subscription(&filter) {
+            Ok(parsed) => {
+                broker.subscribe(session, &parsed, options, None);
+            }
+            Err(e) => {
+                tracing::error!(client_id = %session.client_id, %filter, error = %e, "bridge subscription refused")
+            }
         }
     }
 }

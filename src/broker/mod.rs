@@ -57,7 +57,7 @@ use crate::config::Config;
 pub use crate::model::WillAction;
 use crate::model::{reason, CloseReason, LastWill, QoS, SubscriptionOptions};
 use crate::store::{GroupCommit, Store, StoreError};
-use crate::topic::{parse_subscription, SubscriptionTree, TopicError, TopicFilter, TopicName};
+use crate::topic::{parse_subscription, SubscriptionFilter, SubscriptionTree, TopicFilter, TopicName};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -321,8 +321,13 @@ impl Broker {
     ) -> bool {
         let Some(session) = self.session(client_id).filter(|s| s.user.as_deref() == user) else { return false };
         for (filter, record) in subscriptions {
-            if !session.has_subscription(&filter) {
-                let _ = self.subscribe_unsaved(&session, &filter, record.options, record.identifier);
+            // Another node's record: validated again where it enters this node.
+            match parse_subscription(&filter) {
+                Ok(parsed) if !session.has_subscription(&filter) => {
+                    self.subscribe_unsaved(&session, &parsed, record.options, record.identifier);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(client_id, filter, error = %e, "cluster: a handed-over filter is invalid"),
             }
         }
         session.save();

@@ -9,17 +9,18 @@ use super::*;
 
 impl Broker {
     /// Adds or replaces one subscription and queues the retained messages it
-    /// asks for. Returns the granted QoS as a reason code, or a failure code.
+    /// asks for. Returns the granted QoS. The filter comes validated (a
+    /// `SubscriptionFilter` cannot exist otherwise): the edge parsed it once.
     pub fn subscribe(
         &self,
         session: &Arc<Session>,
-        filter: &str,
+        filter: &SubscriptionFilter,
         options: SubscriptionOptions,
         identifier: Option<u32>,
-    ) -> Result<u8, TopicError> {
-        let granted = self.subscribe_unsaved(session, filter, options, identifier)?;
+    ) -> QoS {
+        let granted = self.subscribe_unsaved(session, filter, options, identifier);
         session.save();
-        Ok(granted)
+        granted
     }
 
     /// [`Broker::subscribe`] without saving the session record: a SUBSCRIBE
@@ -27,15 +28,15 @@ impl Broker {
     pub fn subscribe_unsaved(
         &self,
         session: &Arc<Session>,
-        filter: &str,
+        parsed: &SubscriptionFilter,
         options: SubscriptionOptions,
         identifier: Option<u32>,
-    ) -> Result<u8, TopicError> {
-        let parsed = parse_subscription(filter)?;
+    ) -> QoS {
+        let filter = parsed.to_string();
         let record = SubscriptionRecord { options, identifier };
-        let existed = session.add_subscription(filter, record.clone()).is_some();
+        let existed = session.add_subscription(&filter, record.clone()).is_some();
         if !existed {
-            self.interest_changed(filter, 1);
+            self.interest_changed(&filter, 1);
         }
         {
             let mut tree = self.subscriptions.write();
@@ -76,16 +77,17 @@ impl Broker {
                 });
             }
         }
-        Ok(options.qos as u8)
+        options.qos
     }
 
     /// Removes one subscription. Returns whether it existed.
-    pub fn unsubscribe(&self, session: &Arc<Session>, filter: &str) -> bool {
-        if session.remove_subscription(filter).is_none() {
+    pub fn unsubscribe(&self, session: &Arc<Session>, parsed: &SubscriptionFilter) -> bool {
+        let filter = parsed.to_string();
+        if session.remove_subscription(&filter).is_none() {
             return false;
         }
-        self.interest_changed(filter, -1);
-        if let Ok(parsed) = parse_subscription(filter) {
+        self.interest_changed(&filter, -1);
+        {
             let mut tree = self.subscriptions.write();
             remove_subscription(&mut tree, session, parsed.share_group.as_deref(), &parsed.filter);
         }

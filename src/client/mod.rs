@@ -545,19 +545,14 @@ impl Client {
             self.broker.stats.limit_hit(Limit::SubscriptionsPerClient);
             return Subscribed::QuotaExceeded;
         }
-        match self.broker.subscribe_unsaved(&self.session, filter, options, identifier) {
-            Ok(code) => Subscribed::Granted(QoS::from_u8(code).unwrap_or(QoS::AtMostOnce)),
-            Err(e) => Subscribed::InvalidFilter(e),
-        }
+        Subscribed::Granted(self.broker.subscribe_unsaved(&self.session, &parsed, options, identifier))
     }
 
     pub fn unsubscribe(&mut self, filter: &str) -> Unsubscribed {
-        if parse_subscription(filter).is_err() {
-            Unsubscribed::InvalidFilter
-        } else if self.broker.unsubscribe(&self.session, filter) {
-            Unsubscribed::Removed
-        } else {
-            Unsubscribed::NotSubscribed
+        match parse_subscription(filter) {
+            Err(_) => Unsubscribed::InvalidFilter,
+            Ok(parsed) if self.broker.unsubscribe(&self.session, &parsed) => Unsubscribed::Removed,
+            Ok(_) => Unsubscribed::NotSubscribed,
         }
     }
 

@@ -114,6 +114,17 @@ pub struct SubscriptionFilter {
 
 const SHARE_PREFIX: &str = "$share/";
 
+/// The filter as the client sent it (`$share/{group}/{filter}` or the
+/// filter): the key a session keeps its subscriptions under.
+impl std::fmt::Display for SubscriptionFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.share_group {
+            Some(group) => write!(f, "{SHARE_PREFIX}{group}/{}", self.filter.as_ref()),
+            None => f.write_str(self.filter.as_ref()),
+        }
+    }
+}
+
 /// Parses a filter as sent in SUBSCRIBE, recognising shared subscriptions
 /// (§4.8.2). Only the exact prefix `$share/` makes a shared subscription;
 /// "$sharefoo/x" or "$share" are ordinary filters.

@@ -202,6 +202,11 @@ fn shared_subscriptions() {
     assert_eq!(parse_subscription("a#"), Err(TopicError::MultiLevelNotWholeLevel));
     assert_eq!(parse_subscription(""), Err(TopicError::Empty));
     assert_eq!(parse_subscription("$share/g/\0"), Err(TopicError::NullCharacter));
+
+    // What the broker keys a session's subscriptions by: the filter as sent.
+    for sent in ["$share/group/sport/+", "$share/g/#", "sport/+", "$sharefoo/x", "$SYS/#", "a//b"] {
+        assert_eq!(parse_subscription(sent).unwrap().to_string(), sent);
+    }
 }
 
 // ---- SubscriptionTree behaviour ----
