@@ -30,6 +30,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 mod admit;
+pub mod lifecycle;
 pub use admit::{admit, attach_trusted, Admitted, ConnectInfo, Peer, Refused};
 
 /// How a publish ended, for the transport's acknowledgement.

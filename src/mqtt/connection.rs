@@ -13,6 +13,7 @@
 
 use crate::auth::Credentials;
 use crate::broker::{Broker, Delivery, Message, MessageProperties, Outgoing, NEVER_EXPIRES};
+use crate::client::lifecycle::{self, Door};
 use crate::client::{self, Client, ConnectInfo, Edge, Peer, Published, Received, Subscribed};
 use crate::clock::now_ms;
 use crate::model::reason;
@@ -27,7 +28,6 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Smallest read we ask the kernel for; buffers start empty and the read
@@ -37,8 +37,6 @@ const READ_CHUNK: usize = 256;
 /// before it lets subscriber tasks run, so this also bounds how far a
 /// publisher can run ahead of its subscribers' outboxes in one turn.
 const MAX_READ_CHUNK: usize = 64 * 1024;
-/// Longest the goodbye (DISCONNECT, shutdown) may take.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// The largest packet MQTT can encode: a remaining length of 268,435,455
 /// bytes plus the fixed header.
 const MAX_ENCODABLE_PACKET: usize = 268_435_455 + 5;
@@ -89,64 +87,46 @@ where
         max_packet,
         state: Box::default(),
     };
-    run(conn, broker)
+    lifecycle::run(conn, broker)
 }
 
-#[allow(clippy::manual_async_fn)] // deliberate: see the comment inside
-fn run<S: ByteStream>(mut conn: Connection<S>, broker: Arc<Broker>) -> impl std::future::Future<Output = ()> + Send {
-    // An async block, not an `async fn`: the parameters of an `async fn`
-    // are moved into locals, so the future would hold the connection twice.
-    async move {
-        let timeout = Duration::from_secs(broker.config().mqtt.connect_timeout_secs);
-        // The connect and admission phases are boxed: a task's future is as
-        // large as its largest state, and an idle connection should pay only for
-        // the small waiting state (see docs/performance.md).
-        let connect = match Box::pin(tokio::time::timeout(timeout, conn.read_connect())).await {
-            // Out of its box at once: the box (and the read buffer the packet's
-            // bytes point into) must not live as long as the connection.
-            Ok(Ok(connect)) => *connect,
-            Ok(Err(reason)) => {
-                tracing::debug!(peer = ?conn.peer_addr(), %reason, "connection closed before CONNECT completed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(peer = ?conn.peer_addr(), reason = %CloseReason::ConnectTimeout, "closing");
-                return;
-            }
-        };
-        let Some(mut client) = Box::pin(conn.accept_connect(&broker, connect)).await else { return };
+/// The phases around the serve loop, as MQTT speaks them (the order and
+/// the bounds are the client core's, `client::lifecycle`).
+impl<S: ByteStream> Door for Connection<S> {
+    type Connect = Box<Connect>;
+
+    async fn read_connect(&mut self) -> Result<Option<Box<Connect>>, CloseReason> {
+        Connection::read_connect(self).await.map(Some)
+    }
+
+    /// Nothing is sent before a CONNECT was read: the connection closes.
+    async fn refuse_connect(&mut self, reason: &CloseReason) {
+        tracing::debug!(peer = ?self.peer_addr(), %reason, "connection closed before CONNECT completed");
+    }
+
+    async fn admit(&mut self, broker: &Arc<Broker>, connect: Box<Connect>) -> Option<Client> {
+        // Out of its box at once: the box (and the read buffer the packet's
+        // bytes point into) must not live as long as the connection.
+        let client = self.accept_connect(broker, *connect).await?;
         // Admitted: who the peer is now lives in the client and its session.
-        conn.peer = None;
-        conn.release_idle_read_buffer();
-        let reason = client.serve(&mut conn).await;
-        // Saying goodbye is bounded: a client that stopped reading must not hold
-        // its task (and session) here. Boxed, like the other rare phases.
-        if reason != CloseReason::WriteTimeout {
-            let goodbye = async {
-                if let (Some(code), true) = (reason.disconnect_code(), conn.version.is_v5()) {
-                    conn.send_now(Packet::Disconnect(Disconnect { reason_code: code, properties: Default::default() }))
-                        .await;
-                }
-                let _ = conn.stream.shutdown().await;
-            };
-            let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, goodbye)).await;
+        self.peer = None;
+        self.release_idle_read_buffer();
+        Some(client)
+    }
+
+    async fn goodbye(&mut self, reason: &CloseReason) {
+        if let (Some(code), true) = (reason.disconnect_code(), self.version.is_v5()) {
+            self.send_now(Packet::Disconnect(Disconnect { reason_code: code, properties: Default::default() })).await;
         }
-        client.finish(&reason);
-        if reason.disconnect_code().is_some() && reason != CloseReason::WriteTimeout {
-            // Lingering close: our side is shut for writing; read (and discard)
-            // what the client still sends until it closes, for a short while.
-            // Closing a socket with unread input makes the kernel send a reset,
-            // and a reset can destroy the DISCONNECT before the client reads it.
-            // Boxed: this state must not weigh on every idle connection's task.
-            let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, async {
-                let mut scratch = vec![0u8; 4096];
-                while let Ok(n) = conn.stream.read(&mut scratch).await {
-                    if n == 0 {
-                        break;
-                    }
-                }
-            }))
-            .await;
+        let _ = self.stream.shutdown().await;
+    }
+
+    async fn linger(&mut self) {
+        let mut scratch = vec![0u8; 4096];
+        while let Ok(n) = self.stream.read(&mut scratch).await {
+            if n == 0 {
+                break;
+            }
         }
     }
 }

@@ -12,6 +12,7 @@
 use super::{decode, encode, pb, FrameError, Inbound, HEARTBEAT};
 use crate::auth::Credentials;
 use crate::broker::{Broker, Message, Outgoing};
+use crate::client::lifecycle::{self, Door};
 use crate::client::{self, Client, ConnectInfo, Edge, Peer, Published, Received};
 use crate::model::reason;
 use crate::model::CloseReason;
@@ -23,7 +24,6 @@ use pb::frame::Body;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -37,44 +37,42 @@ pub fn serve<S>(ws: WebSocketStream<S>, peer: Peer, broker: Arc<Broker>) -> impl
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    run(Connection { ws, peer, inbound: None, pending: Vec::new(), fed: 0 }, broker)
+    lifecycle::run(Connection { ws, peer, inbound: None, pending: Vec::new(), fed: 0 }, broker)
 }
 
-#[allow(clippy::manual_async_fn)] // deliberate: see the comment inside
-fn run<S>(mut conn: Connection<S>, broker: Arc<Broker>) -> impl std::future::Future<Output = ()> + Send
+/// The phases around the serve loop, as starling.v1 speaks them (the
+/// order and the bounds are the client core's, `client::lifecycle`).
+impl<S> Door for Connection<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    // An async block, not an `async fn`: the connection is held once (see
-    // `mqtt::connection::run`).
-    async move {
-        let timeout = Duration::from_secs(broker.config().mqtt.connect_timeout_secs);
-        let connect = match Box::pin(tokio::time::timeout(timeout, conn.next_inbound())).await {
-            Ok(Ok(Some(Inbound::Frame(Body::Connect(connect))))) => connect,
-            Ok(Ok(Some(_))) => {
-                let reason = CloseReason::violation(reason::PROTOCOL_ERROR, "the first frame must be Connect");
-                return Box::pin(conn.close(&reason)).await;
-            }
-            Ok(Err(reason)) => return Box::pin(conn.close(&reason)).await,
-            Ok(Ok(None)) => return,
-            Err(_) => return Box::pin(conn.close(&CloseReason::ConnectTimeout)).await,
-        };
-        let Some(mut client) = Box::pin(conn.accept_connect(&broker, connect)).await else { return };
-        let reason = client.serve(&mut conn).await;
-        // Bounded: a client that stopped reading must not hold its task here.
-        if reason != CloseReason::WriteTimeout {
-            let _ = Box::pin(tokio::time::timeout(std::time::Duration::from_secs(2), conn.close(&reason))).await;
+    type Connect = pb::Connect;
+
+    async fn read_connect(&mut self) -> Result<Option<pb::Connect>, CloseReason> {
+        match self.next_inbound().await? {
+            Some(Inbound::Frame(Body::Connect(connect))) => Ok(Some(connect)),
+            Some(_) => Err(CloseReason::violation(reason::PROTOCOL_ERROR, "the first frame must be Connect")),
+            None => Ok(None),
         }
-        client.finish(&reason);
-        if reason.disconnect_code().is_some() && reason != CloseReason::WriteTimeout {
-            // Lingering close (as for MQTT): read until the client answers our
-            // close frame, so what it still sends cannot reset the connection
-            // before it has read why it was closed.
-            let _ = Box::pin(tokio::time::timeout(std::time::Duration::from_secs(2), async {
-                while let Some(Ok(_)) = conn.ws.next().await {}
-            }))
-            .await;
-        }
+    }
+
+    /// An `Error` (a wrong first frame) or `Disconnect` (the connect
+    /// timeout) says why, then the WebSocket closes.
+    async fn refuse_connect(&mut self, reason: &CloseReason) {
+        self.close(reason).await;
+    }
+
+    async fn admit(&mut self, broker: &Arc<Broker>, connect: pb::Connect) -> Option<Client> {
+        self.accept_connect(broker, connect).await
+    }
+
+    async fn goodbye(&mut self, reason: &CloseReason) {
+        self.close(reason).await;
+    }
+
+    /// Reads until the client answers our close frame.
+    async fn linger(&mut self) {
+        while let Some(Ok(_)) = self.ws.next().await {}
     }
 }
 
