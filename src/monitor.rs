@@ -46,6 +46,7 @@ pub struct CanaryResult {
 /// What the canary knows; read by the admin listener.
 #[derive(Default)]
 pub struct Canary {
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     results: Mutex<Vec<CanaryResult>>,
 }
 

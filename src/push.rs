@@ -67,10 +67,12 @@ pub struct Push {
     /// Class slots (`Handling::class`) whose deliveries are watched.
     watched_slots: Vec<bool>,
     /// By (deadline in Unix ms, sequence).
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     pending: Mutex<BTreeMap<(u64, u64), Watch>>,
     next_seq: AtomicU64,
     store: Arc<dyn Store>,
     /// Events waiting to be POSTed, oldest first (mirrors the store's queue).
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     queue: Mutex<std::collections::VecDeque<(u64, Vec<u8>)>>,
     wake_sender: Notify,
     pub counters: PushCounters,

@@ -50,6 +50,7 @@ enum Verdict {
 pub struct HttpHook {
     config: HttpHookConfig,
     agent: ureq::Agent,
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     cache: Mutex<HashMap<[u8; 32], (Instant, Verdict)>>,
 }
 

@@ -155,6 +155,7 @@ struct Policy {
 
 /// The security policy in force: authentication, access control, single sign-on.
 pub struct Security {
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     policy: RwLock<Arc<Policy>>,
     anonymous: Arc<Identity>,
     failures: AtomicU64,

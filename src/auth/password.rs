@@ -31,6 +31,7 @@ pub struct PasswordFile {
     users: HashMap<String, String>,
     /// Keyed by SHA-256(user, password, stored hash); a cell is shared by
     /// concurrent attempts and holds true once verified.
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     verified: Mutex<HashMap<[u8; 32], Arc<OnceCell<bool>>>>,
 }
 

@@ -109,7 +109,9 @@ struct Shared {
     name: String,
     address: String,
     /// The bridge's local session (replaced if it ever expired and was recreated).
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     session: Mutex<Arc<Session>>,
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     link: Mutex<(bool, Option<String>)>,
     connects: AtomicU64,
     messages_in: AtomicU64,

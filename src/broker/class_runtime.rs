@@ -73,7 +73,9 @@ pub struct ClassRuntime {
     /// Kept after a session ends (a new client id must not reset it); full,
     /// idle buckets are forgotten by `forget_quiet_rooms`.
     buckets: DashMap<Arc<str>, Vec<(usize, TokenBucket)>>,
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     samplers: Mutex<HashMap<TopicName, RoomSampler>>,
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     viewers: Mutex<Viewers>,
     /// Messages shed by sampling, for stats.
     pub shed: AtomicU64,

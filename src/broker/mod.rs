@@ -228,8 +228,11 @@ const MAX_PACING_WAIT: Duration = Duration::from_millis(50);
 
 pub struct Broker {
     config: Config,
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     subscriptions: RwLock<SubscriptionTree<SubscriberKey, SubscriptionEntry>>,
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     retained: RwLock<retained::RetainedMap>,
     /// Traffic counters (`/metrics`, `$SYS`).
     pub stats: stats::Stats,
@@ -238,6 +241,7 @@ pub struct Broker {
     /// A history sweep is running (at most one at a time).
     history_sweep_running: std::sync::atomic::AtomicBool,
     /// Moving averages behind `$SYS/broker/load/...`.
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     sys_load: Mutex<stats::LoadAverages>,
     /// The delivery watch (the offline push, when `[push] webhook` is set),
     /// plugged in by the server before clients connect.
@@ -261,6 +265,7 @@ pub struct Broker {
     /// are routed, so every subscriber sees a topic's messages in id order
     /// (chat rooms are ordered; starling.v1 clients drop duplicates by id).
     /// Striped by topic hash: different topics rarely wait for each other.
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     topic_order: Box<[Mutex<()>]>,
     classes: class_runtime::ClassRuntime,
     /// Authentication, access control and single sign-on (reloadable).

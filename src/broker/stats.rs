@@ -288,6 +288,7 @@ impl LoadAverages {
 /// thread), so the hot path pays a lock only that often. Feeds "top topics
 /// by rate" on the status page and `GET /api/v1/stats`.
 pub struct TopicSampler {
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     windows: Mutex<SampleWindows>,
 }
 

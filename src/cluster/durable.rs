@@ -79,6 +79,7 @@ pub struct Durable {
     retained: OnceLock<kv::Store>,
     pub(super) sessions: OnceLock<kv::Store>,
     nodes: OnceLock<kv::Store>,
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     pub(super) written: Mutex<HashMap<Arc<str>, Written>>,
     /// Wakes the session pass early (a subscription changed).
     pub(super) sessions_changed: tokio::sync::Notify,

@@ -164,10 +164,14 @@ pub struct Cluster {
     pub durable: Arc<durable::Durable>,
     /// Sessions whose client reconnected here, waiting for their old node's
     /// handover (client id → told when it arrived).
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     awaiting_handover: Mutex<HashMap<String, tokio::sync::oneshot::Sender<()>>>,
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     interest: Mutex<HashMap<InterestKey, usize>>,
     changes: mpsc::UnboundedSender<InterestChange>,
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     seen: Mutex<Seen>,
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     viewers: Mutex<RemoteViewers>,
     connected: Arc<AtomicBool>,
     broker: Weak<Broker>,

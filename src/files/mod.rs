@@ -228,6 +228,7 @@ pub struct Files {
     /// The directory is ours alone and removed on drop (memory backend).
     temporary: bool,
     store: Arc<dyn Store>,
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     index: Mutex<Index>,
 }
 

@@ -33,6 +33,7 @@ struct PerIp {
 
 pub struct ConnectionGate {
     limits: GateLimits,
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     ips: Mutex<HashMap<IpAddr, PerIp>>,
     /// Connections refused so far (per-IP count or rate).
     refused: AtomicU64,

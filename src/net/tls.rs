@@ -23,6 +23,7 @@ use tokio_rustls::TlsAcceptor;
 
 /// The TLS configuration in force, replaceable on reload.
 pub struct Tls {
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     server: RwLock<Arc<ServerConfig>>,
     cn_as_username: bool,
 }

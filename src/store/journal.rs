@@ -92,6 +92,7 @@ pub struct Journal {
     /// sled's own directory: its `db` file is fsynced at each checkpoint.
     sled_dir: PathBuf,
     db: sled::Db,
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     active: Mutex<Active>,
     /// A checkpoint is running on its own thread (at most one at a time).
     checkpointing: Arc<AtomicBool>,

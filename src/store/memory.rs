@@ -25,6 +25,7 @@ struct Inner {
 
 #[derive(Default)]
 pub struct MemoryStore {
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     inner: Mutex<Inner>,
 }
 

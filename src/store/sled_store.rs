@@ -34,6 +34,7 @@ pub struct SledStore {
     /// Uploaded files' records: key → the files module's JSON.
     files: sled::Tree,
     /// Appends per topic since open, for amortised trimming.
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     history_appends: parking_lot::Mutex<std::collections::HashMap<String, u64>>,
     journal: Journal,
 }

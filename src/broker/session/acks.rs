@@ -116,3 +116,69 @@ impl Session {
         self.state.lock().incoming_qos2.as_ref().map_or(0, |ids| ids.len())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{attachment, delivery, session_with_expiry};
+    use super::super::{Outgoing, Session};
+    use crate::model::QoS;
+
+    /// Sends what the outbox holds; the packet ids, in order.
+    fn send(s: &Session) -> Vec<u16> {
+        let mut out = Vec::new();
+        s.drain(&mut out, 64, usize::MAX, 1_000);
+        out.iter()
+            .map(|o| match o {
+                Outgoing::Publish { packet_id, .. } => *packet_id,
+                Outgoing::PubRel { packet_id } => *packet_id,
+            })
+            .collect()
+    }
+
+    /// A persistent session's stored copies, as the store holds them.
+    fn stored(s: &Session) -> usize {
+        s.store.load_deliveries(&s.client_id, usize::MAX, usize::MAX).unwrap().len()
+    }
+
+    #[test]
+    fn a_puback_ends_a_qos_1_delivery_and_its_stored_copy() {
+        let s = session_with_expiry(60);
+        s.attach(1, 10, None, attachment());
+        s.enqueue(delivery(1, QoS::AtLeastOnce));
+        assert_eq!(stored(&s), 1, "stored before it is sent");
+        assert_eq!(send(&s), [1]);
+        assert!(!s.pubcomp(1), "a PUBCOMP does not answer a QoS 1 delivery");
+        assert!(!s.puback(2), "unknown packet id");
+        assert!(s.puback(1));
+        assert!(!s.puback(1), "only once");
+        assert_eq!((s.load().inflight, stored(&s)), (0, 0));
+    }
+
+    #[test]
+    fn qos_2_goes_sent_released_complete_and_a_failed_pubrec_ends_it() {
+        let s = session_with_expiry(60);
+        s.attach(1, 10, None, attachment());
+        s.enqueue(delivery(1, QoS::ExactlyOnce));
+        s.enqueue(delivery(1, QoS::ExactlyOnce));
+        assert_eq!(send(&s), [1, 2]);
+        assert!(!s.puback(1), "a PUBACK does not answer QoS 2");
+        assert!(!s.pubcomp(1), "not released yet");
+        assert!(s.pubrec(1, 0x00));
+        assert_eq!(stored(&s), 2, "the copy stays until PUBCOMP: a crash in between redelivers");
+        assert!(s.pubcomp(1));
+        assert!(s.pubrec(2, 0x80), "a failure reason ends the exchange at once");
+        assert!(!s.pubcomp(2));
+        assert_eq!((s.load().inflight, stored(&s)), (0, 0));
+    }
+
+    #[test]
+    fn inbound_qos_2_ids_are_remembered_until_pubrel() {
+        let s = session_with_expiry(0);
+        assert!(s.begin_incoming_qos2(7));
+        assert!(!s.begin_incoming_qos2(7), "a retransmission is not published again");
+        assert_eq!(s.incoming_qos2_len(), 1);
+        assert!(s.release_incoming_qos2(7));
+        assert!(!s.release_incoming_qos2(7));
+        assert_eq!(s.incoming_qos2_len(), 0);
+    }
+}

@@ -126,6 +126,7 @@ pub struct Session {
     /// The authenticated user the session belongs to (`None`: anonymous).
     /// Only a connection of the same user may resume or take it over.
     pub user: Option<Arc<str>>,
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     state: Mutex<SessionState>,
     /// Wakes the attached connection's task when the outbox becomes
     /// non-empty: a waker slot and a flag, not a waiter list, so the task's

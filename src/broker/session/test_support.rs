@@ -9,7 +9,13 @@ use std::sync::Arc;
 
 /// A clean session (expiry 0) with room for 100 deliveries.
 pub fn session() -> Session {
-    Session::new(Arc::from("c"), None, 0, 100, Arc::new(crate::store::MemoryStore::new()))
+    session_with_expiry(0)
+}
+
+/// A session that expires `expiry_secs` after it disconnects (persistent
+/// when above 0: its QoS 1/2 deliveries are stored).
+pub fn session_with_expiry(expiry_secs: u32) -> Session {
+    Session::new(Arc::from("c"), None, expiry_secs, 100, Arc::new(crate::store::MemoryStore::new()))
 }
 
 pub fn attachment() -> Attachment {
