@@ -110,13 +110,13 @@ impl Broker {
         self: &Arc<Self>,
         session: &Arc<Session>,
         connection_id: u64,
-        will: Option<LastWill>,
+        will: Option<Will>,
         will_action: WillAction,
     ) {
         let was_owner = session.detach(connection_id);
         let generation = session.generation();
         if let (Some(will), WillAction::Publish) = (will, will_action) {
-            let delay = will.properties.will_delay_interval.unwrap_or(0);
+            let delay = will.last_will.properties.will_delay_interval.unwrap_or(0);
             let expiry = session.expiry_secs();
             if delay == 0 || (was_owner && expiry == 0) {
                 // The will fires when the delay passes or the session ends,
@@ -165,7 +165,12 @@ impl Broker {
         }
     }
 
-    pub(super) fn publish_will(&self, session: &Session, will: LastWill) {
+    /// Publishes a will as its client's PUBLISH would be: checked again
+    /// against the rules in force now (they may have changed since CONNECT)
+    /// under the identity it connected with, then admitted by its topic
+    /// class (rate limits keyed as the client's own publishes).
+    pub(super) fn publish_will(&self, session: &Session, will: Will) {
+        let Will { last_will: will, identity, rate_key } = will;
         let Ok(topic) = TopicName::new(&will.topic) else { return };
         let props = will.properties;
         let message = Message {
@@ -184,10 +189,16 @@ impl Broker {
                 user_properties: props.user_properties,
             },
             publisher: Some(session.client_id.clone()),
-            rate_key: None,
+            rate_key,
             wire: Default::default(),
             handling: Handling::default(),
         };
+        let mut message = message;
+        if !self.may_publish(&identity, &session.client_id, &mut message) {
+            self.security().count_denied_publish();
+            tracing::info!(client_id = %session.client_id, topic = %message.topic, "will not published: the rules no longer allow its topic");
+            return;
+        }
         tracing::debug!(client_id = %session.client_id, topic = %message.topic, "publishing will");
         self.publish(message);
     }
@@ -263,7 +274,7 @@ impl Broker {
         &self,
         sessions: &mut HashMap<Arc<str>, Arc<Session>>,
         session: &Arc<Session>,
-    ) -> Option<LastWill> {
+    ) -> Option<Will> {
         let will = session.cancel_timers();
         if sessions.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, session)) {
             sessions.remove(&session.client_id);

@@ -102,7 +102,16 @@ pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Resu
         if let Err(e) = TopicName::new(&will.topic) {
             return refuse(reason::TOPIC_NAME_INVALID, format!("will topic: {e}"));
         }
-        if !security.allows(&identity, &info.client_id, Action::Publish, &will.topic) {
+        // A will is a publish: the same rules as a PUBLISH (the ACL and the
+        // topic class's roles, high priority included), here and again when
+        // it is published.
+        let mut message = crate::broker::Message::new(
+            TopicName::new(&will.topic).expect("checked above"),
+            will.payload.clone(),
+            will.qos,
+            will.retain,
+        );
+        if !broker.may_publish(&identity, &info.client_id, &mut message) {
             return refuse(reason::NOT_AUTHORIZED, format!("not allowed to publish the will topic {:?}", will.topic));
         }
     }

@@ -17,7 +17,7 @@ use crate::auth::{AuthRequest, Credentials, Identity, Transport};
 use crate::broker::stats::{Limit, RefusedBecause};
 use crate::broker::{
     now_ms, Ack, Broker, ConnectRefused, ConnectRequest, HistoryError, Message, Outgoing, PublishOutcome, Refusal,
-    Session,
+    Session, Will,
 };
 use crate::classes::AccessFile;
 use crate::config::SingleSession;
@@ -177,7 +177,7 @@ impl Drop for Client {
             return;
         }
         tracing::warn!(client_id = %self.session.client_id, "connection task ended without closing; cleaning up");
-        let will = self.will.take().map(|w| *w);
+        let will = self.take_will();
         self.broker.disconnected(&self.session, self.connection_id, will, crate::model::WillAction::Publish);
         self.broker.stats.disconnected(&CloseReason::Io("the connection's task ended without closing".into()));
     }
@@ -337,7 +337,7 @@ impl Client {
         } else {
             tracing::info!(client_id = %self.session.client_id, user, %reason, "connection closed");
         }
-        let will = self.will.take().map(|w| *w);
+        let will = self.take_will();
         self.broker.disconnected(&self.session, self.connection_id, will, reason.will_action());
         self.broker.stats.disconnected(reason);
         if let CloseReason::Malformed { code: reason::PACKET_TOO_LARGE, .. } = reason {
@@ -486,34 +486,16 @@ impl Client {
 
     /// ACL and class roles; clears a high-priority flag the client may not set.
     fn may_publish(&self, message: &mut Message) -> bool {
-        let security = self.broker.security();
-        if !security.allows(&self.identity, &self.session.client_id, Action::Publish, message.topic.as_str()) {
-            return false;
-        }
-        if self.identity.superuser {
-            return true;
-        }
-        let classes = self.broker.classes();
-        // Most deployments restrict no class: skip the lookup unless a class
-        // restricts publishing or the message asks for high priority.
-        if !classes.restricts_publishing() && !message.handling.high_priority {
-            return true;
-        }
-        let Some(classified) = classes.classify(&message.topic) else {
-            return true;
-        };
-        let access = &classified.class.access;
-        if !AccessFile::admits(&access.publish, &self.identity.roles) {
-            return false;
-        }
-        let priority_allowed = AccessFile::admits(&access.high_priority, &self.identity.roles);
-        if classified.high_priority && !priority_allowed {
-            return false;
-        }
-        if !priority_allowed {
-            message.handling.high_priority = false;
-        }
-        true
+        self.broker.may_publish(&self.identity, &self.session.client_id, message)
+    }
+
+    /// The will, with the identity and rate key it is published under.
+    fn take_will(&mut self) -> Option<Will> {
+        self.will.take().map(|will| Will {
+            last_will: *will,
+            identity: self.identity.clone(),
+            rate_key: self.rate_key.clone(),
+        })
     }
 
     /// Adds subscriptions (one SUBSCRIBE's filters) where the access rules

@@ -12,10 +12,11 @@
 use super::filters::SessionFilters;
 use super::message::{Delivery, Message};
 use super::outbox::Outbox;
+use super::publish_rules::Will;
 use crate::auth::Transport;
 use crate::classes::policy::TokenBucket;
 use crate::clock::now_ms;
-use crate::model::{CloseReason, LastWill};
+use crate::model::CloseReason;
 use crate::store::{Store, StoredDelivery, StoredSession};
 use crate::topic::ProcessKeys;
 use parking_lot::Mutex;
@@ -202,7 +203,7 @@ struct Timers {
     /// takes it and publishes it, exactly once ([MQTT-3.1.3-9]): when the two
     /// deadlines met, the expiry used to cancel the will's task and the will
     /// was lost (issue 23). A reconnect drops it unpublished.
-    will: Option<LastWill>,
+    will: Option<Will>,
 }
 
 impl std::fmt::Debug for Session {
@@ -400,12 +401,12 @@ impl Session {
 
     /// Keeps `will` until its delay passes or the session ends, whichever
     /// is first (see [`Session::take_pending_will`], [`Session::cancel_timers`]).
-    pub fn set_pending_will(&self, will: LastWill) {
+    pub fn set_pending_will(&self, will: Will) {
         self.state.lock().timers.get_or_insert_with(Default::default).will = Some(will);
     }
 
     /// The will waiting for its delay, taken by the one who publishes it.
-    pub fn take_pending_will(&self) -> Option<LastWill> {
+    pub fn take_pending_will(&self) -> Option<Will> {
         self.state.lock().timers.as_mut().and_then(|t| t.will.take())
     }
 
@@ -413,7 +414,7 @@ impl Session {
     /// waiting for its delay: the session's end is its deadline, and the
     /// caller publishes it (after releasing its own locks).
     #[must_use = "a session's end publishes its pending will"]
-    pub fn cancel_timers(&self) -> Option<LastWill> {
+    pub fn cancel_timers(&self) -> Option<Will> {
         let timers = self.state.lock().timers.take()?;
         for timer in timers.tasks {
             timer.abort();
