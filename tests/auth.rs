@@ -204,6 +204,60 @@ async fn signed_tokens_hs256_on_every_transport() {
     server.shutdown().await.unwrap();
 }
 
+/// A configured issuer and audience are required, not only checked when a
+/// token carries them: a token without `iss` or `aud` is refused (0x86) on
+/// every transport (issue 24).
+#[tokio::test]
+async fn a_configured_issuer_and_audience_are_required() {
+    let mut config = with_jwt(memory_config());
+    let jwt = config.auth.jwt.as_mut().unwrap();
+    jwt.issuer = Some("https://app.example".into());
+    jwt.audience = Some("starling".into());
+    let server = start(config).await;
+    let (m, w) = (server.mqtt_addr(), server.ws_addr());
+    let good = token(json!({"sub": "alice", "iss": "https://app.example", "aud": "starling"}));
+    let no_issuer = token(json!({"sub": "alice", "aud": "starling"}));
+    let no_audience = token(json!({"sub": "alice", "iss": "https://app.example"}));
+    for door in MQTT_DOORS {
+        Wire::accepted(door, m, w, "ok", Some(""), Some(&good)).await.ping_barrier().await;
+        for (what, bad) in [("no iss", &no_issuer), ("no aud", &no_audience)] {
+            let (_, ack) = Wire::connect(door, m, w, "bad", Some(""), Some(bad)).await;
+            assert_eq!(ack.reason_code, 0x86, "{door:?}: {what}");
+        }
+    }
+    assert!(proto_connect(&server, "ok-v1", "", &good).await.is_ok());
+    assert_eq!(proto_connect(&server, "bad-v1", "", &no_issuer).await.err(), Some(0x86));
+    assert_eq!(proto_connect(&server, "bad-v1", "", &no_audience).await.err(), Some(0x86));
+    server.shutdown().await.unwrap();
+}
+
+/// A token bound to a client id gives it to a connect with an empty one
+/// (instead of a random id the token was not meant for): MQTT 5 learns it as
+/// its assigned client identifier, starling.v1 from its ConnAck (issue 24).
+#[tokio::test]
+async fn a_token_bound_to_a_client_id_gives_it_to_an_empty_one() {
+    let server = start(with_jwt(memory_config())).await;
+    let (m, w) = (server.mqtt_addr(), server.ws_addr());
+    let bound = token(json!({"sub": "alice", "client_id": "alice-phone"}));
+    for door in [Door::Tcp5, Door::Ws5] {
+        let (mut c, ack) = Wire::connect(door, m, w, "", Some(""), Some(&bound)).await;
+        assert_eq!(ack.reason_code, 0, "{door:?}");
+        assert_eq!(ack.properties.assigned_client_identifier.as_deref(), Some("alice-phone"), "{door:?}");
+        assert!(server.broker().session("alice-phone").is_some_and(|s| s.is_connected()), "{door:?}");
+        c.ping_barrier().await;
+    }
+    for door in [Door::Tcp311, Door::Ws311] {
+        let (mut c, ack) = Wire::connect(door, m, w, "", Some(""), Some(&bound)).await;
+        assert_eq!(ack.reason_code, 0, "{door:?}");
+        c.ping_barrier().await;
+        assert!(server.broker().session("alice-phone").is_some_and(|s| s.is_connected()), "{door:?}");
+    }
+    let connect = pb::Connect { token: bound.clone(), clean_start: true, ..Default::default() };
+    let (_app, ack) = within("starling.v1 connect", ProtoClient::connect(&ws_url(&server), connect)).await.unwrap();
+    assert_eq!(ack.client_id, "alice-phone");
+    server.shutdown().await.unwrap();
+}
+
 /// ES256 with a P-256 key made here by openssl (the test command installs it).
 #[tokio::test]
 async fn signed_tokens_es256() {
@@ -361,7 +415,32 @@ async fn http_hook_allows_denies_caches_and_fails_closed() {
     assert_eq!(ack.reason_code, 0x88);
     server.shutdown().await.unwrap();
     let server = start(hook_config(format!("http://{down}/auth"), starling::config::FailMode::Open)).await;
-    Wire::accepted(Door::Tcp5, server.mqtt_addr(), server.ws_addr(), "x", Some("carol"), Some("good")).await;
+    let mut open =
+        Wire::accepted(Door::Tcp5, server.mqtt_addr(), server.ws_addr(), "x", Some("carol"), Some("good")).await;
+    open.ping_barrier().await;
+    // Fail-open admits the client as nobody: the name it chose was not
+    // checked, so the session is anonymous (no roles, grants or user rules).
+    assert_eq!(server.broker().session("x").unwrap().user, None, "fail-open must not trust the chosen name");
+    server.shutdown().await.unwrap();
+}
+
+/// `[[auth.roles]]` names password-file users: a JWT whose `sub` has the
+/// same name is someone else and gets only its token's roles (issue 24).
+#[tokio::test]
+async fn configured_roles_are_for_password_file_users_only() {
+    let mut config = with_classes(with_jwt(memory_config()));
+    config.auth.roles = vec![starling::config::UserRoles { user: "alice".into(), roles: vec!["server".into()] }];
+    let server = start(config).await;
+    let (m, w) = (server.mqtt_addr(), server.ws_addr());
+    let plain = token(json!({"sub": "alice"}));
+    let server_role = token(json!({"sub": "alice", "roles": ["server"]}));
+    for door in [Door::Tcp5, Door::Ws5] {
+        // Gifts are high priority by pattern: only the `server` role publishes them.
+        let mut c = Wire::accepted(door, m, w, "alice-jwt", Some(""), Some(&plain)).await;
+        assert_eq!(c.publish("live/r1/gift", QoS::AtLeastOnce, false, "g").await, Some(0x87), "{door:?}");
+        let mut c = Wire::accepted(door, m, w, "alice-srv", Some(""), Some(&server_role)).await;
+        assert!(c.publish("live/r1/gift", QoS::AtLeastOnce, false, "g").await.unwrap() < 0x80, "{door:?}");
+    }
     server.shutdown().await.unwrap();
 }
 

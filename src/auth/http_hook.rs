@@ -147,6 +147,7 @@ impl Authenticator for HttpHook {
                     granted: answer.acl,
                     device: answer.device.map(|d| Arc::from(d.as_str())),
                     expires_at_ms: None,
+                    client_id: None,
                 }),
                 Ok(Verdict::Deny(why)) => Decision::Deny(AuthRefusal { code: reason::NOT_AUTHORIZED, why }),
                 Err(e) => {
@@ -156,10 +157,10 @@ impl Authenticator for HttpHook {
                             code: reason::SERVER_UNAVAILABLE,
                             why: "authentication service unavailable".into(),
                         }),
-                        FailMode::Open => Decision::Allow(Identity {
-                            user: (!username.is_empty()).then(|| Arc::from(username.as_str())),
-                            ..Default::default()
-                        }),
+                        // Admitted, but as nobody: the name the client chose
+                        // was not checked, so it gets none of that name's
+                        // roles, grants or ACL rules (issue 24).
+                        FailMode::Open => Decision::Allow(Identity::default()),
                     }
                 }
             }

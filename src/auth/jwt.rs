@@ -66,19 +66,28 @@ impl JwtVerifier {
         // connected client is disconnected then.
         validation.leeway = 0;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A configured issuer or audience is required, not only checked
+        // when present: a token without `iss` (or `aud`) was minted by
+        // someone else's setup and is refused (issue 24).
+        let mut required = vec!["exp", "sub"];
         if let Some(issuer) = &config.issuer {
             validation.set_issuer(&[issuer]);
+            required.push("iss");
         }
         match &config.audience {
-            Some(audience) => validation.set_audience(&[audience]),
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
+        validation.set_required_spec_claims(&required);
         Ok(JwtVerifier { key, validation })
     }
 
     /// Checks `token`; `username` (when given and non-empty) must equal
-    /// `sub`, and a `client_id` claim must equal `client_id` (when non-empty).
+    /// `sub`, and a `client_id` claim must equal `client_id`; an empty client
+    /// id takes the claim's (`Identity::client_id`: the broker assigns it).
     pub fn verify(&self, token: &str, username: Option<&str>, client_id: &str) -> Result<Identity, AuthRefusal> {
         let bad = |why: String| AuthRefusal { code: reason::BAD_USER_NAME_OR_PASSWORD, why };
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
@@ -107,6 +116,7 @@ impl JwtVerifier {
             granted: claims.acl,
             device: claims.device.map(|d| Arc::from(d.as_str())),
             expires_at_ms: Some(claims.exp.saturating_mul(1000)),
+            client_id: claims.client_id.map(|c| Arc::from(c.as_str())),
         })
     }
 }

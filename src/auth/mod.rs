@@ -102,6 +102,9 @@ pub struct Identity {
     pub device: Option<Arc<str>>,
     /// When the credentials stop being valid (a token's `exp`), Unix ms.
     pub expires_at_ms: Option<u64>,
+    /// The one client id these credentials may use (a token's `client_id`
+    /// claim): a connect with an empty client id is given it.
+    pub client_id: Option<Arc<str>>,
 }
 
 impl Identity {
@@ -257,7 +260,10 @@ impl Security {
                 match provider.authenticate(request).await {
                     Decision::Pass => continue,
                     Decision::Allow(mut identity) => {
-                        if identity.roles.is_empty() {
+                        // `[[auth.roles]]` names password-file users: a JWT
+                        // `sub` or a hook's user of the same name is someone
+                        // else and gets only the roles its own provider says.
+                        if identity.roles.is_empty() && provider.name() == "password_file" {
                             if let Some(roles) = identity.user.as_deref().and_then(|u| policy.roles.get(u)) {
                                 identity.roles = roles.clone();
                             }

@@ -98,6 +98,14 @@ pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Resu
         Ok(identity) => identity,
         Err(r) => return refuse(r.code, r.why),
     };
+    // A token bound to one client id: an empty client id is given it (and
+    // told it, as an assigned one), any other was refused by the token check.
+    let mut info = info;
+    let mut bound_assigned = None;
+    if let (true, Some(bound)) = (info.client_id.is_empty(), identity.client_id.as_deref()) {
+        info.client_id = bound.to_string();
+        bound_assigned = Some(bound.to_string());
+    }
     if let Some(will) = &info.will {
         if let Err(e) = TopicName::new(&will.topic) {
             return refuse(reason::TOPIC_NAME_INVALID, format!("will topic: {e}"));
@@ -208,7 +216,7 @@ pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Resu
             finished: false,
         },
         session_present: connected.session_present,
-        assigned_client_id: connected.assigned_client_id,
+        assigned_client_id: connected.assigned_client_id.or(bound_assigned),
         session_expiry_secs: connected.session_expiry_secs,
         keep_alive_secs,
         resend: connected.resend,
