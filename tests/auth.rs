@@ -116,6 +116,53 @@ async fn password_file_on_every_transport() {
     server.shutdown().await.unwrap();
 }
 
+/// Password guessing (issue 24, item 2): after `max_failed_logins` refused
+/// passwords for one username, its next attempts are refused at once, even
+/// with the right password, on every transport, until the cooldown is over;
+/// another user is not touched. From one address (loopback counts when
+/// `mqtt.limit_loopback_peers`), failures with any usernames add up.
+#[tokio::test]
+async fn failed_logins_start_a_cooldown_for_the_user_and_the_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = password_config(dir.path());
+    config.auth.max_failed_logins = 3;
+    config.auth.login_cooldown_secs = 1;
+    let server = start(config.clone()).await;
+    let (m, w) = (server.mqtt_addr(), server.ws_addr());
+    for door in [Door::Tcp5, Door::Ws311, Door::Tcp311] {
+        let (_, ack) = Wire::connect(door, m, w, "guess", Some("alice"), Some("wrong")).await;
+        assert_eq!(ack.reason_code, 0x86, "{door:?}");
+    }
+    // Cooling down: the right password is refused without a verification.
+    for door in MQTT_DOORS {
+        let (_, ack) = Wire::connect(door, m, w, "alice-1", Some("alice"), Some("wonderland")).await;
+        assert_eq!(ack.reason_code, 0x86, "{door:?}: alice is cooling down");
+    }
+    assert_eq!(proto_connect(&server, "alice-v1", "alice", "wonderland").await.err(), Some(0x86));
+    // A bystander is not touched (loopback peers are not counted by address here).
+    Wire::accepted(Door::Tcp5, m, w, "bob-1", Some("bob"), Some("builder")).await.ping_barrier().await;
+    assert!(proto_connect(&server, "bob-v1", "bob", "builder").await.is_ok());
+    assert_eq!(server.broker().security().cooldown_counts().0, 1, "one cooldown started");
+    // After the cooldown (one second), alice gets in again.
+    wait_for("alice's cooldown to end", || async {
+        Wire::connect(Door::Tcp5, m, w, "alice-2", Some("alice"), Some("wonderland")).await.1.reason_code == 0
+    })
+    .await;
+    server.shutdown().await.unwrap();
+
+    // By address: three unknown users from one address, then nobody from it.
+    config.mqtt.limit_loopback_peers = true;
+    let server = start(config).await;
+    let (m, w) = (server.mqtt_addr(), server.ws_addr());
+    for (i, door) in [Door::Tcp5, Door::Ws5, Door::Tcp311].into_iter().enumerate() {
+        let (_, ack) = Wire::connect(door, m, w, "guess", Some(&format!("user{i}")), Some("x")).await;
+        assert_eq!(ack.reason_code, 0x86, "{door:?}");
+    }
+    let (_, ack) = Wire::connect(Door::Tcp5, m, w, "bob-2", Some("bob"), Some("builder")).await;
+    assert_eq!(ack.reason_code, 0x86, "the address is cooling down");
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn anonymous_refused_when_not_allowed() {
     let mut config = memory_config();

@@ -191,6 +191,17 @@ pub fn render_metrics(state: &AdminState) -> prometheus::Result<String> {
 
     // Security and limits.
     m.counter("auth_failures_total", "Refused credentials and tokens", broker.security().failures())?;
+    let (cooldowns, cooling_refusals) = broker.security().cooldown_counts();
+    m.counter(
+        "login_cooldowns_total",
+        "Login cooldowns started (too many failed logins for a user or an address)",
+        cooldowns,
+    )?;
+    m.counter(
+        "login_cooldown_refusals_total",
+        "Logins refused without verification during a cooldown",
+        cooling_refusals,
+    )?;
     m.counter("publishes_denied_total", "Publishes the ACL refused", broker.security().denied_publishes())?;
     m.counter(
         "connections_refused_per_ip_total",

@@ -11,6 +11,7 @@
 //! clients' traffic.
 
 pub mod acl;
+pub mod cooldown;
 pub mod http_hook;
 pub mod jwt;
 pub mod password;
@@ -162,6 +163,15 @@ pub struct Security {
     policy: RwLock<Arc<Policy>>,
     anonymous: Arc<Identity>,
     failures: AtomicU64,
+    /// Failed logins per username and source address (`cooldown.rs`);
+    /// kept across reloads.
+    /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
+    cooldowns: parking_lot::Mutex<cooldown::Cooldowns>,
+    /// Whether loopback peers are tracked by address too (`mqtt.limit_loopback_peers`).
+    cooldown_loopback: bool,
+    /// Cooldowns started, and attempts refused because of one.
+    cooldowns_started: AtomicU64,
+    cooling_refusals: AtomicU64,
     denied_publishes: AtomicU64,
     /// The canary's password (user [`CANARY_USER`]): random, never written
     /// anywhere, so only this process's own canary can use it.
@@ -179,6 +189,10 @@ impl Security {
             policy: RwLock::new(Arc::new(Policy::build(config)?)),
             anonymous: Arc::new(Identity::default()),
             failures: AtomicU64::new(0),
+            cooldowns: parking_lot::Mutex::new(cooldown::Cooldowns::new(cooldown_policy(config))),
+            cooldown_loopback: config.mqtt.limit_loopback_peers,
+            cooldowns_started: AtomicU64::new(0),
+            cooling_refusals: AtomicU64::new(0),
             denied_publishes: AtomicU64::new(0),
             canary_secret: format!("{:032x}", rand::random::<u128>()),
         })
@@ -190,6 +204,7 @@ impl Security {
     pub fn reload(&self, config: &Config) -> anyhow::Result<()> {
         let policy = Policy::build(config)?;
         *self.policy.write() = Arc::new(policy);
+        self.cooldowns.lock().set_policy(cooldown_policy(config));
         tracing::info!("security policy reloaded (password file, tokens, ACL rules, roles)");
         Ok(())
     }
@@ -201,6 +216,53 @@ impl Security {
     /// Authentication attempts refused so far.
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Login cooldowns started, and attempts refused during one.
+    pub fn cooldown_counts(&self) -> (u64, u64) {
+        (self.cooldowns_started.load(Ordering::Relaxed), self.cooling_refusals.load(Ordering::Relaxed))
+    }
+
+    /// The keys a login attempt counts against: its username (when it
+    /// names one) and its source address (loopback peers only when
+    /// `mqtt.limit_loopback_peers`, as for the per-IP limits).
+    fn login_keys(&self, request: &AuthRequest<'_>) -> Vec<cooldown::LoginKey> {
+        let mut keys = Vec::with_capacity(2);
+        if let Some(user) = request.credentials.username.as_deref().filter(|u| !u.is_empty()) {
+            keys.push(cooldown::LoginKey::User(Arc::from(user)));
+        }
+        if self.cooldown_loopback || !request.peer.ip().is_loopback() {
+            keys.push(cooldown::LoginKey::Address(request.peer.ip()));
+        }
+        keys
+    }
+
+    /// Refuses at once, without verifying anything, an attempt whose
+    /// username or address is cooling down.
+    fn cooling_down(&self, keys: &[cooldown::LoginKey]) -> Option<AuthRefusal> {
+        let now = crate::clock::now_ms();
+        let cooldowns = self.cooldowns.lock();
+        let (key, until) = keys.iter().find_map(|k| cooldowns.blocked_until(k, now).map(|u| (k, u)))?;
+        self.cooling_refusals.fetch_add(1, Ordering::Relaxed);
+        Some(AuthRefusal {
+            code: reason::BAD_USER_NAME_OR_PASSWORD,
+            why: format!("too many failed logins for {key}: try again in {} s", (until - now).div_ceil(1000)),
+        })
+    }
+
+    /// Counts a login's outcome: a refused credential against each key
+    /// (logging a cooldown once, when it starts), a success for its user.
+    fn count_login(&self, keys: Vec<cooldown::LoginKey>, refused_credential: bool) {
+        let now = crate::clock::now_ms();
+        let mut cooldowns = self.cooldowns.lock();
+        for key in keys {
+            if !refused_credential {
+                cooldowns.succeeded(&key);
+            } else if let Some(until) = cooldowns.failed(key.clone(), now) {
+                self.cooldowns_started.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%key, secs = (until - now).div_ceil(1000), "login cooldown: too many failed logins");
+            }
+        }
     }
 
     /// Publishes refused by the access rules so far (QoS 0 ones have no
@@ -252,6 +314,12 @@ impl Security {
                 })
             }
         } else {
+            let keys = self.login_keys(request);
+            if let Some(refusal) = self.cooling_down(&keys) {
+                // Not verified, not logged (the cooldown's start was).
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                return Err(refusal);
+            }
             let mut outcome = Err(AuthRefusal {
                 code: reason::BAD_USER_NAME_OR_PASSWORD,
                 why: "unknown user or bad password".into(),
@@ -276,6 +344,13 @@ impl Security {
                         break;
                     }
                 }
+            }
+            // Only a refused credential is a guess (not a hook that is down,
+            // a busy verifier, or a token for another client id).
+            match &outcome {
+                Ok(_) => self.count_login(keys, false),
+                Err(r) if r.code == reason::BAD_USER_NAME_OR_PASSWORD => self.count_login(keys, true),
+                Err(_) => {}
             }
             outcome
         };
@@ -346,7 +421,7 @@ impl Policy {
             match name.as_str() {
                 "password_file" => {
                     let path = auth.password_file.as_ref().expect("validated: password_file set");
-                    chain.push(Box::new(password::PasswordFile::load(path)?));
+                    chain.push(Box::new(password::PasswordFile::load(path, auth.max_concurrent_verifications)?));
                 }
                 "jwt" => {
                     let cfg = auth.jwt.as_ref().expect("validated: [auth.jwt] set");
@@ -382,4 +457,14 @@ impl Policy {
 /// Compares secrets without leaking where they differ through timing.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `[auth]`'s login cooldown settings.
+fn cooldown_policy(config: &Config) -> cooldown::CooldownPolicy {
+    let auth = &config.auth;
+    cooldown::CooldownPolicy {
+        max_failures: auth.max_failed_logins,
+        window_ms: auth.failed_login_window_secs.saturating_mul(1000),
+        cooldown_ms: auth.login_cooldown_secs.saturating_mul(1000),
+    }
 }

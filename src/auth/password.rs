@@ -8,7 +8,11 @@
 //! attempts with the same user and password share one verification, and a
 //! success is remembered (keyed by a SHA-256 of user, password and stored
 //! hash, so a changed password never matches an old entry) so that a
-//! reconnect storm costs hash lookups, not argon2 runs.
+//! reconnect storm costs hash lookups, not argon2 runs. At most
+//! `[auth] max_concurrent_verifications` run at once (a semaphore: excess
+//! attempts wait up to [`VERIFY_WAIT`], then are refused as server busy), and
+//! an unknown user costs a verification of a dummy hash like a known one, so
+//! the answer's timing does not tell which users exist.
 //! Must never: log or keep a password in clear; cache a failure.
 
 use super::{AuthRefusal, AuthRequest, Authenticator, Decision, DecisionFuture, Identity};
@@ -25,6 +29,28 @@ use tokio::sync::OnceCell;
 
 /// Remembered successful verifications, at most (then the cache starts over).
 const CACHE_MAX: usize = 100_000;
+/// How long an attempt waits for a verification slot before it is refused
+/// as server busy (0x89).
+pub const VERIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What a check of a password found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verified {
+    /// The file has no such user (a dummy hash was verified all the same).
+    UnknownUser,
+    Good,
+    Bad,
+    /// No verification slot within [`VERIFY_WAIT`].
+    Busy,
+}
+
+/// An argon2id hash of a random password, verified for unknown users.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        hash_password(format!("{:032x}", rand::random::<u128>()).as_bytes()).expect("hashing a random password")
+    })
+}
 
 pub struct PasswordFile {
     path: PathBuf,
@@ -33,24 +59,43 @@ pub struct PasswordFile {
     /// concurrent attempts and holds true once verified.
     /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     verified: Mutex<HashMap<[u8; 32], Arc<OnceCell<bool>>>>,
+    /// Verification slots (argon2 runs at once).
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl PasswordFile {
-    pub fn load(path: &Path) -> anyhow::Result<PasswordFile> {
+    /// `max_concurrent`: verification slots (0: twice the cores).
+    pub fn load(path: &Path, max_concurrent: usize) -> anyhow::Result<PasswordFile> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("auth.password_file: cannot read {}", path.display()))?;
         let users = parse(&text).map_err(|e| anyhow::anyhow!("auth.password_file {}: {e}", path.display()))?;
         tracing::info!(file = %path.display(), users = users.len(), "password file loaded");
-        Ok(PasswordFile { path: path.to_path_buf(), users, verified: Mutex::new(HashMap::new()) })
+        let slots = match max_concurrent {
+            0 => 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        Ok(PasswordFile {
+            path: path.to_path_buf(),
+            users,
+            verified: Mutex::new(HashMap::new()),
+            slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Whether `password` is `user`'s; `None` when the file has no such user.
-    pub async fn verify(&self, user: &str, password: &[u8]) -> Option<bool> {
-        let stored = self.users.get(user)?.clone();
+    /// Whether `password` is `user`'s.
+    pub async fn verify(&self, user: &str, password: &[u8]) -> Verified {
+        let Some(stored) = self.users.get(user).cloned() else {
+            // As slow as a known user's wrong password: timing must not
+            // tell which users exist.
+            let Some(_slot) = self.slot().await else { return Verified::Busy };
+            let password = password.to_vec();
+            let _ = tokio::task::spawn_blocking(move || check(dummy_hash(), &password)).await;
+            return Verified::UnknownUser;
+        };
         let key: [u8; 32] = {
             let mut h = Sha256::new();
             for part in [user.as_bytes(), password, stored.as_bytes()] {
@@ -66,6 +111,10 @@ impl PasswordFile {
             }
             verified.entry(key).or_default().clone()
         };
+        if cell.get() == Some(&true) {
+            return Verified::Good; // remembered: no argon2 run, no slot
+        }
+        let Some(_slot) = self.slot().await else { return Verified::Busy };
         let password = password.to_vec();
         let ok = *cell
             .get_or_init(|| async move {
@@ -76,7 +125,16 @@ impl PasswordFile {
             // Failures are not remembered: each wrong guess costs a full verification.
             self.verified.lock().remove(&key);
         }
-        Some(ok)
+        if ok {
+            Verified::Good
+        } else {
+            Verified::Bad
+        }
+    }
+
+    /// A verification slot, waiting at most [`VERIFY_WAIT`].
+    async fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        tokio::time::timeout(VERIFY_WAIT, self.slots.clone().acquire_owned()).await.ok()?.ok()
     }
 }
 
@@ -92,11 +150,15 @@ impl Authenticator for PasswordFile {
             };
             let password = request.credentials.password.as_deref().unwrap_or(&[]);
             match self.verify(user, password).await {
-                None => Decision::Pass,
-                Some(true) => Decision::Allow(Identity { user: Some(Arc::from(user)), ..Default::default() }),
-                Some(false) => Decision::Deny(AuthRefusal {
+                Verified::UnknownUser => Decision::Pass,
+                Verified::Good => Decision::Allow(Identity { user: Some(Arc::from(user)), ..Default::default() }),
+                Verified::Bad => Decision::Deny(AuthRefusal {
                     code: reason::BAD_USER_NAME_OR_PASSWORD,
                     why: "unknown user or bad password".into(),
+                }),
+                Verified::Busy => Decision::Deny(AuthRefusal {
+                    code: reason::SERVER_BUSY,
+                    why: "too many logins being verified: try again shortly".into(),
                 }),
             }
         })
@@ -202,20 +264,37 @@ mod tests {
         let path = dir.path().join("passwd");
         set_password(&path, "alice", b"wonderland").unwrap();
         set_password(&path, "bob", b"builder").unwrap();
-        let file = PasswordFile::load(&path).unwrap();
-        assert_eq!(file.verify("alice", b"wonderland").await, Some(true));
-        assert_eq!(file.verify("alice", b"wonderland").await, Some(true), "cached");
-        assert_eq!(file.verify("alice", b"wrong").await, Some(false));
-        assert_eq!(file.verify("carol", b"x").await, None);
+        let file = PasswordFile::load(&path, 0).unwrap();
+        assert_eq!(file.verify("alice", b"wonderland").await, Verified::Good);
+        assert_eq!(file.verify("alice", b"wonderland").await, Verified::Good, "cached");
+        assert_eq!(file.verify("alice", b"wrong").await, Verified::Bad);
+        assert_eq!(file.verify("carol", b"x").await, Verified::UnknownUser);
         assert!(std::fs::read_to_string(&path).unwrap().contains("$argon2id$"));
 
         set_password(&path, "alice", b"new").unwrap();
-        let file = PasswordFile::load(&path).unwrap();
-        assert_eq!(file.verify("alice", b"wonderland").await, Some(false));
-        assert_eq!(file.verify("alice", b"new").await, Some(true));
+        let file = PasswordFile::load(&path, 0).unwrap();
+        assert_eq!(file.verify("alice", b"wonderland").await, Verified::Bad);
+        assert_eq!(file.verify("alice", b"new").await, Verified::Good);
         assert!(delete_user(&path, "bob").unwrap());
         assert!(!delete_user(&path, "bob").unwrap());
-        assert_eq!(PasswordFile::load(&path).unwrap().verify("bob", b"builder").await, None);
+        assert_eq!(PasswordFile::load(&path, 0).unwrap().verify("bob", b"builder").await, Verified::UnknownUser);
+    }
+
+    /// With every verification slot taken, an attempt waits at most
+    /// `VERIFY_WAIT` and is refused as busy; a remembered success needs no slot.
+    #[tokio::test(start_paused = true)]
+    async fn verifications_are_bounded_and_excess_is_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("passwd");
+        set_password(&path, "alice", b"wonderland").unwrap();
+        let file = PasswordFile::load(&path, 1).unwrap();
+        assert_eq!(file.verify("alice", b"wonderland").await, Verified::Good);
+        let held = file.slots.clone().acquire_owned().await.unwrap();
+        assert_eq!(file.verify("alice", b"wrong").await, Verified::Busy);
+        assert_eq!(file.verify("nobody", b"x").await, Verified::Busy, "unknown users take a slot too");
+        assert_eq!(file.verify("alice", b"wonderland").await, Verified::Good, "remembered");
+        drop(held);
+        assert_eq!(file.verify("alice", b"wrong").await, Verified::Bad);
     }
 
     #[test]

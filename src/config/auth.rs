@@ -11,7 +11,7 @@ use serde::Deserialize;
 use std::path::PathBuf;
 
 /// `[auth]`: authentication providers and the defaults that apply when none decides.
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Whether clients without credentials may connect. Unset: only on
@@ -31,6 +31,35 @@ pub struct AuthConfig {
     pub http: Option<HttpHookConfig>,
     /// Roles of password-file users (tokens and the hook carry their own).
     pub roles: Vec<UserRoles>,
+    /// Failed logins for one username, or from one source address, within
+    /// `failed_login_window_secs` that start a login cooldown (0: off).
+    pub max_failed_logins: u32,
+    pub failed_login_window_secs: u64,
+    /// The first cooldown; each repeat doubles it, up to an hour.
+    pub login_cooldown_secs: u64,
+    /// Password verifications (argon2) running at once, at most (0: twice
+    /// the cores). Excess attempts wait up to a second, then are refused as
+    /// server busy (0x89).
+    pub max_concurrent_verifications: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            allow_anonymous: None,
+            chain: Vec::new(),
+            password_file: None,
+            acl_default: None,
+            single_session: SingleSession::default(),
+            jwt: None,
+            http: None,
+            roles: Vec::new(),
+            max_failed_logins: 10,
+            failed_login_window_secs: 300,
+            login_cooldown_secs: 5,
+            max_concurrent_verifications: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -155,6 +184,12 @@ pub const PROVIDERS: &[&str] = &["password_file", "jwt", "http"];
 
 impl AuthConfig {
     pub fn validate(&self, acl: &[AclRule], problems: &mut Vec<String>) {
+        if self.max_failed_logins > 0 && (self.failed_login_window_secs == 0 || self.login_cooldown_secs == 0) {
+            problems.push(
+                "auth.failed_login_window_secs and auth.login_cooldown_secs must be above 0 while max_failed_logins is"
+                    .into(),
+            );
+        }
         for (i, name) in self.chain.iter().enumerate() {
             if !PROVIDERS.contains(&name.as_str()) {
                 problems.push(format!("auth.chain[{i}] = {name:?}: unknown provider; one of {}", PROVIDERS.join(", ")));
