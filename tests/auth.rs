@@ -163,6 +163,25 @@ async fn failed_logins_start_a_cooldown_for_the_user_and_the_address() {
     server.shutdown().await.unwrap();
 }
 
+/// `$SYS/viewers/...` names rooms: like any `$SYS` topic it is readable
+/// only where a rule allows it (issue 24, item 10), on every transport.
+#[tokio::test]
+async fn room_viewer_counts_follow_the_acl() {
+    let mut config = with_classes(memory_config());
+    config.acl.clear(); // no rule for $SYS/viewers/#
+    let server = start(config).await;
+    let (m, w) = (server.mqtt_addr(), server.ws_addr());
+    for door in MQTT_DOORS {
+        let mut c = Wire::accepted(door, m, w, "curious", None, None).await;
+        let code = c.subscribe("$SYS/viewers/live/secret-room/danmaku", QoS::AtMostOnce).await;
+        assert!(code >= 0x80, "{door:?}: SUBACK {code:#x}");
+    }
+    let mut app = proto_connect(&server, "curious-v1", "", "").await.unwrap();
+    let ack = app.subscribe(1, &[("$SYS/viewers/live/secret-room/danmaku", 0)]).await.unwrap();
+    assert_eq!(ack.results[0].code, 0x87);
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn anonymous_refused_when_not_allowed() {
     let mut config = memory_config();

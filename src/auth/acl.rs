@@ -13,7 +13,9 @@
 //!    answer): a filter there that allows the action decides "allow".
 //! 4. `[[acl]]` rules in order; the first that matches decides.
 //! 5. Subscriptions to `$SYS/...` that no rule allowed are refused, whatever
-//!    the default, except `$SYS/viewers/...` (room viewer counts, public).
+//!    the default, `$SYS/viewers/...` included: a room's viewer count names
+//!    the room, and private rooms must not be listed to everyone (the
+//!    shipped config.toml allows them with an explicit rule, for the demo).
 //! 6. `acl_default`.
 //!
 //! A subscription is *allowed* by an allow rule only if the rule's filter
@@ -100,7 +102,7 @@ impl AccessRules {
             }
         }
         if system {
-            return action == Action::Subscribe && target.starts_with("$SYS/viewers/");
+            return false;
         }
         self.default == Permission::Allow
     }
@@ -255,7 +257,12 @@ mod tests {
         assert!(!rules.allows(&root, Action::Publish, "$SYS/broker/uptime"));
         assert!(rules.allows(&root, Action::Subscribe, "$SYS/#"));
         assert!(!rules.allows(&alice(), Action::Subscribe, "$SYS/#"));
-        assert!(rules.allows(&alice(), Action::Subscribe, "$SYS/viewers/live/r1/danmaku"));
+        assert!(!rules.allows(&alice(), Action::Subscribe, "$SYS/viewers/live/r1/danmaku"), "viewers need a rule too");
+        let viewers = AccessRules::new(
+            vec![rule("*", "*", AclAction::Subscribe, "$SYS/viewers/#", Permission::Allow)],
+            Permission::Deny,
+        );
+        assert!(viewers.allows(&alice(), Action::Subscribe, "$SYS/viewers/live/r1/danmaku"));
         let explicit = AccessRules::new(
             vec![rule("alice", "*", AclAction::Subscribe, "$SYS/#", Permission::Allow)],
             Permission::Deny,

@@ -31,6 +31,15 @@ pub fn memory_config() -> Config {
 /// The shipped `topics/` classes (chat, danmaku, location) on.
 pub fn with_classes(mut config: Config) -> Config {
     config.classes.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("topics");
+    // As the shipped config.toml: room viewer counts readable by everyone
+    // (a `$SYS` topic like any other needs a rule).
+    config.acl.push(starling::config::AclRule {
+        user: "*".into(),
+        client: "*".into(),
+        action: starling::config::AclAction::Subscribe,
+        topic: "$SYS/viewers/#".into(),
+        permission: starling::config::Permission::Allow,
+    });
     config
 }
 
