@@ -200,6 +200,42 @@ async fn every_direction_with_prefixes(version: &str) {
     server.shutdown().await.unwrap();
 }
 
+/// Bridged-in messages pass the checks a local PUBLISH passes (issue 24,
+/// item 9): an `in` rule that maps remote topics under `$SYS/` cannot make
+/// the remote publish the broker's own topics, and a bridge that names a
+/// `local_user` publishes under that user's `[[acl]]` rules. Refused
+/// messages are acknowledged to the remote (sending them again would be
+/// refused again) and counted.
+#[tokio::test]
+async fn bridged_in_messages_pass_the_local_publish_checks() {
+    let remote = MosquittoConf::new(false);
+    let _mosquitto = remote.start().await;
+    let topics = [("x/#", "in", 1, "$SYS/", ""), ("feed/#", "in", 1, "", "")];
+    let toml = bridge_toml("limited", remote.addr(), "5", "local_user = \"feeder\"", &topics);
+    let mut config = with_bridges(memory_config(), &toml);
+    config.acl.push(starling::config::AclRule {
+        user: "feeder".into(),
+        client: "*".into(),
+        action: starling::config::AclAction::Publish,
+        topic: "feed/secret/#".into(),
+        permission: starling::config::Permission::Deny,
+    });
+    let server = start(config).await;
+    connected(&server).await;
+    let mut here = v4::connect(server.mqtt_addr(), "app", true).await;
+    here.subscribe("feed/#", v4::QoS::AtLeastOnce).await;
+    let there = v4::connect(remote.addr(), "device", true).await;
+    publish(&there, "x/fake-uptime", v4::QoS::AtLeastOnce, "forever").await;
+    publish(&there, "feed/secret/1", v4::QoS::AtLeastOnce, "not for feeder").await;
+    publish(&there, "feed/open/1", v4::QoS::AtLeastOnce, "fine").await;
+    // Only the allowed one arrives; the two before it were refused.
+    assert_eq!(next(&mut here).await, msg("feed/open/1", "fine", 1));
+    let sys = starling::topic::TopicName::new("$SYS/x/fake-uptime").unwrap();
+    assert!(server.broker().retained_message(&sys).is_none());
+    assert!(server.broker().security().denied_publishes() >= 2);
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn every_direction_with_prefixes_mqtt_311() {
     every_direction_with_prefixes("3.1.1").await;

@@ -275,6 +275,11 @@ impl Security {
         self.denied_publishes.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// `[[auth.roles]]` of a local user (a bridge's `local_user`).
+    pub fn roles_of(&self, user: &str) -> Vec<String> {
+        self.policy().roles.get(user).cloned().unwrap_or_default()
+    }
+
     pub fn single_session(&self) -> SingleSession {
         self.policy().single_session
     }

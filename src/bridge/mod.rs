@@ -154,6 +154,14 @@ impl Bridge {
         let runner = Runner {
             broker: broker.clone(),
             echo: (!options.v5).then(|| EchoFilter::new(ECHO_WINDOW, ECHO_MAX)),
+            publisher: Arc::new(match &config.local_user {
+                Some(user) => crate::auth::Identity {
+                    user: Some(Arc::from(user.as_str())),
+                    roles: broker.security().roles_of(user),
+                    ..Default::default()
+                },
+                None => crate::auth::Identity::superuser(&format!("{LOCAL_CLIENT_ID_PREFIX}{}", config.name)),
+            }),
             rules,
             options,
             client_id,
@@ -275,6 +283,9 @@ struct Runner {
     backoff: Backoff,
     /// MQTT 3.1.1 only (MQTT 5 subscribes with No Local).
     echo: Option<EchoFilter>,
+    /// Whom messages from the remote are published as (`local_user`, or
+    /// the bridge itself, trusted): checked like a client's PUBLISH.
+    publisher: Arc<crate::auth::Identity>,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
 }
@@ -495,6 +506,17 @@ impl Runner {
         message.expires_at_ms = p.expiry_secs.map(|s| crate::clock::now_ms() + u64::from(s) * 1000);
         message.properties = p.properties;
         message.publisher = Some(st.session.client_id.clone());
+        // The same checks as a local PUBLISH: never `$SYS`, and the ACL of
+        // `local_user` when one is named. A refused message is acknowledged
+        // (sending it again would be refused again) and counted.
+        if !self.broker.may_publish(&self.publisher, &st.session.client_id, &mut message) {
+            self.broker.security().count_denied_publish();
+            tracing::debug!(bridge = %self.shared.name, topic = %message.topic, "remote message refused by the local rules");
+            if let Some(ack) = ack {
+                st.acks.push_back(Box::pin(std::future::ready((ack, Ack::Accepted { matched: false }))));
+            }
+            return;
+        }
         let outcome = self.broker.publish(message);
         self.shared.messages_in.fetch_add(1, Ordering::Relaxed);
         let Some(ack) = ack else { return };

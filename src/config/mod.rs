@@ -298,6 +298,12 @@ pub struct BridgeConfig {
     /// `session.max_queued_messages`.
     #[serde(default)]
     pub max_queued_messages: Option<usize>,
+    /// The local user whose `[[acl]]` rules (and `[[auth.roles]]`) messages
+    /// from the remote are published under, as that user's own PUBLISHes
+    /// would be. Unset: the bridge is trusted with every topic but `$SYS`,
+    /// which no client may publish to.
+    #[serde(default)]
+    pub local_user: Option<String>,
     pub topics: Vec<BridgeTopic>,
 }
 
