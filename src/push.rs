@@ -60,6 +60,10 @@ pub struct PushCounters {
     pub queued: AtomicU64,
     pub calls_ok: AtomicU64,
     pub calls_failed: AtomicU64,
+    /// Events dropped because the queue held `max_queue` (the oldest go).
+    pub dropped: AtomicU64,
+    /// Events given up after `max_attempts` failed calls.
+    pub dead_letters: AtomicU64,
 }
 
 pub struct Push {
@@ -158,7 +162,24 @@ impl Push {
             tracing::error!(error = %e, "cannot flush the push queue");
         }
         self.counters.queued.fetch_add(events.len() as u64, Ordering::Relaxed);
-        self.queue.lock().extend(events);
+        let overflow: Vec<u64> = {
+            let mut queue = self.queue.lock();
+            queue.extend(events);
+            let excess = queue.len().saturating_sub(self.config.max_queue);
+            // The oldest go: the newest are the ones a user still cares about.
+            queue.drain(..excess).map(|(seq, _)| seq).collect()
+        };
+        if !overflow.is_empty() {
+            self.counters.dropped.fetch_add(overflow.len() as u64, Ordering::Relaxed);
+            tracing::warn!(
+                dropped = overflow.len(),
+                max_queue = self.config.max_queue,
+                "push queue full: oldest events dropped"
+            );
+            for seq in overflow {
+                let _ = self.store.push_queue_remove(seq);
+            }
+        }
         self.wake_sender.notify_one();
     }
 
@@ -178,14 +199,26 @@ impl Push {
         .expect("JSON values serialize")
     }
 
+    /// Takes the sent (or given up) event `seq` off the queue, unless a full
+    /// queue dropped it meanwhile.
+    fn pop_if_front(&self, seq: u64) {
+        let mut queue = self.queue.lock();
+        if queue.front().is_some_and(|(front, _)| *front == seq) {
+            queue.pop_front();
+        }
+    }
+
     /// Watches held now, and events waiting to be sent.
     pub fn depths(&self) -> (usize, usize) {
         (self.pending.lock().len(), self.queue.lock().len())
     }
 
-    /// `sha256=` and the hex HMAC-SHA256 of `body` under the secret.
-    pub fn signature(secret: &str, body: &[u8]) -> String {
+    /// `sha256=` and the hex HMAC-SHA256, under the secret, of
+    /// `{timestamp}.{body}` (`timestamp`: the `X-Starling-Timestamp` header,
+    /// Unix seconds), so a receiver can refuse a replayed call.
+    pub fn signature(secret: &str, timestamp: u64, body: &[u8]) -> String {
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+        mac.update(format!("{timestamp}.").as_bytes());
         mac.update(body);
         let digest = mac.finalize().into_bytes();
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
@@ -198,6 +231,8 @@ impl Push {
     pub async fn run_sender(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let Some(url) = self.config.webhook.clone() else { return };
         let mut backoff = Duration::from_secs(1);
+        // Failed calls of the event at the front (by its sequence number).
+        let mut attempts: (u64, u32) = (0, 0);
         loop {
             let next = self.queue.lock().front().cloned();
             let Some((seq, event)) = next else {
@@ -208,10 +243,12 @@ impl Push {
             };
             let (target, secret) = (url.clone(), self.config.secret.clone());
             let sent = tokio::task::spawn_blocking(move || {
-                let signature = Push::signature(&secret, &event);
+                let timestamp = crate::clock::now_ms() / 1000;
+                let signature = Push::signature(&secret, timestamp, &event);
                 ureq::post(&target)
                     .timeout(Duration::from_secs(10))
                     .set("Content-Type", "application/json")
+                    .set("X-Starling-Timestamp", &timestamp.to_string())
                     .set("X-Starling-Signature", &signature)
                     .send_bytes(&event)
                     .map(|_| ())
@@ -222,13 +259,25 @@ impl Push {
             match sent {
                 Ok(()) => {
                     self.counters.calls_ok.fetch_add(1, Ordering::Relaxed);
-                    self.queue.lock().pop_front();
+                    self.pop_if_front(seq);
                     let store = self.store.clone();
                     let _ = tokio::task::spawn_blocking(move || store.push_queue_remove(seq)).await;
                     backoff = Duration::from_secs(1);
                 }
                 Err(e) => {
                     self.counters.calls_failed.fetch_add(1, Ordering::Relaxed);
+                    attempts = if attempts.0 == seq { (seq, attempts.1 + 1) } else { (seq, 1) };
+                    if attempts.1 >= self.config.max_attempts {
+                        // A dead letter: one event the webhook keeps refusing
+                        // must not hold back every later one.
+                        self.counters.dead_letters.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(webhook = %url, error = %e, attempts = attempts.1, "push event given up (dead letter)");
+                        self.pop_if_front(seq);
+                        let store = self.store.clone();
+                        let _ = tokio::task::spawn_blocking(move || store.push_queue_remove(seq)).await;
+                        backoff = Duration::from_secs(1);
+                        continue;
+                    }
                     tracing::warn!(webhook = %url, error = %e, retry_in = ?backoff, "push webhook call failed");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}

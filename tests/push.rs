@@ -24,7 +24,10 @@ fn with_push(mut config: Config, hook: &Hook) -> Config {
 
 /// The call is signed with the secret over its exact body.
 fn assert_signed(call: &Call) {
-    let wanted = starling::push::Push::signature(SECRET, &call.body);
+    let timestamp: u64 = call.headers.get("x-starling-timestamp").expect("a timestamp").parse().unwrap();
+    let now = starling::clock::now_ms() / 1000;
+    assert!(timestamp <= now && now - timestamp < 60, "a current timestamp: {timestamp}");
+    let wanted = starling::push::Push::signature(SECRET, timestamp, &call.body);
     assert_eq!(call.headers.get("x-starling-signature"), Some(&wanted), "{call:?}");
     assert!(wanted.starts_with("sha256=") && wanted.len() == 7 + 64);
 }
@@ -130,5 +133,52 @@ async fn an_offline_recipient_is_pushed_at_once_and_a_failing_webhook_is_retried
     assert_signed(&again);
     // Only a successful call empties the queue the restarted broker loaded.
     settled(&server).await;
+    server.shutdown().await.unwrap();
+}
+
+/// The webhook queue is bounded (issue 24, item 12): an event the webhook
+/// keeps refusing is given up after `max_attempts` calls (a dead letter)
+/// instead of holding back every later event, and beyond `max_queue` the
+/// oldest events are dropped; both are counted.
+#[tokio::test]
+async fn a_refused_event_becomes_a_dead_letter_and_the_queue_is_bounded() {
+    let mut hook = Hook::start().await;
+    let mut config = with_push(memory_config(), &hook);
+    config.push.max_attempts = 2;
+    config.push.max_queue = 2;
+    let server = start(config).await;
+    let push = server.push().cloned().unwrap();
+    // Offline persistent recipients: each message is an event at once.
+    for who in ["gus", "hal", "ian", "jo"] {
+        let mut c = v4::connect(server.mqtt_addr(), &format!("{who}-phone"), false).await;
+        c.subscribe("chat/dead", v4::QoS::AtLeastOnce).await;
+        c.disconnect().await;
+    }
+    wait_until("all offline", || server.broker().connected_count() == 0).await;
+    hook.answer(500);
+    let mut kim = v4::connect(server.mqtt_addr(), "kim", true).await;
+    kim.publish_acked("chat/dead", false, "anyone?").await;
+    // Four events, a queue of two: two dropped, the rest given up after two calls each.
+    wait_until("every event dropped or given up", || {
+        let c = &push.counters;
+        use std::sync::atomic::Ordering::Relaxed;
+        push.depths() == (0, 0) && c.dropped.load(Relaxed) + c.dead_letters.load(Relaxed) == 4
+    })
+    .await;
+    assert!(push.counters.dropped.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+    // And a later event still goes through once the webhook answers.
+    hook.answer(200);
+    while hook.try_next().is_some() {}
+    kim.publish_acked("chat/dead", false, "hello again").await;
+    let call = within("a later event", async {
+        loop {
+            let call = hook.next().await;
+            if call.json()["preview"] == "hello again" {
+                return call;
+            }
+        }
+    })
+    .await;
+    assert_signed(&call);
     server.shutdown().await.unwrap();
 }

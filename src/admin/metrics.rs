@@ -365,6 +365,12 @@ pub fn render_metrics(state: &AdminState) -> prometheus::Result<String> {
             [(vec!["ok"], c.calls_ok.load(Relaxed)), (vec!["error"], c.calls_failed.load(Relaxed))],
         )?;
         m.counters(
+            "push_events_lost_total",
+            "Push events not delivered: dropped (push.max_queue reached, oldest first), dead_letter (push.max_attempts failed calls)",
+            &["reason"],
+            [(vec!["dropped"], c.dropped.load(Relaxed)), (vec!["dead_letter"], c.dead_letters.load(Relaxed))],
+        )?;
+        m.counters(
             "push_deliveries_total",
             "Watched deliveries by outcome: pushed (not acknowledged in time, or recipient offline), acknowledged, not_watched (push.max_pending reached)",
             &["outcome"],

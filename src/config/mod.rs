@@ -656,6 +656,12 @@ mod tests {
         let err = Config::from_toml("[push]\nwebhook = \"ftp://x\"\n", "x.toml").unwrap_err().to_string();
         assert!(err.contains("push.webhook") && err.contains("push.secret"), "{err}");
         let ok = "[push]\nwebhook = \"https://app.example/push\"\nsecret = \"0123456789abcdef\"\n";
+        let insecure = "[push]\nwebhook = \"http://app.example/push\"\nsecret = \"0123456789abcdef\"\n";
+        let err = Config::from_toml(insecure, "x.toml").unwrap_err().to_string();
+        assert!(err.contains("push.allow_insecure"), "{err}");
+        assert!(Config::from_toml(&format!("{insecure}allow_insecure = true\n"), "x.toml").is_ok());
+        let local = "[push]\nwebhook = \"http://127.0.0.1:9000/push\"\nsecret = \"0123456789abcdef\"\n";
+        assert!(Config::from_toml(local, "x.toml").is_ok(), "loopback needs no TLS");
         assert_eq!(Config::from_toml(ok, "x.toml").unwrap().push.ack_timeout_secs, 15);
     }
 

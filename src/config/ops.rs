@@ -25,6 +25,15 @@ pub struct PushConfig {
     pub max_pending: usize,
     /// Bytes of the payload sent as `preview`.
     pub preview_bytes: usize,
+    /// Events waiting to be POSTed, at most; beyond, the oldest is dropped
+    /// (counted).
+    pub max_queue: usize,
+    /// Calls of one event before it is given up (a dead letter, counted and
+    /// logged), so one event the webhook always rejects cannot block the rest.
+    pub max_attempts: u32,
+    /// Allow an `http://` webhook on a host that is not loopback (the
+    /// events carry message previews and user names in clear).
+    pub allow_insecure: bool,
 }
 
 impl Default for PushConfig {
@@ -36,6 +45,9 @@ impl Default for PushConfig {
             classes: vec!["chat".into()],
             max_pending: 100_000,
             preview_bytes: 100,
+            max_queue: 100_000,
+            max_attempts: 20,
+            allow_insecure: false,
         }
     }
 }
@@ -114,6 +126,23 @@ impl PushConfig {
             }
             if self.ack_timeout_secs == 0 {
                 problems.push("push.ack_timeout_secs = 0: must be at least 1".into());
+            }
+            if let Some(rest) = url.strip_prefix("http://") {
+                let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+                let host = match authority.strip_prefix('[') {
+                    Some(v6) => v6.split(']').next().unwrap_or(""),
+                    None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+                };
+                let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+                if !loopback && !self.allow_insecure {
+                    problems.push(format!(
+                        "push.webhook = {url:?}: plain http:// to a host that is not loopback sends message previews \
+                         in clear; use https://, or set push.allow_insecure = true"
+                    ));
+                }
+            }
+            if self.max_queue == 0 || self.max_attempts == 0 {
+                problems.push("push.max_queue and push.max_attempts must be at least 1".into());
             }
         }
     }
