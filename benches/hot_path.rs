@@ -114,6 +114,7 @@ fn routing(c: &mut Criterion) {
                         peer: None,
                         keep_alive_secs: 0,
                         connected_at_ms: 0,
+                        identity: None,
                     },
                 })
                 .expect("fresh client ids");

@@ -277,7 +277,12 @@ impl Server {
         if let (Some(tls), Some(tls_config)) = (&self.tls, &config.tls) {
             tls.reload(tls_config)?;
         }
-        self.broker.security().reload(config)
+        self.broker.security().reload(config)?;
+        let revoked = self.broker.recheck_connected();
+        if revoked > 0 {
+            tracing::info!(revoked, "subscriptions the reloaded rules no longer allow were dropped");
+        }
+        Ok(())
     }
 
     /// The canary's last results (`[monitor]`).

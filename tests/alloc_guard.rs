@@ -60,6 +60,7 @@ fn routing_and_draining_allocate_at_most_a_little_per_delivery() {
                         peer: None,
                         keep_alive_secs: 0,
                         connected_at_ms: 0,
+                        identity: None,
                     },
                 })
                 .expect("fresh client ids");

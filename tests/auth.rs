@@ -182,6 +182,68 @@ async fn room_viewer_counts_follow_the_acl() {
     server.shutdown().await.unwrap();
 }
 
+fn deny_news(mut config: Config) -> Config {
+    config.acl.push(rule("*", AclAction::Subscribe, "news/#", Permission::Deny));
+    config
+}
+
+/// Subscriptions are checked again when the rules change (issue 24, item
+/// 6): after a reload that denies `news/#`, connected clients on every
+/// transport get no more deliveries from their `news/#` subscription.
+#[tokio::test]
+async fn a_reload_revokes_subscriptions_the_new_rules_refuse() {
+    let config = memory_config();
+    let server = start(config.clone()).await;
+    let (m, w) = (server.mqtt_addr(), server.ws_addr());
+    let mut wires = Vec::new();
+    for door in [Door::Tcp311, Door::Ws5] {
+        let mut c = Wire::accepted(door, m, w, &format!("reader-{door:?}"), None, None).await;
+        assert_eq!(c.subscribe("news/#", QoS::AtMostOnce).await, 0);
+        assert_eq!(c.subscribe("marker", QoS::AtMostOnce).await, 0);
+        wires.push(c);
+    }
+    let mut app = proto_connect(&server, "reader-v1", "", "").await.unwrap();
+    app.subscribe(1, &[("news/#", 0), ("marker", 0)]).await.unwrap();
+    server.reload(&deny_news(config)).unwrap();
+    assert_eq!(server.broker().stats.revoked_subscriptions(), 3);
+    let mut publisher = Wire::accepted(Door::Tcp5, m, w, "publisher", None, None).await;
+    publisher.publish("news/today", QoS::AtLeastOnce, false, "revoked").await;
+    publisher.publish("marker", QoS::AtLeastOnce, false, "marker").await;
+    for c in &mut wires {
+        assert_eq!(c.expect_publish().await.topic, "marker", "{:?}: news/# was revoked", c.door);
+    }
+    let p = within("the marker over starling.v1", app.next_publish()).await.unwrap();
+    assert_eq!(p.topic, "marker");
+    server.shutdown().await.unwrap();
+}
+
+/// A resumed session keeps only what its client may still read: rules
+/// reloaded while it was away revoke its subscription when it comes back,
+/// with what that subscription queued meanwhile (issue 24, item 6).
+#[tokio::test]
+async fn a_resumed_session_is_checked_against_the_rules_in_force() {
+    let config = memory_config();
+    let server = start(config.clone()).await;
+    let mut away = v4::connect(server.mqtt_addr(), "away", false).await;
+    away.subscribe("news/#", v4::QoS::AtLeastOnce).await;
+    away.subscribe("marker", v4::QoS::AtLeastOnce).await;
+    away.disconnect().await;
+    server.reload(&deny_news(config)).unwrap();
+    let mut publisher = v4::connect(server.mqtt_addr(), "publisher", true).await;
+    publisher.publish_acked("news/today", false, "queued before the resume").await;
+    let (mut back, ack) = v4::connect_with({
+        let mut o = v4::options(server.mqtt_addr(), "away");
+        o.set_clean_session(false);
+        o
+    })
+    .await;
+    assert!(ack.session_present);
+    publisher.publish_acked("marker", false, "marker").await;
+    assert_eq!(back.next_publish().await.topic, "marker", "news/# and what it queued are gone");
+    assert_eq!(server.broker().stats.revoked_subscriptions(), 1);
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn anonymous_refused_when_not_allowed() {
     let mut config = memory_config();

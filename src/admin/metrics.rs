@@ -174,6 +174,11 @@ pub fn render_metrics(state: &AdminState) -> prometheus::Result<String> {
     )?;
     m.register(stats.delivery_latency.clone())?;
     m.counter(
+        "subscriptions_revoked_total",
+        "Subscriptions dropped because the rules no longer allow them (a resumed session, a reload)",
+        stats.revoked_subscriptions(),
+    )?;
+    m.counter(
         "writer_stalls_total",
         "Writers found stopped with deliveries they could send (a lost wake-up, woken by the sweep); should stay 0",
         stats.writer_stalls(),

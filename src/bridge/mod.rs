@@ -229,6 +229,7 @@ fn local_connect_request(client_id: &str, window: u16) -> ConnectRequest {
             peer: None,
             keep_alive_secs: 0,
             connected_at_ms: crate::clock::now_ms(),
+            identity: None,
         },
     }
 }

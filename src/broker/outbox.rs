@@ -192,6 +192,25 @@ impl<T> Outbox<T> {
         self.dropped
     }
 
+    /// Takes out the items `remove` picks, keeping the others' order.
+    pub fn remove_where(&mut self, mut remove: impl FnMut(&T) -> bool) -> Vec<T>
+    where
+        T: OutboxItem,
+    {
+        let mut removed = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.items.len());
+        for item in self.items.drain(..) {
+            if remove(&item) {
+                removed.push(item);
+            } else {
+                kept.push_back(item);
+            }
+        }
+        self.items = kept;
+        self.bytes -= removed.iter().map(OutboxItem::size).sum::<usize>();
+        removed
+    }
+
     pub fn clear(&mut self) -> Vec<T> {
         self.bytes = 0;
         self.items.drain(..).collect()

@@ -1,11 +1,14 @@
-//! Who may publish what: the `[[acl]]` rules (with a token's or the hook's
-//! grants) and the topic classes' roles (`[access] publish` and
-//! `high_priority`). One check for a client's PUBLISH (called by the client
-//! core on every transport) and for its will, at CONNECT and again when the
-//! will is published (the rules may have changed meanwhile).
+//! Who may publish and subscribe to what: the `[[acl]]` rules (with a
+//! token's or the hook's grants) and the topic classes' roles (`[access]
+//! publish`, `subscribe` and `high_priority`). One check for a client's
+//! PUBLISH (called by the client core on every transport), its will (at
+//! CONNECT and again when it is published) and a bridge's in-messages; one
+//! for a SUBSCRIBE, and again for the subscriptions a session keeps when it
+//! is resumed or the rules are reloaded (they may have changed meanwhile).
 //!
-//! Owns: [`Broker::may_publish`] and [`Will`], a will with the identity it
-//! is published under. Must never: admit a message (rate limits and sizes
+//! Owns: [`Broker::may_publish`], [`Broker::may_subscribe`],
+//! [`Broker::recheck_subscriptions`] and [`Will`], a will with the identity
+//! it is published under. Must never: admit a message (rate limits and sizes
 //! are the class runtime's, on the publish path every message takes).
 
 use super::{Broker, Message};
@@ -26,6 +29,56 @@ pub struct Will {
 }
 
 impl Broker {
+    /// Whether `identity` (as `client_id`) may subscribe to `filter` (without
+    /// any `$share/group/` prefix): the ACL, then the subscribing roles of
+    /// every class the filter can reach.
+    pub fn may_subscribe(&self, identity: &Identity, client_id: &str, filter: &str) -> bool {
+        if !self.security().allows(identity, client_id, Action::Subscribe, filter) {
+            return false;
+        }
+        identity.superuser
+            || self
+                .classes()
+                .classes_reached_by(filter)
+                .iter()
+                .all(|class| AccessFile::admits(&class.access.subscribe, &identity.roles))
+    }
+
+    /// Drops the subscriptions of `session` that `identity` may no longer
+    /// hold (a resumed session under a new token, or rules reloaded), with
+    /// what they queued that is not yet sent. Returns how many were dropped
+    /// (counted in `starling_subscriptions_revoked_total`).
+    pub fn recheck_subscriptions(&self, session: &Arc<super::Session>, identity: &Identity) -> usize {
+        let mut revoked = 0;
+        for (filter, _) in session.subscriptions() {
+            let Ok(parsed) = crate::topic::parse_subscription(&filter) else { continue };
+            if self.may_subscribe(identity, &session.client_id, parsed.filter.as_ref()) {
+                continue;
+            }
+            if self.unsubscribe(session, &parsed) {
+                session.forget_queued_matching(&parsed.filter);
+                revoked += 1;
+                tracing::info!(client_id = %session.client_id, %filter, "subscription revoked: the rules no longer allow it");
+            }
+        }
+        if revoked > 0 {
+            self.stats.subscriptions_revoked(revoked);
+        }
+        revoked
+    }
+
+    /// After a policy reload: every connected session keeps only the
+    /// subscriptions its connection's identity may still hold. Returns how
+    /// many were dropped.
+    pub fn recheck_connected(&self) -> usize {
+        let sessions: Vec<Arc<super::Session>> = self.sessions.lock().values().cloned().collect();
+        sessions
+            .iter()
+            .filter_map(|s| s.attachment().and_then(|a| a.identity).map(|identity| (s, identity)))
+            .map(|(session, identity)| self.recheck_subscriptions(session, &identity))
+            .sum()
+    }
+
     /// Whether `identity` (as `client_id`) may publish `message`: the ACL,
     /// then its topic class's publishing roles; a high-priority request is
     /// honoured only for the class's `high_priority` roles (otherwise it is

@@ -118,6 +118,8 @@ pub struct Stats {
     /// could send and nothing blocking them (a lost wake-up; the sweep wakes
     /// them). Should stay 0: a guard, not a counter of normal events.
     writer_stalls: AtomicU64,
+    /// Subscriptions dropped because the rules no longer allowed them.
+    subscriptions_revoked: AtomicU64,
 }
 
 impl Default for Stats {
@@ -132,6 +134,7 @@ impl Default for Stats {
             delivery_latency: prometheus::Histogram::with_opts(latency).expect("valid histogram options"),
             topics: TopicSampler::default(),
             writer_stalls: AtomicU64::new(0),
+            subscriptions_revoked: AtomicU64::new(0),
         }
     }
 }
@@ -208,6 +211,15 @@ impl Stats {
     /// Writers found stalled with sendable deliveries since start (see the field).
     pub fn writer_stalls(&self) -> u64 {
         self.writer_stalls.load(Ordering::Relaxed)
+    }
+
+    pub fn subscriptions_revoked(&self, n: usize) {
+        add(&self.subscriptions_revoked, n as u64);
+    }
+
+    /// Subscriptions dropped because the rules no longer allowed them.
+    pub fn revoked_subscriptions(&self) -> u64 {
+        self.subscriptions_revoked.load(Ordering::Relaxed)
     }
 
     pub fn limit_hit(&self, limit: Limit) {

@@ -143,6 +143,7 @@ pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Resu
                 peer: Some(peer.addr),
                 keep_alive_secs,
                 connected_at_ms: now_ms(),
+                identity: Some(identity.clone()),
             },
         })
         .map_err(|refused| {
@@ -162,6 +163,11 @@ pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Resu
             broker.stats.refused(RefusedBecause::from_code(refused.code));
             refused
         })?;
+    if connected.session_present {
+        // A resumed session keeps only what this identity may still read
+        // (a new token, rules reloaded while it was away, a restart).
+        broker.recheck_subscriptions(&connected.session, &identity);
+    }
     if let Some(backplane) = broker.backplane() {
         // The client id (and single sign-on) hold cluster-wide: the node
         // that had this client closes it there and hands its session over.

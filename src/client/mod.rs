@@ -12,14 +12,12 @@
 //! `wsproto::connection`) decode, encode, read, write, flush and close, and
 //! map the outcomes to their own codes in one place each.
 
-use crate::auth::acl::Action;
 use crate::auth::{AuthRequest, Credentials, Identity, Transport};
 use crate::broker::stats::{Limit, RefusedBecause};
 use crate::broker::{
     now_ms, Ack, Broker, ConnectRefused, ConnectRequest, HistoryError, Message, Outgoing, PublishOutcome, Refusal,
     Session, Will,
 };
-use crate::classes::AccessFile;
 use crate::config::SingleSession;
 use crate::model::{reason, CloseReason, LastWill, QoS, SubscriptionOptions};
 use crate::topic::{parse_subscription, TopicError, TopicName};
@@ -562,15 +560,7 @@ const LATENCY_SAMPLE_EVERY: u32 = 16;
 /// Whether `identity` may subscribe to `filter` (no `$share/` prefix): the
 /// ACL, then the roles of every class the filter reaches.
 pub fn may_read(broker: &Broker, identity: &Identity, client_id: &str, filter: &str) -> bool {
-    if !broker.security().allows(identity, client_id, Action::Subscribe, filter) {
-        return false;
-    }
-    identity.superuser
-        || broker
-            .classes()
-            .classes_reached_by(filter)
-            .iter()
-            .all(|class| AccessFile::admits(&class.access.subscribe, &identity.roles))
+    broker.may_subscribe(identity, client_id, filter)
 }
 
 /// History for any requester (a connected client, or the HTTP API):

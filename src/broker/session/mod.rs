@@ -104,6 +104,10 @@ pub struct Attachment {
     pub peer: Option<SocketAddr>,
     pub keep_alive_secs: u32,
     pub connected_at_ms: u64,
+    /// Who the connection authenticated as: a reload checks the session's
+    /// subscriptions against it (`Broker::recheck_connected`). `None` for
+    /// the broker's own clients (bridges).
+    pub identity: Option<Arc<crate::auth::Identity>>,
 }
 
 /// The connection currently attached to the session.
@@ -523,6 +527,25 @@ impl Session {
 
     pub fn queued_len(&self) -> usize {
         self.state.lock().outbox.len()
+    }
+
+    /// Drops the queued (not yet sent) deliveries whose topic `filter`
+    /// matches and that no remaining subscription of this session matches
+    /// (a revoked subscription), with their stored copies.
+    pub fn forget_queued_matching(&self, filter: &crate::topic::TopicFilter) {
+        let mut st = self.state.lock();
+        let remaining: Vec<crate::topic::TopicFilter> = st
+            .subscriptions
+            .iter()
+            .filter_map(|(f, _)| crate::topic::parse_subscription(f).ok().map(|p| p.filter))
+            .collect();
+        let removed = st.outbox.remove_where(|d| {
+            filter.matches(&d.message.topic) && !remaining.iter().any(|f| f.matches(&d.message.topic))
+        });
+        drop(st);
+        for seq in removed.iter().filter_map(|d| d.seq) {
+            let _ = self.store.remove_delivery(&self.client_id, seq.get());
+        }
     }
 
     /// Whether the message `message_id` still waits here undelivered:

@@ -25,6 +25,7 @@ pub fn attachment() -> Attachment {
         peer: None,
         keep_alive_secs: 0,
         connected_at_ms: 0,
+        identity: None,
     }
 }
 
