@@ -666,7 +666,7 @@ async fn acl_over_starling_v1_and_history_and_the_http_api() {
             let mut s = tokio::net::TcpStream::connect(ws).await.unwrap();
             let auth = auth.map(|a| format!("Authorization: Bearer {a}\r\n")).unwrap_or_default();
             s.write_all(
-                format!("GET /api/v1/history?topic=chat%2Fsecret HTTP/1.1\r\nHost: x\r\n{auth}\r\n").as_bytes(),
+                format!("GET /api/v1/history?topic=chat%2Fsecret HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n").as_bytes(),
             )
             .await
             .unwrap();

@@ -143,7 +143,7 @@ fn text(payload: &[u8]) -> String {
 /// `GET path` on the WebSocket port: status and JSON body.
 async fn http_get(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).await.unwrap();
     let mut out = String::new();
     within("HTTP response", s.read_to_string(&mut out)).await.unwrap();
     let status = out.get(9..12).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad response {out:?}"));

@@ -264,7 +264,7 @@ async fn http(addr: SocketAddr, request: &str) -> String {
 fn upgrade(path: &str, protocol: Option<&str>) -> String {
     let proto = protocol.map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n")).unwrap_or_default();
     format!(
-        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{proto}\r\n"
     )
 }
@@ -279,7 +279,7 @@ async fn unknown_paths_and_subprotocols_get_clear_http_errors() {
     assert!(r.starts_with("HTTP/1.1 400") && r.contains("subprotocol") && r.contains("mqtt"), "{r}");
     let r = http(addr, &upgrade("/ws", Some("mqtt"))).await;
     assert!(r.starts_with("HTTP/1.1 400") && r.contains("starling.v1"), "{r}");
-    let r = http(addr, "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let r = http(addr, "GET /ws HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
     assert!(r.starts_with("HTTP/1.1 426") && r.contains("WebSocket"), "{r}");
     let r = http(addr, "BLAH\r\n\r\n").await;
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
@@ -397,7 +397,7 @@ async fn a_slow_upgrade_request_is_closed_at_the_connect_timeout() {
     config.mqtt.connect_timeout_secs = 1;
     let server = start(config).await;
     let mut s = tokio::net::TcpStream::connect(server.ws_addr()).await.unwrap();
-    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: localhost\r\n").await.unwrap();
     // Never finishes the head: the broker closes.
     let mut rest = Vec::new();
     within("the broker to close a slow upgrade", s.read_to_end(&mut rest)).await.ok();

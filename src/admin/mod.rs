@@ -99,7 +99,27 @@ fn router(state: Arc<AdminState>) -> Router {
         .route("/", get(|| async { static_file("text/html; charset=utf-8", STATUS_HTML) }))
         .route("/status/status.js", get(|| async { static_file("text/javascript; charset=utf-8", STATUS_JS) }))
         .route("/status/status.css", get(|| async { static_file("text/css; charset=utf-8", STATUS_CSS) }));
-    page.merge(protected).with_state(state)
+    page.merge(protected).layer(middleware::from_fn_with_state(state.clone(), check_host)).with_state(state)
+}
+
+/// DNS rebinding: every route answers only to an allowed `Host`
+/// (`[http] allowed_hosts`, IP addresses, `localhost`); others get 421, so
+/// a page on a rebound name never reaches the keyless loopback admission.
+async fn check_host(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    if !crate::net::http::host_allowed(host, &state.broker.config().http.allowed_hosts) {
+        return error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected_request",
+            &format!("Host {:?} is not served here; add it to http.allowed_hosts", host.unwrap_or_default()),
+        );
+    }
+    next.run(request).await
 }
 
 const STATUS_HTML: &str = include_str!("../../web/status/index.html");

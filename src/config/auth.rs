@@ -172,11 +172,15 @@ pub struct HttpConfig {
     pub bind: std::net::SocketAddr,
     /// Keys accepted as `Authorization: Bearer KEY` (full access to the API).
     pub api_keys: Vec<String>,
+    /// Host names the admin listener answers to (DNS rebinding): besides
+    /// these, IP addresses and `localhost`; `["*"]`: any. Other `Host`s get
+    /// 421, so the keyless loopback admission serves only a listed `Host`.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { bind: ([127, 0, 0, 1], 18083).into(), api_keys: Vec::new() }
+        HttpConfig { bind: ([127, 0, 0, 1], 18083).into(), api_keys: Vec::new(), allowed_hosts: Vec::new() }
     }
 }
 

@@ -138,6 +138,9 @@ pub struct WebSocketConfig {
     /// requests without an `Origin` and the broker's own pages (an `Origin`
     /// whose host and port equal the request's `Host`); `["*"]`: any page.
     pub allowed_origins: Vec<String>,
+    /// Host names this port answers to (DNS rebinding): besides these, IP
+    /// addresses and `localhost`; `["*"]`: any. Other `Host`s get 421.
+    pub allowed_hosts: Vec<String>,
     /// Address of the `wss://` listener (only with a `[tls]` section).
     pub tls_bind: SocketAddr,
 }
@@ -147,6 +150,7 @@ impl Default for WebSocketConfig {
         WebSocketConfig {
             bind: "127.0.0.1:8083".parse().unwrap(),
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             tls_bind: "127.0.0.1:8084".parse().unwrap(),
         }
     }

@@ -120,6 +120,7 @@ fn reason_phrase(status: u16) -> &'static str {
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
+        421 => "Misdirected Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
         426 => "Upgrade Required",
@@ -179,6 +180,24 @@ pub fn check_origin(req: &Request, allowed: &[String]) -> Result<(), String> {
     }
 }
 
+/// DNS rebinding: a page on `evil.test` whose name was rebound to
+/// 127.0.0.1 reaches the broker with `Host: evil.test`, and the browser
+/// treats the answers as the page's own. Allowed: no `Host` (not a
+/// browser), an IP literal (rebinding needs a name), `localhost`, and the
+/// names in `allowed` (`"*"`: any). The port is not compared.
+pub fn host_allowed(host: Option<&str>, allowed: &[String]) -> bool {
+    let Some(host) = host else { return true };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => {
+            host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h)
+        }
+    };
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(name))
+}
+
 /// The rule of [`check_origin`] for a request that has an `Origin` (the files
 /// endpoint applies it to its CORS requests too).
 pub fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> Result<(), String> {
@@ -203,4 +222,25 @@ pub async fn accept_upgrade<S: AsyncWrite + Unpin>(
          Sec-WebSocket-Accept: {accept_key}\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).await
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::host_allowed;
+
+    #[test]
+    fn ip_literals_localhost_and_listed_names_are_allowed() {
+        let none: [String; 0] = [];
+        for host in ["127.0.0.1:8083", "127.0.0.1", "[::1]:8083", "10.0.0.7", "localhost:18083", "LOCALHOST"] {
+            assert!(host_allowed(Some(host), &none), "{host}");
+        }
+        assert!(host_allowed(None, &none), "not a browser");
+        for host in ["evil.test", "evil.test:8083", "127.0.0.1.evil.test", "localhost.evil.test"] {
+            assert!(!host_allowed(Some(host), &none), "{host}");
+        }
+        let listed = ["broker.example".to_string()];
+        assert!(host_allowed(Some("Broker.Example:8083"), &listed));
+        assert!(!host_allowed(Some("evil.test"), &listed));
+        assert!(host_allowed(Some("evil.test"), &["*".to_string()]));
+    }
 }

@@ -261,6 +261,12 @@ where
     // Plain HTTP answers are bounded by the write timeout too: a client that
     // asks for the demo page and stops reading must not hold its task.
     let write_timeout = Duration::from_secs(broker.config().mqtt.write_timeout_secs);
+    if !http::host_allowed(request.header("host"), &broker.config().websocket.allowed_hosts) {
+        let host = request.header("host").unwrap_or_default();
+        tracing::info!(peer = %peer.addr, host, "request refused: Host not in websocket.allowed_hosts (DNS rebinding?)");
+        let body = format!("Host {host:?} is not served here; add it to websocket.allowed_hosts\n");
+        return plain_answer(&mut stream, 421, body.as_bytes()).await;
+    }
     if crate::files::http::handles(&request.path) {
         let Some(files) = files else {
             let body = "file uploads are off on this broker (files.enabled = false)\n";
