@@ -69,8 +69,7 @@ impl Broker {
                 if sys_every > 0 && ticks.is_multiple_of(sys_every) {
                     broker.publish_sys();
                 }
-                broker.close_silent_connections(now);
-                broker.wake_stalled_writers(now);
+                broker.check_connections(now);
                 broker.sweep_expired_retained(now);
                 if broker.delivery_watch.get().is_some() && !broker.watch_sweep_running.swap(true, Ordering::AcqRel) {
                     // Asks sessions and writes the store: off the runtime's threads.

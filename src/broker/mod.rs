@@ -424,32 +424,29 @@ impl Broker {
         }
     }
 
-    /// Closes the connections that stayed silent past their keep-alive or
-    /// whose credentials expired (once a second, from housekeeping). One
-    /// sweep instead of a timer per connection: an idle connection's task
-    /// then waits on its socket, its outbox and its kick only.
-    pub fn close_silent_connections(&self, now_ms: u64) {
-        let overdue: Vec<(Arc<Session>, CloseReason)> =
-            self.sessions.lock().values().filter_map(|s| s.overdue(now_ms).map(|reason| (s.clone(), reason))).collect();
+    /// The connections' once-a-second checks, in one pass over the sessions
+    /// (from housekeeping): closes the connections silent past their
+    /// keep-alive or whose credentials expired, one sweep instead of a timer
+    /// per connection (an idle connection's task then waits on its socket,
+    /// its outbox and its kick only); and the stall guard, which wakes every
+    /// attached writer that stopped with deliveries it could send, counting
+    /// it in `starling_writer_stalls_total` and logging it. A correct writer
+    /// never needs the guard; it is there so a lost wake-up costs a second,
+    /// not the connection, and shows up in metrics and tests.
+    pub fn check_connections(&self, now_ms: u64) {
+        let mut overdue: Vec<(Arc<Session>, CloseReason)> = Vec::new();
+        let mut stall_suspects: Vec<Arc<Session>> = Vec::new();
+        for session in self.sessions.lock().values() {
+            if let Some(reason) = session.overdue(now_ms) {
+                overdue.push((session.clone(), reason));
+            } else if session.may_be_stalled(now_ms, WRITER_STALLED_AFTER_MS) {
+                stall_suspects.push(session.clone());
+            }
+        }
         for (session, reason) in overdue {
             session.ask_to_close(reason);
         }
-    }
-
-    /// The stall guard (once a second): wakes every attached writer that
-    /// stopped with deliveries it could send, counts it in
-    /// `starling_writer_stalls_total` and logs it. A correct writer never
-    /// needs this; it is here so a lost wake-up costs a second, not the
-    /// connection, and shows up in metrics and tests.
-    pub fn wake_stalled_writers(&self, now_ms: u64) {
-        let suspects: Vec<Arc<Session>> = self
-            .sessions
-            .lock()
-            .values()
-            .filter(|s| s.may_be_stalled(now_ms, WRITER_STALLED_AFTER_MS))
-            .cloned()
-            .collect();
-        for session in suspects {
+        for session in stall_suspects {
             if session.wake_if_stalled(now_ms, WRITER_STALLED_AFTER_MS) {
                 self.stats.writer_stalled();
                 tracing::warn!(client_id = %session.client_id, "writer stalled with deliveries waiting; woken");

@@ -148,7 +148,7 @@ pub struct Session {
     /// While attached: when the connection must close unless it sends
     /// something (keep-alive), and when its credentials expire (Unix ms, 0:
     /// never). The broker's once-a-second sweep closes it then, so idle
-    /// connections hold no timer each (`Broker::close_silent_connections`).
+    /// connections hold no timer each (`Broker::check_connections`).
     silent_deadline_ms: AtomicU64,
     credentials_expire_ms: AtomicU64,
     store: Arc<dyn Store>,
