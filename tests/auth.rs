@@ -244,6 +244,42 @@ async fn a_resumed_session_is_checked_against_the_rules_in_force() {
     server.shutdown().await.unwrap();
 }
 
+/// A share group is authorised, not only its filter (issue 24, item 8): a
+/// client allowed `chat/+` may not join `$share/workers/chat/+` and take a
+/// share of the workers' messages, unless a rule names the group (or
+/// `[auth] share_groups_follow_filter` restores the old behaviour). Deny
+/// rules on the plain filter still apply to a shared one.
+#[tokio::test]
+async fn a_share_group_needs_a_rule_that_names_it() {
+    let mut config = memory_config();
+    config.auth.acl_default = Some(Permission::Deny);
+    config.acl = vec![
+        rule("*", AclAction::Subscribe, "chat/+", Permission::Allow),
+        rule("*", AclAction::Subscribe, "jobs/secret", Permission::Deny),
+        rule("*", AclAction::Subscribe, "jobs/open", Permission::Allow),
+        rule("*", AclAction::Subscribe, "$share/workers/jobs/+", Permission::Allow),
+    ];
+    let server = start(config.clone()).await;
+    let (m, w) = (server.mqtt_addr(), server.ws_addr());
+    for door in MQTT_DOORS {
+        let mut c = Wire::accepted(door, m, w, &format!("sharer-{door:?}"), None, None).await;
+        assert_eq!(c.subscribe("chat/+", QoS::AtMostOnce).await, 0, "{door:?}");
+        assert!(c.subscribe("$share/workers/chat/+", QoS::AtMostOnce).await >= 0x80, "{door:?}: no rule names it");
+        assert_eq!(c.subscribe("$share/workers/jobs/open", QoS::AtMostOnce).await, 0, "{door:?}: named");
+        assert!(c.subscribe("$share/workers/jobs/secret", QoS::AtMostOnce).await >= 0x80, "{door:?}: denied plain");
+    }
+    let mut app = proto_connect(&server, "sharer-v1", "", "").await.unwrap();
+    let ack = app.subscribe(1, &[("$share/workers/chat/+", 0), ("$share/workers/jobs/open", 0)]).await.unwrap();
+    assert_eq!((ack.results[0].code, ack.results[1].code), (0x87, 0));
+    server.shutdown().await.unwrap();
+
+    config.auth.share_groups_follow_filter = true;
+    let server = start(config).await;
+    let mut c = Wire::accepted(Door::Tcp5, server.mqtt_addr(), server.ws_addr(), "follower", None, None).await;
+    assert_eq!(c.subscribe("$share/workers/chat/+", QoS::AtMostOnce).await, 0, "the group follows the filter");
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn anonymous_refused_when_not_allowed() {
     let mut config = memory_config();

@@ -16,6 +16,7 @@ use crate::auth::acl::Action;
 use crate::auth::Identity;
 use crate::classes::AccessFile;
 use crate::model::LastWill;
+use crate::topic::SubscriptionFilter;
 use std::sync::Arc;
 
 /// A connection's will, with what publishing it needs: the identity whose
@@ -44,6 +45,22 @@ impl Broker {
                 .all(|class| AccessFile::admits(&class.access.subscribe, &identity.roles))
     }
 
+    /// [`Broker::may_subscribe`] for a SUBSCRIBE's filter as sent: a shared
+    /// subscription (`$share/GROUP/FILTER`) needs the plain filter's rights
+    /// (so deny rules still apply) and, unless `[auth]
+    /// share_groups_follow_filter`, a rule or grant that names the group: a
+    /// client allowed `chat/+` must not take a share of the `workers` group's
+    /// messages by joining `$share/workers/chat/+`.
+    pub fn may_subscribe_to(&self, identity: &Identity, client_id: &str, filter: &SubscriptionFilter) -> bool {
+        if !self.may_subscribe(identity, client_id, filter.filter.as_ref()) {
+            return false;
+        }
+        filter.share_group.is_none()
+            || identity.superuser
+            || self.config.auth.share_groups_follow_filter
+            || self.security().allows(identity, client_id, Action::Subscribe, &filter.to_string())
+    }
+
     /// Drops the subscriptions of `session` that `identity` may no longer
     /// hold (a resumed session under a new token, or rules reloaded), with
     /// what they queued that is not yet sent. Returns how many were dropped
@@ -52,7 +69,7 @@ impl Broker {
         let mut revoked = 0;
         for (filter, _) in session.subscriptions() {
             let Ok(parsed) = crate::topic::parse_subscription(&filter) else { continue };
-            if self.may_subscribe(identity, &session.client_id, parsed.filter.as_ref()) {
+            if self.may_subscribe_to(identity, &session.client_id, &parsed) {
                 continue;
             }
             if self.unsubscribe(session, &parsed) {

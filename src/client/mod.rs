@@ -517,7 +517,7 @@ impl Client {
             Ok(parsed) => parsed,
             Err(e) => return Subscribed::InvalidFilter(e),
         };
-        if !may_read(&self.broker, &self.identity, &self.session.client_id, parsed.filter.as_ref()) {
+        if !self.broker.may_subscribe_to(&self.identity, &self.session.client_id, &parsed) {
             tracing::debug!(client_id = %self.session.client_id, filter, "subscription denied");
             return Subscribed::Denied;
         }

@@ -41,6 +41,11 @@ pub struct AuthConfig {
     /// the cores). Excess attempts wait up to a second, then are refused as
     /// server busy (0x89).
     pub max_concurrent_verifications: usize,
+    /// Whether a client allowed a filter may also join any shared group on
+    /// it (`$share/GROUP/FILTER`). Off: a shared subscription needs a rule
+    /// that names it (`topic = "$share/workers/jobs/+"`), as well as the
+    /// plain filter's rights.
+    pub share_groups_follow_filter: bool,
 }
 
 impl Default for AuthConfig {
@@ -58,6 +63,7 @@ impl Default for AuthConfig {
             failed_login_window_secs: 300,
             login_cooldown_secs: 5,
             max_concurrent_verifications: 0,
+            share_groups_follow_filter: false,
         }
     }
 }

@@ -125,6 +125,10 @@ pub async fn nodes_with_three_replicas(nats: &[NatsServer], names: &[&str]) -> V
     for (i, node) in names.iter().enumerate() {
         let mut config = node_config(&nats[i], node);
         config.cluster.as_mut().unwrap().stream_replicas = 3;
+        // A stream leader's election after a NATS server is lost took 10 s
+        // alone and over 15 s (the default ack_timeout_ms) on a loaded
+        // machine: the tests that kill a server allow 40 s for it.
+        config.cluster.as_mut().unwrap().ack_timeout_ms = 40_000;
         let server = start(config).await;
         let cluster = server.cluster().unwrap().clone();
         // Each stream and bucket is a raft group of three: seconds each on a busy machine.
