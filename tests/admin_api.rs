@@ -460,3 +460,26 @@ async fn openapi_document_is_valid_and_matches_the_routes() {
     }
     server.shutdown().await.unwrap();
 }
+
+/// Guessing API keys costs the guesser time (issue 24, item 2): wrong keys
+/// from one address start a login cooldown for it, during which even the
+/// right key is refused; other addresses are not touched.
+#[tokio::test]
+async fn wrong_api_keys_start_a_cooldown_for_the_address() {
+    let mut config = memory_config();
+    config.http.api_keys = vec![KEY.into()];
+    config.auth.max_failed_logins = 3;
+    config.auth.login_cooldown_secs = 1;
+    config.mqtt.limit_loopback_peers = true; // this test's peer is 127.0.0.1
+    let server = start(config).await;
+    let addr = server.admin_addr();
+    assert_eq!(call(addr, "GET", "/api/v1/stats", Some(KEY), None).await.0, 200);
+    for guess in ["guess-1", "guess-2", "guess-3"] {
+        assert_eq!(call(addr, "GET", "/api/v1/stats", Some(guess), None).await.0, 401);
+    }
+    assert_eq!(call(addr, "GET", "/api/v1/stats", Some(KEY), None).await.0, 401, "cooling down");
+    assert_eq!(server.broker().security().cooldown_counts().0, 1);
+    wait_for("the cooldown to end", || async { call(addr, "GET", "/api/v1/stats", Some(KEY), None).await.0 == 200 })
+        .await;
+    server.shutdown().await.unwrap();
+}

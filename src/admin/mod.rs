@@ -147,7 +147,7 @@ async fn authorize(
     let security = state.broker.security();
     let allowed = match headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
         Some(Ok(value)) => {
-            security.authenticate_bearer(Some(value), peer.ip().is_loopback()).is_some_and(|i| i.superuser)
+            security.authenticate_bearer(Some(value), peer.ip().is_loopback(), peer.ip()).is_some_and(|i| i.superuser)
         }
         Some(Err(_)) => false,
         None => peer.ip().is_loopback() && !security.has_api_keys(),

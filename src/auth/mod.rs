@@ -396,23 +396,43 @@ impl Security {
 
     /// Identity for an HTTP API request: an admin key (superuser), a signed
     /// token, or none (anonymous, where anonymous clients are allowed).
-    pub fn authenticate_bearer(&self, authorization: Option<&str>, local_listener: bool) -> Option<Arc<Identity>> {
+    ///
+    /// A wrong key or token counts against the peer's address like a wrong
+    /// password (login cooldown: a guessed API key costs the guesser time).
+    pub fn authenticate_bearer(
+        &self,
+        authorization: Option<&str>,
+        local_listener: bool,
+        peer: std::net::IpAddr,
+    ) -> Option<Arc<Identity>> {
         let policy = self.policy();
         let Some(value) = authorization else {
             return policy.anonymous_allowed(local_listener).then(|| self.anonymous.clone());
         };
-        let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim();
+        let keys: Vec<cooldown::LoginKey> = (self.cooldown_loopback || !peer.is_loopback())
+            .then_some(cooldown::LoginKey::Address(peer))
+            .into_iter()
+            .collect();
+        if self.cooling_down(&keys).is_some() {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let refused = |why: &str| {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(why, %peer, "HTTP API key or token refused");
+            self.count_login(keys.clone(), true);
+            None
+        };
+        let Some(token) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).map(str::trim) else {
+            return refused("not a Bearer credential");
+        };
         if policy.api_keys.iter().any(|k| constant_time_eq(k.as_bytes(), token.as_bytes())) {
             return Some(Arc::new(Identity::superuser("api-key")));
         }
-        let verifier = policy.jwt.as_ref()?;
+        let Some(verifier) = policy.jwt.as_ref() else { return refused("not an API key") };
         match verifier.verify(token, None, "") {
             Ok(identity) => Some(Arc::new(identity)),
-            Err(refusal) => {
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(why = %refusal.why, "HTTP API token refused");
-                None
-            }
+            Err(refusal) => refused(&refusal.why),
         }
     }
 }

@@ -205,7 +205,7 @@ async fn who_asks(headers: &HeaderMap, context: &Served) -> Result<Requester, Re
             };
             security.authenticate(&request).await.ok()
         }
-        None => security.authenticate_bearer(authorization, local),
+        None => security.authenticate_bearer(authorization, local, context.peer.addr.ip()),
     };
     match identity {
         Some(identity) => Ok(Requester {

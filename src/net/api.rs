@@ -17,13 +17,14 @@ use crate::broker::{Broker, HistoryError};
 use serde_json::json;
 
 /// Status and JSON body for an `/api/...` request.
-pub fn handle(request: &Request, broker: &Broker, local_listener: bool) -> (u16, String) {
+pub fn handle(request: &Request, broker: &Broker, local_listener: bool, peer: std::net::IpAddr) -> (u16, String) {
     if request.method != "GET" {
         return error(405, "the API is read-only: use GET");
     }
     // Who is asking: an admin key or a token in `Authorization: Bearer`, or
     // anonymous where anonymous clients are allowed.
-    let Some(identity) = broker.security().authenticate_bearer(request.header("authorization"), local_listener) else {
+    let Some(identity) = broker.security().authenticate_bearer(request.header("authorization"), local_listener, peer)
+    else {
         return error(401, "send Authorization: Bearer with an API key or a token");
     };
     let query = request.query.as_deref().unwrap_or("");

@@ -281,7 +281,7 @@ where
         return None;
     }
     if request.path.starts_with("/api/") {
-        let (status, body) = api::handle(&request, broker, peer.local_listener);
+        let (status, body) = api::handle(&request, broker, peer.local_listener, peer.addr.ip());
         let answer = http::respond(&mut stream, status, "application/json", body.as_bytes());
         let _ = tokio::time::timeout(write_timeout, answer).await;
         return None;
