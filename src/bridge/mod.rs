@@ -291,7 +291,6 @@ struct Runner {
     stop: watch::Receiver<bool>,
 }
 
-/// A running `Broker::sync`.
 /// A remote QoS 1 message's acknowledgement to the remote, waiting for the
 /// broker's one acknowledgement (storage, then the cluster).
 type AckWait = Pin<Box<dyn Future<Output = (AckHandle, Ack)> + Send>>;

@@ -173,7 +173,7 @@ impl Broker {
         let Will { last_will: will, identity, rate_key } = will;
         let Ok(topic) = TopicName::new(&will.topic) else { return };
         let props = will.properties;
-        let message = Message {
+        let mut message = Message {
             id: 0,
             timestamp_ms: 0,
             topic,
@@ -193,7 +193,6 @@ impl Broker {
             wire: Default::default(),
             handling: Handling::default(),
         };
-        let mut message = message;
         if !self.may_publish(&identity, &session.client_id, &mut message) {
             self.security().count_denied_publish();
             tracing::info!(client_id = %session.client_id, topic = %message.topic, "will not published: the rules no longer allow its topic");

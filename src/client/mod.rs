@@ -557,12 +557,6 @@ fn sample_delivery_latency(broker: &Broker, accepted_at_ms: u64) {
 /// One write batch in this many (per client) has its first delivery's latency recorded.
 const LATENCY_SAMPLE_EVERY: u32 = 16;
 
-/// Whether `identity` may subscribe to `filter` (no `$share/` prefix): the
-/// ACL, then the roles of every class the filter reaches.
-pub fn may_read(broker: &Broker, identity: &Identity, client_id: &str, filter: &str) -> bool {
-    broker.may_subscribe(identity, client_id, filter)
-}
-
 /// History for any requester (a connected client, or the HTTP API):
 /// allowed where subscribing to the topic is.
 pub fn history_for(
@@ -576,7 +570,7 @@ pub fn history_for(
     if TopicName::new(topic).is_err() {
         return Err(HistoryError::InvalidTopic);
     }
-    if !may_read(broker, identity, client_id, topic) {
+    if !broker.may_subscribe(identity, client_id, topic) {
         return Err(HistoryError::Denied);
     }
     broker.history(topic, after_id, limit)

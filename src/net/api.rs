@@ -70,7 +70,7 @@ pub fn handle(request: &Request, broker: &Broker, local_listener: bool, peer: st
         }
         "/api/v1/viewers" => {
             let Some(topic) = param("topic") else { return error(400, "missing ?topic=") };
-            if !crate::client::may_read(broker, &identity, "", &topic) {
+            if !broker.may_subscribe(&identity, "", &topic) {
                 return error(403, &format!("not allowed to read {topic}"));
             }
             (200, json!({ "topic": topic, "viewers": broker.viewer_count(&topic) }).to_string())
