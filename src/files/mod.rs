@@ -716,3 +716,27 @@ pub async fn run_sweeper(files: Arc<Files>, mut stop: tokio::sync::watch::Receiv
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unfinished upload answers `Gone` from its expiry until the sweep
+    /// removes it, then `NotFound`; a finished file never expires. Pure
+    /// clock arithmetic here, because over HTTP the sweep may take the
+    /// record before any request sees the 410.
+    #[tokio::test]
+    async fn an_expired_upload_is_gone_until_swept_then_not_found() {
+        let mut config = crate::config::Config::default();
+        config.files.incomplete_expiry_secs = 10;
+        let files = Arc::new(Files::open(&config, Arc::new(crate::store::MemoryStore::new())).unwrap());
+        let alice = Requester { owner: "alice".into(), superuser: false };
+        let upload = files.create(&alice, 1000, "", 0).await.unwrap();
+        assert!(files.get(&alice, &upload.id, 9_999).is_ok());
+        assert_eq!(files.get(&alice, &upload.id, 10_000).err(), Some(FileError::Gone));
+        assert_eq!(files.begin_write(&alice, &upload.id, 0, 10_000).err(), Some(FileError::Gone));
+        assert_eq!(files.sweep(9_999).unwrap(), 0, "not expired yet");
+        assert_eq!(files.sweep(10_000).unwrap(), 1);
+        assert_eq!(files.get(&alice, &upload.id, 10_000).err(), Some(FileError::NotFound));
+    }
+}
