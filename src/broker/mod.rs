@@ -503,7 +503,7 @@ impl Broker {
                     }
                 }
             }
-            let session = Arc::new(Session::restore(&stored, deliveries, max_queued, self.store.clone()));
+            let session = Arc::new(Session::restore(&stored, deliveries, max_queued, self.store.clone(), now));
             session.set_max_queued_bytes(self.config.session.max_queued_bytes);
             {
                 let mut tree = self.subscriptions.write();

@@ -72,7 +72,7 @@ impl Broker {
             session.save();
         } else if session_present {
             // It was persistent and now expires at disconnect: forget the stored copy.
-            let _ = self.store.remove_session(&session.client_id);
+            let _ = session.remove_stored();
         }
         Ok(Connected {
             session,
@@ -113,7 +113,7 @@ impl Broker {
         will: Option<Will>,
         will_action: WillAction,
     ) {
-        let was_owner = session.detach(connection_id);
+        let was_owner = session.detach(connection_id, now_ms());
         let generation = session.generation();
         if let (Some(will), WillAction::Publish) = (will, will_action) {
             let delay = will.last_will.properties.will_delay_interval.unwrap_or(0);
@@ -286,7 +286,7 @@ impl Broker {
             self.interest_changed(&filter, -1);
         }
         drop(tree);
-        if let Err(e) = self.store.remove_session(&session.client_id) {
+        if let Err(e) = session.remove_stored() {
             tracing::error!(client_id = %session.client_id, error = %e, "cannot remove stored session");
         }
         will

@@ -21,9 +21,10 @@ impl Session {
             return false;
         };
         let (_, entry) = st.inflight.remove(pos).expect("position is valid");
-        if let Inflight::Sent(Delivery { seq: Some(seq), .. }) = entry {
-            let _ = self.store.remove_delivery(&self.client_id, seq.get());
+        if let Inflight::Sent(Delivery { seq, .. }) = entry {
+            st.owe_remove(seq);
         }
+        self.unlock_and_write(st);
         true
     }
 
@@ -40,9 +41,8 @@ impl Session {
             Inflight::Sent(d) => d.seq,
             Inflight::Released { seq } => seq,
         };
-        if let Some(seq) = seq {
-            let _ = self.store.remove_delivery(&self.client_id, seq.get());
-        }
+        st.owe_remove(seq);
+        self.unlock_and_write(st);
         true
     }
 
@@ -59,9 +59,8 @@ impl Session {
         };
         if reason_code >= 0x80 {
             st.inflight.remove(pos);
-            if let Some(seq) = seq {
-                let _ = self.store.remove_delivery(&self.client_id, seq.get());
-            }
+            st.owe_remove(seq);
+            self.unlock_and_write(st);
         } else {
             st.inflight.entry_mut(pos).1 = Inflight::Released { seq };
         }
@@ -76,9 +75,10 @@ impl Session {
         else {
             return false;
         };
-        if let Some((_, Inflight::Released { seq: Some(seq) })) = st.inflight.remove(pos) {
-            let _ = self.store.remove_delivery(&self.client_id, seq.get());
+        if let Some((_, Inflight::Released { seq })) = st.inflight.remove(pos) {
+            st.owe_remove(seq);
         }
+        self.unlock_and_write(st);
         true
     }
 
@@ -87,10 +87,11 @@ impl Session {
     pub fn discard_inflight(&self, packet_id: u16) {
         let mut st = self.state.lock();
         if let Some(pos) = st.inflight.iter().position(|(id, _)| *id == packet_id) {
-            if let Some((_, Inflight::Sent(Delivery { seq: Some(seq), .. }))) = st.inflight.remove(pos) {
-                let _ = self.store.remove_delivery(&self.client_id, seq.get());
+            if let Some((_, Inflight::Sent(Delivery { seq, .. }))) = st.inflight.remove(pos) {
+                st.owe_remove(seq);
             }
         }
+        self.unlock_and_write(st);
     }
 
     // ---- inbound QoS 2 ---------------------------------------------------

@@ -15,7 +15,6 @@ use super::outbox::Outbox;
 use super::publish_rules::Will;
 use crate::auth::Transport;
 use crate::classes::policy::TokenBucket;
-use crate::clock::now_ms;
 use crate::model::CloseReason;
 use crate::store::{Store, StoredDelivery, StoredSession};
 use crate::topic::ProcessKeys;
@@ -23,13 +22,14 @@ use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::num::NonZeroU64;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
 mod acks;
 mod liveness;
 mod outbound;
+mod owed;
 #[cfg(test)]
 mod test_support;
 pub use outbound::{Drained, Enqueued};
@@ -152,12 +152,19 @@ pub struct Session {
     silent_deadline_ms: AtomicU64,
     credentials_expire_ms: AtomicU64,
     store: Arc<dyn Store>,
+    /// Held while the writes owed to the store are written, so they reach
+    /// it in the order they were decided (`owed.rs`). Taken before the
+    /// state lock, never under it.
+    store_order: Mutex<()>,
     /// Notified when a congested outbox has drained to half (publisher pacing).
     /// Made on first use: only a publisher that met a full outbox waits here.
     room: std::sync::OnceLock<Box<Notify>>,
-    /// When the attached writer last took deliveries (Unix ms): tells a slow
-    /// subscriber (draining, worth pacing publishers for) from a stalled one.
-    last_drain_ms: AtomicU64,
+    /// When the attached writer last took deliveries: tells a slow
+    /// subscriber (draining, worth pacing publishers for) from a stalled
+    /// one. Unix ms modulo 2^32, compared by wrapping difference (a 49-day
+    /// wheel; windows are seconds), 0 for never: 4 bytes, which keeps the
+    /// session inside its 384-byte allocation class (`tests/idle_memory.rs`).
+    last_drain_ms: AtomicU32,
 }
 
 struct SessionState {
@@ -196,6 +203,9 @@ struct SessionState {
     /// the next attach or when the session ends, and the will whose delay
     /// runs. Boxed on first use: only disconnected sessions have any.
     timers: Option<Box<Timers>>,
+    /// Store writes decided under this lock, written after it (`owed.rs`).
+    /// Boxed on first use: a clean session never owes any.
+    owed: Option<Box<owed::Owed>>,
 }
 
 /// A disconnected session's pending business (see `SessionState::timers`).
@@ -243,6 +253,7 @@ impl Session {
                 disconnected_at_ms: 0,
                 congested: false,
                 timers: None,
+                owed: None,
             }),
             wake: futures_util::task::AtomicWaker::new(),
             wake_pending: AtomicBool::new(false),
@@ -252,18 +263,21 @@ impl Session {
             silent_deadline_ms: AtomicU64::new(0),
             credentials_expire_ms: AtomicU64::new(0),
             store,
+            store_order: Mutex::new(()),
             room: std::sync::OnceLock::new(),
-            last_drain_ms: AtomicU64::new(0),
+            last_drain_ms: AtomicU32::new(0),
         }
     }
 
     /// Rebuilds a persistent session from the store after a restart. Its
-    /// queued deliveries go back into the outbox, oldest first.
+    /// queued deliveries go back into the outbox, oldest first. A record
+    /// without a disconnect time counts as disconnected at `now_ms`.
     pub fn restore(
         stored: &StoredSession,
         deliveries: Vec<(StoredDelivery, Arc<Message>)>,
         max_queued: usize,
         store: Arc<dyn Store>,
+        now_ms: u64,
     ) -> Session {
         let session = Session::new(
             Arc::from(stored.client_id.as_str()),
@@ -274,7 +288,7 @@ impl Session {
         );
         {
             let mut st = session.state.lock();
-            st.disconnected_at_ms = stored.disconnected_at_ms.unwrap_or_else(now_ms).max(1);
+            st.disconnected_at_ms = stored.disconnected_at_ms.unwrap_or(now_ms).max(1);
             for sub in &stored.subscriptions {
                 st.subscriptions.insert(&sub.filter, SubscriptionRecord::from_stored(sub));
             }
@@ -379,14 +393,15 @@ impl Session {
         resend
     }
 
-    /// Detaches `connection_id` if it is still the owner. Returns whether it
-    /// was (false after a takeover: the new connection owns the session).
-    pub fn detach(&self, connection_id: u64) -> bool {
+    /// Detaches `connection_id` if it is still the owner, at `now_ms` (Unix
+    /// ms). Returns whether it was (false after a takeover: the new
+    /// connection owns the session).
+    pub fn detach(&self, connection_id: u64, now_ms: u64) -> bool {
         let mut st = self.state.lock();
         if st.owner.as_ref().map(|o| o.connection_id) == Some(connection_id) {
             st.owner = None;
             self.owner_id.store(0, Ordering::SeqCst);
-            st.disconnected_at_ms = now_ms().max(1);
+            st.disconnected_at_ms = now_ms.max(1);
             self.silent_deadline_ms.store(0, Ordering::Relaxed);
             self.credentials_expire_ms.store(0, Ordering::Relaxed);
             true
@@ -496,7 +511,8 @@ impl Session {
     /// Whether this session's writer took deliveries within `window_ms`: a
     /// full outbox of an active writer means "slow", of an idle one "stalled".
     pub fn is_draining(&self, now_ms: u64, window_ms: u64) -> bool {
-        now_ms.saturating_sub(self.last_drain_ms.load(Ordering::Relaxed)) <= window_ms
+        let last = self.last_drain_ms.load(Ordering::Relaxed);
+        last != 0 && u64::from((now_ms as u32).wrapping_sub(last)) <= window_ms
     }
 
     /// Waits (at most `max_wait`) until a congested outbox has drained to half.
@@ -542,10 +558,10 @@ impl Session {
         let removed = st.outbox.remove_where(|d| {
             filter.matches(&d.message.topic) && !remaining.iter().any(|f| f.matches(&d.message.topic))
         });
-        drop(st);
-        for seq in removed.iter().filter_map(|d| d.seq) {
-            let _ = self.store.remove_delivery(&self.client_id, seq.get());
+        for delivery in removed {
+            st.owe_remove(delivery.seq);
         }
+        self.unlock_and_write(st);
     }
 
     /// Whether the message `message_id` still waits here undelivered:
@@ -603,5 +619,17 @@ impl Session {
         if let Err(e) = self.store.save_session(&self.to_stored()) {
             tracing::error!(client_id = %self.client_id, error = %e, "cannot store session");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A session and its `Arc` counts fit the allocator's 384-byte class:
+    /// every connected client has one, and 8 bytes more cost 64 per client
+    /// (the next class). Box what only some sessions need.
+    #[test]
+    fn a_session_fits_its_allocation_class() {
+        let arc_counts = 2 * std::mem::size_of::<usize>();
+        assert!(std::mem::size_of::<super::Session>() + arc_counts <= 384, "{}", std::mem::size_of::<super::Session>());
     }
 }

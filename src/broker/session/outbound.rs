@@ -11,7 +11,6 @@ use super::{Inflight, Outgoing, Session, SessionState};
 use crate::broker::message::Delivery;
 use crate::broker::outbox::Pushed;
 use crate::model::QoS;
-use crate::store::StoredDelivery;
 use parking_lot::MutexGuard;
 use std::num::NonZeroU64;
 use std::sync::atomic::Ordering;
@@ -29,10 +28,12 @@ pub struct Drained {
 
 impl Session {
     /// Queues a delivery. For a persistent session a QoS 1/2 delivery is
-    /// written to the store first (inside the lock, so an acknowledgement can
-    /// never overtake the write); the return value says whether the caller
-    /// must wait for a flush before acknowledging the publisher. QoS 0
-    /// messages for a disconnected session are dropped, like Mosquitto.
+    /// written to the store before this returns (after the lock is
+    /// released, in the order decided under it, so an acknowledgement can
+    /// never overtake the write: see `owed.rs`); the return value says
+    /// whether the caller must wait for a flush before acknowledging the
+    /// publisher. QoS 0 messages for a disconnected session are dropped,
+    /// like Mosquitto.
     pub fn enqueue(&self, delivery: Delivery) -> Enqueued {
         self.enqueue_locked(self.state.lock(), delivery)
     }
@@ -82,80 +83,102 @@ impl Session {
             return;
         }
         let mut wake = false;
-        for delivery in deliveries {
-            let (enqueued, wake_this) = self.enqueue_in(&mut st, delivery);
-            wake |= wake_this;
-            result(Ok(enqueued));
+        if st.expiry_secs == 0 {
+            // Nothing is stored for a clean session: results go out as they come.
+            for delivery in deliveries {
+                let (enqueued, wake_this, _) = self.enqueue_in(&mut st, delivery);
+                wake |= wake_this;
+                result(Ok(enqueued));
+            }
+            drop(st);
+        } else {
+            // The results wait for the store writes, made once the lock is free.
+            let mut settled = Vec::new();
+            for delivery in deliveries {
+                let (enqueued, wake_this, seq) = self.enqueue_in(&mut st, delivery);
+                wake |= wake_this;
+                settled.push((enqueued, seq));
+            }
+            let owes = st.owes();
+            drop(st);
+            if wake {
+                self.wake_writer();
+            }
+            if owes {
+                self.write_owed();
+            }
+            for (enqueued, seq) in settled {
+                result(Ok(self.settle(enqueued, seq)));
+            }
+            return;
         }
-        drop(st);
         if wake {
             self.wake_writer();
         }
     }
 
     fn enqueue_locked(&self, mut st: MutexGuard<'_, SessionState>, delivery: Delivery) -> Enqueued {
-        let (enqueued, wake) = self.enqueue_in(&mut st, delivery);
+        let (enqueued, wake, seq) = self.enqueue_in(&mut st, delivery);
+        let owes = st.owes();
         drop(st);
         if wake {
             self.wake_writer();
         }
-        enqueued
+        if owes {
+            self.write_owed();
+        }
+        self.settle(enqueued, seq)
     }
 
-    /// Queues one delivery under the caller's lock; true: the writer must
-    /// be woken once the lock is released.
-    fn enqueue_in(&self, st: &mut SessionState, mut delivery: Delivery) -> (Enqueued, bool) {
+    /// The final result of an enqueue whose stored copy (delivery `seq`,
+    /// if any) was written or failed in [`Session::write_owed`] since.
+    fn settle(&self, enqueued: Enqueued, seq: Option<NonZeroU64>) -> Enqueued {
+        match enqueued {
+            Enqueued::Queued { stored: true, displaced, .. } if self.take_failed_write(seq) => {
+                Enqueued::Queued { stored: false, store_failed: true, displaced }
+            }
+            other => other,
+        }
+    }
+
+    /// Queues one delivery under the caller's lock. Returns the result (a
+    /// stored copy is owed, not yet written: see [`Session::settle`]),
+    /// whether the writer must be woken once the lock is released, and the
+    /// sequence number of the owed copy.
+    fn enqueue_in(&self, st: &mut SessionState, mut delivery: Delivery) -> (Enqueued, bool, Option<NonZeroU64>) {
         if delivery.qos == QoS::AtMostOnce && st.owner.is_none() {
-            return (Enqueued::Dropped, false);
+            return (Enqueued::Dropped, false, None);
         }
         let persist = st.expiry_secs > 0 && delivery.qos > QoS::AtMostOnce;
-        // The stored copy is written only once the outbox has taken the delivery.
+        // The stored copy is owed only once the outbox has taken the delivery.
         if persist {
             let seq = st.next_seq;
             st.next_seq += 1;
             delivery.seq = NonZeroU64::new(seq);
         }
         let seq = delivery.seq;
-        let stored = seq.map(|seq| StoredDelivery {
-            seq: seq.get(),
-            message: delivery.message.to_stored(),
-            qos: delivery.qos,
-            retain: delivery.retain,
-            subscription_ids: delivery.subscription_ids.to_vec(),
-        });
-        match st.outbox.push(delivery) {
+        // Encoded for the store later, outside the lock (`owed.rs`).
+        let stored = seq.map(|_| delivery.clone());
+        let owed = stored.is_some();
+        let (enqueued, wake) = match st.outbox.push(delivery) {
             Pushed::Queued { was_empty } => {
-                let (stored, store_failed) = self.store_delivery(stored);
                 let wake = was_empty && st.owner.is_some();
-                (Enqueued::Queued { stored, store_failed, displaced: false }, wake)
+                (Enqueued::Queued { stored: owed, store_failed: false, displaced: false }, wake)
             }
             Pushed::QueuedDropping(old) => {
                 // Discarded to make room, or replaced by a newer message of its topic.
-                if let Some(seq) = old.seq {
-                    let _ = self.store.remove_delivery(&self.client_id, seq.get());
-                }
-                let (stored, store_failed) = self.store_delivery(stored);
-                (Enqueued::Queued { stored, store_failed, displaced: true }, false)
+                st.owe_remove(old.seq);
+                (Enqueued::Queued { stored: owed, store_failed: false, displaced: true }, false)
             }
             Pushed::Refused(_) => {
                 st.congested = true;
-                (Enqueued::Full, false)
+                return (Enqueued::Full, false, None);
             }
+        };
+        if let Some(stored) = stored {
+            st.owe_push(stored);
         }
-    }
-
-    /// Writes a persistent session's copy; (written, failed). A failure
-    /// leaves the delivery queued in memory but not durable: the publisher
-    /// must not be told it is (see `PublishOutcome::store_failed`).
-    fn store_delivery(&self, stored: Option<StoredDelivery>) -> (bool, bool) {
-        let Some(stored) = stored else { return (false, false) };
-        match self.store.push_delivery(&self.client_id, &stored) {
-            Ok(()) => (true, false),
-            Err(e) => {
-                tracing::error!(client_id = %self.client_id, error = %e, "cannot store delivery");
-                (false, true)
-            }
-        }
+        (enqueued, wake, seq)
     }
 
     /// A second matching subscription of the same client: fold it into the
@@ -190,7 +213,8 @@ impl Session {
     /// expiry is judged by it, and it is when this writer last drained.
     pub fn drain(&self, out: &mut Vec<Outgoing>, max: usize, max_bytes: usize, now_ms: u64) -> Drained {
         let now = now_ms;
-        self.last_drain_ms.store(now, Ordering::Relaxed);
+        // Truncated on purpose (see `last_drain_ms`); never 0, which means never.
+        self.last_drain_ms.store((now as u32).max(1), Ordering::Relaxed);
         let mut st = self.state.lock();
         let bytes = self.drain_locked(&mut st, out, max, max_bytes, now);
         let more = (out.len() >= max || bytes >= max_bytes) && st.outbox.front().is_some();
@@ -199,6 +223,11 @@ impl Session {
             if let Some(room) = self.room.get() {
                 room.notify_waiters();
             }
+        }
+        let owes = st.owes();
+        drop(st);
+        if owes {
+            self.write_owed(); // expired copies
         }
         Drained { bytes, more }
     }
@@ -220,9 +249,7 @@ impl Session {
             bytes += front.message.footprint();
             if front.message.is_expired(now) {
                 let d = st.outbox.pop().expect("front exists");
-                if let Some(seq) = d.seq {
-                    let _ = self.store.remove_delivery(&self.client_id, seq.get());
-                }
+                st.owe_remove(d.seq);
                 continue;
             }
             if front.qos == QoS::AtMostOnce {
