@@ -278,7 +278,7 @@ async fn limits_refuse_the_offender_with_413_and_spare_a_bystander() {
     let reply = create(addr, &alice, 10_001, "").await;
     assert_eq!(reply.status, 413);
     assert!(reply.text().contains("files.max_file_bytes"), "{}", reply.text());
-    created(addr, &alice, 10_000, "").await;
+    let created_first = created(addr, &alice, 10_000, "").await;
     let second = created(addr, &alice, 10_000, "").await;
     let reply = create(addr, &alice, 10, "").await;
     assert_eq!(reply.status, 413, "a third unfinished upload");
@@ -286,9 +286,19 @@ async fn limits_refuse_the_offender_with_413_and_spare_a_bystander() {
     assert_eq!(delete(addr, &second, &alice).await, 204);
     upload(addr, &alice, &content(4_000, 4), "").await;
     upload(addr, &alice, &content(10_000, 14), "").await;
-    let reply = create(addr, &alice, 2_000, "").await;
-    assert_eq!(reply.status, 413, "24,000 of 25,000 bytes used");
+    // 14,000 bytes held. The first upload declared 10,000 and sent nothing:
+    // a declared length reserves nothing (issue 24, item 11), so this fits.
+    let small = created(addr, &alice, 2_000, "").await;
+    assert_eq!(patch(addr, &small, &alice, 0, &[], &content(2_000, 24)).await.status, 204);
+    let reply = create(addr, &alice, 10_000, "").await;
+    assert_eq!(reply.status, 413, "16,000 held: 10,000 more could never fit in 25,000");
     assert!(reply.text().contains("quota"), "{}", reply.text());
+    // Writing the first upload reserves its rest, which no longer fits.
+    let first = created_first.clone();
+    let reply = patch(addr, &first, &alice, 0, &[], &content(10_000, 34)).await;
+    assert_eq!(reply.status, 413, "{}", reply.text());
+    assert!(reply.text().contains("files.user_quota_bytes"), "{}", reply.text());
+    assert_eq!(head(addr, &first, &alice).await.offset(), 0, "nothing of the refused chunk was taken");
     // Bob is untouched by alice's limits.
     let bytes = content(9_000, 5);
     let path = upload(addr, &bob, &bytes, "").await;
@@ -441,7 +451,7 @@ async fn instant_upload_only_for_content_the_owner_already_uploaded() {
         "starling_files 3",
         "starling_files_unfinished 0",
         "starling_files_stored_bytes 100000",
-        "starling_files_declared_bytes 300000",
+        "starling_files_counted_bytes 300000",
         "starling_file_uploads_total{outcome=\"created\"} 4",
         "starling_file_uploads_total{outcome=\"instant\"} 1",
         "starling_file_uploads_total{outcome=\"completed\"} 2",
@@ -530,4 +540,71 @@ async fn with_files_off_the_endpoint_says_so() {
     let reply = request(server.ws_addr(), "OPTIONS", "/files/", &[], b"").await;
     assert_eq!(reply.status, 404);
     assert!(reply.text().contains("files.enabled"), "{}", reply.text());
+}
+
+#[tokio::test]
+async fn anonymous_files_are_off_unless_allowed() {
+    let mut config = with_jwt(memory_config());
+    config.auth.allow_anonymous = Some(true);
+    config.files.allow_anonymous = starling::config::FilesConfig::default().allow_anonymous;
+    let server = start(config).await;
+    let addr = server.ws_addr();
+    // [auth] admits anonymous clients; files still refuse them.
+    let reply = create(addr, &[], 100, "").await;
+    assert_eq!(reply.status, 401, "{}", reply.text());
+    assert!(reply.text().contains("files.allow_anonymous"), "{}", reply.text());
+    let alice = bearer("alice");
+    upload(addr, &[("Authorization", alice.as_str())], &content(100, 1), "").await;
+
+    let mut config = memory_config();
+    config.files.allow_anonymous = true;
+    let server = start(config).await;
+    upload(server.ws_addr(), &[], &content(100, 2), "").await;
+}
+
+/// VmRSS of this process (the broker runs in it), in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS in /proc/self/status");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// The attack of issue 24, item 11: empty uploads carrying big metadata
+/// cost no quota bytes, so before the caps a user could make records
+/// without end. Now the metadata is capped and so is the number of
+/// records; the broker's memory stays flat and a bystander is served.
+#[tokio::test]
+async fn many_empty_uploads_with_big_metadata_hit_the_caps_and_spare_a_bystander() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = authenticated(dir.path());
+    config.files.max_files_per_user = 300;
+    let server = start(config).await;
+    let addr = server.ws_addr();
+    let (alice, bob) = (bearer("alice"), bearer("bob"));
+    let (alice, bob) = ([("Authorization", alice.as_str())], [("Authorization", bob.as_str())]);
+    let too_big = format!("filename {}", b64(&[b'x'; 800])); // 1,076 bytes
+    let reply = create(addr, &alice, 0, &too_big).await;
+    assert_eq!(reply.status, 413, "{}", reply.text());
+    assert!(reply.text().contains("files.max_metadata_bytes"), "{}", reply.text());
+    let metadata = format!("filename {}", b64(&[b'x'; 750])); // 1,009 bytes: allowed
+    let rss_before = rss_kib();
+    let mut made = 0;
+    let refusal = loop {
+        let reply = create(addr, &alice, 0, &metadata).await;
+        if reply.status != 201 {
+            break reply;
+        }
+        made += 1;
+        assert!(made <= 300, "the cap did not hold");
+    };
+    assert_eq!(made, 300);
+    assert_eq!(refusal.status, 413, "{}", refusal.text());
+    assert!(refusal.text().contains("files.max_files_per_user"), "{}", refusal.text());
+    let grown_kib = rss_kib().saturating_sub(rss_before);
+    println!("RSS grew by {grown_kib} KiB for {made} records of 1 KB metadata");
+    assert!(grown_kib < 32 * 1024, "RSS grew by {grown_kib} KiB");
+    // Bob's uploads and downloads go on.
+    let bytes = content(5_000, 9);
+    let path = upload(addr, &bob, &bytes, "").await;
+    assert!(get(addr, &path, &bob).await.body == bytes);
 }

@@ -331,9 +331,9 @@ pub fn render_metrics(state: &AdminState) -> prometheus::Result<String> {
         m.gauge("files", "Finished files (each upload its own, content stored once)", totals.files)?;
         m.gauge("files_unfinished", "Uploads still receiving bytes", totals.unfinished)?;
         m.gauge(
-            "files_declared_bytes",
-            "Bytes of every file and upload at its declared length (what quotas count)",
-            totals.declared_bytes as usize,
+            "files_counted_bytes",
+            "Bytes quotas count: finished files at their length, unfinished uploads at the bytes received plus the chunk being written",
+            totals.counted_bytes as usize,
         )?;
         m.gauge("files_stored_bytes", "Bytes in the content store (each content once)", totals.stored_bytes as usize)?;
         m.counters(

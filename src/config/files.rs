@@ -20,11 +20,23 @@ pub struct FilesConfig {
     pub dir: Option<PathBuf>,
     /// The largest file (`Upload-Length`) accepted; larger: 413.
     pub max_file_bytes: u64,
-    /// Bytes one user (or, for anonymous clients, one IP address) may hold,
-    /// counting every file and unfinished upload at its full length; beyond: 413.
+    /// Bytes one user (or, for anonymous clients, one IP address) may hold:
+    /// finished files at their length, unfinished uploads at the bytes
+    /// received, plus the rest of an upload while a request writes to it;
+    /// beyond: 413. A declared length alone reserves nothing.
     pub user_quota_bytes: u64,
     /// Unfinished uploads one user may have at once; beyond: 413.
     pub max_incomplete_per_user: usize,
+    /// Files and unfinished uploads one user may have; beyond: 413. Bounds
+    /// the records (and their metadata) a user can make however small.
+    pub max_files_per_user: usize,
+    /// The largest `Upload-Metadata` header accepted; larger: 413.
+    pub max_metadata_bytes: usize,
+    /// Whether clients that [auth] admits anonymously may upload and
+    /// download. Off by default: anonymous files are owned by the client's
+    /// IP address, so everyone behind one NAT or proxy could read and
+    /// delete each other's unfinished and private files.
+    pub allow_anonymous: bool,
     /// Bytes held by all files together (at their declared lengths); beyond: 413.
     pub max_total_bytes: u64,
     /// An unfinished upload expires this long after its last received byte;
@@ -43,6 +55,9 @@ impl Default for FilesConfig {
             max_file_bytes: 100 * 1024 * 1024,
             user_quota_bytes: 1024 * 1024 * 1024,
             max_incomplete_per_user: 20,
+            max_files_per_user: 10_000,
+            max_metadata_bytes: 1024,
+            allow_anonymous: false,
             max_total_bytes: 10 * 1024 * 1024 * 1024,
             incomplete_expiry_secs: 24 * 3600,
             idle_timeout_secs: 60,
@@ -69,6 +84,12 @@ impl FilesConfig {
         }
         if self.idle_timeout_secs == 0 {
             problems.push("files.idle_timeout_secs = 0: must be at least 1".into());
+        }
+        if self.max_files_per_user == 0 {
+            problems.push("files.max_files_per_user = 0: must be at least 1 (or files.enabled = false)".into());
+        }
+        if self.max_metadata_bytes == 0 {
+            problems.push("files.max_metadata_bytes = 0: must be at least 1".into());
         }
         if self.max_incomplete_per_user == 0 {
             problems.push("files.max_incomplete_per_user = 0: must be at least 1".into());

@@ -618,10 +618,11 @@ mod tests {
     #[test]
     fn bundled_config_is_the_default() {
         let parsed = Config::from_toml(BUNDLED_CONFIG, "config.toml").unwrap();
-        // The one difference: the shipped file lets everyone read room viewer
-        // counts (for the demo); without a file, `$SYS/viewers` needs a rule
-        // like any `$SYS` topic.
-        let expected = Config {
+        // The differences, both for the loopback demo: the shipped file lets
+        // everyone read room viewer counts (without a file, `$SYS/viewers`
+        // needs a rule like any `$SYS` topic) and lets anonymous clients
+        // upload files (off by default: they are owned by IP address).
+        let mut expected = Config {
             acl: vec![AclRule {
                 user: "*".into(),
                 client: "*".into(),
@@ -631,6 +632,7 @@ mod tests {
             }],
             ..Config::default()
         };
+        expected.files.allow_anonymous = true;
         assert_eq!(parsed, expected);
     }
 

@@ -207,7 +207,10 @@ async fn who_asks(headers: &HeaderMap, context: &Served) -> Result<Requester, Re
         }
         None => security.authenticate_bearer(authorization, local, context.peer.addr.ip()),
     };
-    match identity {
+    // Anonymous ownership is by IP address: off unless configured.
+    let anonymous_refused =
+        identity.as_ref().is_some_and(|i| i.user_name().is_none()) && !context.files.config().allow_anonymous;
+    match identity.filter(|_| !anonymous_refused) {
         Some(identity) => Ok(Requester {
             owner: match identity.user_name() {
                 Some(user) => format!("user:{user}"),
@@ -218,7 +221,12 @@ async fn who_asks(headers: &HeaderMap, context: &Served) -> Result<Requester, Re
         None => {
             let mut response = text(
                 StatusCode::UNAUTHORIZED,
-                "send Authorization: Bearer TOKEN (or an API key), or Basic with a username and password",
+                if anonymous_refused {
+                    "files need a signed-in user (anonymous uploads are off: files.allow_anonymous): send \
+                     Authorization: Bearer TOKEN, or Basic with a username and password"
+                } else {
+                    "send Authorization: Bearer TOKEN (or an API key), or Basic with a username and password"
+                },
             );
             response
                 .headers_mut()

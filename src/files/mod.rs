@@ -66,6 +66,18 @@ impl FileRecord {
     pub fn is_complete(&self) -> bool {
         self.sha256.is_some()
     }
+
+    /// What the record counts against quotas: a finished file its length,
+    /// an unfinished upload the bytes it received (a declared length
+    /// reserves nothing: issue 24, item 11; the chunk being written is
+    /// reserved apart, see `Files::begin_write`).
+    fn counted_bytes(&self) -> u64 {
+        if self.is_complete() {
+            self.length
+        } else {
+            self.offset
+        }
+    }
 }
 
 /// Who asks: the key quotas and ownership use, and whether they are a superuser.
@@ -143,7 +155,9 @@ fn io_error(what: &str, e: std::io::Error) -> FileError {
 pub struct FilesTotals {
     pub files: usize,
     pub unfinished: usize,
-    pub declared_bytes: u64,
+    /// What quotas count: finished files at their length, unfinished
+    /// uploads at the bytes received plus the chunk being written.
+    pub counted_bytes: u64,
     pub stored_bytes: u64,
 }
 
@@ -157,9 +171,20 @@ struct Blob {
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Usage {
-    /// Declared lengths of every file and unfinished upload the owner has.
+    /// The owner's finished files at their length, unfinished uploads at
+    /// the bytes received, plus the chunks being written (reserved).
     bytes: u64,
     incomplete: usize,
+    /// Every record: finished files and unfinished uploads.
+    files: usize,
+}
+
+/// A request writing to an upload: whose, and the bytes reserved for the
+/// rest of its chunk (taken off as they arrive, given back when it ends).
+#[derive(Debug)]
+struct Writing {
+    owner: String,
+    reserved: u64,
 }
 
 #[derive(Default)]
@@ -167,9 +192,10 @@ struct Index {
     files: HashMap<String, FileRecord>,
     blobs: HashMap<String, Blob>,
     usage: HashMap<String, Usage>,
+    /// What all owners' `Usage::bytes` add up to.
     total_bytes: u64,
     /// Uploads a request is writing to right now (one at a time each).
-    writing: HashSet<String>,
+    writing: HashMap<String, Writing>,
 }
 
 impl Index {
@@ -183,24 +209,38 @@ impl Index {
 
     fn count_in(&mut self, record: &FileRecord) {
         let usage = self.usage.entry(record.owner.clone()).or_default();
-        usage.bytes += record.length;
+        usage.bytes += record.counted_bytes();
+        usage.files += 1;
         if !record.is_complete() {
             usage.incomplete += 1;
         }
-        self.total_bytes += record.length;
+        self.total_bytes += record.counted_bytes();
     }
 
     fn count_out(&mut self, record: &FileRecord) {
         if let Some(usage) = self.usage.get_mut(&record.owner) {
-            usage.bytes = usage.bytes.saturating_sub(record.length);
+            usage.bytes = usage.bytes.saturating_sub(record.counted_bytes());
+            usage.files = usage.files.saturating_sub(1);
             if !record.is_complete() {
                 usage.incomplete = usage.incomplete.saturating_sub(1);
             }
-            if usage.bytes == 0 && usage.incomplete == 0 {
-                self.usage.remove(&record.owner);
-            }
         }
-        self.total_bytes = self.total_bytes.saturating_sub(record.length);
+        self.total_bytes = self.total_bytes.saturating_sub(record.counted_bytes());
+        self.forget_unused(&record.owner);
+    }
+
+    /// Adds `bytes` to what `owner` holds (negative: gives them back).
+    fn count_bytes(&mut self, owner: &str, bytes: i64) {
+        let usage = self.usage.entry(owner.to_string()).or_default();
+        usage.bytes = usage.bytes.saturating_add_signed(bytes);
+        self.total_bytes = self.total_bytes.saturating_add_signed(bytes);
+        self.forget_unused(owner);
+    }
+
+    fn forget_unused(&mut self, owner: &str) {
+        if self.usage.get(owner).is_some_and(|u| u.bytes == 0 && u.incomplete == 0 && u.files == 0) {
+            self.usage.remove(owner);
+        }
     }
 }
 
@@ -241,7 +281,11 @@ pub struct WriteLease {
 
 impl Drop for WriteLease {
     fn drop(&mut self) {
-        self.files.index.lock().writing.remove(&self.id);
+        let mut index = self.files.index.lock();
+        if let Some(writing) = index.writing.remove(&self.id) {
+            // The part of the chunk that never came is free again.
+            index.count_bytes(&writing.owner, -(writing.reserved as i64));
+        }
     }
 }
 
@@ -397,6 +441,13 @@ impl Files {
                 self.config.max_file_bytes
             )));
         }
+        if metadata_header.len() > self.config.max_metadata_bytes {
+            return Err(FileError::TooLarge(format!(
+                "Upload-Metadata is {} bytes, over the limit of {} (files.max_metadata_bytes)",
+                metadata_header.len(),
+                self.config.max_metadata_bytes
+            )));
+        }
         let metadata = tus::parse_metadata(metadata_header).map_err(FileError::BadRequest)?;
         let claimed = tus::claimed_sha256(&metadata).map_err(FileError::BadRequest)?;
         let mut record = FileRecord {
@@ -416,6 +467,14 @@ impl Files {
         {
             let mut index = self.index.lock();
             let usage = index.usage.get(&requester.owner).copied().unwrap_or_default();
+            if usage.files >= self.config.max_files_per_user {
+                return Err(FileError::TooLarge(format!(
+                    "you have {} files and uploads, the most allowed (files.max_files_per_user): delete one",
+                    usage.files
+                )));
+            }
+            // A file that could never fit is refused now; one that fits
+            // reserves nothing until its bytes come (`begin_write`).
             if usage.bytes + length > self.config.user_quota_bytes {
                 return Err(FileError::TooLarge(format!(
                     "this upload would take you over your quota: {} of {} bytes used (files.user_quota_bytes)",
@@ -488,7 +547,7 @@ impl Files {
         if !record.is_complete() && now_ms >= record.expires_ms {
             return Err(FileError::Gone);
         }
-        if index.writing.contains(id) {
+        if index.writing.contains_key(id) {
             return Err(FileError::Locked);
         }
         if record.offset != offset {
@@ -501,7 +560,22 @@ impl Files {
             return Err(FileError::Conflict("the upload is complete".into()));
         }
         let record = record.clone();
-        index.writing.insert(id.to_string());
+        // This request may write the rest of the file: that is reserved
+        // now, so concurrent chunks of one owner cannot pass the quota.
+        let reserved = record.length - record.offset;
+        let used = index.usage.get(&record.owner).map_or(0, |u| u.bytes);
+        if used + reserved > self.config.user_quota_bytes {
+            return Err(FileError::TooLarge(format!(
+                "the rest of this upload ({reserved} bytes) would take you over your quota: {used} of {} bytes \
+                 used (files.user_quota_bytes)",
+                self.config.user_quota_bytes
+            )));
+        }
+        if index.total_bytes + reserved > self.config.max_total_bytes {
+            return Err(FileError::TooLarge("the broker's file storage is full (files.max_total_bytes)".into()));
+        }
+        index.count_bytes(&record.owner, reserved as i64);
+        index.writing.insert(id.to_string(), Writing { owner: record.owner.clone(), reserved });
         Ok((WriteLease { files: self.clone(), id: id.to_string() }, record))
     }
 
@@ -511,9 +585,14 @@ impl Files {
         let record = {
             let mut index = self.index.lock();
             let record = index.files.get_mut(&lease.id).ok_or(FileError::NotFound)?;
+            // Received bytes move from the chunk's reservation to the record.
+            let received = offset.saturating_sub(record.offset);
             record.offset = offset;
             record.expires_ms = now_ms + self.config.incomplete_expiry_secs * 1000;
             let record = record.clone();
+            if let Some(writing) = index.writing.get_mut(&lease.id) {
+                writing.reserved = writing.reserved.saturating_sub(received);
+            }
             self.save(&record)?;
             record
         };
@@ -583,7 +662,7 @@ impl Files {
                     FileError::NotFound
                 });
             }
-            if index.writing.contains(id) {
+            if index.writing.contains_key(id) {
                 return Err(FileError::Locked);
             }
         }
@@ -626,7 +705,7 @@ impl Files {
             index
                 .files
                 .values()
-                .filter(|f| !f.is_complete() && now_ms >= f.expires_ms && !index.writing.contains(&f.id))
+                .filter(|f| !f.is_complete() && now_ms >= f.expires_ms && !index.writing.contains_key(&f.id))
                 .map(|f| f.id.clone())
                 .collect()
         };
@@ -655,7 +734,7 @@ impl Files {
         FilesTotals {
             files: index.files.len() - unfinished,
             unfinished,
-            declared_bytes: index.total_bytes,
+            counted_bytes: index.total_bytes,
             stored_bytes: index.blobs.values().map(|b| b.length).sum(),
         }
     }

@@ -78,7 +78,7 @@ fn a_crash_after_flush_loses_nothing_the_journal_holds() {
 
     // sled alone, without the journal, lost the writes: the replay matters.
     {
-        let raw = sled::open(crashed.path()).unwrap();
+        let raw = super::sled_store::open_waiting_for_lock(crashed.path()).unwrap();
         assert!(raw.open_tree("deliveries").unwrap().is_empty(), "sled flushed on its own; the test proves nothing");
     }
     let store = SledStore::open(crashed.path()).unwrap();
@@ -109,7 +109,7 @@ fn a_clean_close_leaves_nothing_to_replay() {
     write_some(&store);
     drop(store);
     assert!(journal_files(dir.path()).is_empty());
-    let raw = sled::open(dir.path()).unwrap();
+    let raw = super::sled_store::open_waiting_for_lock(dir.path()).unwrap();
     assert_eq!(raw.open_tree("deliveries").unwrap().len(), 200);
 }
 
@@ -143,13 +143,13 @@ fn checkpoints_cut_the_journal_and_lose_nothing() {
 fn format_2_directories_open_and_are_stamped() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = super::sled_store::open_waiting_for_lock(dir.path()).unwrap();
         db.open_tree("meta").unwrap().insert("format_version", &2u32.to_be_bytes()).unwrap();
         db.open_tree("sessions").unwrap().insert("c", postcard::to_stdvec(&session("c", 30)).unwrap()).unwrap();
         db.flush().unwrap();
     }
     assert_eq!(SledStore::open(dir.path()).unwrap().load_sessions().unwrap(), [session("c", 30)]);
-    let raw = sled::open(dir.path()).unwrap();
+    let raw = super::sled_store::open_waiting_for_lock(dir.path()).unwrap();
     let stamp = raw.open_tree("meta").unwrap().get("format_version").unwrap().unwrap();
     assert_eq!(stamp.as_ref(), FORMAT_VERSION.to_be_bytes());
 }

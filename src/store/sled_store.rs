@@ -248,7 +248,10 @@ fn migrate_v1_sessions(sessions: &sled::Tree) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn open_waiting_for_lock(path: &Path) -> sled::Result<sled::Db> {
+/// Opens sled, waiting (at most `LOCK_WAIT`) for a handle just dropped
+/// to release the directory's lock: sled's background threads hold it a
+/// moment past the drop. The store's tests open raw sled this way too.
+pub(super) fn open_waiting_for_lock(path: &Path) -> sled::Result<sled::Db> {
     let started = std::time::Instant::now();
     loop {
         // No background flushing: the journal makes writes durable, and

@@ -281,7 +281,7 @@ fn sled_refuses_other_format_version() {
     let dir = tempfile::tempdir().unwrap();
     drop(SledStore::open(dir.path()).unwrap());
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = super::sled_store::open_waiting_for_lock(dir.path()).unwrap();
         let meta = db.open_tree("meta").unwrap();
         meta.insert("format_version", &(FORMAT_VERSION + 1).to_be_bytes()).unwrap();
         db.flush().unwrap();
@@ -310,7 +310,7 @@ fn sled_migrates_format_1_sessions() {
     let dir = tempfile::tempdir().unwrap();
     let mut expected = session("old", 60);
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = super::sled_store::open_waiting_for_lock(dir.path()).unwrap();
         db.open_tree("meta").unwrap().insert("format_version", &1u32.to_be_bytes()).unwrap();
         let v1 = SessionV1 {
             client_id: expected.client_id.clone(),
@@ -334,7 +334,7 @@ fn sled_reports_corrupt_records() {
     let dir = tempfile::tempdir().unwrap();
     drop(SledStore::open(dir.path()).unwrap());
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = super::sled_store::open_waiting_for_lock(dir.path()).unwrap();
         // postcard cannot decode a lone continuation byte as a message.
         db.open_tree("retained").unwrap().insert("t", &[0xff]).unwrap();
         db.flush().unwrap();

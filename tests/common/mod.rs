@@ -25,6 +25,9 @@ pub fn memory_config() -> Config {
     config.storage.backend = StorageBackend::Memory;
     // Plain MQTT unless a test asks for the shipped topic classes.
     config.classes.dir = std::path::PathBuf::new();
+    // As the shipped config.toml: the loopback demo uploads anonymously
+    // (tests/files.rs checks the default, off, apart).
+    config.files.allow_anonymous = true;
     config
 }
 
