@@ -147,6 +147,16 @@ impl Server {
             connects_per_sec: config.mqtt.connects_per_ip_per_sec,
             limit_loopback: config.mqtt.limit_loopback_peers,
         });
+        let proxies = |proxy_protocol: bool| {
+            Arc::new(net::Proxies {
+                trusted: net::proxy::TrustedProxies::from_config(&config.net),
+                proxy_protocol,
+                header_timeout: std::time::Duration::from_secs(config.mqtt.connect_timeout_secs),
+                gate: gate.clone(),
+            })
+        };
+        let (mqtt_proxies, ws_proxies) =
+            (proxies(config.mqtt.proxy_protocol), proxies(config.websocket.proxy_protocol));
         let canary = Arc::new(crate::monitor::Canary::default());
         let admin = Arc::new(crate::admin::AdminState {
             broker: broker.clone(),
@@ -166,16 +176,18 @@ impl Server {
             gate.clone(),
             connections.clone(),
             stop_rx.clone(),
+            mqtt_proxies.clone(),
             move |s, p| net::serve_mqtt(s, p, b.clone()),
         ));
-        let (b, f) = (broker.clone(), plugins.files.clone());
+        let (b, f, x) = (broker.clone(), plugins.files.clone(), ws_proxies.clone());
         accept_tasks.spawn(net::accept_loop(
             ws_listener,
             limit(),
             gate.clone(),
             connections.clone(),
             stop_rx.clone(),
-            move |s, p| net::serve_websocket(s, p, b.clone(), f.clone()),
+            ws_proxies.clone(),
+            move |s, p| net::serve_websocket(s, p, b.clone(), f.clone(), x.clone()),
         ));
         let mut tls_addrs = None;
         if let (Some(tls), Some((mqtt_tls, ws_tls))) = (&tls, tls_listeners) {
@@ -187,16 +199,18 @@ impl Server {
                 gate.clone(),
                 connections.clone(),
                 stop_rx.clone(),
+                mqtt_proxies,
                 move |s, p| net::serve_mqtt_tls(s, p, b.clone(), t.clone()),
             ));
-            let (b, t, f) = (broker.clone(), tls.clone(), plugins.files.clone());
+            let (b, t, f, x) = (broker.clone(), tls.clone(), plugins.files.clone(), ws_proxies.clone());
             accept_tasks.spawn(net::accept_loop(
                 ws_tls,
                 limit(),
                 gate.clone(),
                 connections.clone(),
                 stop_rx.clone(),
-                move |s, p| net::serve_websocket_tls(s, p, b.clone(), t.clone(), f.clone()),
+                ws_proxies,
+                move |s, p| net::serve_websocket_tls(s, p, b.clone(), t.clone(), f.clone(), x.clone()),
             ));
         }
         if config.monitor.interval_secs > 0 {

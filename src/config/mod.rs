@@ -9,6 +9,7 @@
 mod auth;
 mod cluster;
 mod files;
+mod net;
 mod ops;
 
 pub use auth::{
@@ -17,6 +18,7 @@ pub use auth::{
 };
 pub use cluster::ClusterConfig;
 pub use files::FilesConfig;
+pub use net::{parse_trusted_proxy, NetConfig};
 pub use ops::{LogConfig, LogFormat, MonitorConfig, PushConfig, SysConfig};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -56,6 +58,8 @@ pub struct Config {
     pub files: FilesConfig,
     /// Several nodes as one broker over NATS; none when absent.
     pub cluster: Option<ClusterConfig>,
+    /// Proxies trusted to name a client's real address.
+    pub net: NetConfig,
 }
 
 impl Config {
@@ -105,6 +109,10 @@ pub struct MqttConfig {
     /// A write to a client that does not complete within this time (the client
     /// stopped reading) closes its connection.
     pub write_timeout_secs: u64,
+    /// The MQTT and MQTT/TLS listeners expect a PROXY protocol header (v1
+    /// or v2) first, from a `net.trusted_proxies` peer only (others are
+    /// closed): the header's source address is then the client's.
+    pub proxy_protocol: bool,
 }
 
 impl Default for MqttConfig {
@@ -124,6 +132,7 @@ impl Default for MqttConfig {
             backlog: 0,
             idle_timeout_secs: 600,
             write_timeout_secs: 30,
+            proxy_protocol: false,
         }
     }
 }
@@ -143,6 +152,9 @@ pub struct WebSocketConfig {
     pub allowed_hosts: Vec<String>,
     /// Address of the `wss://` listener (only with a `[tls]` section).
     pub tls_bind: SocketAddr,
+    /// The WebSocket and `wss://` listeners expect a PROXY protocol header
+    /// first (as `mqtt.proxy_protocol`).
+    pub proxy_protocol: bool,
 }
 
 impl Default for WebSocketConfig {
@@ -152,6 +164,7 @@ impl Default for WebSocketConfig {
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             tls_bind: "127.0.0.1:8084".parse().unwrap(),
+            proxy_protocol: false,
         }
     }
 }
@@ -575,6 +588,14 @@ impl Config {
         }
         self.auth.validate(&self.acl, &mut problems);
         self.files.validate(&mut problems);
+        let proxy_listeners: Vec<&str> = [
+            ("mqtt.proxy_protocol", self.mqtt.proxy_protocol),
+            ("websocket.proxy_protocol", self.websocket.proxy_protocol),
+        ]
+        .into_iter()
+        .filter_map(|(key, on)| on.then_some(key))
+        .collect();
+        self.net.validate(&proxy_listeners, &mut problems);
         if let Some(cluster) = &self.cluster {
             cluster.validate(&mut problems);
         }

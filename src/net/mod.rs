@@ -12,6 +12,7 @@ pub mod api;
 pub mod buffered;
 pub mod gate;
 pub mod http;
+pub mod proxy;
 pub mod static_files;
 pub mod tls;
 pub mod ws_stream;
@@ -66,18 +67,32 @@ pub fn raise_fd_limit() -> u64 {
     lim.rlim_cur
 }
 
+/// Who may speak for clients on a listener, and how long a PROXY header
+/// may take (see [`proxy`]).
+pub struct Proxies {
+    pub trusted: proxy::TrustedProxies,
+    /// The listener expects a PROXY protocol header first.
+    pub proxy_protocol: bool,
+    pub header_timeout: Duration,
+    /// The per-IP gate, for a client named by forwarding headers.
+    pub gate: Arc<gate::ConnectionGate>,
+}
+
 /// Accepts connections until `stop` turns true and runs `handle` for each on
 /// its own task, tracked by `tasks` so shutdown can wait for them. `limit`
-/// bounds this listener's connections, `gate` each source IP's.
+/// bounds this listener's connections, `gate` each source IP's. A trusted
+/// proxy (`proxies`) is not limited per IP: the clients it speaks for are,
+/// once it has named them.
 pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
     limit: Arc<Semaphore>,
     gate: Arc<gate::ConnectionGate>,
     tasks: TaskTracker,
     mut stop: watch::Receiver<bool>,
+    proxies: Arc<Proxies>,
     handle: F,
 ) where
-    F: Fn(TcpStream, SocketAddr) -> Fut,
+    F: Fn(TcpStream, SocketAddr) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut failures = 0u32;
@@ -111,7 +126,33 @@ pub async fn accept_loop<F, Fut>(
             tracing::warn!(%peer, "connection limit reached (mqtt.max_connections); closing");
             continue;
         };
-        let slot = match gate.admit(peer.ip(), crate::clock::now_ms()) {
+        let from_proxy = proxies.trusted.contains(peer.ip());
+        if proxies.proxy_protocol {
+            if !from_proxy {
+                tracing::warn!(%peer, "connection refused: this listener expects a PROXY header, and only from net.trusted_proxies");
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let (gate, proxies, handle) = (gate.clone(), proxies.clone(), handle.clone());
+            tasks.spawn(async move {
+                let mut stream = stream;
+                let read = tokio::time::timeout(proxies.header_timeout, proxy::read_header(&mut stream)).await;
+                let client = match read {
+                    Ok(Ok(client)) => client.unwrap_or(peer),
+                    Ok(Err(why)) => return tracing::info!(%peer, why, "connection from a proxy refused"),
+                    Err(_) => return tracing::info!(%peer, "connection from a proxy refused: no PROXY header in time"),
+                };
+                let Ok(slot) = gate.admit(client.ip(), crate::clock::now_ms()) else {
+                    return tracing::debug!(%peer, %client, "connection refused (per-IP limit)");
+                };
+                handle(stream, client).await;
+                drop((permit, slot));
+            });
+            continue;
+        }
+        let admitted =
+            if from_proxy { Ok(gate::IpSlot::unlimited(&gate)) } else { gate.admit(peer.ip(), crate::clock::now_ms()) };
+        let slot = match admitted {
             Ok(slot) => slot,
             Err(refusal) => {
                 tracing::debug!(%peer, ?refusal, "connection refused at accept (per-IP limit)");
@@ -131,7 +172,7 @@ pub async fn accept_loop<F, Fut>(
 /// MQTT over TCP. Returns the connection's future itself (no `async`
 /// wrapper, which would keep its own copy of the arguments in every task).
 pub fn serve_mqtt(stream: TcpStream, addr: SocketAddr, broker: Arc<Broker>) -> impl Future<Output = ()> + Send {
-    let peer = Peer::plain(addr, Transport::MqttTcp, broker.config().mqtt.bind.ip().is_loopback());
+    let peer = Peer::plain(addr, Transport::MqttTcp, is_local(broker.config().mqtt.bind, addr));
     crate::mqtt::connection::serve(stream, peer, broker)
 }
 
@@ -157,7 +198,15 @@ async fn tls_handshake(
 }
 
 fn tls_peer(addr: SocketAddr, transport: Transport, bind: SocketAddr, certificate_user: Option<Arc<str>>) -> Peer {
-    Peer { addr, transport, local_listener: bind.ip().is_loopback(), tls: true, certificate_user }
+    Peer { addr, transport, local_listener: is_local(bind, addr), tls: true, certificate_user }
+}
+
+/// A loopback listener and a loopback client: what the anonymous default
+/// and keyless access trust. The client's address, not the listener's
+/// alone: behind a proxy on the same host, a loopback listener serves
+/// clients from anywhere.
+fn is_local(bind: SocketAddr, client: SocketAddr) -> bool {
+    bind.ip().is_loopback() && client.ip().to_canonical().is_loopback()
 }
 
 /// MQTT over TLS.
@@ -174,9 +223,10 @@ pub fn serve_websocket(
     addr: SocketAddr,
     broker: Arc<Broker>,
     files: Option<Arc<Files>>,
+    proxies: Arc<Proxies>,
 ) -> impl Future<Output = ()> + Send {
-    let local_listener = broker.config().websocket.bind.ip().is_loopback();
-    serve_websocket_on(stream, Peer::plain(addr, Transport::MqttWebSocket, local_listener), broker, files)
+    let local_listener = is_local(broker.config().websocket.bind, addr);
+    serve_websocket_on(stream, Peer::plain(addr, Transport::MqttWebSocket, local_listener), broker, files, proxies)
 }
 
 /// The `wss://` port: TLS, then the same as the WebSocket port.
@@ -186,10 +236,11 @@ pub async fn serve_websocket_tls(
     broker: Arc<Broker>,
     tls: Arc<tls::Tls>,
     files: Option<Arc<Files>>,
+    proxies: Arc<Proxies>,
 ) {
     let Some((stream, certificate_user)) = tls_handshake(&tls, stream, addr, &broker).await else { return };
     let peer = tls_peer(addr, Transport::MqttWebSocket, broker.config().websocket.tls_bind, certificate_user);
-    serve_websocket_on(stream, peer, broker, files).await
+    serve_websocket_on(stream, peer, broker, files, proxies).await
 }
 
 /// One HTTP request head, then `/mqtt` (MQTT over WebSocket), `/ws` (the
@@ -204,20 +255,22 @@ fn serve_websocket_on<S>(
     peer: Peer,
     broker: Arc<Broker>,
     files: Option<Arc<Files>>,
+    proxies: Arc<Proxies>,
 ) -> impl Future<Output = ()> + Send
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + buffered::ReadReady + Unpin + Send + 'static,
 {
     use futures_util::future::{Either, FutureExt};
-    Box::pin(http_phase(stream, peer, broker.clone(), files)).then(move |upgraded| match upgraded {
+    Box::pin(http_phase(stream, peer, broker.clone(), files, proxies)).then(move |upgraded| match upgraded {
         None => Either::Left(std::future::ready(())),
-        Some(Upgraded { ws, mut peer, endpoint: Endpoint::Mqtt }) => {
+        Some(Upgraded { ws, mut peer, endpoint: Endpoint::Mqtt, slot }) => {
             peer.transport = Transport::MqttWebSocket;
-            Either::Right(Either::Left(crate::mqtt::connection::serve(ws_stream::WsByteStream::new(ws), peer, broker)))
+            let serve = crate::mqtt::connection::serve(ws_stream::WsByteStream::new(ws), peer, broker);
+            Either::Right(Either::Left(serve.map(move |()| drop(slot))))
         }
-        Some(Upgraded { ws, mut peer, endpoint: Endpoint::Proto }) => {
+        Some(Upgraded { ws, mut peer, endpoint: Endpoint::Proto, slot }) => {
             peer.transport = Transport::StarlingV1;
-            Either::Right(Either::Right(crate::wsproto::connection::serve(ws, peer, broker)))
+            Either::Right(Either::Right(crate::wsproto::connection::serve(ws, peer, broker).map(move |()| drop(slot))))
         }
     })
 }
@@ -237,6 +290,9 @@ struct Upgraded<S> {
     ws: WebSocketStream<buffered::Buffered<S>>,
     peer: Peer,
     endpoint: Endpoint,
+    /// The per-IP slot of a client named by a proxy's forwarding headers,
+    /// held for as long as the connection lives.
+    slot: Option<gate::IpSlot>,
 }
 
 /// Reads the request head and answers it: plain HTTP (files, API, demo,
@@ -246,6 +302,7 @@ async fn http_phase<S>(
     mut peer: Peer,
     broker: Arc<Broker>,
     files: Option<Arc<Files>>,
+    proxies: Arc<Proxies>,
 ) -> Option<Upgraded<S>>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + buffered::ReadReady + Unpin + Send,
@@ -266,6 +323,24 @@ where
         tracing::info!(peer = %peer.addr, host, "request refused: Host not in websocket.allowed_hosts (DNS rebinding?)");
         let body = format!("Host {host:?} is not served here; add it to websocket.allowed_hosts\n");
         return plain_answer(&mut stream, 421, body.as_bytes()).await;
+    }
+    // A trusted proxy names the client (`Forwarded`, `X-Forwarded-For`);
+    // anyone else's forwarding headers are ignored.
+    let mut slot = None;
+    if proxies.trusted.contains(peer.addr.ip()) {
+        let named =
+            proxy::forwarded_client(request.header("forwarded"), request.header("x-forwarded-for"), &proxies.trusted);
+        if let Some(client) = named {
+            match proxies.gate.admit(client, crate::clock::now_ms()) {
+                Ok(admitted) => slot = Some(admitted),
+                Err(refusal) => {
+                    tracing::debug!(peer = %peer.addr, %client, ?refusal, "request refused (per-IP limit)");
+                    return plain_answer(&mut stream, 429, b"too many connections from your address\n").await;
+                }
+            }
+            peer.local_listener = peer.local_listener && client.to_canonical().is_loopback();
+            peer.addr = SocketAddr::new(client, 0);
+        }
     }
     if crate::files::http::handles(&request.path) {
         let Some(files) = files else {
@@ -327,7 +402,7 @@ where
         .write_buffer_size(0);
     let stream = buffered::Buffered::new(stream);
     let ws = WebSocketStream::from_partially_read(stream, buf.to_vec(), Role::Server, Some(config)).await;
-    Some(Upgraded { ws, peer, endpoint })
+    Some(Upgraded { ws, peer, endpoint, slot })
 }
 
 /// A plain-text HTTP answer that ends the request (no upgrade).
