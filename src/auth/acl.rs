@@ -20,10 +20,16 @@
 //!
 //! A subscription is *allowed* by an allow rule only if the rule's filter
 //! covers every topic the subscription can match (`chat/+` covers
-//! `chat/room1` but not `#`). A deny rule refuses a subscription as soon as
-//! the two filters overlap (a deny of `chat/secret` refuses `chat/#`). So an
-//! allowed subscription never matches a topic the rules would deny: retained
-//! messages and history served through it need no second check.
+//! `chat/room1` but not `#`); `acl_default = "allow"` covers everything
+//! but `$` topics. A deny rule met first that covers the whole filter
+//! refuses it (a deny of `chat/#` refuses `chat/lobby`); one that only
+//! overlaps it becomes a *hole* (issue 24, item 7): a deny of `chat/secret`
+//! grants `chat/#` and `#` with `chat/secret` left out, as Mosquitto and
+//! EMQX do. The broker leaves a subscription's holes out of its live
+//! deliveries and retained messages ([`ReadAccess`]); history is asked for
+//! by topic, and a topic in a hole is simply refused. A hole is the deny
+//! rule's whole filter, even where an allow rule before it carves part of
+//! it out again: stricter than a per-topic check, never looser.
 
 use crate::config::{AclAction, AclRule, Permission};
 use crate::topic::{TopicFilter, TopicName};
@@ -53,6 +59,17 @@ pub struct Subject<'a> {
     pub granted: Option<&'a GrantedFilters>,
 }
 
+/// What a subscription may receive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadAccess {
+    Refused,
+    /// Granted; `holes` are the filters of deny rules that overlap it, whose
+    /// topics it must not deliver (empty: none).
+    Granted {
+        holes: Vec<String>,
+    },
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccessRules {
     rules: Vec<AclRule>,
@@ -69,42 +86,60 @@ impl AccessRules {
     }
 
     /// Whether `subject` may publish to `topic` or subscribe to `filter`
-    /// (for a subscription, `target` is the filter without any `$share/group/`).
+    /// (for a subscription, `target` is the filter without any `$share/group/`;
+    /// a subscription granted with holes counts as allowed).
     pub fn allows(&self, subject: &Subject<'_>, action: Action, target: &str) -> bool {
-        let system = target.starts_with("$SYS/") || target == "$SYS";
-        if action == Action::Publish && system {
+        match action {
+            Action::Publish => self.allows_publish(subject, target),
+            Action::Subscribe => matches!(self.read_access(subject, target), ReadAccess::Granted { .. }),
+        }
+    }
+
+    fn allows_publish(&self, subject: &Subject<'_>, topic: &str) -> bool {
+        if topic.starts_with("$SYS/") || topic == "$SYS" {
             return false;
         }
         if subject.superuser {
             return true;
         }
-        if let Some(granted) = subject.granted {
-            let filters = match action {
-                Action::Publish => &granted.publish,
-                Action::Subscribe => &granted.subscribe,
-            };
-            if filters.iter().any(|f| grants(f, subject, action, target)) {
-                return true;
-            }
+        if subject.granted.is_some_and(|g| g.publish.iter().any(|f| grants(f, subject, Action::Publish, topic))) {
+            return true;
         }
-        for rule in &self.rules {
-            if !rule_applies(rule, subject, action) {
-                continue;
-            }
+        for rule in self.rules.iter().filter(|rule| rule_applies(rule, subject, Action::Publish)) {
             let Some(filter) = substitute(&rule.topic, subject) else { continue };
-            let hit = match (rule.permission, action) {
-                (_, Action::Publish) => topic_matches(&filter, target),
-                (Permission::Allow, Action::Subscribe) => covers(&filter, target),
-                (Permission::Deny, Action::Subscribe) => overlaps(&filter, target),
-            };
-            if hit {
+            if topic_matches(&filter, topic) {
                 return rule.permission == Permission::Allow;
             }
         }
-        if system {
-            return false;
-        }
         self.default == Permission::Allow
+    }
+
+    /// What `subject` may receive through a subscription to `filter`
+    /// (without any `$share/group/`): refused, or granted with the holes
+    /// of the deny rules it overlaps (see the module's doc).
+    pub fn read_access(&self, subject: &Subject<'_>, filter: &str) -> ReadAccess {
+        let system = filter.starts_with("$SYS/") || filter == "$SYS";
+        if subject.superuser {
+            return ReadAccess::Granted { holes: Vec::new() };
+        }
+        if subject.granted.is_some_and(|g| g.subscribe.iter().any(|f| grants(f, subject, Action::Subscribe, filter))) {
+            return ReadAccess::Granted { holes: Vec::new() };
+        }
+        let mut holes = Vec::new();
+        for rule in self.rules.iter().filter(|rule| rule_applies(rule, subject, Action::Subscribe)) {
+            let Some(rule_filter) = substitute(&rule.topic, subject) else { continue };
+            match rule.permission {
+                Permission::Allow if covers(&rule_filter, filter) => return ReadAccess::Granted { holes },
+                Permission::Allow => {}
+                Permission::Deny if covers(&rule_filter, filter) => return ReadAccess::Refused,
+                Permission::Deny if overlaps(&rule_filter, filter) => holes.push(rule_filter),
+                Permission::Deny => {}
+            }
+        }
+        if system || self.default == Permission::Deny {
+            return ReadAccess::Refused;
+        }
+        ReadAccess::Granted { holes }
     }
 }
 
@@ -287,7 +322,12 @@ mod tests {
         assert!(!rules.allows(&a, Action::Subscribe, "dm/#"));
         assert!(rules.allows(&a, Action::Publish, "dm/bob/alice"));
         assert!(!rules.allows(&a, Action::Publish, "dm/bob/mallory"));
-        assert!(!rules.allows(&a, Action::Subscribe, "chat/#"), "overlaps the denied topic");
+        assert_eq!(
+            rules.read_access(&a, "chat/#"),
+            ReadAccess::Granted { holes: vec!["chat/secret".into()] },
+            "granted, with the denied topic left out"
+        );
+        assert_eq!(rules.read_access(&a, "chat/secret"), ReadAccess::Refused, "inside the deny");
         assert!(rules.allows(&a, Action::Subscribe, "chat/lobby"));
         assert!(!rules.allows(&a, Action::Publish, "chat/secret"));
         assert!(!rules.allows(&a, Action::Publish, "elsewhere"));
@@ -325,6 +365,77 @@ mod tests {
         assert!(!rules.allows(&s, Action::Publish, "chat/bob"));
         assert!(rules.allows(&s, Action::Subscribe, "chat/lobby"));
         assert!(!rules.allows(&s, Action::Subscribe, "chat/#"));
+    }
+
+    /// The paho interoperability suite's case: default allow and one deny.
+    #[test]
+    fn wildcards_next_to_a_deny_are_granted_with_a_hole() {
+        let rules = AccessRules::new(
+            vec![rule("*", "*", AclAction::Subscribe, "test/nosubscribe", Permission::Deny)],
+            Permission::Allow,
+        );
+        let a = alice();
+        let hole = ReadAccess::Granted { holes: vec!["test/nosubscribe".into()] };
+        assert_eq!(rules.read_access(&a, "#"), hole);
+        assert_eq!(rules.read_access(&a, "test/+"), hole);
+        assert_eq!(rules.read_access(&a, "TopicA/#"), ReadAccess::Granted { holes: vec![] });
+        assert_eq!(rules.read_access(&a, "test/nosubscribe"), ReadAccess::Refused);
+        assert_eq!(rules.read_access(&a, "$SYS/#"), ReadAccess::Refused, "$ topics still need a rule");
+        // Default deny: nothing covers `#`, so it stays refused.
+        let strict = AccessRules::new(
+            vec![
+                rule("*", "*", AclAction::Subscribe, "chat/secret/#", Permission::Deny),
+                rule("*", "*", AclAction::Subscribe, "chat/#", Permission::Allow),
+            ],
+            Permission::Deny,
+        );
+        assert_eq!(strict.read_access(&a, "#"), ReadAccess::Refused);
+        assert_eq!(strict.read_access(&a, "chat/+/x"), ReadAccess::Granted { holes: vec!["chat/secret/#".into()] });
+        // A deny after the allow that covers the filter is never reached.
+        let later = AccessRules::new(
+            vec![
+                rule("*", "*", AclAction::Subscribe, "chat/#", Permission::Allow),
+                rule("*", "*", AclAction::Subscribe, "chat/secret", Permission::Deny),
+            ],
+            Permission::Deny,
+        );
+        assert_eq!(later.read_access(&a, "chat/#"), ReadAccess::Granted { holes: vec![] });
+    }
+
+    proptest::proptest! {
+        /// A granted subscription never delivers a topic the rules deny to
+        /// a publish-style per-topic check: whatever it matches outside its
+        /// holes, reading that one topic is allowed.
+        #[test]
+        fn what_a_subscription_delivers_outside_its_holes_is_readable(
+            deny in "[ab+]{1}(/[ab+]){0,2}(/#)?",
+            allow in "[ab+#]{1}(/[ab+]){0,2}(/#)?",
+            requested in "[ab+#]{1}(/[ab+]){0,3}(/#)?",
+            topic in "[ab]{1}(/[ab]){0,4}",
+            default_allow in proptest::bool::ANY,
+        ) {
+            let (Ok(r), Ok(t)) = (TopicFilter::new(&requested), TopicName::new(&topic)) else { return Ok(()) };
+            if TopicFilter::new(&deny).is_err() || TopicFilter::new(&allow).is_err() {
+                return Ok(());
+            }
+            let rules = AccessRules::new(
+                vec![
+                    rule("*", "*", AclAction::Subscribe, &deny, Permission::Deny),
+                    rule("*", "*", AclAction::Subscribe, &allow, Permission::Allow),
+                ],
+                if default_allow { Permission::Allow } else { Permission::Deny },
+            );
+            let a = alice();
+            if let ReadAccess::Granted { holes } = rules.read_access(&a, &requested) {
+                let in_hole = holes.iter().any(|h| TopicFilter::new(h).unwrap().matches(&t));
+                if r.matches(&t) && !in_hole {
+                    proptest::prop_assert!(
+                        rules.read_access(&a, &topic) != ReadAccess::Refused,
+                        "{requested} (holes {holes:?}) delivers {topic}, which is refused on its own"
+                    );
+                }
+            }
+        }
     }
 
     proptest::proptest! {

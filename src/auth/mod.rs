@@ -384,6 +384,20 @@ impl Security {
         policy.rules.allows(&subject, action, target)
     }
 
+    /// What `identity` (as `client_id`) may receive through a subscription
+    /// to `filter` (without any `$share/group/` prefix): refused, or granted
+    /// with the holes the rules leave in it.
+    pub fn read_access(&self, identity: &Identity, client_id: &str, filter: &str) -> acl::ReadAccess {
+        let policy = self.policy.read();
+        let subject = Subject {
+            user: identity.user_name(),
+            client_id,
+            superuser: identity.superuser,
+            granted: identity.granted.as_ref(),
+        };
+        policy.rules.read_access(&subject, filter)
+    }
+
     /// The canary's password (for `monitor.rs` only).
     pub fn canary_secret(&self) -> &str {
         &self.canary_secret

@@ -11,14 +11,28 @@
 
 use crate::model::SubscriptionOptions;
 use crate::store::StoredSubscription;
-use crate::topic::ProcessKeys;
+use crate::topic::{ProcessKeys, TopicFilter, TopicName};
 use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The topics a granted subscription must not deliver: the filters of the
+/// deny rules it overlaps (`auth::acl::ReadAccess`). `None` for almost
+/// every subscription; one pointer wide, since every subscription has one.
+pub type Holes = Option<Arc<Vec<TopicFilter>>>;
+
+/// Whether `holes` leave `topic` out.
+pub fn in_holes(holes: &Holes, topic: &TopicName) -> bool {
+    holes.as_ref().is_some_and(|holes| holes.iter().any(|hole| hole.matches(topic)))
+}
 
 /// A subscription as the session remembers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionRecord {
     pub options: SubscriptionOptions,
     pub identifier: Option<u32>,
+    /// Not stored: worked out again from the rules in force whenever the
+    /// subscription is restored, resumed or re-checked.
+    pub holes: Holes,
 }
 
 impl SubscriptionRecord {
@@ -29,7 +43,7 @@ impl SubscriptionRecord {
 
     /// A kept subscription's record (its filter aside).
     pub fn from_stored(stored: &StoredSubscription) -> SubscriptionRecord {
-        SubscriptionRecord { options: stored.options, identifier: stored.identifier }
+        SubscriptionRecord { options: stored.options, identifier: stored.identifier, holes: None }
     }
 }
 
@@ -111,7 +125,7 @@ mod tests {
     use crate::model::{QoS, SubscriptionOptions};
 
     fn record(qos: QoS) -> SubscriptionRecord {
-        SubscriptionRecord { options: SubscriptionOptions { qos, ..Default::default() }, identifier: None }
+        SubscriptionRecord { options: SubscriptionOptions { qos, ..Default::default() }, identifier: None, holes: None }
     }
 
     #[test]

@@ -44,6 +44,7 @@ mod subscriptions;
 pub use crate::clock::now_ms;
 pub use backplane::{Backplane, BackplaneAck, DeliveryWatch};
 pub use class_runtime::Refusal;
+pub use filters::{in_holes, Holes};
 pub use message::{Delivery, Handling, Message, MessageProperties};
 pub use session::{Attachment, Enqueued, Outgoing, Session, SessionLoad, SubscriptionRecord, NEVER_EXPIRES};
 
@@ -80,9 +81,16 @@ pub struct Subscriber {
     pub session: Arc<Session>,
     pub options: SubscriptionOptions,
     pub identifier: Option<u32>,
+    /// Topics this subscription must not deliver (deny rules it overlaps).
+    pub holes: Holes,
 }
 
 impl Subscriber {
+    /// Whether this subscription leaves `topic` out (a hole the rules cut).
+    pub(crate) fn excludes(&self, topic: &TopicName) -> bool {
+        in_holes(&self.holes, topic)
+    }
+
     /// This subscription's copy of `message`: QoS capped by the
     /// subscription, retain flag as its option says, its identifier.
     pub(crate) fn delivery_of(&self, message: &Arc<Message>) -> Delivery {
@@ -506,17 +514,24 @@ impl Broker {
             let session = Arc::new(Session::restore(&stored, deliveries, max_queued, self.store.clone(), now));
             session.set_max_queued_bytes(self.config.session.max_queued_bytes);
             {
-                let mut tree = self.subscriptions.write();
-                for (filter, record) in session.subscriptions() {
-                    if let Ok(parsed) = parse_subscription(&filter) {
-                        insert_subscription(
-                            &mut tree,
-                            &session,
-                            parsed.share_group.as_deref(),
-                            &parsed.filter,
-                            &record,
+                // Holes from the rules for the session's user until its
+                // client is back (`holes_before_resume`).
+                let kept: Vec<(SubscriptionFilter, SubscriptionRecord)> = session
+                    .subscriptions()
+                    .into_iter()
+                    .filter_map(|(filter, record)| parse_subscription(&filter).ok().map(|p| (p, record)))
+                    .map(|(parsed, record)| {
+                        let holes = self.holes_before_resume(&session, &parsed);
+                        session.add_subscription(
+                            &parsed.to_string(),
+                            SubscriptionRecord { holes: holes.clone(), ..record.clone() },
                         );
-                    }
+                        (parsed, SubscriptionRecord { holes, ..record })
+                    })
+                    .collect();
+                let mut tree = self.subscriptions.write();
+                for (parsed, record) in kept {
+                    insert_subscription(&mut tree, &session, parsed.share_group.as_deref(), &parsed.filter, &record);
                 }
             }
             self.schedule_expiry(&session, session.generation());

@@ -11,13 +11,21 @@
 //! it is published under. Must never: admit a message (rate limits and sizes
 //! are the class runtime's, on the publish path every message takes).
 
-use super::{Broker, Message};
-use crate::auth::acl::Action;
+use super::{Broker, Holes, Message, SubscriptionRecord};
+use crate::auth::acl::{Action, ReadAccess};
 use crate::auth::Identity;
 use crate::classes::AccessFile;
 use crate::model::LastWill;
 use crate::topic::SubscriptionFilter;
 use std::sync::Arc;
+
+/// The deny filters of a granted subscription, as the tree keeps them
+/// (a rule's filter was validated with the configuration).
+fn holes_of(holes: Vec<String>) -> Holes {
+    let holes: Vec<crate::topic::TopicFilter> =
+        holes.iter().filter_map(|h| crate::topic::TopicFilter::new(h).ok()).collect();
+    (!holes.is_empty()).then(|| Arc::new(holes))
+}
 
 /// A connection's will, with what publishing it needs: the identity whose
 /// rights it is checked against again when it is published, and the rate
@@ -34,9 +42,11 @@ impl Broker {
     /// any `$share/group/` prefix): the ACL, then the subscribing roles of
     /// every class the filter can reach.
     pub fn may_subscribe(&self, identity: &Identity, client_id: &str, filter: &str) -> bool {
-        if !self.security().allows(identity, client_id, Action::Subscribe, filter) {
-            return false;
-        }
+        self.security().allows(identity, client_id, Action::Subscribe, filter) && self.roles_admit(identity, filter)
+    }
+
+    /// Whether the subscribing roles of every class `filter` can reach admit `identity`.
+    fn roles_admit(&self, identity: &Identity, filter: &str) -> bool {
         identity.superuser
             || self
                 .classes()
@@ -52,31 +62,68 @@ impl Broker {
     /// client allowed `chat/+` must not take a share of the `workers` group's
     /// messages by joining `$share/workers/chat/+`.
     pub fn may_subscribe_to(&self, identity: &Identity, client_id: &str, filter: &SubscriptionFilter) -> bool {
-        if !self.may_subscribe(identity, client_id, filter.filter.as_ref()) {
-            return false;
-        }
-        filter.share_group.is_none()
+        self.read_access_to(identity, client_id, filter).is_some()
+    }
+
+    /// [`Broker::may_subscribe_to`], with what a granted subscription must
+    /// leave out: `None` refused, `Some(holes)` granted (see
+    /// `auth::acl::ReadAccess`: a wildcard next to a deny rule is granted
+    /// with the deny's filter as a hole).
+    pub fn read_access_to(&self, identity: &Identity, client_id: &str, filter: &SubscriptionFilter) -> Option<Holes> {
+        let plain = filter.filter.as_ref();
+        let ReadAccess::Granted { holes } = self.security().read_access(identity, client_id, plain) else {
+            return None;
+        };
+        let roles_admit = self.roles_admit(identity, plain);
+        let group_allowed = filter.share_group.is_none()
             || identity.superuser
             || self.config.auth.share_groups_follow_filter
-            || self.security().allows(identity, client_id, Action::Subscribe, &filter.to_string())
+            || self.security().allows(identity, client_id, Action::Subscribe, &filter.to_string());
+        (roles_admit && group_allowed).then(|| holes_of(holes))
+    }
+
+    /// The holes of a kept subscription before its client is back (a
+    /// session restored after a restart, or handed over by another node):
+    /// the `[[acl]]` rules for the session's user, without the grants of a
+    /// token nobody has shown yet. Rules alone that refuse it leave it
+    /// whole until the client resumes, when [`Broker::recheck_subscriptions`]
+    /// decides with the real identity and drops what it queued meanwhile
+    /// that it may not read.
+    pub(super) fn holes_before_resume(&self, session: &super::Session, filter: &SubscriptionFilter) -> Holes {
+        let identity = Identity { user: session.user.clone(), ..Identity::default() };
+        match self.security().read_access(&identity, &session.client_id, filter.filter.as_ref()) {
+            ReadAccess::Granted { holes } => holes_of(holes),
+            ReadAccess::Refused => None,
+        }
     }
 
     /// Drops the subscriptions of `session` that `identity` may no longer
     /// hold (a resumed session under a new token, or rules reloaded), with
     /// what they queued that is not yet sent. Returns how many were dropped
     /// (counted in `starling_subscriptions_revoked_total`).
+    /// Subscriptions that stay get the holes of the rules in force, and
+    /// queued messages no remaining subscription may deliver are dropped.
     pub fn recheck_subscriptions(&self, session: &Arc<super::Session>, identity: &Identity) -> usize {
         let mut revoked = 0;
-        for (filter, _) in session.subscriptions() {
+        let mut narrowed = false;
+        for (filter, record) in session.subscriptions() {
             let Ok(parsed) = crate::topic::parse_subscription(&filter) else { continue };
-            if self.may_subscribe_to(identity, &session.client_id, &parsed) {
-                continue;
+            match self.read_access_to(identity, &session.client_id, &parsed) {
+                Some(holes) if holes == record.holes => {}
+                Some(holes) => {
+                    narrowed |= holes.is_some();
+                    self.set_holes(session, &parsed, SubscriptionRecord { holes, ..record });
+                }
+                None => {
+                    if self.unsubscribe(session, &parsed) {
+                        revoked += 1;
+                        tracing::info!(client_id = %session.client_id, %filter, "subscription revoked: the rules no longer allow it");
+                    }
+                }
             }
-            if self.unsubscribe(session, &parsed) {
-                session.forget_queued_matching(&parsed.filter);
-                revoked += 1;
-                tracing::info!(client_id = %session.client_id, %filter, "subscription revoked: the rules no longer allow it");
-            }
+        }
+        if revoked > 0 || narrowed {
+            session.forget_queued_unreadable();
         }
         if revoked > 0 {
             self.stats.subscriptions_revoked(revoked);

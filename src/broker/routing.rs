@@ -338,20 +338,21 @@ impl Broker {
             SharedScope::Only { group, filter } => {
                 let key = SubscriberKey::SharedGroup(Arc::from(group));
                 if let Some(SubscriptionEntry::Shared { members, next }) = tree.get(filter, &key) {
-                    if let Some(sub) = pick_shared_member(members, next) {
+                    if let Some(sub) = pick_shared_member(members, next, &message.topic) {
                         deliver(sub);
                     }
                 }
             }
             SharedScope::All | SharedScope::Nothing => tree.for_each_match(&message.topic, |_key, entry| match entry {
                 SubscriptionEntry::Client(sub) => {
-                    if !(sub.options.no_local && message.publisher.as_deref() == Some(&*sub.session.client_id)) {
+                    let own = sub.options.no_local && message.publisher.as_deref() == Some(&*sub.session.client_id);
+                    if !own && !sub.excludes(&message.topic) {
                         deliver(sub);
                     }
                 }
                 SubscriptionEntry::Shared { members, next } => {
                     if matches!(shared, SharedScope::All) {
-                        if let Some(sub) = pick_shared_member(members, next) {
+                        if let Some(sub) = pick_shared_member(members, next, &message.topic) {
                             deliver(sub);
                         }
                     }

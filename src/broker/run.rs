@@ -100,6 +100,10 @@ impl Broker {
                 if sub.options.no_local && first.publisher.as_deref() == Some(&*sub.session.client_id) {
                     return;
                 }
+                // One topic for the whole run: one look at the holes.
+                if sub.excludes(&first.topic) {
+                    return;
+                }
                 let deliveries = run.iter().map(|(message, _)| sub.delivery_of(message));
                 let mut next = run.iter();
                 sub.session.enqueue_routed_run(deliveries, first.id, |result| {
@@ -115,7 +119,7 @@ impl Broker {
             }
             SubscriptionEntry::Shared { members, next } => {
                 for (message, i) in run {
-                    let Some(sub) = pick_shared_member(members, next) else { continue };
+                    let Some(sub) = pick_shared_member(members, next, &first.topic) else { continue };
                     shared.push((sub.session.clone(), sub.delivery_of(message), *i));
                 }
             }

@@ -334,7 +334,8 @@ impl Broker {
             // Another node's record: validated again where it enters this node.
             match parse_subscription(&filter) {
                 Ok(parsed) if !session.has_subscription(&filter) => {
-                    self.subscribe_unsaved(&session, &parsed, record.options, record.identifier);
+                    let holes = self.holes_before_resume(&session, &parsed);
+                    self.subscribe_unsaved(&session, &parsed, SubscriptionRecord { holes, ..record });
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(client_id, filter, error = %e, "cluster: a handed-over filter is invalid"),

@@ -8,7 +8,8 @@
 use super::*;
 
 impl Broker {
-    /// Adds or replaces one subscription and queues the retained messages it
+    /// Adds or replaces one subscription of the broker's own (a bridge's:
+    /// no rules apply, so no holes) and queues the retained messages it
     /// asks for. Returns the granted QoS. The filter comes validated (a
     /// `SubscriptionFilter` cannot exist otherwise): the edge parsed it once.
     pub fn subscribe(
@@ -18,22 +19,25 @@ impl Broker {
         options: SubscriptionOptions,
         identifier: Option<u32>,
     ) -> QoS {
-        let granted = self.subscribe_unsaved(session, filter, options, identifier);
+        let record = SubscriptionRecord { options, identifier, holes: None };
+        let granted = self.subscribe_unsaved(session, filter, record);
         session.save();
         granted
     }
 
     /// [`Broker::subscribe`] without saving the session record: a SUBSCRIBE
-    /// of many filters saves once, after the last (see `client::Client::subscribe_all`).
+    /// of many filters saves once, after the last (see
+    /// `client::Client::subscribe_all`). `record.holes` come from the rules
+    /// (`Broker::read_access_to`): neither live messages nor retained ones
+    /// in them are delivered.
     pub fn subscribe_unsaved(
         &self,
         session: &Arc<Session>,
         parsed: &SubscriptionFilter,
-        options: SubscriptionOptions,
-        identifier: Option<u32>,
+        record: SubscriptionRecord,
     ) -> QoS {
+        let (options, identifier) = (record.options, record.identifier);
         let filter = parsed.to_string();
-        let record = SubscriptionRecord { options, identifier };
         let existed = session.add_subscription(&filter, record.clone()).is_some();
         if !existed {
             self.interest_changed(&filter, 1);
@@ -66,7 +70,7 @@ impl Broker {
                     .collect()
             };
             drop(retained);
-            for message in matching {
+            for message in matching.into_iter().filter(|m| !in_holes(&record.holes, &m.topic)) {
                 let qos = message.qos.min(options.qos);
                 session.enqueue(Delivery {
                     message,
@@ -78,6 +82,20 @@ impl Broker {
             }
         }
         options.qos
+    }
+
+    /// Gives a kept subscription new holes (the rules changed, or its
+    /// client came back with its real identity): the record and the tree's
+    /// entry, nothing sent again.
+    pub(super) fn set_holes(&self, session: &Arc<Session>, parsed: &SubscriptionFilter, record: SubscriptionRecord) {
+        let filter = parsed.to_string();
+        if session.add_subscription(&filter, record.clone()).is_none() {
+            // Removed meanwhile: leave it removed.
+            session.remove_subscription(&filter);
+            return;
+        }
+        let mut tree = self.subscriptions.write();
+        insert_subscription(&mut tree, session, parsed.share_group.as_deref(), &parsed.filter, &record);
     }
 
     /// Removes one subscription. Returns whether it existed.
@@ -97,16 +115,19 @@ impl Broker {
 }
 
 /// Round-robin over the group, preferring connected members; a group whose
-/// members are all offline still queues for one of them (persistent sessions).
-pub(super) fn pick_shared_member<'a>(members: &'a [Subscriber], next: &AtomicUsize) -> Option<&'a Subscriber> {
+/// members are all offline still queues for one of them (persistent
+/// sessions). Members whose holes leave `topic` out are passed over.
+pub(super) fn pick_shared_member<'a>(
+    members: &'a [Subscriber],
+    next: &AtomicUsize,
+    topic: &TopicName,
+) -> Option<&'a Subscriber> {
     if members.is_empty() {
         return None;
     }
     let start = next.fetch_add(1, Ordering::Relaxed);
-    (0..members.len())
-        .map(|k| &members[(start + k) % members.len()])
-        .find(|m| m.session.is_connected())
-        .or_else(|| members.get(start % members.len()))
+    let in_turn = (0..members.len()).map(|k| &members[(start + k) % members.len()]).filter(|m| !m.excludes(topic));
+    in_turn.clone().find(|m| m.session.is_connected()).or_else(|| in_turn.clone().next())
 }
 
 pub(super) fn insert_subscription(
@@ -116,7 +137,12 @@ pub(super) fn insert_subscription(
     filter: &TopicFilter,
     record: &SubscriptionRecord,
 ) {
-    let subscriber = Subscriber { session: session.clone(), options: record.options, identifier: record.identifier };
+    let subscriber = Subscriber {
+        session: session.clone(),
+        options: record.options,
+        identifier: record.identifier,
+        holes: record.holes.clone(),
+    };
     match share_group {
         None => {
             tree.insert(

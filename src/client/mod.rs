@@ -517,16 +517,17 @@ impl Client {
             Ok(parsed) => parsed,
             Err(e) => return Subscribed::InvalidFilter(e),
         };
-        if !self.broker.may_subscribe_to(&self.identity, &self.session.client_id, &parsed) {
+        let Some(holes) = self.broker.read_access_to(&self.identity, &self.session.client_id, &parsed) else {
             tracing::debug!(client_id = %self.session.client_id, filter, "subscription denied");
             return Subscribed::Denied;
-        }
+        };
         let max = self.broker.config().session.max_subscriptions_per_client;
         if self.session.subscription_count() >= max && !self.session.has_subscription(filter) {
             self.broker.stats.limit_hit(Limit::SubscriptionsPerClient);
             return Subscribed::QuotaExceeded;
         }
-        Subscribed::Granted(self.broker.subscribe_unsaved(&self.session, &parsed, options, identifier))
+        let record = crate::broker::SubscriptionRecord { options, identifier, holes };
+        Subscribed::Granted(self.broker.subscribe_unsaved(&self.session, &parsed, record))
     }
 
     pub fn unsubscribe(&mut self, filter: &str) -> Unsubscribed {

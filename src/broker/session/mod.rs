@@ -545,18 +545,19 @@ impl Session {
         self.state.lock().outbox.len()
     }
 
-    /// Drops the queued (not yet sent) deliveries whose topic `filter`
-    /// matches and that no remaining subscription of this session matches
-    /// (a revoked subscription), with their stored copies.
-    pub fn forget_queued_matching(&self, filter: &crate::topic::TopicFilter) {
+    /// Drops the queued (not yet sent) deliveries that no subscription of
+    /// this session may deliver any more (revoked, or a hole the rules cut
+    /// in it), with their stored copies.
+    pub fn forget_queued_unreadable(&self) {
         let mut st = self.state.lock();
-        let remaining: Vec<crate::topic::TopicFilter> = st
+        let remaining: Vec<(crate::topic::TopicFilter, super::Holes)> = st
             .subscriptions
             .iter()
-            .filter_map(|(f, _)| crate::topic::parse_subscription(f).ok().map(|p| p.filter))
+            .filter_map(|(f, r)| crate::topic::parse_subscription(f).ok().map(|p| (p.filter, r.holes.clone())))
             .collect();
         let removed = st.outbox.remove_where(|d| {
-            filter.matches(&d.message.topic) && !remaining.iter().any(|f| f.matches(&d.message.topic))
+            let topic = &d.message.topic;
+            !remaining.iter().any(|(f, holes)| f.matches(topic) && !super::in_holes(holes, topic))
         });
         for delivery in removed {
             st.owe_remove(delivery.seq);
