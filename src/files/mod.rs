@@ -24,13 +24,16 @@
 //! service on the WebSocket port).
 
 pub mod http;
+mod index;
 pub mod tus;
+
+use index::{Blob, Index, Writing};
 
 use crate::config::{Config, FilesConfig};
 use crate::store::{Store, StoreError};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -71,7 +74,7 @@ impl FileRecord {
     /// an unfinished upload the bytes it received (a declared length
     /// reserves nothing: issue 24, item 11; the chunk being written is
     /// reserved apart, see `Files::begin_write`).
-    fn counted_bytes(&self) -> u64 {
+    pub(crate) fn counted_bytes(&self) -> u64 {
         if self.is_complete() {
             self.length
         } else {
@@ -159,89 +162,6 @@ pub struct FilesTotals {
     /// uploads at the bytes received plus the chunk being written.
     pub counted_bytes: u64,
     pub stored_bytes: u64,
-}
-
-/// Finished content, stored once.
-#[derive(Debug, Clone, Copy)]
-struct Blob {
-    length: u64,
-    /// Finished uploads naming it; the blob is removed when none does.
-    refs: u32,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct Usage {
-    /// The owner's finished files at their length, unfinished uploads at
-    /// the bytes received, plus the chunks being written (reserved).
-    bytes: u64,
-    incomplete: usize,
-    /// Every record: finished files and unfinished uploads.
-    files: usize,
-}
-
-/// A request writing to an upload: whose, and the bytes reserved for the
-/// rest of its chunk (taken off as they arrive, given back when it ends).
-#[derive(Debug)]
-struct Writing {
-    owner: String,
-    reserved: u64,
-}
-
-#[derive(Default)]
-struct Index {
-    files: HashMap<String, FileRecord>,
-    blobs: HashMap<String, Blob>,
-    usage: HashMap<String, Usage>,
-    /// What all owners' `Usage::bytes` add up to.
-    total_bytes: u64,
-    /// Uploads a request is writing to right now (one at a time each).
-    writing: HashMap<String, Writing>,
-}
-
-impl Index {
-    /// The owner's oldest finished file with this content, if any.
-    fn own_file(&self, owner: &str, sha256: &str, length: u64) -> Option<&FileRecord> {
-        self.files
-            .values()
-            .filter(|f| f.owner == owner && f.sha256.as_deref() == Some(sha256) && f.length == length)
-            .min_by_key(|f| f.created_ms)
-    }
-
-    fn count_in(&mut self, record: &FileRecord) {
-        let usage = self.usage.entry(record.owner.clone()).or_default();
-        usage.bytes += record.counted_bytes();
-        usage.files += 1;
-        if !record.is_complete() {
-            usage.incomplete += 1;
-        }
-        self.total_bytes += record.counted_bytes();
-    }
-
-    fn count_out(&mut self, record: &FileRecord) {
-        if let Some(usage) = self.usage.get_mut(&record.owner) {
-            usage.bytes = usage.bytes.saturating_sub(record.counted_bytes());
-            usage.files = usage.files.saturating_sub(1);
-            if !record.is_complete() {
-                usage.incomplete = usage.incomplete.saturating_sub(1);
-            }
-        }
-        self.total_bytes = self.total_bytes.saturating_sub(record.counted_bytes());
-        self.forget_unused(&record.owner);
-    }
-
-    /// Adds `bytes` to what `owner` holds (negative: gives them back).
-    fn count_bytes(&mut self, owner: &str, bytes: i64) {
-        let usage = self.usage.entry(owner.to_string()).or_default();
-        usage.bytes = usage.bytes.saturating_add_signed(bytes);
-        self.total_bytes = self.total_bytes.saturating_add_signed(bytes);
-        self.forget_unused(owner);
-    }
-
-    fn forget_unused(&mut self, owner: &str) {
-        if self.usage.get(owner).is_some_and(|u| u.bytes == 0 && u.incomplete == 0 && u.files == 0) {
-            self.usage.remove(owner);
-        }
-    }
 }
 
 /// What happened to uploads since start (`/metrics`).
