@@ -92,6 +92,13 @@ fn codec(c: &mut Criterion) {
 }
 
 fn routing(c: &mut Criterion) {
+    route_fan_out(c, false);
+    // Subscriptions granted with a hole (a deny rule they overlap, issue 24
+    // item 7): what the per-delivery hole check costs those that have one.
+    route_fan_out(c, true);
+}
+
+fn route_fan_out(c: &mut Criterion, with_holes: bool) {
     let n = if full_size() { 10_000 } else { 100 };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let _guard = runtime.enter();
@@ -118,8 +125,19 @@ fn routing(c: &mut Criterion) {
                     },
                 })
                 .expect("fresh client ids");
-            let filter = starling::topic::parse_subscription("live/room1/danmaku").unwrap();
-            broker.subscribe(&connected.session, &filter, SubscriptionOptions::default(), None);
+            if with_holes {
+                let filter = starling::topic::parse_subscription("live/room1/+").unwrap();
+                let hole = starling::topic::TopicFilter::new("live/room1/secret").unwrap();
+                let record = starling::broker::SubscriptionRecord {
+                    options: SubscriptionOptions::default(),
+                    identifier: None,
+                    holes: Some(Arc::new(vec![hole])),
+                };
+                broker.subscribe_unsaved(&connected.session, &filter, record);
+            } else {
+                let filter = starling::topic::parse_subscription("live/room1/danmaku").unwrap();
+                broker.subscribe(&connected.session, &filter, SubscriptionOptions::default(), None);
+            }
             connected.session
         })
         .collect();
@@ -127,7 +145,8 @@ fn routing(c: &mut Criterion) {
     let mut group = c.benchmark_group("route");
     group.throughput(Throughput::Elements(n as u64));
     let mut out: Vec<Outgoing> = Vec::new();
-    group.bench_function(BenchmarkId::new("fanout_1_to_n_then_drain", n), |b| {
+    let name = if with_holes { "fanout_1_to_n_with_a_hole_then_drain" } else { "fanout_1_to_n_then_drain" };
+    group.bench_function(BenchmarkId::new(name, n), |b| {
         b.iter(|| {
             broker.publish(Message::new(topic.clone(), bytes::Bytes::from_static(&[0; 64]), QoS::AtMostOnce, false));
             // Each subscriber's writer takes its copy (what keeps outboxes from filling).
