@@ -105,6 +105,7 @@ fn route_fan_out(c: &mut Criterion, with_holes: bool) {
     let mut config = Config::default();
     config.session.max_queued_messages = 10;
     let broker = Broker::new(config, Arc::new(MemoryStore::new())).unwrap();
+    let hole_set = Arc::new(vec![starling::topic::TopicFilter::new("live/room1/secret").unwrap()]);
     let sessions: Vec<_> = (0..n)
         .map(|i| {
             let connected = broker
@@ -127,11 +128,11 @@ fn route_fan_out(c: &mut Criterion, with_holes: bool) {
                 .expect("fresh client ids");
             if with_holes {
                 let filter = starling::topic::parse_subscription("live/room1/+").unwrap();
-                let hole = starling::topic::TopicFilter::new("live/room1/secret").unwrap();
+                // One set shared by all, as the broker interns them.
                 let record = starling::broker::SubscriptionRecord {
                     options: SubscriptionOptions::default(),
                     identifier: None,
-                    holes: Some(Arc::new(vec![hole])),
+                    holes: Some(hole_set.clone()),
                 };
                 broker.subscribe_unsaved(&connected.session, &filter, record);
             } else {

@@ -25,6 +25,30 @@ pub fn in_holes(holes: &Holes, topic: &TopicName) -> bool {
     holes.as_ref().is_some_and(|holes| holes.iter().any(|hole| hole.matches(topic)))
 }
 
+/// The last hole check of one routing pass. Subscriptions under the same
+/// rules share one interned set (`Broker::intern_holes`), so a fan-out to
+/// thousands of them checks the set once per message, not once each.
+/// Holds a pointer only as an identity: never dereferenced.
+#[derive(Default)]
+pub struct HolesMemo(Option<(*const Vec<TopicFilter>, bool)>);
+
+impl HolesMemo {
+    /// Whether `holes` leave `topic` out (the topic is the same for the
+    /// whole pass).
+    pub fn excludes(&mut self, holes: &Holes, topic: &TopicName) -> bool {
+        let Some(set) = holes else { return false };
+        let key = Arc::as_ptr(set);
+        match self.0 {
+            Some((last, excluded)) if last == key => excluded,
+            _ => {
+                let excluded = set.iter().any(|hole| hole.matches(topic));
+                self.0 = Some((key, excluded));
+                excluded
+            }
+        }
+    }
+}
+
 /// A subscription as the session remembers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionRecord {
@@ -126,6 +150,19 @@ mod tests {
 
     fn record(qos: QoS) -> SubscriptionRecord {
         SubscriptionRecord { options: SubscriptionOptions { qos, ..Default::default() }, identifier: None, holes: None }
+    }
+
+    #[test]
+    fn the_memo_answers_a_shared_set_once_and_tells_sets_apart() {
+        let topic = TopicName::new("a/secret").unwrap();
+        let secret: Holes = Some(Arc::new(vec![TopicFilter::new("a/secret").unwrap()]));
+        let other: Holes = Some(Arc::new(vec![TopicFilter::new("a/other").unwrap()]));
+        let mut memo = HolesMemo::default();
+        assert!(memo.excludes(&secret, &topic));
+        assert!(memo.excludes(&secret.clone(), &topic), "the same set, remembered");
+        assert!(!memo.excludes(&other, &topic), "another set is checked anew");
+        assert!(!memo.excludes(&None, &topic));
+        assert!(in_holes(&secret, &topic) && !in_holes(&other, &topic));
     }
 
     #[test]

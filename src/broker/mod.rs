@@ -44,7 +44,7 @@ mod subscriptions;
 pub use crate::clock::now_ms;
 pub use backplane::{Backplane, BackplaneAck, DeliveryWatch};
 pub use class_runtime::Refusal;
-pub use filters::{in_holes, Holes};
+pub use filters::{in_holes, Holes, HolesMemo};
 pub use message::{Delivery, Handling, Message, MessageProperties};
 pub use session::{Attachment, Enqueued, Outgoing, Session, SessionLoad, SubscriptionRecord, NEVER_EXPIRES};
 
@@ -80,7 +80,10 @@ pub enum SubscriberKey {
 pub struct Subscriber {
     pub session: Arc<Session>,
     pub options: SubscriptionOptions,
-    pub identifier: Option<u32>,
+    /// The MQTT 5 subscription identifier (never 0). Four bytes, not an
+    /// `Option<u32>`'s eight: with `holes` added, an entry stays the 24
+    /// bytes it was, and fan-out walks thousands of them.
+    pub identifier: Option<std::num::NonZeroU32>,
     /// Topics this subscription must not deliver (deny rules it overlaps).
     pub holes: Holes,
 }
@@ -98,7 +101,7 @@ impl Subscriber {
             message: message.clone(),
             qos: message.qos.min(self.options.qos),
             retain: self.options.retain_as_published && message.retain,
-            subscription_ids: self.identifier.into_iter().collect(),
+            subscription_ids: self.identifier.map(std::num::NonZeroU32::get).into_iter().collect(),
             seq: None,
         }
     }
@@ -238,6 +241,10 @@ const MAX_PACING_WAIT: Duration = Duration::from_millis(50);
 
 pub struct Broker {
     config: Config,
+    /// Hole sets in use, by their filters, so that subscriptions under the
+    /// same rules share one (a fan-out then checks it once per message:
+    /// `filters::HolesMemo`). Lock map: docs/architecture.md, "Locks".
+    interned_holes: Mutex<HashMap<Vec<TopicFilter>, std::sync::Weak<Vec<TopicFilter>>>>,
     /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
@@ -312,6 +319,7 @@ impl Broker {
             backplane: Default::default(),
             config,
             sessions: Mutex::new(HashMap::new()),
+            interned_holes: Mutex::new(HashMap::new()),
             subscriptions: RwLock::new(SubscriptionTree::new()),
             retained: RwLock::new(retained::RetainedMap::default()),
             history_sweep_running: Default::default(),
@@ -566,5 +574,16 @@ mod id_tests {
         broker.ids_past(remote);
         let next = broker.next_id();
         assert!(next > remote && next & ID_TAG_MASK == 5);
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// Fan-out walks the tree's entries, thousands per message: keep one
+    /// subscriber within 24 bytes (holes, issue 24 item 7, fit in the
+    /// room an `Option<u32>` identifier wasted).
+    #[test]
+    fn a_subscriber_entry_stays_24_bytes() {
+        assert_eq!(std::mem::size_of::<super::Subscriber>(), 24);
     }
 }

@@ -19,14 +19,6 @@ use crate::model::LastWill;
 use crate::topic::SubscriptionFilter;
 use std::sync::Arc;
 
-/// The deny filters of a granted subscription, as the tree keeps them
-/// (a rule's filter was validated with the configuration).
-fn holes_of(holes: Vec<String>) -> Holes {
-    let holes: Vec<crate::topic::TopicFilter> =
-        holes.iter().filter_map(|h| crate::topic::TopicFilter::new(h).ok()).collect();
-    (!holes.is_empty()).then(|| Arc::new(holes))
-}
-
 /// A connection's will, with what publishing it needs: the identity whose
 /// rights it is checked against again when it is published, and the rate
 /// key its topic class limits it by (as the client's own publishes).
@@ -79,7 +71,29 @@ impl Broker {
             || identity.superuser
             || self.config.auth.share_groups_follow_filter
             || self.security().allows(identity, client_id, Action::Subscribe, &filter.to_string());
-        (roles_admit && group_allowed).then(|| holes_of(holes))
+        (roles_admit && group_allowed).then(|| self.intern_holes(holes))
+    }
+
+    /// The deny filters of a granted subscription as the tree keeps them:
+    /// one shared set per distinct list (a rule's filter was validated with
+    /// the configuration; `%u` substitutions make per-user sets).
+    fn intern_holes(&self, holes: Vec<String>) -> Holes {
+        let holes: Vec<crate::topic::TopicFilter> =
+            holes.iter().filter_map(|h| crate::topic::TopicFilter::new(h).ok()).collect();
+        if holes.is_empty() {
+            return None;
+        }
+        let mut interned = self.interned_holes.lock();
+        if let Some(shared) = interned.get(&holes).and_then(std::sync::Weak::upgrade) {
+            return Some(shared);
+        }
+        if interned.len() >= 1024 {
+            // Forget the sets no subscription holds any more.
+            interned.retain(|_, set| set.strong_count() > 0);
+        }
+        let shared = Arc::new(holes.clone());
+        interned.insert(holes, Arc::downgrade(&shared));
+        Some(shared)
     }
 
     /// The holes of a kept subscription before its client is back (a
@@ -92,7 +106,7 @@ impl Broker {
     pub(super) fn holes_before_resume(&self, session: &super::Session, filter: &SubscriptionFilter) -> Holes {
         let identity = Identity { user: session.user.clone(), ..Identity::default() };
         match self.security().read_access(&identity, &session.client_id, filter.filter.as_ref()) {
-            ReadAccess::Granted { holes } => holes_of(holes),
+            ReadAccess::Granted { holes } => self.intern_holes(holes),
             ReadAccess::Refused => None,
         }
     }
@@ -175,5 +189,23 @@ impl Broker {
             message.handling.high_priority = false;
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Subscriptions under the same rules share one hole set: a fan-out
+    /// checks it once per message (`HolesMemo`), not once per subscriber.
+    #[tokio::test]
+    async fn equal_hole_lists_share_one_set() {
+        let broker = Broker::new(crate::config::Config::default(), Arc::new(crate::store::MemoryStore::new())).unwrap();
+        let a = broker.intern_holes(vec!["a/secret".into()]).unwrap();
+        let b = broker.intern_holes(vec!["a/secret".into()]).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        let other = broker.intern_holes(vec!["a/other".into()]).unwrap();
+        assert!(!Arc::ptr_eq(&a, &other));
+        assert!(broker.intern_holes(Vec::new()).is_none(), "no holes: nothing to check");
     }
 }

@@ -334,6 +334,7 @@ impl Broker {
                 Err(delivery) => duplicates.push((sub.session.clone(), delivery)),
             }
         };
+        let mut holes = HolesMemo::default();
         match shared {
             SharedScope::Only { group, filter } => {
                 let key = SubscriberKey::SharedGroup(Arc::from(group));
@@ -346,7 +347,7 @@ impl Broker {
             SharedScope::All | SharedScope::Nothing => tree.for_each_match(&message.topic, |_key, entry| match entry {
                 SubscriptionEntry::Client(sub) => {
                     let own = sub.options.no_local && message.publisher.as_deref() == Some(&*sub.session.client_id);
-                    if !own && !sub.excludes(&message.topic) {
+                    if !own && !holes.excludes(&sub.holes, &message.topic) {
                         deliver(sub);
                     }
                 }

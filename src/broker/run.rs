@@ -93,6 +93,7 @@ impl Broker {
         // that a client reached both ways gets one copy, in order, as when
         // the messages are routed one by one.
         let mut shared: Vec<(Arc<Session>, Delivery, usize)> = Vec::new();
+        let mut holes = HolesMemo::default();
         let tree = self.subscriptions.read();
         tree.for_each_match(&first.topic, |_key, entry| match entry {
             SubscriptionEntry::Client(sub) => {
@@ -101,7 +102,7 @@ impl Broker {
                     return;
                 }
                 // One topic for the whole run: one look at the holes.
-                if sub.excludes(&first.topic) {
+                if holes.excludes(&sub.holes, &first.topic) {
                     return;
                 }
                 let deliveries = run.iter().map(|(message, _)| sub.delivery_of(message));

@@ -140,7 +140,7 @@ pub(super) fn insert_subscription(
     let subscriber = Subscriber {
         session: session.clone(),
         options: record.options,
-        identifier: record.identifier,
+        identifier: record.identifier.and_then(std::num::NonZeroU32::new),
         holes: record.holes.clone(),
     };
     match share_group {
