@@ -245,10 +245,17 @@ for round in $(seq 1 "$ROUNDS"); do
           --broker-pid "$pid" --json --quiet > "$OUT/results/$scenario.$broker.$round.json" 2> "$OUT/run/$broker/bench.err"; then
         echo "  failed (see $OUT/run/$broker/)" >&2
         rm -f "$OUT/results/$scenario.$broker.$round.json"
-      elif [[ $broker == starling* && $scenario == durable* ]]; then
-        # Group commit: acknowledgements answered per fsync, from /metrics.
+      elif [[ $broker == starling* ]]; then
         curl -sf "http://127.0.0.1:$HTTP_PORT/metrics" > "$OUT/run/$broker/metrics.txt" || true
-        python3 benches/summarize.py --add-commit-batch "$OUT/run/$broker/metrics.txt" "$OUT/results/$scenario.$broker.$round.json"
+        cp "$OUT/run/$broker/metrics.txt" "$OUT/run/$broker/$scenario.$round.metrics.txt"
+        # The delivery-stall guard of issue 23: a writer that left a reading
+        # subscriber's outbox non-empty without progress. Must stay 0.
+        stalls=$(awk '/^starling_writer_stalls_total/ {s += $2} END {print s + 0}' "$OUT/run/$broker/metrics.txt")
+        [[ $stalls == 0 ]] || echo "  WRITER STALLS: $stalls (see $OUT/run/$broker/metrics.txt)" >&2
+        if [[ $scenario == durable* ]]; then
+          # Group commit: acknowledgements answered per fsync, from /metrics.
+          python3 benches/summarize.py --add-commit-batch "$OUT/run/$broker/metrics.txt" "$OUT/results/$scenario.$broker.$round.json"
+        fi
       fi
       stop_broker "$pid"
     done
