@@ -779,6 +779,44 @@ async fn acl_over_starling_v1_and_history_and_the_http_api() {
     server.shutdown().await.unwrap();
 }
 
+/// Names beginning with `$` are the broker's own (`$api-key` for admin
+/// keys, `$bridge/NAME`, `$canary`): no provider admits a client under one
+/// (issue 24, item 5), so a token's `sub` never owns what an API key made.
+#[tokio::test]
+async fn the_brokers_own_user_names_are_never_a_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = with_jwt(password_config(dir.path()));
+    config.auth.chain = vec!["password_file".into(), "jwt".into()];
+    config.http.api_keys = vec!["admin-key".into()];
+    let server = start(config).await;
+    let (m, w) = (server.mqtt_addr(), server.ws_addr());
+    for sub in ["$api-key", "$bridge/upstream", "$canary"] {
+        let forged = token(json!({"sub": sub, "superuser": true}));
+        for door in MQTT_DOORS {
+            let (_, ack) = Wire::connect(door, m, w, "forger", Some(""), Some(&forged)).await;
+            assert_eq!(ack.reason_code, 0x86, "{door:?}: sub {sub}");
+        }
+        assert_eq!(proto_connect(&server, "forger-v1", "", &forged).await.err(), Some(0x86), "sub {sub}");
+        let reply = common::http::request(
+            w,
+            "GET",
+            "/api/v1/history?topic=chat%2Flobby",
+            &[("Authorization", &format!("Bearer {forged}"))],
+            &[],
+        )
+        .await;
+        assert_eq!(reply.status, 401, "HTTP API with sub {sub}");
+    }
+    // The password file refuses such names too.
+    let refused = starling::auth::password::set_password(&dir.path().join("passwd"), "$api-key", b"x");
+    assert!(refused.unwrap_err().to_string().contains("broker's own"));
+    // Ordinary users are unaffected.
+    Wire::accepted(Door::Tcp5, m, w, "alice", Some("alice"), Some("wonderland")).await.ping_barrier().await;
+    let alice = token(json!({"sub": "alice"}));
+    assert!(proto_connect(&server, "alice-v1", "", &alice).await.is_ok());
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn class_roles_guard_gifts_and_high_priority() {
     let server = start(with_jwt(with_classes(memory_config()))).await;

@@ -402,6 +402,28 @@ async fn who_may_upload_and_download_follows_authentication() {
     assert_eq!(patch(addr, &unfinished, &bob, 0, &[], &[0u8; 100]).await.status, 404);
 }
 
+/// What an admin key uploads belongs to `$api-key`, a name no token or
+/// password can carry: a token whose `sub` is `api-key` (the owner's name
+/// before issue 24, item 5) or `$api-key` gets nothing of it.
+#[tokio::test]
+async fn files_uploaded_with_an_api_key_are_no_token_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = authenticated(dir.path());
+    config.http.api_keys = vec!["admin-key".into()];
+    let server = start(config).await;
+    let addr = server.ws_addr();
+    let admin = [("Authorization", "Bearer admin-key")];
+    let secret = content(500, 3);
+    let private = upload(addr, &admin, &secret, &format!("private {}", b64(b"true"))).await;
+    assert!(get(addr, &private, &admin).await.body == secret);
+    let lookalike = bearer("api-key");
+    assert_eq!(get(addr, &private, &[("Authorization", lookalike.as_str())]).await.status, 404);
+    assert_eq!(delete(addr, &private, &[("Authorization", lookalike.as_str())]).await, 404);
+    let forged = bearer("$api-key");
+    assert_eq!(get(addr, &private, &[("Authorization", forged.as_str())]).await.status, 401);
+    assert!(get(addr, &private, &admin).await.body == secret, "still there");
+}
+
 #[tokio::test]
 async fn instant_upload_only_for_content_the_owner_already_uploaded() {
     let dir = tempfile::tempdir().unwrap();

@@ -96,6 +96,10 @@ impl JwtVerifier {
         if claims.sub.is_empty() {
             return Err(bad("token refused: empty sub".into()));
         }
+        if super::is_reserved_user(&claims.sub) {
+            // `$api-key`, `$bridge/...`: the broker's own names, never a token's.
+            return Err(bad(format!("token refused: sub {:?} begins with $ (the broker's own names)", claims.sub)));
+        }
         if let Some(name) = username.filter(|u| !u.is_empty()) {
             if name != claims.sub {
                 return Err(bad(format!("username {name:?} is not the token's subject")));

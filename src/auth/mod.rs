@@ -181,6 +181,17 @@ pub struct Security {
 /// The user the broker's own canary connects as (`monitor.rs`).
 pub const CANARY_USER: &str = "$canary";
 
+/// The user an HTTP API request with an admin key (`[http] api_keys`) acts as.
+pub const API_KEY_USER: &str = "$api-key";
+
+/// Whether `user` is one of the broker's own names (`$canary`, `$api-key`,
+/// `$bridge/NAME`): no provider may admit a client under one, so a token's
+/// `sub`, a password-file user or a hook's answer never becomes the owner of
+/// what an API key or a bridge created.
+pub fn is_reserved_user(user: &str) -> bool {
+    user.starts_with('$')
+}
+
 impl Security {
     /// Builds the policy: reads the password file and the token key. Errors
     /// name the key and the file.
@@ -359,6 +370,15 @@ impl Security {
             }
             outcome
         };
+        // The broker's own names are never a client's (a token `sub` of
+        // `$api-key` would own what API keys uploaded).
+        let result = result.and_then(|identity| match identity.user_name().filter(|u| is_reserved_user(u)) {
+            Some(user) => Err(AuthRefusal {
+                code: reason::BAD_USER_NAME_OR_PASSWORD,
+                why: format!("user name {user:?}: names beginning with $ are the broker's own"),
+            }),
+            None => Ok(identity),
+        });
         if let Err(refusal) = &result {
             self.failures.fetch_add(1, Ordering::Relaxed);
             // Never the password or token: only who tried and why it failed.
@@ -441,7 +461,7 @@ impl Security {
             return refused("not a Bearer credential");
         };
         if policy.api_keys.iter().any(|k| constant_time_eq(k.as_bytes(), token.as_bytes())) {
-            return Some(Arc::new(Identity::superuser("api-key")));
+            return Some(Arc::new(Identity::superuser(API_KEY_USER)));
         }
         let Some(verifier) = policy.jwt.as_ref() else { return refused("not an API key") };
         match verifier.verify(token, None, "") {

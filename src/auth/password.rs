@@ -200,6 +200,9 @@ fn check_user_name(user: &str) -> anyhow::Result<()> {
     if user.is_empty() || user.contains([':', '\n', '\r']) || user.trim() != user {
         anyhow::bail!("user name {user:?}: must be non-empty, without ':' , line breaks or surrounding spaces");
     }
+    if super::is_reserved_user(user) {
+        anyhow::bail!("user name {user:?}: names beginning with $ are the broker's own ($api-key, $bridge/...)");
+    }
     Ok(())
 }
 
