@@ -4,7 +4,8 @@
 //!
 //! Owns: parsing and editing the file, verification, and a bounded cache of
 //! successful verifications. Argon2 is slow on purpose (tens of
-//! milliseconds): verifications run on the blocking pool, concurrent
+//! milliseconds): verifications run on threads of their own (one per slot,
+//! so argon2's memory is bounded by the slots), concurrent
 //! attempts with the same user and password share one verification, and a
 //! success is remembered (keyed by a SHA-256 of user, password and stored
 //! hash, so a changed password never matches an old entry) so that a
@@ -18,7 +19,7 @@
 use super::{AuthRefusal, AuthRequest, Authenticator, Decision, DecisionFuture, Identity};
 use crate::model::reason;
 use anyhow::Context;
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, SaltString};
 use argon2::Argon2;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
@@ -44,6 +45,50 @@ pub enum Verified {
     Busy,
 }
 
+/// The threads that run argon2, exactly one per verification slot. Not the
+/// blocking pool: an argon2 run takes 19 MiB, and an allocator keeps what a
+/// thread freed for that thread (glibc, one arena per thread); on the
+/// blocking pool's many threads a flood of guesses left hundreds of MiB
+/// resident although only two ran at once (tests/login_flood.rs). Here the
+/// memory is bounded by the slots, whatever the allocator does. The threads
+/// end when the [`PasswordFile`] is dropped (a reload builds new ones).
+struct Verifiers {
+    jobs: flume::Sender<VerifyJob>,
+}
+
+/// One verification: the stored hash (`None`: the dummy hash, for an
+/// unknown user), the password, where the answer goes.
+type VerifyJob = (Option<String>, Vec<u8>, tokio::sync::oneshot::Sender<bool>);
+
+impl Verifiers {
+    fn start(threads: usize) -> std::io::Result<Verifiers> {
+        let (jobs, queue) = flume::unbounded::<VerifyJob>();
+        for n in 0..threads {
+            let queue = queue.clone();
+            std::thread::Builder::new().name(format!("argon2-{n}")).spawn(move || {
+                // This thread's argon2 memory, reused by every verification
+                // it runs (grown to the largest `m` seen).
+                let mut memory = Vec::new();
+                while let Ok((stored, password, answer)) = queue.recv() {
+                    let ok = match &stored {
+                        Some(stored) => check_with(&mut memory, stored, &password),
+                        None => check_with(&mut memory, dummy_hash(), &password),
+                    };
+                    let _ = answer.send(ok);
+                }
+            })?;
+        }
+        Ok(Verifiers { jobs })
+    }
+
+    /// Runs one verification on a verifier thread. The caller holds a slot,
+    /// so at most one job per thread is ever queued.
+    async fn verify(&self, stored: Option<String>, password: Vec<u8>) -> bool {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.jobs.send((stored, password, answer)).is_ok() && answered.await.unwrap_or(false)
+    }
+}
+
 /// An argon2id hash of a random password, verified for unknown users.
 fn dummy_hash() -> &'static str {
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -61,6 +106,7 @@ pub struct PasswordFile {
     verified: Mutex<HashMap<[u8; 32], Arc<OnceCell<bool>>>>,
     /// Verification slots (argon2 runs at once).
     slots: Arc<tokio::sync::Semaphore>,
+    verifiers: Verifiers,
 }
 
 impl PasswordFile {
@@ -79,6 +125,7 @@ impl PasswordFile {
             users,
             verified: Mutex::new(HashMap::new()),
             slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+            verifiers: Verifiers::start(slots).context("auth: starting the password verifier threads")?,
         })
     }
 
@@ -92,8 +139,7 @@ impl PasswordFile {
             // As slow as a known user's wrong password: timing must not
             // tell which users exist.
             let Some(_slot) = self.slot().await else { return Verified::Busy };
-            let password = password.to_vec();
-            let _ = tokio::task::spawn_blocking(move || check(dummy_hash(), &password)).await;
+            self.verifiers.verify(None, password.to_vec()).await;
             return Verified::UnknownUser;
         };
         let key: [u8; 32] = {
@@ -115,12 +161,7 @@ impl PasswordFile {
             return Verified::Good; // remembered: no argon2 run, no slot
         }
         let Some(_slot) = self.slot().await else { return Verified::Busy };
-        let password = password.to_vec();
-        let ok = *cell
-            .get_or_init(|| async move {
-                tokio::task::spawn_blocking(move || check(&stored, &password)).await.unwrap_or(false)
-            })
-            .await;
+        let ok = *cell.get_or_init(|| self.verifiers.verify(Some(stored), password.to_vec())).await;
         if !ok {
             // Failures are not remembered: each wrong guess costs a full verification.
             self.verified.lock().remove(&key);
@@ -165,8 +206,35 @@ impl Authenticator for PasswordFile {
     }
 }
 
+/// The library's own verification: what [`check_with`] must agree with.
+#[cfg(test)]
 fn check(stored: &str, password: &[u8]) -> bool {
+    use argon2::password_hash::PasswordVerifier;
     PasswordHash::new(stored).is_ok_and(|hash| Argon2::default().verify_password(password, &hash).is_ok())
+}
+
+/// [`check`] in `memory` (argon2's blocks, reused): what a verifier thread
+/// runs. Allocating the 19 MiB afresh for each run let glibc keep about
+/// 200 MiB per thread (measured: a freed block could not be reused).
+fn check_with(memory: &mut Vec<argon2::Block>, stored: &str, password: &[u8]) -> bool {
+    let mut verify = || -> Option<bool> {
+        let hash = PasswordHash::new(stored).ok()?;
+        let (salt, expected) = (hash.salt?, hash.hash?);
+        let algorithm = argon2::Algorithm::try_from(hash.algorithm).ok()?;
+        let version = hash.version.map(argon2::Version::try_from).transpose().ok()?.unwrap_or_default();
+        let params = argon2::Params::try_from(&hash).ok()?;
+        let mut salt_bytes = [0u8; 64];
+        let salt = salt.decode_b64(&mut salt_bytes).ok()?;
+        if memory.len() < params.block_count() {
+            memory.resize(params.block_count(), argon2::Block::default());
+        }
+        let mut out = vec![0u8; expected.len()];
+        Argon2::new(algorithm, version, params)
+            .hash_password_into_with_memory(password, salt, &mut out, &mut *memory)
+            .ok()?;
+        Some(super::constant_time_eq(&out, expected.as_bytes()))
+    };
+    verify().unwrap_or(false)
 }
 
 /// Parses the file: `user:hash` per line; blank lines and `#` comments skipped.
@@ -260,6 +328,28 @@ fn write_lines(path: &Path, lines: &[String]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verifying_in_reused_memory_agrees_with_the_library() {
+        let small = Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            argon2::Params::new(64, 1, 1, None).unwrap(),
+        )
+        .hash_password(b"tiny", &SaltString::generate(&mut OsRng))
+        .unwrap()
+        .to_string();
+        let default = hash_password(b"wonderland").unwrap();
+        let mut memory = Vec::new();
+        // Big, then small, then big again in the same memory.
+        for (stored, password) in [(&default, &b"wonderland"[..]), (&small, b"tiny"), (&default, b"wonderland")] {
+            assert!(check_with(&mut memory, stored, password));
+            assert!(!check_with(&mut memory, stored, b"wrong"));
+            assert_eq!(check(stored, password), check_with(&mut memory, stored, password));
+        }
+        assert!(!check_with(&mut memory, "not a hash", b"x"));
+        assert!(!check_with(&mut memory, "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ", b"x"), "no hash part");
+    }
 
     #[tokio::test]
     async fn set_verify_replace_delete() {
