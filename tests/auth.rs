@@ -455,6 +455,7 @@ async fn signed_tokens_es256() {
         public_key_file: Some(public),
         issuer: Some("https://app.example".into()),
         audience: None,
+        ..Default::default()
     });
     let server = start(config).await;
     let sign = |claims: serde_json::Value| {

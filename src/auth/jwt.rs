@@ -1,8 +1,9 @@
 //! Signed tokens (JWT): the app's own server signs a token for its user, so
 //! starling never needs the app's user database.
 //!
-//! Owns: the key (`[auth.jwt]`: an HS256 `secret`, or a PEM
-//! `public_key_file` for RS256 or ES256), the checks (signature, algorithm,
+//! Owns: the key (`[auth.jwt]`: an HS256 `secret`, a PEM `public_key_file`
+//! for RS256 or ES256, or an identity provider's key set, `jwks_url`, whose
+//! key the token's `kid` picks: [`jwks`]), the checks (signature, algorithm,
 //! `exp` required and not passed, `nbf`, optional `iss` and `aud`, `sub`
 //! required) and the claims that become an [`Identity`]: `sub`,
 //! `client_id`, `acl`, `superuser`, `roles`, `device`.
@@ -13,6 +14,7 @@
 //! must equal `sub`) and in starling.v1 `Connect.token`.
 
 use super::acl::GrantedFilters;
+use super::jwks;
 use super::{AuthRefusal, AuthRequest, Authenticator, Decision, DecisionFuture, Identity};
 use crate::config::JwtConfig;
 use crate::model::reason;
@@ -37,21 +39,37 @@ struct Claims {
 }
 
 pub struct JwtVerifier {
-    key: DecodingKey,
+    keys: Keys,
+    /// The checks every token passes; the algorithm is set per key.
     validation: Validation,
 }
 
+/// Where the verifying key comes from.
+enum Keys {
+    /// `secret` or `public_key_file`: one key, one algorithm.
+    Fixed(DecodingKey, Algorithm),
+    /// `jwks_url`: the provider's current set; the token's `kid` picks.
+    Remote(Arc<jwks::RemoteKeys>),
+}
+
+/// How long a connect with a token naming an unknown key waits for the
+/// key set to be fetched again (a provider that just rotated its keys).
+const UNKNOWN_KEY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl JwtVerifier {
-    pub fn from_config(config: &JwtConfig) -> anyhow::Result<JwtVerifier> {
-        let (key, algorithm) = match (&config.secret, &config.public_key_file) {
-            (Some(secret), None) => (DecodingKey::from_secret(secret.as_bytes()), Algorithm::HS256),
-            (None, Some(path)) => {
+    /// `previous`: the verifier a reload replaces; its remote key set (and
+    /// fetching thread) is kept when the URL and interval are the same, so a
+    /// reload never leaves tokens without keys.
+    pub fn from_config(config: &JwtConfig, previous: Option<&JwtVerifier>) -> anyhow::Result<JwtVerifier> {
+        let keys = match (&config.secret, &config.public_key_file, &config.jwks_url) {
+            (Some(secret), None, None) => Keys::Fixed(DecodingKey::from_secret(secret.as_bytes()), Algorithm::HS256),
+            (None, Some(path), None) => {
                 let pem = std::fs::read(path)
                     .with_context(|| format!("auth.jwt.public_key_file: cannot read {}", path.display()))?;
                 match DecodingKey::from_rsa_pem(&pem) {
-                    Ok(key) => (key, Algorithm::RS256),
+                    Ok(key) => Keys::Fixed(key, Algorithm::RS256),
                     Err(_) => match DecodingKey::from_ec_pem(&pem) {
-                        Ok(key) => (key, Algorithm::ES256),
+                        Ok(key) => Keys::Fixed(key, Algorithm::ES256),
                         Err(e) => anyhow::bail!(
                             "auth.jwt.public_key_file {}: not an RSA or P-256 public key in PEM: {e}",
                             path.display()
@@ -59,9 +77,19 @@ impl JwtVerifier {
                     },
                 }
             }
-            _ => anyhow::bail!("auth.jwt: set exactly one of secret and public_key_file"),
+            (None, None, Some(url)) => {
+                let refresh = std::time::Duration::from_secs(config.jwks_refresh_secs);
+                match previous.map(|p| &p.keys) {
+                    Some(Keys::Remote(kept)) if kept.fetches(url, refresh) => Keys::Remote(kept.clone()),
+                    _ => Keys::Remote(
+                        jwks::RemoteKeys::start(url.clone(), refresh)
+                            .context("auth.jwt.jwks_url: starting the key fetcher")?,
+                    ),
+                }
+            }
+            _ => anyhow::bail!("auth.jwt: set exactly one of secret, public_key_file and jwks_url"),
         };
-        let mut validation = Validation::new(algorithm);
+        let mut validation = Validation::default();
         // Expiry is exact: a token is refused from its `exp` second on, and a
         // connected client is disconnected then.
         validation.leeway = 0;
@@ -82,7 +110,45 @@ impl JwtVerifier {
             None => validation.validate_aud = false,
         }
         validation.set_required_spec_claims(&required);
-        Ok(JwtVerifier { key, validation })
+        Ok(JwtVerifier { keys, validation })
+    }
+
+    /// The key for `token` and the one algorithm it may be signed with.
+    fn key_for(&self, token: &str) -> Result<(DecodingKey, Algorithm), AuthRefusal> {
+        match &self.keys {
+            Keys::Fixed(key, algorithm) => Ok((key.clone(), *algorithm)),
+            Keys::Remote(remote) => {
+                let Some(set) = remote.current() else {
+                    // Retryable: the provider's keys are not here yet.
+                    return Err(AuthRefusal {
+                        code: reason::SERVER_UNAVAILABLE,
+                        why: "the identity provider's keys (auth.jwt.jwks_url) are not fetched yet".into(),
+                    });
+                };
+                let header = jsonwebtoken::decode_header(token).map_err(|e| AuthRefusal {
+                    code: reason::BAD_USER_NAME_OR_PASSWORD,
+                    why: format!("token refused: {e}"),
+                })?;
+                match set.find(header.kid.as_deref()) {
+                    Some(found) => Ok((found.key.clone(), found.algorithm)),
+                    None => {
+                        remote.refetch_soon();
+                        Err(AuthRefusal {
+                            code: reason::BAD_USER_NAME_OR_PASSWORD,
+                            why: format!("token refused: no key {:?} in the identity provider's key set", header.kid),
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether `token` names a key the current remote key set lacks (worth
+    /// waiting for a fetch: the provider may have just rotated).
+    fn names_an_unknown_key(&self, token: &str) -> bool {
+        let Keys::Remote(remote) = &self.keys else { return false };
+        let Some(set) = remote.current() else { return false };
+        jsonwebtoken::decode_header(token).is_ok_and(|h| set.find(h.kid.as_deref()).is_none())
     }
 
     /// Checks `token`; `username` (when given and non-empty) must equal
@@ -90,8 +156,11 @@ impl JwtVerifier {
     /// id takes the claim's (`Identity::client_id`: the broker assigns it).
     pub fn verify(&self, token: &str, username: Option<&str>, client_id: &str) -> Result<Identity, AuthRefusal> {
         let bad = |why: String| AuthRefusal { code: reason::BAD_USER_NAME_OR_PASSWORD, why };
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|e| bad(format!("token refused: {e}")))?;
+        let (key, algorithm) = self.key_for(token)?;
+        let mut validation = self.validation.clone();
+        validation.algorithms = vec![algorithm];
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| bad(format!("token refused: {e}")))?;
         let claims = data.claims;
         if claims.sub.is_empty() {
             return Err(bad("token refused: empty sub".into()));
@@ -139,15 +208,29 @@ impl Authenticator for JwtProvider {
     }
 
     fn authenticate<'a>(&'a self, request: &'a AuthRequest<'a>) -> DecisionFuture<'a> {
-        let decision = (|| {
-            let password = request.credentials.password.as_deref()?;
-            let token = std::str::from_utf8(password).ok().filter(|t| looks_like_jwt(t))?;
-            Some(match self.0.verify(token, request.credentials.username.as_deref(), request.client_id) {
+        Box::pin(async move {
+            let Some(token) = request
+                .credentials
+                .password
+                .as_deref()
+                .and_then(|p| std::str::from_utf8(p).ok())
+                .filter(|t| looks_like_jwt(t))
+            else {
+                return Decision::Pass;
+            };
+            let verify = || self.0.verify(token, request.credentials.username.as_deref(), request.client_id);
+            let mut result = verify();
+            if result.is_err() && self.0.names_an_unknown_key(token) {
+                // `key_for` asked for a fetch: give it a moment, then try once more.
+                if let Keys::Remote(remote) = &self.0.keys {
+                    remote.next_fetch(UNKNOWN_KEY_WAIT).await;
+                }
+                result = verify();
+            }
+            match result {
                 Ok(identity) => Decision::Allow(identity),
                 Err(refusal) => Decision::Deny(refusal),
-            })
-        })()
-        .unwrap_or(Decision::Pass);
-        Box::pin(std::future::ready(decision))
+            }
+        })
     }
 }

@@ -13,6 +13,7 @@
 pub mod acl;
 pub mod cooldown;
 pub mod http_hook;
+pub mod jwks;
 pub mod jwt;
 pub mod password;
 
@@ -197,7 +198,7 @@ impl Security {
     /// name the key and the file.
     pub fn from_config(config: &Config) -> anyhow::Result<Security> {
         Ok(Security {
-            policy: RwLock::new(Arc::new(Policy::build(config)?)),
+            policy: RwLock::new(Arc::new(Policy::build(config, None)?)),
             anonymous: Arc::new(Identity::default()),
             failures: AtomicU64::new(0),
             cooldowns: parking_lot::Mutex::new(cooldown::Cooldowns::new(cooldown_policy(config))),
@@ -213,7 +214,7 @@ impl Security {
     /// the old policy stays in force. Connections are not dropped: each
     /// check made from now on uses the new policy.
     pub fn reload(&self, config: &Config) -> anyhow::Result<()> {
-        let policy = Policy::build(config)?;
+        let policy = Policy::build(config, Some(&self.policy()))?;
         *self.policy.write() = Arc::new(policy);
         self.cooldowns.lock().set_policy(cooldown_policy(config));
         tracing::info!("security policy reloaded (password file, tokens, ACL rules, roles)");
@@ -472,7 +473,9 @@ impl Security {
 }
 
 impl Policy {
-    fn build(config: &Config) -> anyhow::Result<Policy> {
+    /// `previous`: the policy being replaced (a reload), whose fetched key
+    /// set is kept when `jwks_url` did not change.
+    fn build(config: &Config, previous: Option<&Policy>) -> anyhow::Result<Policy> {
         let auth = &config.auth;
         let mut chain: Vec<Box<dyn Authenticator>> = Vec::new();
         let mut jwt_verifier = None;
@@ -484,7 +487,8 @@ impl Policy {
                 }
                 "jwt" => {
                     let cfg = auth.jwt.as_ref().expect("validated: [auth.jwt] set");
-                    let verifier = Arc::new(jwt::JwtVerifier::from_config(cfg)?);
+                    let previous = previous.and_then(|p| p.jwt.as_deref());
+                    let verifier = Arc::new(jwt::JwtVerifier::from_config(cfg, previous)?);
                     jwt_verifier = Some(verifier.clone());
                     chain.push(Box::new(jwt::JwtProvider(verifier)));
                 }

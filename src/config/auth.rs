@@ -77,6 +77,14 @@ pub struct JwtConfig {
     /// PEM public key (RSA for RS256, P-256 for ES256).
     #[serde(default)]
     pub public_key_file: Option<PathBuf>,
+    /// An identity provider's key set (JWKS), fetched in the background; a
+    /// token's `kid` picks the key.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// How often the key set is fetched again (also early, at most every
+    /// 5 s, when a token names a key the set does not hold).
+    #[serde(default = "default_jwks_refresh_secs")]
+    pub jwks_refresh_secs: u64,
     /// Required `iss`, when set.
     #[serde(default)]
     pub issuer: Option<String>,
@@ -98,6 +106,23 @@ pub struct HttpHookConfig {
     /// What a hook that is down, slow or answering nonsense means.
     #[serde(default)]
     pub fail: FailMode,
+}
+
+fn default_jwks_refresh_secs() -> u64 {
+    300
+}
+
+impl Default for JwtConfig {
+    fn default() -> JwtConfig {
+        JwtConfig {
+            secret: None,
+            public_key_file: None,
+            jwks_url: None,
+            jwks_refresh_secs: default_jwks_refresh_secs(),
+            issuer: None,
+            audience: None,
+        }
+    }
 }
 
 fn default_hook_timeout_ms() -> u64 {
@@ -218,14 +243,37 @@ impl AuthConfig {
         match (&self.jwt, in_chain("jwt")) {
             (None, true) => problems.push("auth.chain has \"jwt\" but there is no [auth.jwt] section".into()),
             (Some(_), false) => problems.push("[auth.jwt] is set but \"jwt\" is not in auth.chain".into()),
-            (Some(j), true) => match (&j.secret, &j.public_key_file) {
-                (None, None) => problems.push("auth.jwt: set secret (HS256) or public_key_file (RS256/ES256)".into()),
-                (Some(_), Some(_)) => problems.push("auth.jwt: set secret or public_key_file, not both".into()),
-                (Some(s), None) if s.len() < 32 => {
+            (Some(j), true) => {
+                match [j.secret.is_some(), j.public_key_file.is_some(), j.jwks_url.is_some()]
+                    .iter()
+                    .filter(|k| **k)
+                    .count()
+                {
+                    0 => problems.push(
+                        "auth.jwt: set secret (HS256), public_key_file (RS256/ES256) or jwks_url (an identity \
+                         provider's keys)"
+                            .into(),
+                    ),
+                    1 => {}
+                    _ => problems.push("auth.jwt: set only one of secret, public_key_file and jwks_url".into()),
+                }
+                if j.secret.as_ref().is_some_and(|s| s.len() < 32) {
                     problems.push("auth.jwt.secret: shorter than 32 bytes; use a long random secret".into())
                 }
-                _ => {}
-            },
+                if let Some(url) = &j.jwks_url {
+                    if !url.starts_with("https://") && !url.starts_with("http://") {
+                        problems.push(format!("auth.jwt.jwks_url = {url:?}: must be an https:// URL"));
+                    } else if super::net::plain_http_off_loopback(url) {
+                        problems.push(format!(
+                            "auth.jwt.jwks_url = {url:?}: keys over plain http:// from a host that is not \
+                             loopback could be replaced on the way; use https://"
+                        ));
+                    }
+                }
+                if j.jwks_refresh_secs == 0 {
+                    problems.push("auth.jwt.jwks_refresh_secs = 0: must be at least 1".into());
+                }
+            }
             (None, false) => {}
         }
         match (&self.http, in_chain("http")) {

@@ -44,6 +44,18 @@ impl NetConfig {
     }
 }
 
+/// Whether `url` is plain `http://` to a host that is not loopback (what a
+/// webhook or a key set must not use without saying so).
+pub(super) fn plain_http_off_loopback(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else { return false };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    !(host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -127,19 +127,11 @@ impl PushConfig {
             if self.ack_timeout_secs == 0 {
                 problems.push("push.ack_timeout_secs = 0: must be at least 1".into());
             }
-            if let Some(rest) = url.strip_prefix("http://") {
-                let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-                let host = match authority.strip_prefix('[') {
-                    Some(v6) => v6.split(']').next().unwrap_or(""),
-                    None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-                };
-                let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-                if !loopback && !self.allow_insecure {
-                    problems.push(format!(
-                        "push.webhook = {url:?}: plain http:// to a host that is not loopback sends message previews \
-                         in clear; use https://, or set push.allow_insecure = true"
-                    ));
-                }
+            if super::net::plain_http_off_loopback(url) && !self.allow_insecure {
+                problems.push(format!(
+                    "push.webhook = {url:?}: plain http:// to a host that is not loopback sends message previews \
+                     in clear; use https://, or set push.allow_insecure = true"
+                ));
             }
             if self.max_queue == 0 || self.max_attempts == 0 {
                 problems.push("push.max_queue and push.max_attempts must be at least 1".into());

@@ -74,6 +74,7 @@ pub fn with_jwt(mut config: Config) -> Config {
         public_key_file: None,
         issuer: None,
         audience: None,
+        ..Default::default()
     });
     config.auth.acl_default = Some(starling::config::Permission::Allow);
     config
