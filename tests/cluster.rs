@@ -189,8 +189,8 @@ async fn without_nats_a_node_serves_its_own_clients_and_rejoins_when_nats_return
     let cluster = n2.cluster().unwrap().clone();
     wait_until("n2 to notice NATS is gone", || !cluster.is_connected()).await;
     let ready = common::http::request(n2.admin_addr(), "GET", "/readyz", &[("Connection", "close")], b"").await;
-    assert_eq!(ready.status, 200, "still serving its own clients");
-    assert!(ready.text().contains("\"cluster\":\"degraded\""), "{}", ready.text());
+    assert_eq!(ready.status, 503, "not the node to send new clients to");
+    assert!(ready.text().contains("cluster_disconnected"), "{}", ready.text());
     // Local delivery goes on.
     while local.next_publish().await.payload.as_ref() != b"end of probes" {}
     publisher.publish_acked("chat/x", false, "while NATS is down").await;

@@ -177,11 +177,15 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
     if !failing.is_empty() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "canary_failing", &format!("canary: {}", failing.join("; ")));
     }
-    // A node without NATS still serves its own clients: ready, but degraded.
+    // A node cut off from NATS still serves the clients it has, but it is
+    // not the node to send new ones to: their messages would reach no other
+    // node, and a QoS 1/2 acknowledgement would rest on this node alone.
     match &state.plugins.cluster {
-        Some(cluster) if !cluster.is_connected() => {
-            Json(serde_json::json!({ "status": "degraded", "cluster": "degraded" })).into_response()
-        }
+        Some(cluster) if !cluster.is_connected() => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cluster_disconnected",
+            "cut off from NATS: serving this node's clients only, reconnecting",
+        ),
         Some(cluster) if !cluster.durable.is_ready() => {
             Json(serde_json::json!({ "status": "degraded", "cluster": "no_jetstream" })).into_response()
         }

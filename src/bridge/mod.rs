@@ -635,6 +635,18 @@ impl Edge for BridgeEdge<'_> {
         self.runner.shared.inflight.store(self.st.inflight.len(), Ordering::Relaxed);
         Poll::Ready(Ok(()))
     }
+
+    /// The bridge's edge carries deliveries out only: what comes in from the
+    /// remote broker is published (and acknowledged) by the bridge's own
+    /// task, never through this client, so nothing is ever owed here.
+    fn acknowledged(
+        &mut self,
+        _client: &mut Client,
+        token: crate::client::AckToken,
+        _published: crate::client::Published,
+    ) -> Result<(), CloseReason> {
+        unreachable!("the bridge's client took publish {token:?}, but it never publishes")
+    }
 }
 
 /// Hands requests to rumqttc in order until its channel is full; the rest

@@ -220,6 +220,7 @@ pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Resu
                 None => Some(Arc::from(format!("ip:{}", peer.addr.ip()))),
             },
             finished: false,
+            owed: None,
         },
         session_present: connected.session_present,
         assigned_client_id: connected.assigned_client_id.or(bound_assigned),
@@ -253,6 +254,7 @@ pub fn attach_trusted(
         batches: 0,
         rate_key: None,
         finished: false,
+        owed: None,
     };
     (client, connected.resend)
 }

@@ -27,8 +27,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+mod acks;
 mod admit;
 pub mod lifecycle;
+pub use acks::AckToken;
 pub use admit::{admit, attach_trusted, Admitted, ConnectInfo, Peer, Refused};
 
 /// How a publish ended, for the transport's acknowledgement.
@@ -54,6 +56,16 @@ impl Published {
             Published::Refused(refusal) => refusal.reason_code(),
             Published::StoreFailed => reason::UNSPECIFIED_ERROR,
         }
+    }
+}
+
+/// A publish's acknowledgement as the client core reports it.
+fn published(ack: Ack) -> Published {
+    match ack {
+        Ack::Accepted { matched } => Published::Accepted { matched },
+        // Not durable where promised, on this node or in the cluster.
+        Ack::StoreFailed | Ack::NotReplicated => Published::StoreFailed,
+        Ack::Refused(refusal) => Published::Refused(refusal),
     }
 }
 
@@ -101,6 +113,8 @@ enum Woke {
     Kicked(CloseReason),
     Received(Result<Received, CloseReason>),
     Deliveries,
+    /// The oldest acknowledgement owed is known.
+    Acknowledged(AckToken, Published),
 }
 
 /// What a read from the peer brought.
@@ -136,6 +150,9 @@ pub trait Edge: Send {
     /// Poll-based, like `poll_receive`: the loop's future holds no flush
     /// future (a blocked write is waited for in a boxed slow path).
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CloseReason>>;
+    /// Writes the answer to a publish that [`Client::publish_answered_later`]
+    /// took without answering (its acknowledgement waited for the backplane).
+    fn acknowledged(&mut self, client: &mut Client, token: AckToken, published: Published) -> Result<(), CloseReason>;
 }
 
 /// A connected client: its session, identity and the loop that serves it.
@@ -167,6 +184,9 @@ pub struct Client {
     /// `finish` ran; otherwise dropping the client (a panic in its task)
     /// still ends the attachment, so a session is never left marked connected.
     finished: bool,
+    /// Acknowledgements owed to publishes still waiting for the backplane
+    /// (`acks.rs`); `None` while there are none.
+    owed: Option<Box<acks::OwedAcks>>,
 }
 
 impl Drop for Client {
@@ -247,8 +267,16 @@ impl Client {
                 if let Poll::Ready(reason) = self.session.poll_close(self.connection_id, &mut self.close_waker, cx) {
                     return Poll::Ready(Woke::Kicked(reason));
                 }
-                if let Poll::Ready(received) = edge.poll_receive(cx) {
-                    return Poll::Ready(Woke::Received(received));
+                if let Some(owed) = self.owed.as_mut() {
+                    if let Poll::Ready(Some((token, published))) = owed.poll_next(cx) {
+                        return Poll::Ready(Woke::Acknowledged(token, published));
+                    }
+                }
+                // Owing too many answers, stop reading until some go out.
+                if self.owed.as_ref().is_none_or(|owed| owed.len() < acks::MAX_OWED) {
+                    if let Poll::Ready(received) = edge.poll_receive(cx) {
+                        return Poll::Ready(Woke::Received(received));
+                    }
                 }
                 if more {
                     return Poll::Ready(Woke::Deliveries);
@@ -269,6 +297,14 @@ impl Client {
                     // (docs/performance.md, "Write coalescing at a fixed rate").
                     if self.broker.fanning_out() {
                         tokio::task::yield_now().await;
+                    }
+                }
+                Woke::Acknowledged(token, published) => {
+                    if self.owed.as_ref().is_some_and(|owed| owed.is_empty()) {
+                        self.owed = None;
+                    }
+                    if let Err(reason) = edge.acknowledged(self, token, published) {
+                        return reason;
                     }
                 }
                 Woke::Received(Ok(Received::Closed)) => return CloseReason::PeerClosed,
@@ -418,12 +454,42 @@ impl Client {
         }
         self.routed += 1;
         // Acknowledged means durable: the broker waits for the store when needed.
-        match self.broker.publish_acknowledged(message).await {
-            Ack::Accepted { matched } => Published::Accepted { matched },
-            // Not durable where promised, on this node or in the cluster.
-            Ack::StoreFailed | Ack::NotReplicated => Published::StoreFailed,
-            Ack::Refused(refusal) => Published::Refused(refusal),
+        published(self.broker.publish_acknowledged(message).await)
+    }
+
+    /// [`Client::publish`] for a QoS 1/2 message whose answer may come
+    /// later: `Some` is the answer now; `None` means the edge is told by
+    /// [`Edge::acknowledged`] once the backplane answered (or its deadline
+    /// passed), while the connection goes on reading. An answer is never
+    /// sent before one owed to an earlier publish.
+    pub async fn publish_answered_later(&mut self, mut message: Message, token: AckToken) -> Option<Published> {
+        debug_assert!(message.qos != QoS::AtMostOnce);
+        self.take_in(&mut message);
+        self.yield_if_first_since_idle().await;
+        let behind = self.owed.is_some();
+        if !self.may_publish(&mut message) {
+            self.broker.security().count_denied_publish();
+            tracing::debug!(client_id = %self.session.client_id, topic = %message.topic, "publish denied");
+            return self.answer_in_order(token, behind, Published::Denied);
         }
+        self.routed += 1;
+        let outcome = self.broker.publish_paced(message).await;
+        if outcome.backplane_ack.is_none() && !behind {
+            // Nothing slow to wait for (at most a group commit): answer now.
+            return Some(published(self.broker.acknowledge(outcome).await));
+        }
+        let acknowledgement = self.broker.acknowledgement(outcome);
+        self.owed.get_or_insert_with(Default::default).push(token, async move { published(acknowledgement.await) });
+        None
+    }
+
+    /// `answer` now, or after the answers already owed.
+    fn answer_in_order(&mut self, token: AckToken, behind: bool, answer: Published) -> Option<Published> {
+        if !behind {
+            return Some(answer);
+        }
+        self.owed.get_or_insert_with(Default::default).push(token, std::future::ready(answer));
+        None
     }
 
     /// [`Client::publish`] for a run of QoS 0 messages to one topic (one

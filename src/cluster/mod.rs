@@ -506,6 +506,9 @@ impl Backplane for Cluster {
     }
 }
 
+/// How often a node pings its NATS server.
+const PING_INTERVAL: Duration = Duration::from_secs(2);
+
 /// What both of a node's NATS connections share: credentials, trust,
 /// reconnecting forever with back-off (50 ms doubling to 2 s).
 async fn connect_options(config: &ClusterConfig, name: String) -> anyhow::Result<async_nats::ConnectOptions> {
@@ -513,7 +516,11 @@ async fn connect_options(config: &ClusterConfig, name: String) -> anyhow::Result
         .name(name)
         .retry_on_initial_connect()
         .max_reconnects(None)
-        .reconnect_delay_callback(|attempts| std::time::Duration::from_millis((50u64 << attempts.min(6)).min(2000)));
+        .reconnect_delay_callback(|attempts| std::time::Duration::from_millis((50u64 << attempts.min(6)).min(2000)))
+        // A server that stops answering (cut off, paused) is noticed after
+        // about three unanswered pings: within 10 s, not the default's
+        // minutes (`/readyz` and `starling_cluster_connected` follow).
+        .ping_interval(PING_INTERVAL);
     if let Some(token) = &config.token {
         options = options.token(token.clone());
     }

@@ -14,7 +14,7 @@
 use crate::auth::Credentials;
 use crate::broker::{Broker, Delivery, Message, MessageProperties, Outgoing, NEVER_EXPIRES};
 use crate::client::lifecycle::{self, Door};
-use crate::client::{self, Client, ConnectInfo, Edge, Peer, Published, Received, Subscribed};
+use crate::client::{self, AckToken, Client, ConnectInfo, Edge, Peer, Published, Received, Subscribed};
 use crate::clock::now_ms;
 use crate::model::reason;
 use crate::model::CloseReason;
@@ -201,6 +201,10 @@ impl<S: ByteStream> Edge for Connection<S> {
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CloseReason>> {
         self.poll_flush_writes(cx)
+    }
+
+    fn acknowledged(&mut self, client: &mut Client, token: AckToken, published: Published) -> Result<(), CloseReason> {
+        self.answer_publish(client, token, published)
     }
 }
 
@@ -463,10 +467,27 @@ where
         // sampled or shed); the client core honours it only for the class's roles.
         message.handling.high_priority =
             message.properties.user_properties.iter().any(|(k, v)| k == "priority" && v == "high");
-        let published = client.publish(message).await;
         if publish.qos == QoS::AtMostOnce {
+            let published = client.publish(message).await;
             return runs::answer_at_most_once(client, published, self.version.is_v5());
         }
+        // In a cluster the answer may wait for JetStream: reading goes on
+        // meanwhile, and `acknowledged` writes it (client/acks.rs).
+        let token = AckToken { packet_id, qos: publish.qos };
+        match client.publish_answered_later(message, token).await {
+            Some(published) => self.answer_publish(client, token, published),
+            None => Ok(()),
+        }
+    }
+
+    /// PUBACK (QoS 1) or PUBREC (QoS 2) for a publish, now or once owed.
+    fn answer_publish(
+        &mut self,
+        client: &mut Client,
+        token: AckToken,
+        published: Published,
+    ) -> Result<(), CloseReason> {
+        let AckToken { packet_id, qos } = token;
         if !self.version.is_v5() {
             // MQTT 3.1.1 acknowledgements carry no reason code: a PUBACK would
             // say "accepted". A message the store could not make durable, or
@@ -494,12 +515,12 @@ where
             }
             other => other.reason_code(),
         };
-        if code >= 0x80 && publish.qos == QoS::ExactlyOnce {
+        if code >= 0x80 && qos == QoS::ExactlyOnce {
             // A failed PUBREC ends the QoS 2 exchange ([MQTT-4.3.3]).
             client.session().release_incoming_qos2(packet_id);
         }
         let reply = ack(packet_id, code);
-        self.write(&if publish.qos == QoS::AtLeastOnce { Packet::PubAck(reply) } else { Packet::PubRec(reply) });
+        self.write(&if qos == QoS::AtLeastOnce { Packet::PubAck(reply) } else { Packet::PubRec(reply) });
         Ok(())
     }
 

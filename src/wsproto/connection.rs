@@ -13,7 +13,7 @@ use super::{decode, encode, pb, FrameError, Inbound, HEARTBEAT};
 use crate::auth::Credentials;
 use crate::broker::{Broker, Message, Outgoing};
 use crate::client::lifecycle::{self, Door};
-use crate::client::{self, Client, ConnectInfo, Edge, Peer, Published, Received};
+use crate::client::{self, AckToken, Client, ConnectInfo, Edge, Peer, Published, Received};
 use crate::model::reason;
 use crate::model::CloseReason;
 use crate::model::{LastWill, QoS, SubscriptionOptions, WillProperties};
@@ -134,6 +134,11 @@ where
                 client.session().pubcomp(packet_id);
             }
         }
+    }
+
+    fn acknowledged(&mut self, _client: &mut Client, token: AckToken, published: Published) -> Result<(), CloseReason> {
+        self.acknowledge_publish(token, published);
+        Ok(())
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CloseReason>> {
@@ -321,12 +326,16 @@ where
         };
         let mut message = Message::new(topic, publish.payload, qos, publish.retain);
         message.handling.high_priority = publish.high_priority;
-        let published = client.publish(message).await;
         if qos == QoS::AtLeastOnce {
-            let code = published.reason_code();
-            self.push(Body::PubAck(pb::PubAck { packet_id: publish.packet_id, reason_code: code.into() }));
+            // In a cluster the answer may wait for JetStream: reading goes
+            // on meanwhile, and `acknowledged` sends it (client/acks.rs).
+            let token = AckToken { packet_id: publish.packet_id as u16, qos };
+            if let Some(published) = client.publish_answered_later(message, token).await {
+                self.acknowledge_publish(token, published);
+            }
             return Ok(());
         }
+        let published = client.publish(message).await;
         // QoS 0: say why a message was refused or denied, keep the connection.
         let text = match published {
             Published::Refused(refusal) => refusal.text(),
@@ -336,6 +345,12 @@ where
         };
         self.push(Body::Error(pb::Error { code: published.reason_code().into(), message: text.into() }));
         Ok(())
+    }
+
+    /// The PubAck for a QoS 1 publish, now or once owed.
+    fn acknowledge_publish(&mut self, token: AckToken, published: Published) {
+        let reason_code = published.reason_code().into();
+        self.push(Body::PubAck(pb::PubAck { packet_id: token.packet_id.into(), reason_code }));
     }
 
     // ---- I/O ---------------------------------------------------------------
