@@ -520,9 +520,16 @@ async fn connect_options(config: &ClusterConfig, name: String) -> anyhow::Result
         // A server that stops answering (cut off, paused) is noticed after
         // about three unanswered pings: within 10 s, not the default's
         // minutes (`/readyz` and `starling_cluster_connected` follow).
-        .ping_interval(PING_INTERVAL);
+        .ping_interval(PING_INTERVAL)
+        // Replies to this node (its requests, JetStream's answers, watches)
+        // come to inboxes under its own name: NATS permissions can then let
+        // each node read its replies and no other's (docs/cluster/nats-server.conf).
+        .custom_inbox_prefix(format!("_INBOX.{}.{}", config.subject_prefix, config.node_name()));
     if let Some(token) = &config.token {
         options = options.token(token.clone());
+    }
+    if let (Some(user), Some(password)) = (&config.user, &config.password) {
+        options = options.user_and_password(user.clone(), password.clone());
     }
     if let Some(file) = &config.credentials_file {
         options = options

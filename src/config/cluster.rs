@@ -18,6 +18,9 @@ pub struct ClusterConfig {
     pub credentials_file: Option<PathBuf>,
     /// A NATS token.
     pub token: Option<String>,
+    /// A NATS user and password (each node its own: docs/cluster/nats-server.conf).
+    pub user: Option<String>,
+    pub password: Option<String>,
     /// CA certificate(s) to trust for `tls://` NATS servers.
     pub tls_ca_file: Option<PathBuf>,
     /// Replicas of the JetStream streams and buckets (3 on a real NATS
@@ -50,6 +53,8 @@ impl Default for ClusterConfig {
             node: None,
             credentials_file: None,
             token: None,
+            user: None,
+            password: None,
             tls_ca_file: None,
             stream_replicas: 1,
             durable_window_secs: 3600,
@@ -77,6 +82,14 @@ impl ClusterConfig {
             if !token_ok(node) {
                 problems.push(format!("cluster.node = {node:?}: use letters, digits, - and _"));
             }
+        }
+        if self.user.is_some() != self.password.is_some() {
+            problems.push("cluster.user and cluster.password: set both or neither".into());
+        }
+        if [self.user.is_some(), self.token.is_some(), self.credentials_file.is_some()].iter().filter(|s| **s).count()
+            > 1
+        {
+            problems.push("cluster: use one of user/password, token and credentials_file".into());
         }
         if !token_ok(&self.subject_prefix) {
             problems.push(format!("cluster.subject_prefix = {:?}: use letters, digits, - and _", self.subject_prefix));

@@ -26,6 +26,21 @@ impl NatsServer {
         server
     }
 
+    /// Starts nats-server with a configuration file, on a free loopback port
+    /// and `dir` as its JetStream directory (the file's `store_dir` is left
+    /// out of the copy it runs: nats-server refuses both).
+    pub async fn start_with_config(dir: &Path, config: &Path) -> NatsServer {
+        let port = super::process::free_port();
+        let text = std::fs::read_to_string(config).unwrap();
+        let kept: Vec<&str> = text.lines().filter(|l| !l.trim_start().starts_with("store_dir:")).collect();
+        let copy = dir.join("nats-server.conf");
+        std::fs::write(&copy, kept.join("\n")).unwrap();
+        let args = vec!["-c".into(), copy.to_str().unwrap().to_string()];
+        let mut server = NatsServer { child: None, port, dir: dir.to_path_buf(), args };
+        server.restart().await;
+        server
+    }
+
     /// Three nats-servers routed into one NATS cluster (JetStream on each,
     /// its own data directory), each taking clients on its own port.
     pub async fn cluster_of_three(dir: &Path) -> Vec<NatsServer> {
