@@ -274,8 +274,13 @@ async fn a_persistent_session_survives_its_node_being_killed() {
     }
     n1.kill_9().await;
 
-    // The phone comes back through the load balancer, to n2.
-    let mut phone = v4::connect(n2.addr, "phone", false).await;
+    // The phone comes back through the load balancer, to n2, and is told
+    // its session is present: rebuilt from the cluster's record and
+    // JetStream before the CONNACK (issue 25, item 1).
+    let mut options = v4::options(n2.addr, "phone");
+    options.set_clean_session(false);
+    let (mut phone, connack) = v4::connect_with(options).await;
+    assert!(connack.session_present, "the session rebuilt on n2 is present");
     let mut missing: std::collections::BTreeSet<String> = acknowledged.iter().cloned().collect();
     while !missing.is_empty() {
         let p = phone.next_publish().await;

@@ -66,8 +66,19 @@ pub trait Backplane: Send + Sync {
     fn forget_retained(&self, topic: &str, id: u64);
     /// A client connected here: its client id (and single sign-on) hold
     /// cluster-wide, and a persistent session it resumes (`resume`) is
-    /// handed over by the node that had it.
-    fn claim(&self, client_id: &str, user: Option<&str>, device: Option<&str>, clean_start: bool, resume: bool);
+    /// handed over by the node that had it (or rebuilt from the cluster's
+    /// record when that node is gone). For a resume, the answer says
+    /// whether the session came from another node (its subscriptions and
+    /// messages are then in place): the connect waits for it, bounded, to
+    /// tell the client its session is present.
+    fn claim(
+        &self,
+        client_id: &str,
+        user: Option<&str>,
+        device: Option<&str>,
+        clean_start: bool,
+        resume: bool,
+    ) -> Option<tokio::sync::oneshot::Receiver<bool>>;
     /// This node's viewer counts, for the other nodes.
     fn share_viewer_counts(&self, counts: Vec<(String, usize)>);
     /// Viewers of `room` on the other nodes.

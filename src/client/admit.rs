@@ -168,16 +168,24 @@ pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Resu
         // (a new token, rules reloaded while it was away, a restart).
         broker.recheck_subscriptions(&connected.session, &identity);
     }
+    let mut session_present = connected.session_present;
     if let Some(backplane) = broker.backplane() {
         // The client id (and single sign-on) hold cluster-wide: the node
         // that had this client closes it there and hands its session over.
-        backplane.claim(
+        let moved = backplane.claim(
             &connected.session.client_id,
             identity.user.as_deref(),
             identity.device.as_deref(),
             info.clean_start,
             !info.clean_start && connected.session.is_persistent(),
         );
+        // A session resumed here that another node held: wait (bounded) for
+        // it to arrive, so the CONNACK can say it is present. MQTT clients
+        // that read "not present" discard their session state.
+        if let Some(moved) = moved.filter(|_| !session_present) {
+            let limit = broker.config().cluster.as_ref().map_or(0, |c| c.handover_timeout_ms);
+            session_present = matches!(tokio::time::timeout(Duration::from_millis(limit), moved).await, Ok(Ok(true)));
+        }
     }
     if let Some(user) = identity.user.as_deref() {
         let signed_out = match security.single_session() {
@@ -193,7 +201,7 @@ pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Resu
     }
     let identity_user = identity.user.clone();
     tracing::debug!(peer = %peer.addr, transport = peer.transport.label(), client_id = %connected.session.client_id,
-        user = identity.user_name().unwrap_or(""), session_present = connected.session_present, "client connected");
+        user = identity.user_name().unwrap_or(""), session_present, "client connected");
     broker.stats.connected(peer.transport);
     Ok(Admitted {
         client: Client {
@@ -222,7 +230,7 @@ pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Resu
             finished: false,
             owed: None,
         },
-        session_present: connected.session_present,
+        session_present,
         assigned_client_id: connected.assigned_client_id.or(bound_assigned),
         session_expiry_secs: connected.session_expiry_secs,
         keep_alive_secs,

@@ -390,7 +390,7 @@ impl Cluster {
         device: Option<&str>,
         clean_start: bool,
         resume: bool,
-    ) {
+    ) -> Option<tokio::sync::oneshot::Receiver<bool>> {
         let claim = Claim {
             node: self.node.clone(),
             client_id: client_id.to_string(),
@@ -398,21 +398,25 @@ impl Cluster {
             device: device.map(str::to_string),
             clean_start,
         };
-        let Ok(payload) = postcard::to_allocvec(&claim) else { return };
+        let payload = postcard::to_allocvec(&claim).ok()?;
         let (client, subject) = (self.client.clone(), format!("{}.c.claim", self.prefix));
+        let (moved_tx, moved) = tokio::sync::oneshot::channel();
         let recovery = (resume && self.durable.is_ready()).then(|| {
             let (handed, handed_rx) = tokio::sync::oneshot::channel();
             self.awaiting_handover.lock().insert(client_id.to_string(), handed);
             (Arc::downgrade(self), client_id.to_string(), user.map(str::to_string), handed_rx)
         });
+        let answers = recovery.is_some();
         tokio::spawn(async move {
             if let Err(e) = client.publish(subject, Bytes::from(payload)).await {
                 tracing::debug!(error = %e, "cluster: cannot send a claim");
             }
             if let Some((cluster, client_id, user, handed)) = recovery {
-                recovery::recover_session(cluster, client_id, user, handed).await;
+                let moved = recovery::recover_session(cluster, client_id, user, handed).await;
+                let _ = moved_tx.send(moved);
             }
         });
+        answers.then_some(moved)
     }
 
     /// Sends this node's viewer counts to the others (fire and forget).
@@ -487,10 +491,15 @@ impl Backplane for Cluster {
         self.durable.forget_retained(topic, id);
     }
 
-    fn claim(&self, client_id: &str, user: Option<&str>, device: Option<&str>, clean_start: bool, resume: bool) {
-        if let Some(me) = self.me.upgrade() {
-            me.claim_client_id(client_id, user, device, clean_start, resume);
-        }
+    fn claim(
+        &self,
+        client_id: &str,
+        user: Option<&str>,
+        device: Option<&str>,
+        clean_start: bool,
+        resume: bool,
+    ) -> Option<tokio::sync::oneshot::Receiver<bool>> {
+        self.me.upgrade()?.claim_client_id(client_id, user, device, clean_start, resume)
     }
 
     fn share_viewer_counts(&self, counts: Vec<(String, usize)>) {
@@ -729,12 +738,15 @@ async fn run_handovers(mut handovers: async_nats::Subscriber, cluster: Weak<Clus
                 })
             })
             .collect();
-        if let Some(waiting) = node.awaiting_handover.lock().remove(&handover.client_id) {
-            let _ = waiting.send(());
-        }
+        // Taken over first, then the waiting connect told: its CONNACK says
+        // the session is present only once its subscriptions are.
         if broker.take_over_state(&handover.client_id, handover.user.as_deref(), subscriptions, deliveries) {
             node.counters.sessions_taken_over.fetch_add(1, Relaxed);
             tracing::info!(client_id = handover.client_id, "cluster: session taken over from another node");
+        }
+        let waiting = node.awaiting_handover.lock().remove(&handover.client_id);
+        if let Some(waiting) = waiting {
+            let _ = waiting.send(());
         }
     }
 }

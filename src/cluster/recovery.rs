@@ -35,6 +35,12 @@ pub const WATERMARK_STEP_MS: u64 = 30_000;
 /// expiry (those of a node that died, whose clients never came back).
 pub const RECORD_REFRESH_MS: u64 = 3_600_000;
 
+/// How long a resume waits for the session's old node to answer a ping
+/// (then it is taken for gone and the session is rebuilt).
+const HANDOVER_PING_TIMEOUT: Duration = Duration::from_millis(1_000);
+/// How long a resume waits for the handover from a node that answered.
+const HANDOVER_WAIT: Duration = Duration::from_millis(2_000);
+
 /// After a gap in the NATS connection, the second catch-up pass runs this
 /// much later.
 const CATCH_UP_AGAIN_AFTER: Duration = Duration::from_secs(3);
@@ -234,6 +240,24 @@ async fn write_session_records(node: &Cluster, broker: &Broker, bucket: &kv::Sto
     }
 }
 
+/// Writes the record of a session that just came to this node before its
+/// client is told it is present: a client that moves on at once must find
+/// this node named, not the one before (the periodic writer is up to a
+/// second late).
+async fn record_now(node: &Cluster, client_id: &str) {
+    let (Some(bucket), Some(broker)) = (node.durable.sessions.get(), node.broker.upgrade()) else { return };
+    let Some(session) = broker.session(client_id) else { return };
+    let now = crate::clock::now_ms();
+    let record = session_record(node.node(), &session, now);
+    let digest = record_digest(&record);
+    let Ok(value) = postcard::to_allocvec(&record) else { return };
+    let put = bucket.put(subjects::client_key(client_id), Bytes::from(value));
+    if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), put).await {
+        let written = Written { digest, watermark_ms: record.watermark_ms, at_ms: now };
+        node.durable.written.lock().insert(Arc::from(client_id), written);
+    }
+}
+
 fn session_record(node: &str, session: &Session, now_ms: u64) -> SessionRecord {
     let horizon = now_ms.saturating_sub(WATERMARK_GRACE_MS);
     let watermark_ms = session.oldest_undelivered_ms().map_or(horizon, |oldest| oldest.min(horizon));
@@ -301,27 +325,32 @@ async fn replay(durable: &Durable, client_id: &str, record: &SessionRecord) -> a
 /// answers but hands nothing over, the session is rebuilt from JetStream:
 /// the record's subscriptions, and every QoS 1/2 message since its
 /// watermark that matches them (some may come twice; none is lost).
+/// Returns whether the session came from another node (handed over or
+/// rebuilt): the connect that waits for it answers "session present".
 pub(super) async fn recover_session(
     cluster: Weak<Cluster>,
     client_id: String,
     user: Option<String>,
     handed: tokio::sync::oneshot::Receiver<()>,
-) {
-    let Some(node) = cluster.upgrade() else { return };
+) -> bool {
+    let Some(node) = cluster.upgrade() else { return false };
     let record = session_record_of(&node.durable, &client_id).await;
     let Some(record) = record.filter(|r| r.node != node.node && r.user == user) else {
         node.awaiting_handover.lock().remove(&client_id);
-        return;
+        return false;
     };
+    // A killed node has no subscriber for its ping: NATS says so at once
+    // ("no responders"). A paused or cut-off one costs the timeout.
     let ping = node.client.request(format!("{}.c.ping.{}", node.prefix, record.node), Bytes::new());
-    let alive = matches!(tokio::time::timeout(std::time::Duration::from_secs(2), ping).await, Ok(Ok(_)));
-    let wait = if alive { std::time::Duration::from_secs(2) } else { std::time::Duration::ZERO };
+    let alive = matches!(tokio::time::timeout(HANDOVER_PING_TIMEOUT, ping).await, Ok(Ok(_)));
+    let wait = if alive { HANDOVER_WAIT } else { std::time::Duration::ZERO };
     let handed_over = tokio::time::timeout(wait, handed).await.is_ok_and(|r| r.is_ok());
     node.awaiting_handover.lock().remove(&client_id);
     if handed_over {
-        return;
+        record_now(&node, &client_id).await;
+        return true;
     }
-    let Some(broker) = node.broker.upgrade() else { return };
+    let Some(broker) = node.broker.upgrade() else { return false };
     match replay(&node.durable, &client_id, &record).await {
         Ok(deliveries) => {
             let subscriptions =
@@ -337,8 +366,14 @@ pub(super) async fn recover_session(
                     alive,
                     "cluster: session rebuilt from JetStream (its node did not hand it over)"
                 );
+                record_now(&node, &client_id).await;
+                return true;
             }
+            false
         }
-        Err(e) => tracing::error!(client_id, error = %e, "cluster: cannot rebuild a session from JetStream"),
+        Err(e) => {
+            tracing::error!(client_id, error = %e, "cluster: cannot rebuild a session from JetStream");
+            false
+        }
     }
 }

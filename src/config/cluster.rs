@@ -44,6 +44,12 @@ pub struct ClusterConfig {
     /// election). Past it the publish is refused (MQTT 0x80, HTTP 503) and a
     /// bridge leaves the remote's message unacknowledged.
     pub ack_timeout_ms: u64,
+    /// How long a client resuming a persistent session that another node
+    /// holds waits, before its CONNACK, for that session to be handed over
+    /// (or rebuilt when its node is gone); it is then told its session is
+    /// present. Past it the CONNACK says not present and the session still
+    /// arrives, later (docs/cluster.md).
+    pub handover_timeout_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -62,6 +68,7 @@ impl Default for ClusterConfig {
             subject_prefix: "starling".into(),
             forward_queue: 65_536,
             ack_timeout_ms: 15_000,
+            handover_timeout_ms: 2_000,
         }
     }
 }
@@ -102,6 +109,12 @@ impl ClusterConfig {
         }
         if self.forward_queue == 0 {
             problems.push("cluster.forward_queue = 0: must be at least 1".into());
+        }
+        if self.handover_timeout_ms > 60_000 {
+            problems.push(format!(
+                "cluster.handover_timeout_ms = {}: at most 60000 (a connect waits this long)",
+                self.handover_timeout_ms
+            ));
         }
         if !(100..=600_000).contains(&self.ack_timeout_ms) {
             problems.push(format!(
