@@ -9,6 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use tokio::process::{Child, Command};
 
+/// The nats-server to run: `STARLING_NATS_SERVER` (the test command runs
+/// the cluster tests a second time with the current upstream release it
+/// installs in target/pyenv), else Debian's on the PATH.
+pub fn nats_server_program() -> String {
+    std::env::var("STARLING_NATS_SERVER").unwrap_or_else(|_| "nats-server".into())
+}
+
 pub struct NatsServer {
     child: Option<Child>,
     pub port: u16,
@@ -81,7 +88,7 @@ impl NatsServer {
 
     /// Starts it again on the same port and data directory.
     pub async fn restart(&mut self) {
-        let child = Command::new("nats-server")
+        let child = Command::new(nats_server_program())
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
             .arg(&self.dir)
             .args(&self.args)
