@@ -174,6 +174,8 @@ pub struct Cluster {
     /// Lock map: docs/architecture.md, "Locks" (order, and the I/O under it).
     viewers: Mutex<RemoteViewers>,
     connected: Arc<AtomicBool>,
+    /// A gap in this node's NATS connection not yet caught up on.
+    gap: Arc<recovery::Gap>,
     broker: Weak<Broker>,
     /// NATS subscriptions held (a `/#` filter takes two).
     pub subscriptions: AtomicUsize,
@@ -259,6 +261,7 @@ impl Cluster {
             seen: Mutex::new(Seen::default()),
             viewers: Mutex::new(RemoteViewers::default()),
             connected,
+            gap: gap.clone(),
             broker: Arc::downgrade(broker),
             subscriptions: AtomicUsize::new(0),
             counters: ClusterCounters::default(),
@@ -515,6 +518,10 @@ impl Backplane for Cluster {
     }
 }
 
+/// How long a handover waits for this node to catch up on a gap in its
+/// NATS connection (the catch-up's two passes take about 3 s).
+const CATCH_UP_BEFORE_HANDOVER: Duration = Duration::from_secs(10);
+
 /// How often a node pings its NATS server.
 const PING_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -674,6 +681,13 @@ async fn run_claims(
         };
         if claim.node == node.node {
             continue;
+        }
+        if node.gap.incomplete_since().is_some() && broker.session(&claim.client_id).is_some() {
+            // Messages that reached JetStream while this node was cut off
+            // are still being read back: hand the session over with them,
+            // not without (the new node, waiting, rebuilds from the record
+            // meanwhile if this takes long; both copies merge, nothing is lost).
+            node.gap.wait_caught_up(CATCH_UP_BEFORE_HANDOVER).await;
         }
         if let Some(crate::broker::HandedOver { subscriptions, deliveries }) =
             broker.hand_over(&claim.client_id, claim.user.as_deref(), !claim.clean_start)

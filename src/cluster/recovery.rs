@@ -81,6 +81,10 @@ pub(super) async fn drop_sessions_taken_elsewhere(node: &Cluster, broker: &Broke
 pub struct Gap {
     since_ms: AtomicU64,
     back: tokio::sync::Notify,
+    /// Where the running catch-up reads from (0: none running): until it
+    /// has finished, this node's sessions may lack messages from then on.
+    catching_up_from_ms: AtomicU64,
+    caught_up: tokio::sync::Notify,
 }
 
 impl Gap {
@@ -92,6 +96,47 @@ impl Gap {
     pub fn closed(&self) {
         self.back.notify_one();
     }
+
+    /// The start of a gap not yet caught up (open, or its catch-up running):
+    /// this node's sessions may lack QoS 1/2 messages admitted since then.
+    pub fn incomplete_since(&self) -> Option<u64> {
+        [self.since_ms.load(Relaxed), self.catching_up_from_ms.load(Relaxed)].into_iter().filter(|&t| t != 0).min()
+    }
+
+    /// Waits (at most `limit`) until no gap is left to catch up.
+    pub async fn wait_caught_up(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, async {
+            loop {
+                let caught_up = self.caught_up.notified();
+                if self.incomplete_since().is_none() {
+                    return;
+                }
+                caught_up.await;
+            }
+        })
+        .await;
+    }
+
+    fn catching_up(&self, from_ms: u64) {
+        self.catching_up_from_ms.store(from_ms.max(1), Relaxed);
+    }
+
+    fn done_catching_up(&self) {
+        self.catching_up_from_ms.store(0, Relaxed);
+        self.caught_up.notify_waiters();
+    }
+}
+
+/// A session's watermark: before it, every QoS 1/2 message for the session
+/// was acknowledged by its client. Never later than the oldest delivery
+/// still owed, than `now - WATERMARK_GRACE_MS` (messages on their way), nor
+/// than the start of a gap this node has not caught up on (messages that
+/// reached JetStream but not this node are owed too, though no queue holds
+/// them yet: a rebuild from a later watermark would lose them).
+pub fn watermark_ms(oldest_undelivered_ms: Option<u64>, gap_since_ms: Option<u64>, now_ms: u64) -> u64 {
+    let horizon = now_ms.saturating_sub(WATERMARK_GRACE_MS);
+    let gap = gap_since_ms.map_or(u64::MAX, |since| since.saturating_sub(WATERMARK_GRACE_MS));
+    oldest_undelivered_ms.unwrap_or(u64::MAX).min(horizon).min(gap)
 }
 
 /// After a gap in this node's NATS connection, the QoS 1/2 messages other
@@ -102,9 +147,17 @@ impl Gap {
 pub(super) async fn run_catch_up(gap: Arc<Gap>, cluster: Weak<Cluster>, broker: Weak<Broker>) {
     loop {
         gap.back.notified().await;
+        // Still incomplete until both passes ran (session watermarks and
+        // handovers wait for it): marked before the gap is taken, so that
+        // it never looks complete in between.
+        let pending = gap.since_ms.load(Relaxed);
+        if pending != 0 {
+            gap.catching_up(pending);
+        }
         let since = gap.since_ms.swap(0, Relaxed);
         let (Some(node), Some(broker)) = (cluster.upgrade(), broker.upgrade()) else { return };
         if since == 0 || !node.durable.is_ready() {
+            gap.done_catching_up();
             continue;
         }
         let from = since.saturating_sub(WATERMARK_GRACE_MS);
@@ -131,6 +184,7 @@ pub(super) async fn run_catch_up(gap: Arc<Gap>, cluster: Weak<Cluster>, broker: 
                 }
             }
         }
+        gap.done_catching_up();
     }
 }
 
@@ -201,7 +255,7 @@ async fn write_session_records(node: &Cluster, broker: &Broker, bucket: &kv::Sto
     {
         let written = node.durable.written.lock();
         for session in &sessions {
-            let record = session_record(node.node(), session, now);
+            let record = session_record(node.node(), session, now, node.gap.incomplete_since());
             let digest = record_digest(&record);
             let due = written.get(&session.client_id).is_none_or(|w| {
                 w.digest != digest
@@ -234,7 +288,9 @@ async fn write_session_records(node: &Cluster, broker: &Broker, bucket: &kv::Sto
         if let Ok(Some(entry)) = bucket.entry(key.clone()).await {
             let ours = postcard::from_bytes::<SessionRecord>(&entry.value).is_ok_and(|r| r.node == node.node());
             if ours && entry.operation == kv::Operation::Put {
-                let _ = bucket.delete(key).await;
+                // Only the record read: the node that took the session may
+                // have written its own since (it does at once), which stays.
+                let _ = bucket.delete_expect_revision(key, Some(entry.revision)).await;
             }
         }
     }
@@ -248,7 +304,7 @@ async fn record_now(node: &Cluster, client_id: &str) {
     let (Some(bucket), Some(broker)) = (node.durable.sessions.get(), node.broker.upgrade()) else { return };
     let Some(session) = broker.session(client_id) else { return };
     let now = crate::clock::now_ms();
-    let record = session_record(node.node(), &session, now);
+    let record = session_record(node.node(), &session, now, node.gap.incomplete_since());
     let digest = record_digest(&record);
     let Ok(value) = postcard::to_allocvec(&record) else { return };
     let put = bucket.put(subjects::client_key(client_id), Bytes::from(value));
@@ -258,9 +314,8 @@ async fn record_now(node: &Cluster, client_id: &str) {
     }
 }
 
-fn session_record(node: &str, session: &Session, now_ms: u64) -> SessionRecord {
-    let horizon = now_ms.saturating_sub(WATERMARK_GRACE_MS);
-    let watermark_ms = session.oldest_undelivered_ms().map_or(horizon, |oldest| oldest.min(horizon));
+fn session_record(node: &str, session: &Session, now_ms: u64, gap_since_ms: Option<u64>) -> SessionRecord {
+    let watermark_ms = watermark_ms(session.oldest_undelivered_ms(), gap_since_ms, now_ms);
     let mut subscriptions: Vec<StoredSubscription> =
         session.subscriptions().into_iter().map(|(filter, r)| r.to_stored(filter)).collect();
     subscriptions.sort_by(|a, b| a.filter.cmp(&b.filter));
@@ -375,5 +430,45 @@ pub(super) async fn recover_session(
             tracing::error!(client_id, error = %e, "cluster: cannot rebuild a session from JetStream");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watermark_never_passes_what_is_owed_on_its_way_or_in_a_gap() {
+        let now = 1_000_000;
+        assert_eq!(watermark_ms(None, None, now), now - WATERMARK_GRACE_MS);
+        assert_eq!(watermark_ms(Some(500_000), None, now), 500_000, "the oldest delivery owed");
+        assert_eq!(watermark_ms(Some(995_000), None, now), now - WATERMARK_GRACE_MS, "messages on their way");
+        // A gap since 900 s that is not caught up: what JetStream got since
+        // then may be missing here, so the watermark stays before it.
+        assert_eq!(watermark_ms(None, Some(900_000), now), 900_000 - WATERMARK_GRACE_MS);
+        assert_eq!(watermark_ms(Some(800_000), Some(900_000), now), 800_000);
+    }
+
+    #[tokio::test]
+    async fn a_gap_is_incomplete_until_its_catch_up_has_run() {
+        let gap = Gap::default();
+        assert_eq!(gap.incomplete_since(), None);
+        gap.opened(1_000);
+        gap.opened(2_000); // the earliest opening counts
+        assert_eq!(gap.incomplete_since(), Some(1_000));
+        // The catch-up takes it over: still incomplete while it runs.
+        gap.catching_up(1_000);
+        gap.since_ms.store(0, Relaxed);
+        assert_eq!(gap.incomplete_since(), Some(1_000));
+        gap.opened(5_000); // a new gap while catching up
+        assert_eq!(gap.incomplete_since(), Some(1_000));
+        let waiting = async { gap.wait_caught_up(Duration::from_secs(10)).await };
+        let finishing = async {
+            gap.done_catching_up();
+            gap.since_ms.store(0, Relaxed);
+            gap.done_catching_up();
+        };
+        tokio::join!(waiting, finishing);
+        assert_eq!(gap.incomplete_since(), None);
     }
 }
