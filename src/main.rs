@@ -16,8 +16,11 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `starling --version`: the release and the commit it was built from.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("STARLING_GIT_COMMIT"), ")");
+
 #[derive(Parser)]
-#[command(name = "starling", version, about = "A realtime pub/sub broker (MQTT 3.1.1 and 5.0)")]
+#[command(name = "starling", version = VERSION, about = "A realtime pub/sub broker (MQTT 3.1.1 and 5.0)")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -63,6 +66,14 @@ enum Command {
     /// message back, and report the round trip. Exit 0 when it got through;
     /// otherwise 1, naming the step that failed. Works against any MQTT broker.
     Probe(ProbeArgs),
+    /// Check a configuration file without starting anything: every problem
+    /// at once (exit 1), or "OK" (exit 0). Environment overrides
+    /// (STARLING_SECTION__KEY) apply as they would at start.
+    CheckConfig {
+        /// Configuration file. Default: ./config.toml if it exists, else the built-in defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Run the broker.
     Serve {
         /// Configuration file. Default: ./config.toml if it exists, else the built-in defaults.
@@ -172,6 +183,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
+        Command::CheckConfig { config } => check_config(config),
         Command::Passwd { file, user, delete } => match passwd(&file, &user, delete) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -202,11 +214,62 @@ fn main() -> ExitCode {
     }
 }
 
+/// The file (relative paths in it are its directory's), else ./config.toml,
+/// else the built-in defaults; then `STARLING_SECTION__KEY` variables.
 fn load_config(path: Option<PathBuf>) -> Result<Config, starling::config::ConfigError> {
+    let env = std::env::vars;
     match path {
-        Some(path) => Config::from_file(&path),
-        None if std::path::Path::new("config.toml").exists() => Config::from_file(std::path::Path::new("config.toml")),
-        None => Config::from_toml(BUNDLED_CONFIG, "<built-in config.toml>"),
+        Some(path) => Config::from_file_with_env(&path, env()),
+        None if std::path::Path::new("config.toml").exists() => {
+            Config::from_file_with_env(std::path::Path::new("config.toml"), env())
+        }
+        None => Config::from_toml_with_env(BUNDLED_CONFIG, "<built-in config.toml>", env()),
+    }
+}
+
+/// `starling check-config`: what `serve` would refuse, without binding:
+/// the file's problems (all of them), then the files and directories it
+/// names that cannot be read.
+fn check_config(path: Option<PathBuf>) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut problems = Vec::new();
+    let mut readable = |key: &str, path: Option<&std::path::Path>| {
+        if let Some(path) = path {
+            if let Err(e) = std::fs::metadata(path) {
+                problems.push(format!("{key} = {:?}: {e}", path.display().to_string()));
+            }
+        }
+    };
+    if config.classes.required {
+        readable("classes.dir", Some(&config.classes.dir));
+    }
+    readable("auth.password_file", config.auth.password_file.as_deref());
+    readable("auth.jwt.public_key_file", config.auth.jwt.as_ref().and_then(|j| j.public_key_file.as_deref()));
+    if let Some(tls) = &config.tls {
+        readable("tls.cert_file", Some(&tls.cert_file));
+        readable("tls.key_file", Some(&tls.key_file));
+        readable("tls.client_ca_file", tls.client_ca_file.as_deref());
+    }
+    if config.classes.dir.is_dir() {
+        if let Err(e) = starling::classes::ClassSet::load_dir(&config.classes.dir) {
+            problems.push(format!("classes.dir {}: {e}", config.classes.dir.display()));
+        }
+    }
+    if problems.is_empty() {
+        println!("OK");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("error: the configuration names what cannot be used:");
+        for problem in problems {
+            eprintln!("  - {problem}");
+        }
+        ExitCode::FAILURE
     }
 }
 

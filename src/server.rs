@@ -78,6 +78,17 @@ impl Server {
     /// Starts on a store the caller opened (tests inject failing stores).
     pub async fn start_with_store(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Server> {
         install_crypto_provider();
+        let classes_missing = !config.classes.dir.as_os_str().is_empty() && !config.classes.dir.is_dir();
+        if classes_missing && config.classes.required {
+            anyhow::bail!(
+                "classes.dir = {:?}: no such directory (relative paths are the config file's; set dir = \"\" to \
+                 run without topic classes)",
+                config.classes.dir.display().to_string()
+            );
+        }
+        if classes_missing {
+            tracing::warn!(dir = %config.classes.dir.display(), "no topic classes: the default classes.dir is missing");
+        }
         let classes = if config.classes.dir.as_os_str().is_empty() {
             crate::classes::ClassSet::default()
         } else {

@@ -115,3 +115,109 @@ fn a_bad_log_level_is_named() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("log.level"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn version_names_the_release_and_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = starling(dir.path(), &["--version"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with(&format!("starling {} (commit ", env!("CARGO_PKG_VERSION"))), "{text}");
+}
+
+/// The shipped config.toml and topics/ copied to `DIR/etc`, as a package
+/// installs them next to each other.
+fn installed_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let etc = dir.join("etc");
+    std::fs::create_dir_all(etc.join("topics")).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(root.join("config.toml"), etc.join("config.toml")).unwrap();
+    for entry in std::fs::read_dir(root.join("topics")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, etc.join("topics").join(path.file_name().unwrap())).unwrap();
+    }
+    etc.join("config.toml")
+}
+
+/// `check-config` says what `serve` would refuse, without binding: every
+/// problem of the file at once (environment overrides included) and the
+/// files and directories it names that are not there. Relative paths are
+/// the config file's, wherever it is run from.
+#[test]
+fn check_config_reports_every_problem_and_resolves_paths_against_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = installed_config(dir.path());
+    let config = config.to_str().unwrap();
+    // Run from elsewhere: topics/ is found next to the file.
+    let out = starling(dir.path(), &["check-config", "--config", config]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_starling"))
+        .args(["check-config", "--config", config])
+        .env("STARLING_MQTT__RECEIVE_MAXIMUM", "0")
+        .env("STARLING_SESSION__MAX_QUEUED_MESSAGES", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mqtt.receive_maximum") && err.contains("session.max_queued_messages"), "{err}");
+
+    std::fs::write(
+        dir.path().join("missing.toml"),
+        "[classes]\ndir = \"no-such-topics\"\n[auth]\nchain = [\"password_file\"]\npassword_file = \"no-such-passwd\"\n",
+    )
+    .unwrap();
+    let out = starling(dir.path(), &["check-config", "--config", "missing.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("classes.dir") && err.contains("auth.password_file"), "{err}");
+}
+
+/// A `classes.dir` the file names must exist (before, a missing one meant
+/// "no classes" and chat history quietly disappeared): `serve` refuses to
+/// start and names the key.
+#[test]
+fn a_named_classes_dir_that_is_missing_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.toml"), "[classes]\ndir = \"topics\"\n[storage]\nbackend = \"memory\"\n")
+        .unwrap();
+    let mut args = vec!["serve", "--config", "c.toml"];
+    args.extend(common::process::EPHEMERAL_LISTENERS);
+    let out = starling(dir.path(), &args);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("classes.dir") && err.contains("no such directory"), "{err}");
+}
+
+/// The documented systemd unit runs in /var/lib/starling with the config in
+/// /etc/starling: the topic classes next to the config are loaded (chat
+/// history works), and an environment variable overrides the file.
+#[tokio::test]
+async fn served_from_another_directory_the_classes_next_to_the_config_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = installed_config(dir.path());
+    let mut args = common::process::EPHEMERAL_LISTENERS.to_vec();
+    args.extend(["--config", config.to_str().unwrap()]);
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let broker = BrokerProcess::start_with_listeners(&state, &[("STARLING_STORAGE__BACKEND", "memory")], &args).await;
+    let mut client = v5::connect(broker.addr, "chatter").await;
+    client.publish_acked("chat/lobby", false, "kept in history").await;
+    let history = common::http::request(
+        broker.ws_addr,
+        "GET",
+        "/api/v1/history?topic=chat%2Flobby",
+        &[("Connection", "close")],
+        b"",
+    )
+    .await;
+    assert_eq!(history.status, 200, "{}", history.text());
+    assert!(
+        history.text().contains("a2VwdCBpbiBoaXN0b3J5") || history.text().contains("kept in history"),
+        "{}",
+        history.text()
+    );
+    // STARLING_STORAGE__BACKEND=memory: nothing was written under ./data.
+    assert!(!config.parent().unwrap().join("data").exists(), "the environment chose memory storage");
+}

@@ -9,6 +9,7 @@
 mod auth;
 mod cluster;
 mod files;
+mod load;
 mod net;
 mod ops;
 
@@ -18,11 +19,12 @@ pub use auth::{
 };
 pub use cluster::ClusterConfig;
 pub use files::FilesConfig;
+pub use load::{env_overrides, ENV_PREFIX};
 pub use net::{parse_trusted_proxy, NetConfig};
 pub use ops::{LogConfig, LogFormat, MonitorConfig, PushConfig, SysConfig};
 use serde::Deserialize;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Upper bound of `mqtt.max_packet_size`: MQTT's own limit (268,435,460
 /// bytes) less 1 MiB, so a message accepted at the limit still encodes when
@@ -245,11 +247,15 @@ impl Default for RetainedConfig {
 pub struct ClassesConfig {
     /// Directory of topic class files (`*.toml`); empty string: no classes.
     pub dir: PathBuf,
+    /// The file named `dir` itself (not the default): then a missing
+    /// directory is an error at start, not "no classes".
+    #[serde(skip)]
+    pub required: bool,
 }
 
 impl Default for ClassesConfig {
     fn default() -> Self {
-        ClassesConfig { dir: PathBuf::from("./topics") }
+        ClassesConfig { dir: PathBuf::from("./topics"), required: false }
     }
 }
 
@@ -525,21 +531,6 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Reads and validates a configuration file.
-    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
-        Config::from_toml(&text, &file)
-    }
-
-    /// Parses and validates configuration text; `file` names it in errors.
-    pub fn from_toml(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let config: Config =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { file: file.to_string(), message: e.to_string() })?;
-        config.validate(file)?;
-        Ok(config)
-    }
-
     /// Checks values that the types alone cannot; reports every problem with its key.
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
