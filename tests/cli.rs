@@ -90,20 +90,36 @@ async fn json_logs_without_colour_and_one_line_per_closed_connection() {
     // (The canary's own connections, every 10 s, close at debug level: not here.)
     client.client.disconnect().await.unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut connected = None;
     let closed = within("the close line", async {
         loop {
             let line = stderr.next_line().await.unwrap().expect("the broker exited");
             assert!(!line.contains('\u{1b}'), "a colour code in a log written to a pipe: {line:?}");
             let event: serde_json::Value =
                 serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"));
-            if event["fields"]["message"] == "connection closed" && event["fields"]["client_id"] == "log-test" {
+            if event["fields"]["client_id"] != "log-test" {
+                continue;
+            }
+            if event["fields"]["message"] == "client connected" {
+                connected = Some(event.clone());
+            }
+            if event["fields"]["message"] == "connection closed" {
                 return event;
             }
         }
     })
     .await;
+    // One line per accepted connection: who, from where, how.
+    let connected = connected.expect("a connect line before the close line");
+    assert_eq!(connected["level"], "INFO", "{connected}");
+    assert_eq!(connected["fields"]["transport"], "mqtt", "{connected}");
+    assert_eq!(connected["fields"]["protocol"], "3.1.1", "{connected}");
+    assert_eq!(connected["fields"]["keep_alive_secs"], 30, "{connected}");
+    assert!(connected["fields"]["peer"].as_str().is_some_and(|p| p.starts_with("127.0.0.1:")), "{connected}");
     assert_eq!(closed["fields"]["client_id"], "log-test", "{closed}");
     assert!(closed["fields"]["reason"].as_str().is_some_and(|r| !r.is_empty()), "{closed}");
+    assert!(closed["fields"]["peer"].as_str().is_some_and(|p| p.starts_with("127.0.0.1:")), "{closed}");
+    assert!(closed["fields"]["duration_secs"].as_f64().is_some(), "{closed}");
     assert_eq!(closed["level"], "INFO", "{closed}");
 }
 

@@ -200,8 +200,15 @@ pub async fn admit(broker: &Arc<Broker>, peer: &Peer, info: ConnectInfo) -> Resu
         }
     }
     let identity_user = identity.user.clone();
-    tracing::debug!(peer = %peer.addr, transport = peer.transport.label(), client_id = %connected.session.client_id,
-        user = identity.user_name().unwrap_or(""), session_present, "client connected");
+    // One line per accepted connection, what operators grep for (the
+    // canary's probes, several each interval, at debug).
+    let user = identity.user_name().unwrap_or("");
+    if user == crate::auth::CANARY_USER {
+        tracing::debug!(client_id = %connected.session.client_id, peer = %peer.addr, "canary connected");
+    } else {
+        tracing::info!(client_id = %connected.session.client_id, user, transport = peer.transport.label(),
+            peer = %peer.addr, protocol = info.protocol, keep_alive_secs, session_present, "client connected");
+    }
     broker.stats.connected(peer.transport);
     Ok(Admitted {
         client: Client {

@@ -369,7 +369,10 @@ impl Client {
         if user == crate::auth::CANARY_USER {
             tracing::debug!(client_id = %self.session.client_id, user, %reason, "connection closed");
         } else {
-            tracing::info!(client_id = %self.session.client_id, user, %reason, "connection closed");
+            let (peer, started_ms) = self.session.peer_and_start_of(self.connection_id).unwrap_or((None, 0));
+            let peer = peer.map_or_else(String::new, |p| p.to_string());
+            let duration_secs = if started_ms == 0 { 0.0 } else { now_ms().saturating_sub(started_ms) as f64 / 1000.0 };
+            tracing::info!(client_id = %self.session.client_id, user, peer, duration_secs, %reason, "connection closed");
         }
         let will = self.take_will();
         self.broker.disconnected(&self.session, self.connection_id, will, reason.will_action());

@@ -334,6 +334,14 @@ impl Session {
         self.state.lock().owner.as_ref().map(|o| (*o.attachment).clone())
     }
 
+    /// Where connection `connection_id` came from and when (while it is
+    /// still the one attached): for its close line in the log.
+    pub fn peer_and_start_of(&self, connection_id: u64) -> Option<(Option<std::net::SocketAddr>, u64)> {
+        let st = self.state.lock();
+        let owner = st.owner.as_ref().filter(|o| o.connection_id == connection_id)?;
+        Some((owner.attachment.peer, owner.attachment.connected_at_ms))
+    }
+
     /// Asks the attached connection, if any, to close with `reason`; it
     /// stays the owner until it detaches, so the session ends the normal way.
     /// Returns whether a connection was asked.
