@@ -15,6 +15,8 @@ pub mod cooldown;
 pub mod http_hook;
 pub mod jwks;
 pub mod jwt;
+pub mod mosquitto_acl;
+pub mod mosquitto_hash;
 pub mod password;
 
 use crate::config::{Config, Permission, SingleSession};
@@ -499,12 +501,24 @@ impl Policy {
                 other => anyhow::bail!("auth.chain: unknown provider {other:?}"),
             }
         }
-        let laptop_default = auth.chain.is_empty() && auth.allow_anonymous.is_none();
+        let laptop_default =
+            auth.chain.is_empty() && auth.allow_anonymous.is_none() && auth.mosquitto_acl_file.is_none();
         let default = auth.acl_default.unwrap_or(if laptop_default { Permission::Allow } else { Permission::Deny });
+        let mut rules = config.acl.clone();
+        if let Some(path) = &auth.mosquitto_acl_file {
+            // After the [[acl]] rules (starling's own say first); read
+            // again on every reload, like the password file.
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("auth.mosquitto_acl_file: cannot read {}: {e}", path.display()))?;
+            let mapped = mosquitto_acl::map(&text)
+                .map_err(|e| anyhow::anyhow!("auth.mosquitto_acl_file {}: {e}", path.display()))?;
+            tracing::info!(file = %path.display(), rules = mapped.len(), "Mosquitto ACL file loaded");
+            rules.extend(mapped);
+        }
         Ok(Policy {
             chain,
             allow_anonymous: auth.allow_anonymous,
-            rules: AccessRules::new(config.acl.clone(), default),
+            rules: AccessRules::new(rules, default),
             roles: auth.roles.iter().map(|r| (r.user.clone(), r.roles.clone())).collect(),
             single_session: auth.single_session,
             api_keys: config.http.api_keys.clone(),

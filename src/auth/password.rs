@@ -1,6 +1,8 @@
 //! The password file provider: `username:HASH` lines, HASH an argon2id PHC
 //! string (`$argon2id$v=19$m=19456,t=2,p=1$...`), managed by
-//! `starling passwd FILE USER` and read again on SIGHUP.
+//! `starling passwd FILE USER` and read again on SIGHUP. Mosquitto's hashes
+//! (`$7$`, `$6$`, from `mosquitto_passwd`) are verified too
+//! ([`super::mosquitto_hash`]); `starling passwd` writes argon2id.
 //!
 //! Owns: parsing and editing the file, verification, and a bounded cache of
 //! successful verifications. Argon2 is slow on purpose (tens of
@@ -89,6 +91,22 @@ impl Verifiers {
     }
 }
 
+/// A Mosquitto hash of the same kind and cost as `like`, of a random
+/// password: what an unknown user costs in a file of Mosquitto hashes.
+fn dummy_like(like: &str) -> String {
+    use base64::Engine;
+    let b64 = |len: usize| {
+        let bytes: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    };
+    match super::mosquitto_hash::parse(like) {
+        Ok(super::mosquitto_hash::MosquittoHash::Pbkdf2Sha512 { iterations, .. }) => {
+            format!("$7${iterations}${}${}", b64(12), b64(64))
+        }
+        _ => format!("$6${}${}", b64(12), b64(64)),
+    }
+}
+
 /// An argon2id hash of a random password, verified for unknown users.
 fn dummy_hash() -> &'static str {
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -107,6 +125,11 @@ pub struct PasswordFile {
     /// Verification slots (argon2 runs at once).
     slots: Arc<tokio::sync::Semaphore>,
     verifiers: Verifiers,
+    /// What an unknown user's password is checked against: a hash of the
+    /// file's own kind (`None`: argon2id, [`dummy_hash`]), so that a file
+    /// of fast Mosquitto hashes does not answer unknown users measurably
+    /// slower or faster than known ones.
+    dummy: Option<String>,
 }
 
 impl PasswordFile {
@@ -122,10 +145,11 @@ impl PasswordFile {
         };
         Ok(PasswordFile {
             path: path.to_path_buf(),
-            users,
             verified: Mutex::new(HashMap::new()),
             slots: Arc::new(tokio::sync::Semaphore::new(slots)),
             verifiers: Verifiers::start(slots).context("auth: starting the password verifier threads")?,
+            dummy: users.values().find(|h| super::mosquitto_hash::looks_like(h)).map(|h| dummy_like(h)),
+            users,
         })
     }
 
@@ -139,7 +163,7 @@ impl PasswordFile {
             // As slow as a known user's wrong password: timing must not
             // tell which users exist.
             let Some(_slot) = self.slot().await else { return Verified::Busy };
-            self.verifiers.verify(None, password.to_vec()).await;
+            self.verifiers.verify(self.dummy.clone(), password.to_vec()).await;
             return Verified::UnknownUser;
         };
         let key: [u8; 32] = {
@@ -217,6 +241,9 @@ fn check(stored: &str, password: &[u8]) -> bool {
 /// runs. Allocating the 19 MiB afresh for each run let glibc keep about
 /// 200 MiB per thread (measured: a freed block could not be reused).
 fn check_with(memory: &mut Vec<argon2::Block>, stored: &str, password: &[u8]) -> bool {
+    if super::mosquitto_hash::looks_like(stored) {
+        return super::mosquitto_hash::parse(stored).is_ok_and(|hash| hash.verify(password));
+    }
     let mut verify = || -> Option<bool> {
         let hash = PasswordHash::new(stored).ok()?;
         let (salt, expected) = (hash.salt?, hash.hash?);
@@ -248,7 +275,12 @@ pub fn parse(text: &str) -> Result<HashMap<String, String>, String> {
         let Some((user, hash)) = line.split_once(':') else {
             return Err(format!("line {}: expected username:hash", n + 1));
         };
-        if let Err(e) = PasswordHash::new(hash) {
+        if super::mosquitto_hash::looks_like(hash) {
+            // A file made by mosquitto_passwd works unchanged.
+            if let Err(e) = super::mosquitto_hash::parse(hash) {
+                return Err(format!("line {} (user {user:?}): {e}", n + 1));
+            }
+        } else if let Err(e) = PasswordHash::new(hash) {
             return Err(format!("line {} (user {user:?}): not a PHC hash string: {e}", n + 1));
         }
         if users.insert(user.to_string(), hash.to_string()).is_some() {

@@ -25,6 +25,9 @@ pub struct AuthConfig {
     /// What the ACL says when no rule matches. Unset: "allow" while anonymous
     /// loopback use is on (no provider configured), otherwise "deny".
     pub acl_default: Option<Permission>,
+    /// A Mosquitto ACL file (`acl_file`), mapped onto rules after `[[acl]]`
+    /// (auth/mosquitto_acl.rs); with it the default is "deny".
+    pub mosquitto_acl_file: Option<PathBuf>,
     /// Single sign-on: one connection per user (or per user and device kind).
     pub single_session: SingleSession,
     pub jwt: Option<JwtConfig>,
@@ -55,6 +58,7 @@ impl Default for AuthConfig {
             chain: Vec::new(),
             password_file: None,
             acl_default: None,
+            mosquitto_acl_file: None,
             single_session: SingleSession::default(),
             jwt: None,
             http: None,

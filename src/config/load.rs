@@ -94,6 +94,7 @@ impl Config {
         fix(&mut self.storage.data_dir);
         fix_some(&mut self.files.dir);
         fix_some(&mut self.auth.password_file);
+        fix_some(&mut self.auth.mosquitto_acl_file);
         if let Some(jwt) = &mut self.auth.jwt {
             fix_some(&mut jwt.public_key_file);
         }
