@@ -1125,6 +1125,8 @@ export const starling = $root.starling = (() => {
             Publish.prototype.timestampMs = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
             Publish.prototype.dup = false;
             Publish.prototype.highPriority = false;
+            Publish.prototype.sender = "";
+            Publish.prototype.senderClientId = "";
 
             Publish.create = function(properties) {
                 return new Publish(properties);
@@ -1155,6 +1157,10 @@ export const starling = $root.starling = (() => {
                     writer.uint32(64).bool(message.dup);
                 if (message.highPriority != null && $Object.hasOwnProperty.call(message, "highPriority") && message.highPriority !== false)
                     writer.uint32(72).bool(message.highPriority);
+                if (message.sender != null && $Object.hasOwnProperty.call(message, "sender") && message.sender !== "")
+                    writer.uint32(82).string(message.sender);
+                if (message.senderClientId != null && $Object.hasOwnProperty.call(message, "senderClientId") && message.senderClientId !== "")
+                    writer.uint32(90).string(message.senderClientId);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -1267,6 +1273,24 @@ export const starling = $root.starling = (() => {
                                 message.highPriority = value;
                             else
                                 delete message.highPriority;
+                            continue;
+                        }
+                    case 10: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.sender = value;
+                            else
+                                delete message.sender;
+                            continue;
+                        }
+                    case 11: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.senderClientId = value;
+                            else
+                                delete message.senderClientId;
                             continue;
                         }
                     }

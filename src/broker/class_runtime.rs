@@ -169,6 +169,9 @@ impl ClassRuntime {
             }
         }
         message.qos = message.qos.min(class.max_qos);
+        if class.stamp_sender {
+            stamp_sender(message);
+        }
         message.handling = Handling {
             policy: class.outbox_policy,
             capacity: class.outbox_capacity,
@@ -302,4 +305,14 @@ impl ClassRuntime {
     pub fn rate_limited_senders(&self) -> usize {
         self.buckets.len()
     }
+}
+
+/// `[identity] stamp_sender`: the verified sender as the user properties
+/// `sender` and `sender_client_id` (what MQTT 5 subscribers read), in place
+/// of any the publisher set: nobody can post as someone else.
+fn stamp_sender(message: &mut Message) {
+    let properties = &mut message.properties.user_properties;
+    properties.retain(|(key, _)| key != "sender" && key != "sender_client_id");
+    properties.push(("sender".into(), message.sender.as_deref().unwrap_or("").into()));
+    properties.push(("sender_client_id".into(), message.publisher.as_deref().unwrap_or("").into()));
 }

@@ -13,6 +13,17 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 use thin_vec::ThinVec;
 
+/// Reserved user property keys under which the stored form of a message
+/// keeps its verified sender (user name, client id). A client never sets
+/// them: the client core drops any a publisher sends.
+pub const SENDER_KEY: &str = "$starling/sender";
+pub const SENDER_CLIENT_ID_KEY: &str = "$starling/sender_client_id";
+
+/// Whether a user property key is one of the broker's own (`$starling/...`).
+pub fn is_reserved_property(key: &str) -> bool {
+    key.starts_with("$starling/")
+}
+
 /// MQTT 5 properties that travel with a message from publisher to subscribers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MessageProperties {
@@ -41,6 +52,11 @@ pub struct Message {
     /// Client id of the publisher, for the MQTT 5 No Local option. `None` for
     /// messages the broker itself originates.
     pub publisher: Option<Arc<str>>,
+    /// The publisher's user name as the broker authenticated it (`None`:
+    /// anonymous, or the broker's own): the verified sender that
+    /// starling.v1 deliveries carry and a class with `stamp_sender` adds to
+    /// MQTT 5 deliveries. Never taken from the publisher.
+    pub sender: Option<Arc<str>>,
     /// Who is rate limited for it: the authenticated user (`user:NAME`) or,
     /// for anonymous clients, the source address (`ip:ADDR`), so a new client
     /// id does not get a fresh allowance. `None`: the publisher's client id
@@ -104,6 +120,7 @@ impl Message {
             expires_at_ms: None,
             properties: MessageProperties::default(),
             publisher: None,
+            sender: None,
             rate_key: None,
             wire: WireCache::default(),
             handling: Handling::default(),
@@ -139,13 +156,39 @@ impl Message {
             content_type: self.properties.content_type.clone(),
             response_topic: self.properties.response_topic.clone(),
             correlation_data: self.properties.correlation_data.as_ref().map(|b| b.to_vec()),
-            user_properties: self.properties.user_properties.clone(),
+            user_properties: self.stored_user_properties(),
         }
+    }
+
+    /// The user properties as stored (and sent to other nodes): the
+    /// publisher's, then the verified sender under reserved keys, so a
+    /// message read back or routed elsewhere still says who sent it.
+    fn stored_user_properties(&self) -> UserProperties {
+        let mut properties = self.properties.user_properties.clone();
+        if let Some(user) = &self.sender {
+            properties.push((SENDER_KEY.to_string(), user.to_string()));
+        }
+        if let Some(client_id) = &self.publisher {
+            properties.push((SENDER_CLIENT_ID_KEY.to_string(), client_id.to_string()));
+        }
+        properties
     }
 
     /// Rebuilds a message read from the store. A topic that no longer
     /// validates means the record is corrupt: the caller skips it and logs.
-    pub fn from_stored(stored: StoredMessage) -> Result<Message, crate::topic::TopicError> {
+    pub fn from_stored(mut stored: StoredMessage) -> Result<Message, crate::topic::TopicError> {
+        let (mut sender, mut publisher) = (None, None);
+        stored.user_properties.retain(|(key, value)| match key.as_str() {
+            SENDER_KEY => {
+                sender = Some(Arc::from(value.as_str()));
+                false
+            }
+            SENDER_CLIENT_ID_KEY => {
+                publisher = Some(Arc::from(value.as_str()));
+                false
+            }
+            _ => true,
+        });
         Ok(Message {
             id: stored.id,
             timestamp_ms: stored.timestamp_ms,
@@ -161,7 +204,8 @@ impl Message {
                 correlation_data: stored.correlation_data.map(Bytes::from),
                 user_properties: stored.user_properties,
             },
-            publisher: None,
+            publisher,
+            sender,
             rate_key: None,
             wire: WireCache::default(),
             handling: Handling::default(),

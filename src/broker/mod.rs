@@ -45,7 +45,7 @@ pub use crate::clock::now_ms;
 pub use backplane::{Backplane, BackplaneAck, DeliveryWatch};
 pub use class_runtime::Refusal;
 pub use filters::{in_holes, Holes, HolesMemo};
-pub use message::{Delivery, Handling, Message, MessageProperties};
+pub use message::{is_reserved_property, Delivery, Handling, Message, MessageProperties};
 pub use session::{Attachment, Enqueued, Outgoing, Session, SessionLoad, SubscriptionRecord, NEVER_EXPIRES};
 
 pub use operators::{Closed, SessionSummary};

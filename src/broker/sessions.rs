@@ -186,9 +186,15 @@ impl Broker {
                 content_type: props.content_type,
                 response_topic: props.response_topic,
                 correlation_data: props.correlation_data,
-                user_properties: props.user_properties,
+                // The broker's own keys are never the client's (as for a PUBLISH).
+                user_properties: props
+                    .user_properties
+                    .into_iter()
+                    .filter(|(key, _)| !super::message::is_reserved_property(key))
+                    .collect(),
             },
             publisher: Some(session.client_id.clone()),
+            sender: identity.user.clone(),
             rate_key,
             wire: Default::default(),
             handling: Handling::default(),

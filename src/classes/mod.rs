@@ -74,6 +74,19 @@ pub struct ClassFile {
     pub count_viewers: bool,
     #[serde(default)]
     pub access: AccessFile,
+    #[serde(default)]
+    pub identity: IdentityFile,
+}
+
+/// `[identity]`: what deliveries say about who sent a message.
+#[derive(Debug, Clone, Copy, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityFile {
+    /// MQTT 5 deliveries carry the verified sender as the user properties
+    /// `sender` (user name) and `sender_client_id`, replacing any the
+    /// publisher set (starling.v1 deliveries always carry it).
+    #[serde(default)]
+    pub stamp_sender: bool,
 }
 
 fn two() -> u8 {
@@ -182,6 +195,7 @@ pub struct TopicClass {
     pub sampling: Option<SamplingFile>,
     pub count_viewers: bool,
     pub access: AccessFile,
+    pub stamp_sender: bool,
 }
 
 /// Default history length when a history class does not say.
@@ -391,6 +405,7 @@ impl ClassSet {
             sampling: f.sampling,
             count_viewers: f.count_viewers,
             access: f.access,
+            stamp_sender: f.identity.stamp_sender,
         });
     }
 

@@ -527,7 +527,12 @@ impl Client {
         self.broker.stats.received(self.transport, message.qos, message.payload.len());
         self.broker.stats.topics.publish(message.topic.as_str());
         message.publisher = Some(self.session.client_id.clone());
+        message.sender = self.identity.user.clone();
         message.rate_key = self.rate_key.clone();
+        // The broker's own keys (the verified sender) are never the client's.
+        if !message.properties.user_properties.is_empty() {
+            message.properties.user_properties.retain(|(key, _)| !crate::broker::is_reserved_property(key));
+        }
     }
 
     /// Among the first reads since this worker woke from idle: let every

@@ -126,6 +126,8 @@ where
                     timestamp_ms: m.timestamp_ms,
                     dup,
                     high_priority: m.handling.high_priority,
+                    sender: m.sender.as_deref().unwrap_or("").to_string(),
+                    sender_client_id: m.publisher.as_deref().unwrap_or("").to_string(),
                 };
                 self.push(Body::Publish(publish));
             }
@@ -453,6 +455,8 @@ fn history_publish(m: &Message) -> pb::Publish {
         timestamp_ms: m.timestamp_ms,
         dup: false,
         high_priority: m.handling.high_priority,
+        sender: m.sender.as_deref().unwrap_or("").to_string(),
+        sender_client_id: m.publisher.as_deref().unwrap_or("").to_string(),
     }
 }
 
