@@ -25,6 +25,7 @@
 //! from NATS (that would loop).
 
 pub mod durable;
+mod handover;
 pub mod recovery;
 pub mod subjects;
 
@@ -53,27 +54,6 @@ pub(crate) struct WireMessage {
     origin: String,
     high_priority: bool,
     message: StoredMessage,
-}
-
-/// "This node now has `client_id`": every other node closes its
-/// connection of that client, and hands the session over unless the client
-/// asked for a clean start.
-#[derive(Debug, Serialize, Deserialize)]
-struct Claim {
-    node: String,
-    client_id: String,
-    user: Option<String>,
-    device: Option<String>,
-    clean_start: bool,
-}
-
-/// A session's state, from the node that had it to the node that took it.
-#[derive(Debug, Serialize, Deserialize)]
-struct Handover {
-    client_id: String,
-    user: Option<String>,
-    subscriptions: Vec<crate::store::StoredSubscription>,
-    deliveries: Vec<crate::store::StoredDelivery>,
 }
 
 /// One node's viewer counts (all of them, or those that changed).
@@ -269,7 +249,7 @@ impl Cluster {
         tokio::spawn(durable::run_forwarder(cluster.client.clone(), cluster.durable.clone(), forward_rx));
         let claims = cluster.client.subscribe(format!("{}.c.claim", cluster.prefix)).await?;
         let pings = cluster.client.subscribe(format!("{}.c.ping.{}", cluster.prefix, cluster.node)).await?;
-        tokio::spawn(run_claims(claims, pings, Arc::downgrade(&cluster), Arc::downgrade(broker)));
+        tokio::spawn(handover::run_claims(claims, pings, Arc::downgrade(&cluster), Arc::downgrade(broker)));
         let limits = durable::Limits {
             history: broker.history_limits(),
             max_session_expiry_secs: u64::from(broker.config().session.max_session_expiry_secs),
@@ -291,7 +271,7 @@ impl Cluster {
             recovery::run_session_records(cluster, broker).await;
         });
         let handovers = cluster.client.subscribe(format!("{}.c.handover.{}", cluster.prefix, cluster.node)).await?;
-        tokio::spawn(run_handovers(handovers, Arc::downgrade(&cluster), Arc::downgrade(broker)));
+        tokio::spawn(handover::run_handovers(handovers, Arc::downgrade(&cluster), Arc::downgrade(broker)));
         let viewers = cluster.client.subscribe(format!("{}.c.viewers", cluster.prefix)).await?;
         tokio::spawn(run_viewers(viewers, Arc::downgrade(&cluster)));
         tokio::spawn(run_interest(Arc::downgrade(&cluster), Arc::downgrade(broker), changes_rx));
@@ -394,7 +374,7 @@ impl Cluster {
         clean_start: bool,
         resume: bool,
     ) -> Option<tokio::sync::oneshot::Receiver<bool>> {
-        let claim = Claim {
+        let claim = handover::Claim {
             node: self.node.clone(),
             client_id: client_id.to_string(),
             user: user.map(str::to_string),
@@ -517,10 +497,6 @@ impl Backplane for Cluster {
         self.changed_viewers(now_ms)
     }
 }
-
-/// How long a handover waits for this node to catch up on a gap in its
-/// NATS connection (the catch-up's two passes take about 3 s).
-const CATCH_UP_BEFORE_HANDOVER: Duration = Duration::from_secs(10);
 
 /// How often a node pings its NATS server.
 const PING_INTERVAL: Duration = Duration::from_secs(2);
@@ -646,121 +622,6 @@ async fn receive(mut subscriber: async_nats::Subscriber, cluster: Weak<Cluster>,
         message.handling.high_priority = wire.high_priority;
         if broker.route_remote(message, |id| node.first_sighting(&wire.origin, id)) {
             node.counters.received.fetch_add(1, Relaxed);
-        }
-    }
-}
-
-/// Other nodes' claims: close and hand over what this node had of the
-/// client; apply single sign-on for the claiming user.
-async fn run_claims(
-    mut claims: async_nats::Subscriber,
-    mut pings: async_nats::Subscriber,
-    cluster: Weak<Cluster>,
-    broker: Weak<Broker>,
-) {
-    use crate::config::SingleSession;
-    loop {
-        // Pings are answered here, between claims: an answer tells the
-        // asking node that every earlier claim's handover was sent.
-        let nats_message = tokio::select! {
-            biased; // a claim that came before a ping is handled before it
-            claim = claims.next() => claim,
-            ping = pings.next() => {
-                let Some(ping) = ping else { return };
-                if let (Some(node), Some(reply)) = (cluster.upgrade(), ping.reply) {
-                    let _ = node.client.publish(reply, Bytes::new()).await;
-                }
-                continue;
-            }
-        };
-        let Some(nats_message) = nats_message else { return };
-        let (Some(node), Some(broker)) = (cluster.upgrade(), broker.upgrade()) else { return };
-        let Ok(claim) = postcard::from_bytes::<Claim>(&nats_message.payload) else {
-            node.counters.malformed.fetch_add(1, Relaxed);
-            continue;
-        };
-        if claim.node == node.node {
-            continue;
-        }
-        if node.gap.incomplete_since().is_some() && broker.session(&claim.client_id).is_some() {
-            // Messages that reached JetStream while this node was cut off
-            // are still being read back: hand the session over with them,
-            // not without (the new node, waiting, rebuilds from the record
-            // meanwhile if this takes long; both copies merge, nothing is lost).
-            node.gap.wait_caught_up(CATCH_UP_BEFORE_HANDOVER).await;
-        }
-        if let Some(crate::broker::HandedOver { subscriptions, deliveries }) =
-            broker.hand_over(&claim.client_id, claim.user.as_deref(), !claim.clean_start)
-        {
-            let handover = Handover {
-                client_id: claim.client_id.clone(),
-                user: claim.user.clone(),
-                subscriptions: subscriptions.into_iter().map(|(filter, r)| r.to_stored(filter)).collect(),
-                deliveries: deliveries
-                    .into_iter()
-                    .map(|d| crate::store::StoredDelivery {
-                        seq: 0,
-                        message: d.message.to_stored(),
-                        qos: d.qos,
-                        retain: d.retain,
-                        subscription_ids: d.subscription_ids.to_vec(),
-                    })
-                    .collect(),
-            };
-            if let Ok(payload) = postcard::to_allocvec(&handover) {
-                let subject = format!("{}.c.handover.{}", node.prefix, claim.node);
-                if node.client.publish(subject, Bytes::from(payload)).await.is_ok() {
-                    node.counters.sessions_handed_over.fetch_add(1, Relaxed);
-                    tracing::info!(client_id = claim.client_id, to = claim.node, "cluster: session handed over");
-                }
-            }
-        }
-        if let Some(user) = claim.user.as_deref() {
-            match broker.security().single_session() {
-                SingleSession::Off => 0,
-                SingleSession::User => broker.sign_out_others(user, false, None, u64::MAX),
-                SingleSession::UserDevice => broker.sign_out_others(user, true, claim.device.as_deref(), u64::MAX),
-            };
-        }
-    }
-}
-
-/// Sessions other nodes hand to this one.
-async fn run_handovers(mut handovers: async_nats::Subscriber, cluster: Weak<Cluster>, broker: Weak<Broker>) {
-    while let Some(nats_message) = handovers.next().await {
-        let (Some(node), Some(broker)) = (cluster.upgrade(), broker.upgrade()) else { return };
-        let Ok(handover) = postcard::from_bytes::<Handover>(&nats_message.payload) else {
-            node.counters.malformed.fetch_add(1, Relaxed);
-            continue;
-        };
-        let subscriptions = handover
-            .subscriptions
-            .into_iter()
-            .map(|s| (s.filter.clone(), crate::broker::SubscriptionRecord::from_stored(&s)))
-            .collect();
-        let deliveries = handover
-            .deliveries
-            .into_iter()
-            .filter_map(|d| {
-                let message = Message::from_stored(d.message).ok()?;
-                Some(crate::broker::Delivery {
-                    message: Arc::new(message),
-                    qos: d.qos,
-                    retain: d.retain,
-                    subscription_ids: d.subscription_ids.into_iter().collect(),
-                    seq: None,
-                })
-            })
-            .collect();
-        // Taken over first, then the waiting connect told: its CONNACK says
-        // the session is present only once its subscriptions are.
-        if broker.take_over_state(&handover.client_id, handover.user.as_deref(), subscriptions, deliveries) {
-            node.counters.sessions_taken_over.fetch_add(1, Relaxed);
-            tracing::info!(client_id = handover.client_id, "cluster: session taken over from another node");
-        }
-        let waiting = node.awaiting_handover.lock().remove(&handover.client_id);
-        if let Some(waiting) = waiting {
-            let _ = waiting.send(());
         }
     }
 }
