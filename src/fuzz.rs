@@ -241,6 +241,7 @@ fn proto_seeds() -> Vec<Vec<u8>> {
             topic: "chat/x".into(),
             after_message_id: 9,
             limit: 3,
+            before_message_id: 0,
         }),
         Body::PubAck(pb::PubAck { packet_id: 2, reason_code: 0 }),
     ];

@@ -125,7 +125,8 @@ async fn proto_frames_until_heartbeat(c: &mut ProtoClient) -> Vec<Body> {
 }
 
 async fn proto_history(c: &mut ProtoClient, request_id: u32, topic: &str, after: u64, limit: u32) -> pb::HistoryReply {
-    let request = pb::HistoryRequest { request_id, topic: topic.into(), after_message_id: after, limit };
+    let request =
+        pb::HistoryRequest { request_id, topic: topic.into(), after_message_id: after, limit, ..Default::default() };
     c.send(Body::HistoryRequest(request)).await.unwrap();
     loop {
         match proto_recv(c).await {

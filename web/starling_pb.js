@@ -1424,6 +1424,7 @@ export const starling = $root.starling = (() => {
             HistoryRequest.prototype.topic = "";
             HistoryRequest.prototype.afterMessageId = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
             HistoryRequest.prototype.limit = 0;
+            HistoryRequest.prototype.beforeMessageId = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
 
             HistoryRequest.create = function(properties) {
                 return new HistoryRequest(properties);
@@ -1444,6 +1445,8 @@ export const starling = $root.starling = (() => {
                     writer.uint32(24).uint64(message.afterMessageId);
                 if (message.limit != null && $Object.hasOwnProperty.call(message, "limit") && message.limit !== 0)
                     writer.uint32(32).uint32(message.limit);
+                if (message.beforeMessageId != null && $Object.hasOwnProperty.call(message, "beforeMessageId") && (typeof message.beforeMessageId === "object" ? message.beforeMessageId.low || message.beforeMessageId.high : message.beforeMessageId !== 0))
+                    writer.uint32(40).uint64(message.beforeMessageId);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -1513,6 +1516,15 @@ export const starling = $root.starling = (() => {
                                 delete message.limit;
                             continue;
                         }
+                    case 5: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.beforeMessageId = value;
+                            else
+                                delete message.beforeMessageId;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -1547,6 +1559,7 @@ export const starling = $root.starling = (() => {
             HistoryReply.prototype.topic = "";
             HistoryReply.prototype.messages = $util.emptyArray;
             HistoryReply.prototype.reasonCode = 0;
+            HistoryReply.prototype.hasMore = false;
 
             HistoryReply.create = function(properties) {
                 return new HistoryReply(properties);
@@ -1568,6 +1581,8 @@ export const starling = $root.starling = (() => {
                         $root.starling.v1.Publish.encode(message.messages[i], writer.uint32(26).fork(), _depth + 1).ldelim();
                 if (message.reasonCode != null && $Object.hasOwnProperty.call(message, "reasonCode") && message.reasonCode !== 0)
                     writer.uint32(32).uint32(message.reasonCode);
+                if (message.hasMore != null && $Object.hasOwnProperty.call(message, "hasMore") && message.hasMore !== false)
+                    writer.uint32(40).bool(message.hasMore);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -1634,6 +1649,15 @@ export const starling = $root.starling = (() => {
                                 message.reasonCode = value;
                             else
                                 delete message.reasonCode;
+                            continue;
+                        }
+                    case 5: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.bool())
+                                message.hasMore = value;
+                            else
+                                delete message.hasMore;
                             continue;
                         }
                     }

@@ -158,6 +158,29 @@ pub struct Connected {
     pub session_expiry_secs: u32,
 }
 
+/// Which page of a topic's history: after `after_id` (the newest `limit`
+/// above it: catching up after a reconnect), before `before_id` (the newest
+/// `limit` below it: "load older"), or the latest page (both 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistoryQuery {
+    pub after_id: u64,
+    pub before_id: u64,
+    /// 0: the class's `history_messages`; never more than [`HISTORY_PAGE_MAX`].
+    pub limit: usize,
+}
+
+/// Messages one history request returns at most.
+pub const HISTORY_PAGE_MAX: usize = 200;
+
+/// One page of history, oldest first, and whether more lie beyond it (older
+/// ones for a `before` or latest page, skipped newer-than-`after` ones for
+/// an `after` page that did not reach back to `after_id`).
+#[derive(Debug, Clone, Default)]
+pub struct HistoryPage {
+    pub messages: Vec<Message>,
+    pub has_more: bool,
+}
+
 /// Why a history request got no messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HistoryError {

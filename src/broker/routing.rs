@@ -391,16 +391,25 @@ impl Broker {
     /// those with an id above `after_id`, at most `limit` (0: the class's
     /// `history_messages`). Access is the caller's to check (the client
     /// core and the HTTP API do, with the subscribe rules).
-    pub fn history(&self, topic: &str, after_id: u64, limit: usize) -> Result<Vec<Message>, HistoryError> {
+    pub fn history(&self, topic: &str, query: HistoryQuery) -> Result<HistoryPage, HistoryError> {
         let topic = TopicName::new(topic).map_err(|_| HistoryError::InvalidTopic)?;
         let rule = self.classes.history_rule(&topic).ok_or(HistoryError::NotKept)?;
-        let limit = if limit == 0 { rule.keep } else { limit.min(rule.keep) };
+        let limit = if query.limit == 0 { rule.keep } else { query.limit.min(rule.keep) }.min(HISTORY_PAGE_MAX);
         let not_before = rule.max_age_secs.map_or(0, |s| now_ms().saturating_sub(s * 1000));
-        let stored = self.store.load_history(topic.as_str(), after_id, limit, not_before).map_err(|e| {
+        // One more than asked: whether more lie beyond the page.
+        let stored = if query.before_id > 0 {
+            self.store.load_history_before(topic.as_str(), query.before_id, limit + 1, not_before)
+        } else {
+            self.store.load_history(topic.as_str(), query.after_id, limit + 1, not_before)
+        }
+        .map_err(|e| {
             tracing::error!(%topic, error = %e, "cannot read history");
             HistoryError::StoreFailed
         })?;
-        Ok(stored.into_iter().filter_map(|m| Message::from_stored(m).ok()).collect())
+        let has_more = stored.len() > limit;
+        let skip = usize::from(has_more); // the oldest: the one beyond the page
+        let messages = stored.into_iter().skip(skip).filter_map(|m| Message::from_stored(m).ok()).collect();
+        Ok(HistoryPage { messages, has_more })
     }
 }
 

@@ -15,8 +15,8 @@
 use crate::auth::{AuthRequest, Credentials, Identity, Transport};
 use crate::broker::stats::{Limit, RefusedBecause};
 use crate::broker::{
-    now_ms, Ack, Broker, ConnectRefused, ConnectRequest, HistoryError, Message, Outgoing, PublishOutcome, Refusal,
-    Session, Will,
+    now_ms, Ack, Broker, ConnectRefused, ConnectRequest, HistoryError, HistoryPage, HistoryQuery, Message, Outgoing,
+    PublishOutcome, Refusal, Session, Will,
 };
 use crate::config::SingleSession;
 use crate::model::{reason, CloseReason, LastWill, QoS, SubscriptionOptions};
@@ -613,8 +613,8 @@ impl Client {
     }
 
     /// Recent messages of a room, if this client may subscribe to it.
-    pub fn history(&self, topic: &str, after_id: u64, limit: usize) -> Result<Vec<Message>, HistoryError> {
-        history_for(&self.broker, &self.identity, &self.session.client_id, topic, after_id, limit)
+    pub fn history(&self, topic: &str, query: HistoryQuery) -> Result<HistoryPage, HistoryError> {
+        history_for(&self.broker, &self.identity, &self.session.client_id, topic, query)
     }
 }
 
@@ -639,16 +639,15 @@ pub fn history_for(
     identity: &Identity,
     client_id: &str,
     topic: &str,
-    after_id: u64,
-    limit: usize,
-) -> Result<Vec<Message>, HistoryError> {
+    query: HistoryQuery,
+) -> Result<HistoryPage, HistoryError> {
     if TopicName::new(topic).is_err() {
         return Err(HistoryError::InvalidTopic);
     }
     if !broker.may_subscribe(identity, client_id, topic) {
         return Err(HistoryError::Denied);
     }
-    broker.history(topic, after_id, limit)
+    broker.history(topic, query)
 }
 
 /// Bytes of messages taken from the outbox before a write: bounds the write

@@ -13,7 +13,7 @@
 //! Owns: query parsing and the JSON shapes. Must never: change broker state.
 
 use super::http::Request;
-use crate::broker::{Broker, HistoryError};
+use crate::broker::{Broker, HistoryError, HistoryQuery};
 use serde_json::json;
 
 /// Status and JSON body for an `/api/...` request.
@@ -39,14 +39,21 @@ pub fn handle(request: &Request, broker: &Broker, local_listener: bool, peer: st
                 Some(Ok(v)) => v,
                 Some(Err(_)) => return error(400, "after must be a message id (a number)"),
             };
+            let before = match param("before").map(|v| v.parse::<u64>()) {
+                None => 0,
+                Some(Ok(v)) => v,
+                Some(Err(_)) => return error(400, "before must be a message id (a number)"),
+            };
             let limit = match param("limit").map(|v| v.parse::<usize>()) {
                 None => 0,
                 Some(Ok(v)) => v,
                 Some(Err(_)) => return error(400, "limit must be a number"),
             };
-            match crate::client::history_for(broker, &identity, "", &topic, after, limit) {
-                Ok(messages) => {
-                    let messages: Vec<_> = messages
+            let query = HistoryQuery { after_id: after, before_id: before, limit };
+            match crate::client::history_for(broker, &identity, "", &topic, query) {
+                Ok(page) => {
+                    let mut messages: Vec<_> = page
+                        .messages
                         .iter()
                         .map(|m| {
                             json!({
@@ -55,10 +62,16 @@ pub fn handle(request: &Request, broker: &Broker, local_listener: bool, peer: st
                                 "timestamp_ms": m.timestamp_ms,
                                 "payload": String::from_utf8_lossy(&m.payload),
                                 "qos": m.qos as u8,
+                                "sender": m.sender.as_deref().unwrap_or(""),
+                                "sender_client_id": m.publisher.as_deref().unwrap_or(""),
                             })
                         })
                         .collect();
-                    (200, json!({ "topic": topic, "messages": messages }).to_string())
+                    if before > 0 {
+                        messages.reverse(); // newest first, as starling.v1's "load older"
+                    }
+                    let body = json!({ "topic": topic, "messages": messages, "has_more": page.has_more });
+                    (200, body.to_string())
                 }
                 Err(HistoryError::NotKept) => {
                     error(404, &format!("{topic} keeps no history (its topic class has none)"))

@@ -144,6 +144,27 @@ impl Store for MemoryStore {
         Ok(newest_first)
     }
 
+    fn load_history_before(
+        &self,
+        topic: &str,
+        before_id: u64,
+        limit: usize,
+        not_before_ms: u64,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let inner = self.lock();
+        let Some(history) = inner.history.get(topic) else { return Ok(Vec::new()) };
+        let mut newest_first: Vec<StoredMessage> = history
+            .range(..before_id)
+            .rev()
+            .map(|(_, m)| m)
+            .take_while(|m| m.timestamp_ms >= not_before_ms)
+            .take(limit)
+            .cloned()
+            .collect();
+        newest_first.reverse();
+        Ok(newest_first)
+    }
+
     fn sweep_history(&self, not_before: &dyn Fn(&str) -> Option<u64>) -> Result<usize, StoreError> {
         let mut inner = self.lock();
         let mut removed = 0;

@@ -130,6 +130,23 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
         not_before_ms: u64,
     ) -> Result<Vec<StoredMessage>, StoreError>;
+    /// The newest `limit` messages of `topic` with an id below `before_id`
+    /// and published at or after `not_before_ms`, oldest first: a page
+    /// further back ("load older"), stable while new messages arrive.
+    fn load_history_before(
+        &self,
+        topic: &str,
+        before_id: u64,
+        limit: usize,
+        not_before_ms: u64,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        // Stores that can seek override this; this reads the whole topic.
+        let mut older: Vec<StoredMessage> =
+            self.load_history(topic, 0, usize::MAX, not_before_ms)?.into_iter().filter(|m| m.id < before_id).collect();
+        let skip = older.len().saturating_sub(limit);
+        older.drain(..skip);
+        Ok(older)
+    }
     /// Drops history older than its topic's age limit: `not_before(topic)`
     /// is the cutoff in Unix ms, or `None` to leave the topic alone. Reads
     /// each topic only up to its first message young enough to keep, so a

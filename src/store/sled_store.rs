@@ -418,6 +418,34 @@ impl Store for SledStore {
         Ok(newest_first)
     }
 
+    fn load_history_before(
+        &self,
+        topic: &str,
+        before_id: u64,
+        limit: usize,
+        not_before_ms: u64,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let prefix = history_prefix(topic);
+        let mut end = prefix.clone();
+        end.extend_from_slice(&before_id.to_be_bytes());
+        let mut newest_first = Vec::new();
+        // Keys are "topic, 0, id (big-endian)": the range below `end` within
+        // the prefix holds exactly the topic's messages with smaller ids.
+        for kv in self.history.range(prefix.as_slice()..end.as_slice()).rev() {
+            if newest_first.len() >= limit {
+                break;
+            }
+            let (_, value) = kv.map_err(|e| io(&format!("reading the history of {topic:?}"), e))?;
+            let message: StoredMessage = decode(format!("history message of {topic:?}"), &value)?;
+            if message.timestamp_ms < not_before_ms {
+                break;
+            }
+            newest_first.push(message);
+        }
+        newest_first.reverse();
+        Ok(newest_first)
+    }
+
     fn sweep_history(&self, not_before: &dyn Fn(&str) -> Option<u64>) -> Result<usize, StoreError> {
         let context = "sweeping old history";
         let mut removed = 0;

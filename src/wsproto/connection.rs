@@ -11,7 +11,7 @@
 
 use super::{decode, encode, pb, FrameError, Inbound, HEARTBEAT};
 use crate::auth::Credentials;
-use crate::broker::{Broker, Message, Outgoing};
+use crate::broker::{Broker, HistoryQuery, Message, Outgoing};
 use crate::client::lifecycle::{self, Door};
 use crate::client::{self, AckToken, Client, ConnectInfo, Edge, Peer, Published, Received};
 use crate::model::reason;
@@ -269,13 +269,28 @@ where
                 self.push(Body::UnsubAck(pb::UnsubAck { request_id: unsubscribe.request_id, codes }));
             }
             Body::HistoryRequest(request) => {
-                let limit = usize::try_from(request.limit).unwrap_or(usize::MAX);
-                let (messages, reason_code) = match client.history(&request.topic, request.after_message_id, limit) {
-                    Ok(messages) => (messages.iter().map(history_publish).collect(), 0),
-                    Err(e) => (Vec::new(), u32::from(e.reason_code())),
+                let query = HistoryQuery {
+                    after_id: request.after_message_id,
+                    before_id: request.before_message_id,
+                    limit: usize::try_from(request.limit).unwrap_or(usize::MAX),
                 };
-                let reply =
-                    pb::HistoryReply { request_id: request.request_id, topic: request.topic, messages, reason_code };
+                let (messages, has_more, reason_code) = match client.history(&request.topic, query) {
+                    Ok(page) => {
+                        let mut messages: Vec<pb::Publish> = page.messages.iter().map(history_publish).collect();
+                        if query.before_id > 0 {
+                            messages.reverse(); // "load older": newest first, the screen's order
+                        }
+                        (messages, page.has_more, 0)
+                    }
+                    Err(e) => (Vec::new(), false, u32::from(e.reason_code())),
+                };
+                let reply = pb::HistoryReply {
+                    request_id: request.request_id,
+                    topic: request.topic,
+                    messages,
+                    reason_code,
+                    has_more,
+                };
                 self.push(Body::HistoryReply(reply));
             }
             Body::Disconnect(disconnect) => {
