@@ -74,6 +74,28 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Mint a signed token (HS256, with `[auth.jwt] secret`) for development
+    /// and tests: `starling token --sub alice --ttl 1h`. Printed on stdout.
+    Token {
+        /// Configuration file. Default: ./config.toml if it exists, else the built-in defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The user name (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// How long it is valid: "90s", "30m", "1h", "7d".
+        #[arg(long, default_value = "1h")]
+        ttl: humantime::Duration,
+        /// Roles for topic classes (repeat, or comma-separated), e.g. server.
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// A topic or filter the token lets its user subscribe to.
+        #[arg(long)]
+        channel: Option<String>,
+        /// The one client id the token may connect as.
+        #[arg(long)]
+        client_id: Option<String>,
+    },
     /// Run the broker.
     Serve {
         /// Configuration file. Default: ./config.toml if it exists, else the built-in defaults.
@@ -184,6 +206,23 @@ fn main() -> ExitCode {
             }
         }
         Command::CheckConfig { config } => check_config(config),
+        Command::Token { config, sub, ttl, roles, channel, client_id } => {
+            let claims = starling::auth::jwt::DevClaims { sub, ttl: ttl.into(), roles, client_id, channel };
+            let minted = load_config(config).map_err(anyhow::Error::from).and_then(|config| {
+                let now_secs = starling::clock::now_ms() / 1000;
+                starling::auth::jwt::mint_dev_token(config.auth.jwt.as_ref(), &claims, now_secs)
+            });
+            match minted {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Passwd { file, user, delete } => match passwd(&file, &user, delete) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -237,3 +237,34 @@ async fn served_from_another_directory_the_classes_next_to_the_config_apply() {
     // STARLING_STORAGE__BACKEND=memory: nothing was written under ./data.
     assert!(!config.parent().unwrap().join("data").exists(), "the environment chose memory storage");
 }
+
+/// `starling token` mints what the configured broker accepts (its HS256
+/// secret, issuer and roles), and refuses without a secret.
+#[tokio::test]
+async fn starling_token_mints_a_token_the_broker_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[storage]\nbackend = \"memory\"\n[classes]\ndir = \"\"\n[auth]\nchain = [\"jwt\"]\n\
+                  [auth.jwt]\nsecret = \"0123456789abcdef0123456789abcdef\"\nissuer = \"https://app.example\"\n";
+    std::fs::write(dir.path().join("c.toml"), config).unwrap();
+    let out =
+        starling(dir.path(), &["token", "--config", "c.toml", "--sub", "alice", "--ttl", "2h", "--roles", "server"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let mut config = starling::config::Config::from_file(&dir.path().join("c.toml")).unwrap();
+    for bind in [&mut config.mqtt.bind, &mut config.websocket.bind, &mut config.http.bind] {
+        *bind = "127.0.0.1:0".parse().unwrap();
+    }
+    config.sys.interval_secs = 0;
+    config.monitor.interval_secs = 0;
+    let server = start(config).await;
+    let mut options = v5::options(server.mqtt_addr(), "alice-phone");
+    options.set_credentials("", token);
+    let (_client, ack) = v5::connect_with(options).await;
+    assert_eq!(ack.code, rumqttc::v5::mqttbytes::v5::ConnectReturnCode::Success);
+    server.shutdown().await.unwrap();
+
+    std::fs::write(dir.path().join("none.toml"), "[storage]\nbackend = \"memory\"\n").unwrap();
+    let out = starling(dir.path(), &["token", "--config", "none.toml", "--sub", "alice"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[auth.jwt] secret"));
+}

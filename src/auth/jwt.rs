@@ -234,3 +234,98 @@ impl Authenticator for JwtProvider {
         })
     }
 }
+
+/// What `starling token` puts in a token (development and tests).
+#[derive(Debug, Clone, Default)]
+pub struct DevClaims {
+    pub sub: String,
+    pub ttl: std::time::Duration,
+    pub roles: Vec<String>,
+    pub client_id: Option<String>,
+    /// A topic or filter the token lets its user subscribe to (`channel`).
+    pub channel: Option<String>,
+}
+
+/// Mints an HS256 token with `[auth.jwt] secret`, carrying the configured
+/// `iss` and `aud` so that this broker accepts it. Refuses without a secret
+/// (a broker on a key pair or an identity provider's keys cannot sign).
+pub fn mint_dev_token(config: Option<&JwtConfig>, claims: &DevClaims, now_secs: u64) -> anyhow::Result<String> {
+    let Some(secret) = config.and_then(|c| c.secret.as_deref()) else {
+        anyhow::bail!(
+            "no HS256 secret configured ([auth.jwt] secret): starling token signs with it; a broker on \
+             public_key_file or jwks_url gets its tokens from whoever holds the private key"
+        );
+    };
+    if claims.sub.is_empty() || super::is_reserved_user(&claims.sub) {
+        anyhow::bail!("--sub {:?}: a user name, not empty and not beginning with $", claims.sub);
+    }
+    let mut body = serde_json::json!({
+        "sub": claims.sub,
+        "iat": now_secs,
+        "exp": now_secs + claims.ttl.as_secs().max(1),
+    });
+    if !claims.roles.is_empty() {
+        body["roles"] = claims.roles.clone().into();
+    }
+    if let Some(client_id) = &claims.client_id {
+        body["client_id"] = client_id.clone().into();
+    }
+    if let Some(channel) = &claims.channel {
+        body["channel"] = channel.clone().into();
+        // Until subscription tokens exist (issue 27), the channel is also
+        // granted for subscribing through the token's own `acl` claim.
+        body["acl"] = serde_json::json!({ "subscribe": [channel] });
+    }
+    if let Some(config) = config {
+        if let Some(issuer) = &config.issuer {
+            body["iss"] = issuer.clone().into();
+        }
+        if let Some(audience) = &config.audience {
+            body["aud"] = audience.clone().into();
+        }
+    }
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    Ok(jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::HS256), &body, &key)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> JwtConfig {
+        JwtConfig {
+            secret: Some("0123456789abcdef0123456789abcdef".into()),
+            issuer: Some("https://app.example".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_minted_token_is_one_this_broker_accepts() {
+        let claims = DevClaims {
+            sub: "alice".into(),
+            ttl: std::time::Duration::from_secs(3600),
+            roles: vec!["server".into()],
+            client_id: Some("alice-phone".into()),
+            channel: Some("chat/room1".into()),
+        };
+        let now = crate::clock::now_ms() / 1000;
+        let token = mint_dev_token(Some(&config()), &claims, now).unwrap();
+        let identity = JwtVerifier::from_config(&config(), None).unwrap().verify(&token, None, "").unwrap();
+        assert_eq!(identity.user.as_deref(), Some("alice"));
+        assert_eq!(identity.roles, ["server"]);
+        assert_eq!(identity.client_id.as_deref(), Some("alice-phone"));
+        assert_eq!(identity.expires_at_ms, Some((now + 3600) * 1000));
+        assert!(identity.granted.is_some(), "the channel is granted");
+    }
+
+    #[test]
+    fn without_a_secret_or_with_a_reserved_sub_nothing_is_minted() {
+        let claims = DevClaims { sub: "alice".into(), ttl: std::time::Duration::from_secs(60), ..Default::default() };
+        let keyless = JwtConfig { public_key_file: Some("k.pem".into()), ..Default::default() };
+        assert!(mint_dev_token(Some(&keyless), &claims, 0).unwrap_err().to_string().contains("[auth.jwt] secret"));
+        assert!(mint_dev_token(None, &claims, 0).is_err());
+        let reserved = DevClaims { sub: "$api-key".into(), ..claims };
+        assert!(mint_dev_token(Some(&config()), &reserved, 0).is_err());
+    }
+}
