@@ -30,6 +30,28 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
+    /// The newest `limit` messages of `topic` with ids in `ids`, published
+    /// at or after `not_before_ms`, oldest first.
+    fn history_page(
+        &self,
+        topic: &str,
+        ids: impl std::ops::RangeBounds<u64>,
+        limit: usize,
+        not_before_ms: u64,
+    ) -> Vec<StoredMessage> {
+        let inner = self.lock();
+        let Some(history) = inner.history.get(topic) else { return Vec::new() };
+        let mut newest_first: Vec<StoredMessage> = history
+            .range(ids)
+            .rev()
+            .map(|(_, m)| m)
+            .take_while(|m| m.timestamp_ms >= not_before_ms)
+            .take(limit)
+            .cloned()
+            .collect();
+        newest_first.reverse();
+        newest_first
+    }
     pub fn new() -> MemoryStore {
         MemoryStore::default()
     }
@@ -130,18 +152,7 @@ impl Store for MemoryStore {
         limit: usize,
         not_before_ms: u64,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let inner = self.lock();
-        let Some(history) = inner.history.get(topic) else { return Ok(Vec::new()) };
-        let mut newest_first: Vec<StoredMessage> = history
-            .range(after_id.saturating_add(1)..)
-            .rev()
-            .map(|(_, m)| m)
-            .take_while(|m| m.timestamp_ms >= not_before_ms)
-            .take(limit)
-            .cloned()
-            .collect();
-        newest_first.reverse();
-        Ok(newest_first)
+        Ok(self.history_page(topic, after_id.saturating_add(1).., limit, not_before_ms))
     }
 
     fn load_history_before(
@@ -151,18 +162,7 @@ impl Store for MemoryStore {
         limit: usize,
         not_before_ms: u64,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let inner = self.lock();
-        let Some(history) = inner.history.get(topic) else { return Ok(Vec::new()) };
-        let mut newest_first: Vec<StoredMessage> = history
-            .range(..before_id)
-            .rev()
-            .map(|(_, m)| m)
-            .take_while(|m| m.timestamp_ms >= not_before_ms)
-            .take(limit)
-            .cloned()
-            .collect();
-        newest_first.reverse();
-        Ok(newest_first)
+        Ok(self.history_page(topic, ..before_id, limit, not_before_ms))
     }
 
     fn sweep_history(&self, not_before: &dyn Fn(&str) -> Option<u64>) -> Result<usize, StoreError> {

@@ -74,6 +74,20 @@ fn history_prefix(topic: &str) -> Vec<u8> {
     key
 }
 
+/// The key of message `id` in `topic`'s history: "topic, 0, id (big-endian)".
+fn history_key(topic: &str, id: u64) -> Vec<u8> {
+    let mut key = history_prefix(topic);
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// A key after every key of `topic`'s history ("topic, 1").
+fn topic_end(topic: &str) -> Vec<u8> {
+    let mut key = history_prefix(topic);
+    *key.last_mut().expect("the prefix ends with 0") = 1;
+    key
+}
+
 fn delivery_key(client_id: &str, seq: u64) -> Result<Vec<u8>, StoreError> {
     let mut key = delivery_prefix(client_id)?;
     // Big-endian so byte order equals numeric order (255 < 256 < 65536).
@@ -82,6 +96,32 @@ fn delivery_key(client_id: &str, seq: u64) -> Result<Vec<u8>, StoreError> {
 }
 
 impl SledStore {
+    /// The newest `limit` history messages with keys in `from..to` (one
+    /// topic's), published at or after `not_before_ms`, oldest first.
+    fn history_page(
+        &self,
+        topic: &str,
+        from: Vec<u8>,
+        to: Vec<u8>,
+        limit: usize,
+        not_before_ms: u64,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut newest_first = Vec::new();
+        for kv in self.history.range(from..to).rev() {
+            if newest_first.len() >= limit {
+                break;
+            }
+            let (_, value) = kv.map_err(|e| io(&format!("reading the history of {topic:?}"), e))?;
+            let message: StoredMessage = decode(format!("history message of {topic:?}"), &value)?;
+            if message.timestamp_ms < not_before_ms {
+                break;
+            }
+            newest_first.push(message);
+        }
+        newest_first.reverse();
+        Ok(newest_first)
+    }
+
     /// Opens (or creates) the database in `path`. A new database is stamped
     /// with [`FORMAT_VERSION`]; an existing one written by another version is
     /// refused with [`StoreError::FormatVersion`] rather than misread.
@@ -370,8 +410,7 @@ impl Store for SledStore {
     fn append_history(&self, message: &StoredMessage, keep: usize, not_before_ms: u64) -> Result<(), StoreError> {
         let context = || format!("appending to the history of {:?}", message.topic);
         let prefix = history_prefix(&message.topic);
-        let mut key = prefix.clone();
-        key.extend_from_slice(&message.id.to_be_bytes());
+        let key = history_key(&message.topic, message.id);
         self.put(TreeId::History, &key, &encode("history message", message)?, context)?;
         let trim = super::history_trim_due_for(&mut self.history_appends.lock(), &message.topic);
         if !trim {
@@ -397,25 +436,8 @@ impl Store for SledStore {
         limit: usize,
         not_before_ms: u64,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let prefix = history_prefix(topic);
-        let mut newest_first = Vec::new();
-        for kv in self.history.scan_prefix(&prefix).rev() {
-            if newest_first.len() >= limit {
-                break;
-            }
-            let (key, value) = kv.map_err(|e| io(&format!("reading the history of {topic:?}"), e))?;
-            let id = key.get(prefix.len()..).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes);
-            if id.is_some_and(|id| id <= after_id) {
-                break;
-            }
-            let message: StoredMessage = decode(format!("history message of {topic:?}"), &value)?;
-            if message.timestamp_ms < not_before_ms {
-                break;
-            }
-            newest_first.push(message);
-        }
-        newest_first.reverse();
-        Ok(newest_first)
+        let Some(first) = after_id.checked_add(1) else { return Ok(Vec::new()) };
+        self.history_page(topic, history_key(topic, first), topic_end(topic), limit, not_before_ms)
     }
 
     fn load_history_before(
@@ -425,25 +447,7 @@ impl Store for SledStore {
         limit: usize,
         not_before_ms: u64,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let prefix = history_prefix(topic);
-        let mut end = prefix.clone();
-        end.extend_from_slice(&before_id.to_be_bytes());
-        let mut newest_first = Vec::new();
-        // Keys are "topic, 0, id (big-endian)": the range below `end` within
-        // the prefix holds exactly the topic's messages with smaller ids.
-        for kv in self.history.range(prefix.as_slice()..end.as_slice()).rev() {
-            if newest_first.len() >= limit {
-                break;
-            }
-            let (_, value) = kv.map_err(|e| io(&format!("reading the history of {topic:?}"), e))?;
-            let message: StoredMessage = decode(format!("history message of {topic:?}"), &value)?;
-            if message.timestamp_ms < not_before_ms {
-                break;
-            }
-            newest_first.push(message);
-        }
-        newest_first.reverse();
-        Ok(newest_first)
+        self.history_page(topic, history_prefix(topic), history_key(topic, before_id), limit, not_before_ms)
     }
 
     fn sweep_history(&self, not_before: &dyn Fn(&str) -> Option<u64>) -> Result<usize, StoreError> {
