@@ -53,7 +53,7 @@ async fn a_node_cut_off_from_nats_answers_pings_and_every_publish_and_says_it_is
     config.cluster.as_mut().unwrap().ack_timeout_ms = ACK_TIMEOUT_MS;
     let n1 = start(config).await;
     let cluster = n1.cluster().unwrap().clone();
-    wait_until("JetStream to be ready", || cluster.durable.is_ready()).await;
+    wait_until("JetStream to be ready", || cluster.durable.is_ready() && cluster.is_connected()).await;
     let (m, w) = (n1.mqtt_addr(), n1.ws_addr());
     let mut v5 = Wire::accepted(Door::Tcp5, m, w, "pub-5", None, None).await;
     let mut v3 = Wire::accepted(Door::Tcp311, m, w, "pub-3", None, None).await;

@@ -25,25 +25,26 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
-    /// Starts nats-server on a free port and waits until it takes connections.
+    /// Starts nats-server on a port it picks itself (read from its log: a
+    /// port chosen here and bound there could be taken by another test's
+    /// server in between, and this test would then talk to that one) and
+    /// waits until it takes connections.
     pub async fn start(dir: &Path) -> NatsServer {
-        let port = super::process::free_port();
-        let mut server = NatsServer { child: None, port, dir: dir.to_path_buf(), args: Vec::new() };
+        let mut server = NatsServer { child: None, port: 0, dir: dir.to_path_buf(), args: Vec::new() };
         server.restart().await;
         server
     }
 
-    /// Starts nats-server with a configuration file, on a free loopback port
+    /// Starts nats-server with a configuration file, on a port it picks
     /// and `dir` as its JetStream directory (the file's `store_dir` is left
     /// out of the copy it runs: nats-server refuses both).
     pub async fn start_with_config(dir: &Path, config: &Path) -> NatsServer {
-        let port = super::process::free_port();
         let text = std::fs::read_to_string(config).unwrap();
         let kept: Vec<&str> = text.lines().filter(|l| !l.trim_start().starts_with("store_dir:")).collect();
         let copy = dir.join("nats-server.conf");
         std::fs::write(&copy, kept.join("\n")).unwrap();
         let args = vec!["-c".into(), copy.to_str().unwrap().to_string()];
-        let mut server = NatsServer { child: None, port, dir: dir.to_path_buf(), args };
+        let mut server = NatsServer { child: None, port: 0, dir: dir.to_path_buf(), args };
         server.restart().await;
         server
     }
@@ -86,21 +87,35 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// Starts it again on the same port and data directory.
+    /// Starts it (again: on the same port and data directory; the first
+    /// time, on a port it picks) and waits until it listens.
     pub async fn restart(&mut self) {
-        let child = Command::new(nats_server_program())
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        // -1: a random free port, which nats-server logs.
+        let port = if self.port == 0 { "-1".to_string() } else { self.port.to_string() };
+        let mut child = Command::new(nats_server_program())
+            .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
             .arg(&self.dir)
             .args(&self.args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("nats-server runs (the test command installs Debian's nats-server)");
+        let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
+        let listening = super::within("nats-server to listen", async {
+            loop {
+                let line = log.next_line().await.unwrap().expect("nats-server exited before listening");
+                if let Some(addr) = line.split("Listening for client connections on ").nth(1) {
+                    return addr.trim().rsplit(':').next().unwrap().parse::<u16>().unwrap();
+                }
+            }
+        })
+        .await;
+        // Keep reading its log, or it would block writing to a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
+        self.port = listening;
         self.child = Some(child);
-        let addr = format!("127.0.0.1:{}", self.port);
-        super::wait_for("nats-server to listen", || async { tokio::net::TcpStream::connect(&addr).await.is_ok() })
-            .await;
     }
 
     /// SIGSTOP: the server stops answering, but its connections stay open
@@ -108,6 +123,21 @@ impl NatsServer {
     /// continues it.
     pub fn pause(&self) {
         self.signal(libc::SIGSTOP);
+        // The stop takes effect when the kernel next schedules each of its
+        // threads: on a loaded machine a moment later, and a message sent
+        // meanwhile would still be answered. Wait until it is stopped.
+        let pid = self.child.as_ref().and_then(|c| c.id()).expect("nats-server is running");
+        let stat = format!("/proc/{pid}/stat");
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let state = std::fs::read_to_string(&stat).unwrap_or_default();
+            // "pid (comm) STATE ...": the state follows the closing parenthesis.
+            if state.rsplit(") ").next().is_some_and(|rest| rest.starts_with('T')) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "nats-server did not stop: {state}");
+            std::thread::yield_now();
+        }
     }
 
     /// SIGCONT after [`NatsServer::pause`].
