@@ -39,13 +39,6 @@ pub struct AdmittedPublish<'a> {
 }
 
 impl Broker {
-    /// Publishes and waits for the one acknowledgement (see
-    /// [`Broker::acknowledge`]): what the client core answers a PUBLISH with.
-    pub async fn publish_acknowledged(&self, message: Message) -> Ack {
-        let outcome = self.publish_paced(message).await;
-        self.acknowledge(outcome).await
-    }
-
     /// The one way back: what a publisher's acknowledgement says, once
     /// everything the broker promised for it holds. Storage first (a
     /// persistent subscriber's copy, history, retained: flushed by group

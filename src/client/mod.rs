@@ -441,40 +441,41 @@ impl Client {
 
     // ---- operations ------------------------------------------------------
 
-    /// Publishes for this client: access rules first, then the broker (class
-    /// admission, routing, durability for QoS > 0).
-    pub async fn publish(&mut self, mut message: Message) -> Published {
-        self.take_in(&mut message);
-        self.yield_if_first_since_idle().await;
-        if !self.may_publish(&mut message) {
-            self.broker.security().count_denied_publish();
-            tracing::debug!(client_id = %self.session.client_id, topic = %message.topic, "publish denied");
-            return Published::Denied;
-        }
-        if message.qos == QoS::AtMostOnce {
-            let outcome = self.broker.publish_paced(message).await;
-            return self.routed_at_most_once(&outcome);
-        }
-        self.routed += 1;
-        // Acknowledged means durable: the broker waits for the store when needed.
-        published(self.broker.publish_acknowledged(message).await)
+    /// Publishes a QoS 0 message for this client: access rules first, then
+    /// the broker (class admission, routing). QoS 1/2 messages go through
+    /// [`Client::publish_answered_later`].
+    pub async fn publish(&mut self, message: Message) -> Published {
+        debug_assert!(message.qos == QoS::AtMostOnce);
+        let Some(message) = self.take_in_allowed(message).await else { return Published::Denied };
+        let outcome = self.broker.publish_paced(message).await;
+        self.routed_at_most_once(&outcome)
     }
 
-    /// [`Client::publish`] for a QoS 1/2 message whose answer may come
-    /// later: `Some` is the answer now; `None` means the edge is told by
-    /// [`Edge::acknowledged`] once the backplane answered (or its deadline
-    /// passed), while the connection goes on reading. An answer is never
-    /// sent before one owed to an earlier publish.
-    pub async fn publish_answered_later(&mut self, mut message: Message, token: AckToken) -> Option<Published> {
-        debug_assert!(message.qos != QoS::AtMostOnce);
+    /// Counts and stamps an inbound message and applies the access rules:
+    /// `None` when they forbid it (counted and logged).
+    async fn take_in_allowed(&mut self, mut message: Message) -> Option<Message> {
         self.take_in(&mut message);
         self.yield_if_first_since_idle().await;
-        let behind = self.owed.is_some();
         if !self.may_publish(&mut message) {
             self.broker.security().count_denied_publish();
             tracing::debug!(client_id = %self.session.client_id, topic = %message.topic, "publish denied");
-            return self.answer_in_order(token, behind, Published::Denied);
+            return None;
         }
+        Some(message)
+    }
+
+    /// Publishes a QoS 1/2 message for this client: `Some` is the answer
+    /// now; `None` means the edge is told by [`Edge::acknowledged`] once the
+    /// backplane answered (or its deadline passed), while the connection goes
+    /// on reading. An answer is never sent before one owed to an earlier
+    /// publish. Acknowledged means durable: the broker waits for the store
+    /// (and in a cluster for JetStream) first.
+    pub async fn publish_answered_later(&mut self, message: Message, token: AckToken) -> Option<Published> {
+        debug_assert!(message.qos != QoS::AtMostOnce);
+        let behind = self.owed.is_some();
+        let Some(message) = self.take_in_allowed(message).await else {
+            return self.answer_in_order(token, behind, Published::Denied);
+        };
         self.routed += 1;
         let outcome = self.broker.publish_paced(message).await;
         if outcome.backplane_ack.is_none() && !behind {

@@ -362,10 +362,12 @@ impl Cluster {
         }
     }
 
-    /// A client connected here: tells the other nodes (fire and forget; the
-    /// connect does not wait). For a persistent session resumed here
-    /// (`resume`), the node that had it hands it over; if that node died,
-    /// the session is rebuilt from JetStream instead ([`recovery::recover_session`]).
+    /// A client connected here: tells the other nodes (the claim itself is
+    /// fire and forget). For a persistent session resumed here (`resume`),
+    /// the node that had it hands it over; if that node died, the session is
+    /// rebuilt from JetStream instead ([`recovery::recover_session`]); the
+    /// answer says whether either happened, and the connect waits for it
+    /// (bounded) to report the session present.
     fn claim_client_id(
         self: &Arc<Self>,
         client_id: &str,
